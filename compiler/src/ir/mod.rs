@@ -1,0 +1,10 @@
+//! The intermediate representation every front end lowers into and every later stage reads.
+//!
+//! A [`Graph`] is a petgraph DAG of typed [`Op`]s with statically known shapes and a table of
+//! named parameters. It is deliberately free of anything about code generation.
+
+pub mod graph;
+pub mod op;
+
+pub use graph::{Graph, Node, NodeId, Param, ParamId, ParamRole, ShapeError};
+pub use op::{Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Op, Pads, Pool2d, PoolKind};
