@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::ir::{
     Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Graph, NodeId, Op, Pads, Pool2d,
-    PoolKind,
+    PoolKind, ReduceKind,
 };
 
 /// A dense f32 tensor, row-major.
@@ -131,6 +131,11 @@ fn eval(graph: &Graph, op: &Op, args: &[&Tensor], out_shape: &[usize]) -> Tensor
             let w = weights.map(|p| param(graph, p));
             weighted_sum(*method, w, args)
         }
+        Op::Reshape { shape } => Tensor::new(shape.clone(), args[0].data.clone()),
+        Op::Transpose { perm } => transpose(args[0], perm, out_shape),
+        Op::Concat { axis } => concat(args, *axis, out_shape),
+        Op::Reduce { kind, axes, .. } => reduce(*kind, args[0], axes, out_shape),
+        Op::Softmax { axis } => softmax(args[0], *axis),
     }
 }
 
@@ -379,6 +384,112 @@ fn weighted_sum(method: FusionMethod, weights: Option<&[f32]>, args: &[&Tensor])
     out
 }
 
+/// Row-major strides of a shape.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+/// Calls `f(flat_index, multi_index)` for every position of `shape` in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let total: usize = shape.iter().product();
+    let mut idx = vec![0usize; shape.len()];
+    for flat in 0..total {
+        f(flat, &idx);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Tensor {
+    let src = strides(&x.shape);
+    // Output dim i walks input dim perm[i].
+    let walk: Vec<usize> = perm.iter().map(|&p| src[p]).collect();
+    let mut data = Vec::with_capacity(x.data.len());
+    for_each_index(out_shape, |_, idx| {
+        let at: usize = idx.iter().zip(&walk).map(|(i, s)| i * s).sum();
+        data.push(x.data[at]);
+    });
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+fn concat(args: &[&Tensor], axis: usize, out_shape: &[usize]) -> Tensor {
+    let outer: usize = out_shape[..axis].iter().product();
+    let mut data = Vec::with_capacity(out_shape.iter().product());
+    for o in 0..outer {
+        for x in args {
+            let chunk: usize = x.shape[axis..].iter().product();
+            data.extend_from_slice(&x.data[o * chunk..][..chunk]);
+        }
+    }
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+/// Sums (in f64, like the pools) or averages over `axes`; the output keeps the input's
+/// order of the remaining positions whether or not the reduced dims are kept.
+fn reduce(kind: ReduceKind, x: &Tensor, axes: &[usize], out_shape: &[usize]) -> Tensor {
+    let kept: Vec<usize> = x
+        .shape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
+        .collect();
+    let dst = strides(&kept);
+    let mut acc = vec![0f64; kept.iter().product()];
+    for_each_index(&x.shape, |flat, idx| {
+        let at: usize = idx
+            .iter()
+            .zip(&dst)
+            .enumerate()
+            .map(|(d, (i, s))| if axes.contains(&d) { 0 } else { i * s })
+            .sum();
+        acc[at] += x.data[flat] as f64;
+    });
+    let count: usize = axes.iter().map(|&a| x.shape[a]).product();
+    let data = acc
+        .into_iter()
+        .map(|v| match kind {
+            ReduceKind::Sum => v as f32,
+            ReduceKind::Mean => (v / count.max(1) as f64) as f32,
+        })
+        .collect();
+    Tensor::new(out_shape.to_vec(), data)
+}
+
+fn softmax(x: &Tensor, axis: usize) -> Tensor {
+    let len = x.shape[axis];
+    let inner: usize = x.shape[axis + 1..].iter().product();
+    let mut out = x.clone();
+    if len == 0 || inner == 0 {
+        return out;
+    }
+    for block in out.data.chunks_mut(len * inner) {
+        for i in 0..inner {
+            let max = (0..len)
+                .map(|k| block[k * inner + i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for k in 0..len {
+                let e = (block[k * inner + i] - max).exp();
+                block[k * inner + i] = e;
+                sum += e;
+            }
+            for k in 0..len {
+                block[k * inner + i] /= sum;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +560,73 @@ mod tests {
         assert!((c[0] - 1.0 / 4.0001).abs() < 1e-7);
         assert_eq!(c[1], 0.0);
         assert!((c[2] - 3.0 / 4.0001).abs() < 1e-7);
+    }
+
+    fn run1(op: Op, x: Tensor) -> Tensor {
+        let mut g = Graph::new("t");
+        let i = g.add_input("x", &x.shape);
+        let n = g.add("n", op, &[i]).unwrap();
+        g.mark_output("y", n);
+        run(&g, &[x]).unwrap().remove(0).1
+    }
+
+    #[test]
+    fn layout_ops() {
+        let x = Tensor::new(vec![2, 3], (0..6).map(|v| v as f32).collect());
+        let t = run1(Op::Transpose { perm: vec![1, 0] }, x.clone());
+        assert_eq!(t.shape, [3, 2]);
+        assert_eq!(t.data, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let r = run1(
+            Op::Reshape {
+                shape: vec![3, 1, 2],
+            },
+            x.clone(),
+        );
+        assert_eq!((r.shape, r.data), (vec![3, 1, 2], x.data.clone()));
+
+        let mut g = Graph::new("t");
+        let a = g.add_input("a", &[2, 1]);
+        let b = g.add_input("b", &[2, 2]);
+        let c = g.add("c", Op::Concat { axis: 1 }, &[a, b]).unwrap();
+        g.mark_output("c", c);
+        let out = run(
+            &g,
+            &[
+                Tensor::new(vec![2, 1], vec![1.0, 2.0]),
+                Tensor::new(vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(out[0].1.data, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+    }
+
+    #[test]
+    fn reductions_and_softmax() {
+        let x = Tensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let sum = |axes: Vec<usize>, keepdims| Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes,
+            keepdims,
+        };
+        assert_eq!(run1(sum(vec![0], false), x.clone()).data, [5.0, 7.0, 9.0]);
+        let rows = run1(sum(vec![1], true), x.clone());
+        assert_eq!((rows.shape, rows.data), (vec![2, 1], vec![6.0, 15.0]));
+        let mean = Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes: vec![0, 1],
+            keepdims: false,
+        };
+        assert_eq!(run1(mean, x.clone()).data, [3.5]);
+        let s = run1(Op::Softmax { axis: 0 }, x);
+        // Each column: softmax of (a, a+3).
+        let lo = 1.0 / (1.0 + 3f32.exp());
+        for (v, want) in s
+            .data
+            .iter()
+            .zip([lo, lo, lo, 1.0 - lo, 1.0 - lo, 1.0 - lo])
+        {
+            assert!((v - want).abs() < 1e-6, "{v} vs {want}");
+        }
     }
 
     #[test]

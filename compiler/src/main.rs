@@ -1,1 +1,167 @@
-fn main() {}
+//! `effdetc`: the effdet command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use effdet_compiler::model::{self, LoadOptions, Model, Source};
+use effdet_compiler::report::Report;
+use effdet_compiler::{interp, npy, weights};
+
+#[derive(Parser)]
+#[command(name = "effdetc", version, about = "EfficientDet model compiler", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model's input shape, parameter count, conv MACs and op counts.
+    Inspect {
+        /// A YAML spec (`specs/d0.yaml`) or an ONNX file.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the IR as a Graphviz graph to this file.
+        #[arg(long, value_name = "FILE")]
+        dot: Option<PathBuf>,
+        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
+        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
+        input_shape: Option<Vec<usize>>,
+    },
+    /// Run the model on the reference interpreter and write one `.npy` per output.
+    Run {
+        /// A YAML spec (`specs/d0.yaml`) or an ONNX file.
+        model: PathBuf,
+        /// A safetensors `state_dict` with effdet's parameter names (specs only).
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// The input: a `[1, 3, H, W]` float32 `.npy`, already normalized.
+        #[arg(long, value_name = "IN.npy")]
+        input: PathBuf,
+        /// Directory for the outputs (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
+        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
+        input_shape: Option<Vec<usize>>,
+    },
+}
+
+fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
+    let dims: Result<Vec<usize>, _> = s.split(',').map(|d| d.trim().parse::<usize>()).collect();
+    match dims {
+        Ok(d) if !d.is_empty() && !d.contains(&0) => Ok(d),
+        _ => Err(format!(
+            "`{s}` is not a shape: write positive dimensions separated by commas, e.g. 1,3,512,512"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+fn load(path: &Path, input_shape: Option<Vec<usize>>) -> Result<Model> {
+    let model = model::load(path, &LoadOptions { input_shape })?;
+    for w in &model.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(model)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect {
+            model,
+            json,
+            dot,
+            input_shape,
+        } => {
+            let m = load(&model, input_shape)?;
+            let report = Report::of(&m.graph);
+            if let Some(dot) = dot {
+                write_atomically(&dot, m.graph.to_dot().as_bytes())?;
+            }
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        Command::Run {
+            model,
+            weights,
+            input,
+            out_dir,
+            input_shape,
+        } => {
+            let mut m = load(&model, input_shape)?;
+            match (&m.source, weights) {
+                (Source::Spec { .. }, Some(w)) => weights::bind_safetensors(&mut m.graph, &w)?,
+                (Source::Spec { .. }, None) => {
+                    return Err(format!(
+                        "{}: a spec has no weights: give --weights FILE.safetensors (a state_dict with effdet's parameter names)",
+                        model.display()
+                    )
+                    .into())
+                }
+                (Source::Onnx, Some(_)) => {
+                    return Err(format!("{}: an ONNX model carries its own weights; --weights is for specs", model.display()).into())
+                }
+                (Source::Onnx, None) => {}
+            }
+            let shape = m
+                .graph
+                .input_shape()
+                .map(<[usize]>::to_vec)
+                .unwrap_or_default();
+            let x = npy::read_f32(&input, &shape)?;
+            eprintln!(
+                "effdetc: running {} ({} ops) on the reference interpreter...",
+                m.graph.name,
+                m.graph.graph.node_count()
+            );
+            let start = Instant::now();
+            let outputs = interp::run(&m.graph, &[x])?;
+            let files = npy::write_outputs(&out_dir, &outputs)
+                .map_err(|e| format!("{}: cannot write the outputs: {e}", out_dir.display()))?;
+            eprintln!(
+                "effdetc: wrote {} outputs to {} in {:.1} s",
+                files.len(),
+                out_dir.display(),
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so `path` is never left
+/// half-written.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.effdetc-{}",
+        path.file_name()
+            .map_or("out".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("{}: cannot write: {e}", path.display()).into())
+}

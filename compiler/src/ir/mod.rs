@@ -7,4 +7,7 @@ pub mod graph;
 pub mod op;
 
 pub use graph::{Graph, Node, NodeId, Param, ParamId, ParamRole, ShapeError};
-pub use op::{Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Op, Pads, Pool2d, PoolKind};
+pub use op::{
+    tf_same_pad, Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Op, Pads, Pool2d, PoolKind,
+    ReduceKind,
+};

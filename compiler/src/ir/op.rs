@@ -144,6 +144,13 @@ pub enum FusionMethod {
     Sum,
 }
 
+/// How a reduction combines the values along its axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+}
+
 /// What an op computes. Attributes only: tensors come in through the graph's edges,
 /// learned values through [`ParamId`]s into the graph's parameter table.
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +181,29 @@ pub enum Op {
         method: FusionMethod,
         weights: Option<ParamId>,
     },
+    /// The same values in row-major order under a new shape of equal size (ONNX Reshape,
+    /// Flatten, Squeeze, Unsqueeze: they differ only in how the new shape is written).
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// Permutes the dimensions: output dim `i` is input dim `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Joins its inputs along `axis`; all other dimensions must agree.
+    Concat {
+        axis: usize,
+    },
+    /// Sums or averages over `axes` (sorted, distinct), keeping them as size 1 or dropping them.
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
+    /// `exp(x − max) / Σ exp(x − max)` along one axis.
+    Softmax {
+        axis: usize,
+    },
 }
 
 impl Op {
@@ -198,6 +228,18 @@ impl Op {
             Op::ResizeNearest { .. } => "resize_nearest",
             Op::Pad { .. } => "pad",
             Op::WeightedSum { .. } => "weighted_sum",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                ..
+            } => "reduce_sum",
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                ..
+            } => "reduce_mean",
+            Op::Softmax { .. } => "softmax",
         }
     }
 
@@ -229,7 +271,7 @@ impl Op {
         match self {
             Op::Input | Op::Constant(_) => Some(0),
             Op::Binary(_) => Some(2),
-            Op::WeightedSum { .. } => None,
+            Op::WeightedSum { .. } | Op::Concat { .. } => None,
             _ => Some(1),
         }
     }
@@ -342,8 +384,80 @@ impl Op {
                 }
                 Ok(first.to_vec())
             }
+            Op::Reshape { shape } => {
+                let (from, to) = (numel(inputs[0])?, numel(shape)?);
+                if from != to {
+                    return Err(format!(
+                        "cannot reshape {:?} ({from} values) to {shape:?} ({to} values)",
+                        inputs[0]
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            Op::Transpose { perm } => {
+                let s = inputs[0];
+                let mut seen = vec![false; s.len()];
+                if perm.len() != s.len()
+                    || perm
+                        .iter()
+                        .any(|&p| p >= s.len() || std::mem::replace(&mut seen[p], true))
+                {
+                    return Err(format!(
+                        "{perm:?} is not a permutation of the dims of {s:?}"
+                    ));
+                }
+                Ok(perm.iter().map(|&p| s[p]).collect())
+            }
+            Op::Concat { axis } => {
+                let first = inputs[0];
+                if *axis >= first.len() {
+                    return Err(format!("axis {axis} is out of range for {first:?}"));
+                }
+                let mut out = first.to_vec();
+                for s in &inputs[1..] {
+                    let agree = s.len() == first.len()
+                        && (0..s.len()).all(|d| d == *axis || s[d] == first[d]);
+                    if !agree {
+                        return Err(format!("cannot join {first:?} and {s:?} along axis {axis}"));
+                    }
+                    out[*axis] += s[*axis];
+                }
+                Ok(out)
+            }
+            Op::Reduce { axes, keepdims, .. } => {
+                let s = inputs[0];
+                if axes.is_empty()
+                    || axes.windows(2).any(|w| w[0] >= w[1])
+                    || axes.iter().any(|&a| a >= s.len())
+                {
+                    return Err(format!(
+                        "axes {axes:?} must be sorted, distinct and within the dims of {s:?}"
+                    ));
+                }
+                Ok(s.iter()
+                    .enumerate()
+                    .filter_map(|(d, &n)| match axes.contains(&d) {
+                        false => Some(n),
+                        true if *keepdims => Some(1),
+                        true => None,
+                    })
+                    .collect())
+            }
+            Op::Softmax { axis } => {
+                if *axis >= inputs[0].len() {
+                    return Err(format!("axis {axis} is out of range for {:?}", inputs[0]));
+                }
+                Ok(inputs[0].to_vec())
+            }
         }
     }
+}
+
+/// The number of elements of a shape, or an error when it does not fit in memory's index type.
+fn numel(s: &[usize]) -> Result<usize, String> {
+    s.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("shape {s:?} has too many elements"))
 }
 
 fn nchw(s: &[usize]) -> Result<[usize; 4], String> {
@@ -427,6 +541,47 @@ mod tests {
         );
         assert_eq!(broadcast(&[3], &[2, 1]).unwrap(), [2, 3]);
         assert!(broadcast(&[2, 3], &[4]).is_err());
+    }
+
+    #[test]
+    fn layout_ops_infer_shapes() {
+        let none = |_: ParamId| Vec::new();
+        let reshape = Op::Reshape { shape: vec![2, 6] };
+        assert_eq!(reshape.infer_shape(&[&[1, 3, 4]], &none).unwrap(), [2, 6]);
+        assert!(reshape.infer_shape(&[&[1, 3, 5]], &none).is_err());
+        let t = Op::Transpose {
+            perm: vec![0, 2, 3, 1],
+        };
+        assert_eq!(
+            t.infer_shape(&[&[1, 8, 4, 5]], &none).unwrap(),
+            [1, 4, 5, 8]
+        );
+        let dup = Op::Transpose {
+            perm: vec![0, 0, 1],
+        };
+        assert!(dup.infer_shape(&[&[1, 2, 3]], &none).is_err());
+        let cat = Op::Concat { axis: 1 };
+        assert_eq!(
+            cat.infer_shape(&[&[1, 2, 4], &[1, 3, 4]], &none).unwrap(),
+            [1, 5, 4]
+        );
+        assert!(cat.infer_shape(&[&[1, 2, 4], &[1, 3, 5]], &none).is_err());
+        let sum = Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![2, 3],
+            keepdims: false,
+        };
+        assert_eq!(sum.infer_shape(&[&[1, 8, 4, 5]], &none).unwrap(), [1, 8]);
+        let bad = Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes: vec![3, 2],
+            keepdims: true,
+        };
+        assert!(bad.infer_shape(&[&[1, 8, 4, 5]], &none).is_err());
+        assert_eq!(sum.kind(), "reduce_sum");
+        assert!(Op::Softmax { axis: 2 }
+            .infer_shape(&[&[1, 2]], &none)
+            .is_err());
     }
 
     #[test]

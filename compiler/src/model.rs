@@ -1,0 +1,91 @@
+//! Loading a model from either front end: a YAML spec or an ONNX file, by extension.
+
+use std::path::{Path, PathBuf};
+
+use crate::ir::{Graph, ShapeError};
+use crate::onnx::{self, OnnxError};
+use crate::spec::{self, resolve::Arch, SpecError};
+
+/// Which front end a model came through.
+#[derive(Debug)]
+pub enum Source {
+    /// A compound-scaling spec: the graph has no weights until some are bound.
+    Spec {
+        spec: Box<spec::Spec>,
+        arch: Box<Arch>,
+    },
+    /// An ONNX file: the graph carries its weights.
+    Onnx,
+}
+
+/// A model in IR form plus what its front end knows about it.
+#[derive(Debug)]
+pub struct Model {
+    pub path: PathBuf,
+    pub graph: Graph,
+    pub source: Source,
+    /// Things that are allowed but probably mistakes, to show the user.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error("{path}: the spec builds an inconsistent graph: {source}")]
+    Shape { path: PathBuf, source: ShapeError },
+    #[error("{path}: unknown model format: expected a `.yaml`/`.yml` spec or an `.onnx` file")]
+    UnknownFormat { path: PathBuf },
+    #[error("{path}: --input-shape applies to ONNX models only; a spec sets `input.image_size`")]
+    InputShapeForSpec { path: PathBuf },
+}
+
+/// Options that apply while loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Overrides an ONNX graph's input shape (`[N, C, H, W]`).
+    pub input_shape: Option<Vec<usize>>,
+}
+
+/// Loads `path` through the front end its extension names.
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("yaml" | "yml") => {
+            if options.input_shape.is_some() {
+                return Err(LoadError::InputShapeForSpec {
+                    path: path.to_path_buf(),
+                });
+            }
+            let loaded = spec::load(path)?;
+            let arch = spec::resolve::resolve(&loaded.spec);
+            let graph = spec::lower::lower(&arch).map_err(|source| LoadError::Shape {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(Model {
+                path: path.to_path_buf(),
+                graph,
+                source: Source::Spec {
+                    spec: Box::new(loaded.spec),
+                    arch: Box::new(arch),
+                },
+                warnings: loaded.warnings,
+            })
+        }
+        Some("onnx") => Ok(Model {
+            path: path.to_path_buf(),
+            graph: onnx::import(path, options.input_shape.as_deref())?,
+            source: Source::Onnx,
+            warnings: Vec::new(),
+        }),
+        _ => Err(LoadError::UnknownFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}

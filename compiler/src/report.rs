@@ -1,0 +1,106 @@
+//! What `effdetc inspect` reports about a model.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ir::Graph;
+
+/// A model's summary; serialized as the `inspect --json` object.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub name: String,
+    /// `[N, C, H, W]`.
+    pub input_shape: Vec<usize>,
+    /// Learnable parameters (specs) or float initializer elements used (ONNX).
+    pub params: u64,
+    /// Conv multiply-accumulates of one forward pass.
+    pub macs: u64,
+    /// Node count per op kind.
+    pub ops: BTreeMap<&'static str, usize>,
+    pub nodes: usize,
+    /// Output name → shape, in output order.
+    pub outputs: Vec<(String, Vec<usize>)>,
+}
+
+impl Report {
+    pub fn of(graph: &Graph) -> Report {
+        Report {
+            name: graph.name.clone(),
+            input_shape: graph
+                .input_shape()
+                .map(<[usize]>::to_vec)
+                .unwrap_or_default(),
+            params: graph.param_count(),
+            macs: graph.macs(),
+            ops: graph.op_counts(),
+            nodes: graph.graph.node_count(),
+            outputs: graph
+                .outputs
+                .iter()
+                .map(|(n, id)| (n.clone(), graph.node(*id).shape.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let outputs: serde_json::Map<String, serde_json::Value> = self
+            .outputs
+            .iter()
+            .map(|(n, s)| (n.clone(), serde_json::json!(s)))
+            .collect();
+        let value = serde_json::json!({
+            "name": self.name,
+            "input_shape": self.input_shape,
+            "params": self.params,
+            "macs": self.macs,
+            "ops": self.ops,
+            "nodes": self.nodes,
+            "outputs": outputs,
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "model        {}\ninput        {:?}\nparams       {}\nconv MACs    {} ({:.2} G)\nnodes        {}\nops\n",
+            self.name,
+            self.input_shape,
+            thousands(self.params),
+            thousands(self.macs),
+            self.macs as f64 / 1e9,
+            self.nodes
+        );
+        for (kind, n) in &self.ops {
+            s.push_str(&format!("  {kind:<18}{n:>6}\n"));
+        }
+        s.push_str("outputs\n");
+        for (name, shape) in &self.outputs {
+            s.push_str(&format!("  {name:<18}{shape:?}\n"));
+        }
+        s
+    }
+}
+
+/// `3880067` → `3,880,067`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(3_880_067), "3,880,067");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+    }
+}

@@ -1,0 +1,392 @@
+//! The YAML compound-scaling spec front end.
+//!
+//! [`load`] reads and validates a spec file, [`resolve::resolve`] applies the EfficientNet
+//! scaling rules to it, and [`lower::lower`] builds the IR graph with effdet's parameter names.
+
+pub mod bifpn;
+pub mod lower;
+pub mod resolve;
+pub mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::{Location, Spanned};
+
+pub use schema::Spec;
+
+/// A problem with a spec file, located by file, line and column where the file has a place
+/// for it.
+#[derive(Debug, thiserror::Error)]
+pub struct SpecError {
+    pub path: PathBuf,
+    /// 1-based line and column; `None` when the problem has no single place in the file.
+    pub location: Option<(u64, u64)>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.path.display(), self.message)
+            }
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl SpecError {
+    fn at(path: &Path, location: Location, message: impl Into<String>) -> Self {
+        SpecError {
+            path: path.to_path_buf(),
+            location: (location != Location::UNKNOWN).then(|| (location.line(), location.column())),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded spec plus the warnings it earned (rules every official variant follows that
+/// this spec breaks).
+#[derive(Debug)]
+pub struct Loaded {
+    pub spec: Spec,
+    pub warnings: Vec<String>,
+}
+
+/// Reads, parses and validates the spec at `path`.
+pub fn load(path: &Path) -> Result<Loaded, SpecError> {
+    let bytes = std::fs::read(path).map_err(|e| SpecError {
+        path: path.to_path_buf(),
+        location: None,
+        message: format!("cannot read the spec: {e}"),
+    })?;
+    parse(path, &bytes)
+}
+
+/// Parses and validates spec text; `path` is used in messages only.
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, SpecError> {
+    let plain = |message: String| SpecError {
+        path: path.to_path_buf(),
+        location: None,
+        message,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(plain("the spec is empty (expected a YAML mapping with `spec_version: 1`, `name`, `input`, `backbone`, `fpn`, `head`, `anchors`)".into()));
+    }
+    if bytes.contains(&0) {
+        return Err(plain("this is a binary file, not a YAML spec".into()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        plain(format!(
+            "not UTF-8 text (invalid byte at offset {}): a spec is a YAML file",
+            e.valid_up_to()
+        ))
+    })?;
+    let spec: Spec = serde_saphyr::from_str(text).map_err(|e| {
+        let location = e.location().unwrap_or(Location::UNKNOWN);
+        SpecError::at(path, location, yaml_message(&e))
+    })?;
+    let warnings = validate(path, &spec)?;
+    Ok(Loaded { spec, warnings })
+}
+
+/// The parser's message without its rendered snippet or position (we print those our way).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or("invalid YAML").trim();
+    // Strip a trailing " at line X column Y" the parser may append.
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Checks values serde cannot (ranges, relations between fields); returns warnings for
+/// rules that hold for every official variant but not for this spec.
+fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
+    let err = |loc: Location, msg: String| Err(SpecError::at(path, loc, msg));
+    if s.spec_version.value != 1 {
+        return err(
+            s.spec_version.referenced,
+            format!(
+                "spec_version {} is not supported (only 1)",
+                s.spec_version.value
+            ),
+        );
+    }
+    let size = &s.input.image_size;
+    if size.value.contains(&0) {
+        return err(
+            size.referenced,
+            format!("input.image_size {:?} must be positive", size.value),
+        );
+    }
+    if let Some(std) = s.input.std.value.iter().find(|v| !(**v > 0.0)) {
+        return err(
+            s.input.std.referenced,
+            format!("input.std {std} must be positive"),
+        );
+    }
+    let b = &s.backbone;
+    for (name, v) in [
+        ("width_coefficient", &b.width_coefficient),
+        ("depth_coefficient", &b.depth_coefficient),
+    ] {
+        if !(v.value > 0.0 && v.value.is_finite()) {
+            return err(
+                v.referenced,
+                format!("backbone.{name} {} must be positive", v.value),
+            );
+        }
+    }
+    if b.depth_divisor.value == 0 {
+        return err(
+            b.depth_divisor.referenced,
+            "backbone.depth_divisor must be positive".into(),
+        );
+    }
+    if b.stem_channels.value == 0 {
+        return err(
+            b.stem_channels.referenced,
+            "backbone.stem_channels must be positive".into(),
+        );
+    }
+    for (name, eps) in [
+        ("backbone", &b.bn_eps),
+        ("fpn", &s.fpn.bn_eps),
+        ("head", &s.head.bn_eps),
+    ] {
+        if !(eps.value > 0.0) {
+            return err(
+                eps.referenced,
+                format!("{name}.bn_eps {} must be positive", eps.value),
+            );
+        }
+    }
+    if let Some(se) = &b.se {
+        if !(se.ratio.value > 0.0 && se.ratio.value <= 1.0) {
+            return err(
+                se.ratio.referenced,
+                format!("backbone.se.ratio {} must be in (0, 1]", se.ratio.value),
+            );
+        }
+    }
+    if b.stages.is_empty() {
+        return err(Location::UNKNOWN, "backbone.stages is empty".into());
+    }
+    for (i, st) in b.stages.iter().enumerate() {
+        let v = &st.value;
+        for (field, value) in [
+            ("kernel", v.kernel),
+            ("stride", v.stride),
+            ("expand", v.expand),
+            ("in", v.in_channels),
+            ("out", v.out_channels),
+            ("repeats", v.repeats),
+        ] {
+            if value == 0 {
+                return err(
+                    st.referenced,
+                    format!("backbone.stages[{i}].{field} must be positive, got 0"),
+                );
+            }
+        }
+    }
+    let fpn = &s.fpn;
+    let (min, max) = (fpn.min_level.value, fpn.max_level.value);
+    if min == 0 {
+        return err(
+            fpn.min_level.referenced,
+            "fpn.min_level must be at least 1".into(),
+        );
+    }
+    if min > max {
+        return err(
+            fpn.min_level.referenced,
+            format!("fpn.min_level {min} is greater than fpn.max_level {max}"),
+        );
+    }
+    if max > 12 {
+        return err(
+            fpn.max_level.referenced,
+            format!("fpn.max_level {max} is beyond any feature map (at most 12)"),
+        );
+    }
+    let taps = &b.taps;
+    for (&level, &stage) in &taps.value {
+        if stage as usize >= b.stages.len() {
+            return err(
+                taps.referenced,
+                format!(
+                    "backbone.taps: level {level} taps stage {stage}, but there are {} stages",
+                    b.stages.len()
+                ),
+            );
+        }
+    }
+    let top_tap = match taps.value.range(min..=max).next_back() {
+        Some((&l, _)) => l,
+        None => return err(
+            taps.referenced,
+            format!(
+                "backbone.taps has no level between fpn.min_level {min} and fpn.max_level {max}"
+            ),
+        ),
+    };
+    if let Some(missing) = (min..=top_tap).find(|l| !taps.value.contains_key(l)) {
+        return err(
+            taps.referenced,
+            format!("backbone.taps has no stage for level {missing} (levels {min}..={top_tap} must all be tapped)"),
+        );
+    }
+    for (name, v) in [
+        ("fpn.num_filters", &fpn.num_filters),
+        ("fpn.cell_repeats", &fpn.cell_repeats),
+    ] {
+        if v.value == 0 {
+            return err(v.referenced, format!("{name} must be positive"));
+        }
+    }
+    if !(fpn.fusion_eps > 0.0) {
+        return err(
+            Location::UNKNOWN,
+            format!("fpn.fusion_eps {} must be positive", fpn.fusion_eps),
+        );
+    }
+    let h = &s.head;
+    if h.num_filters.value == 0 {
+        return err(
+            h.num_filters.referenced,
+            "head.num_filters must be positive".into(),
+        );
+    }
+    if h.num_classes.value == 0 {
+        return err(
+            h.num_classes.referenced,
+            "head.num_classes must be positive".into(),
+        );
+    }
+    let a = &s.anchors;
+    if a.num_scales.value == 0 {
+        return err(
+            a.num_scales.referenced,
+            "anchors.num_scales must be positive".into(),
+        );
+    }
+    if a.aspect_ratios.value.is_empty()
+        || a.aspect_ratios.value.iter().flatten().any(|v| !(*v > 0.0))
+    {
+        return err(
+            a.aspect_ratios.referenced,
+            "anchors.aspect_ratios must be a non-empty list of positive [x, y] pairs".into(),
+        );
+    }
+    if !(a.anchor_scale.value > 0.0) {
+        return err(
+            a.anchor_scale.referenced,
+            format!(
+                "anchors.anchor_scale {} must be positive",
+                a.anchor_scale.value
+            ),
+        );
+    }
+    // The feature map of the highest level must not shrink to nothing.
+    let deepest = size.value.iter().map(|&d| {
+        let mut d = d as u64;
+        for _ in 0..max {
+            d = d.div_ceil(2);
+        }
+        d
+    });
+    if deepest.clone().any(|d| d == 0) {
+        return err(
+            size.referenced,
+            "input.image_size is too small for fpn.max_level".into(),
+        );
+    }
+
+    Ok(rule_warnings(s))
+}
+
+/// Rules every official variant follows; breaking one is allowed but probably a mistake.
+fn rule_warnings(s: &Spec) -> Vec<String> {
+    let mut w = Vec::new();
+    let line = |v: &Location| {
+        if *v == Location::UNKNOWN {
+            String::new()
+        } else {
+            format!(" (line {})", v.line())
+        }
+    };
+    if let Some(phi) = s.phi {
+        let expected = 3 + phi / 3;
+        if s.head.repeats.value != expected {
+            w.push(format!(
+                "head.repeats is {}{} but every official variant has 3 + floor(phi/3) = {expected}",
+                s.head.repeats.value,
+                line(&s.head.repeats.referenced)
+            ));
+        }
+    }
+    if s.head.num_filters.value != s.fpn.num_filters.value {
+        w.push(format!(
+            "head.num_filters {}{} differs from fpn.num_filters {}; every official variant uses the BiFPN width",
+            s.head.num_filters.value,
+            line(&s.head.num_filters.referenced),
+            s.fpn.num_filters.value
+        ));
+    }
+    if let Some((wc, dc)) = official_coefficients(&s.backbone.variant) {
+        let b = &s.backbone;
+        if (b.width_coefficient.value - wc).abs() > 1e-9
+            || (b.depth_coefficient.value - dc).abs() > 1e-9
+        {
+            w.push(format!(
+                "backbone.variant {} has width/depth coefficients ({wc}, {dc}), the spec says ({}, {}){}",
+                b.variant,
+                b.width_coefficient.value,
+                b.depth_coefficient.value,
+                line(&b.width_coefficient.referenced)
+            ));
+        }
+    }
+    let lite = s.backbone.kind == schema::BackboneKind::EfficientnetLite;
+    if lite != s.backbone.fix_stem_and_edge_stages {
+        w.push(format!(
+            "backbone.fix_stem_and_edge_stages is {} but every official {} backbone has {}",
+            s.backbone.fix_stem_and_edge_stages,
+            if lite {
+                "EfficientNet-Lite"
+            } else {
+                "EfficientNet"
+            },
+            lite
+        ));
+    }
+    if lite && s.backbone.se.is_some() {
+        w.push("backbone.se is set but EfficientNet-Lite backbones have no squeeze-excite".into());
+    }
+    w
+}
+
+/// Width and depth coefficients of the official backbones (reference §2.1).
+pub fn official_coefficients(variant: &str) -> Option<(f64, f64)> {
+    Some(match variant {
+        "b0" | "lite0" => (1.0, 1.0),
+        "b1" | "lite1" => (1.0, 1.1),
+        "b2" | "lite2" => (1.1, 1.2),
+        "b3" => (1.2, 1.4),
+        "lite3" => (1.2, 1.4),
+        "b4" | "lite4" => (1.4, 1.8),
+        "b5" => (1.6, 2.2),
+        "b6" => (1.8, 2.6),
+        "b7" => (2.0, 3.1),
+        _ => return None,
+    })
+}
+
+/// Where a spanned value sits, for messages about it.
+pub fn place<T>(v: &Spanned<T>) -> Option<(u64, u64)> {
+    (v.referenced != Location::UNKNOWN).then(|| (v.referenced.line(), v.referenced.column()))
+}
