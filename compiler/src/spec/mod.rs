@@ -85,7 +85,18 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, SpecError> {
     })?;
     let spec: Spec = serde_saphyr::from_str(text).map_err(|e| {
         let location = e.location().unwrap_or(Location::UNKNOWN);
-        SpecError::at(path, location, yaml_message(&e))
+        let mut message = yaml_message(&e);
+        if let Some(kind) = message.strip_prefix("invalid ") {
+            // The parser says only "invalid u32"; say what was expected and what was found.
+            let expected = match kind {
+                "u32" | "u64" | "usize" => "a non-negative integer",
+                "f32" | "f64" => "a number",
+                "bool" => "true or false",
+                other => other,
+            };
+            message = format!("expected {expected}, found `{}`", token_at(text, location));
+        }
+        SpecError::at(path, location, message)
     })?;
     let warnings = validate(path, &spec)?;
     Ok(Loaded { spec, warnings })
@@ -100,6 +111,14 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),
     }
+}
+
+/// The scalar that starts at `location` (up to a delimiter or comment), for messages.
+fn token_at(text: &str, location: Location) -> String {
+    let line = text.lines().nth((location.line() as usize).saturating_sub(1)).unwrap_or("");
+    let rest: String = line.chars().skip((location.column() as usize).saturating_sub(1)).collect();
+    let end = rest.find([',', ']', '}', '#']).unwrap_or(rest.len());
+    rest[..end].trim().to_string()
 }
 
 /// Checks values serde cannot (ranges, relations between fields); returns warnings for
