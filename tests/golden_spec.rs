@@ -11,7 +11,9 @@ use effdet_compiler::weights;
 use effdet_tests::{assert_close, fixture_dir, read_npy};
 
 fn spec(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../specs")
+        .join(name)
 }
 
 #[test]
@@ -34,7 +36,11 @@ fn bind_random(graph: &mut effdet_compiler::ir::Graph) {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for p in &mut graph.params {
         let n = p.len();
-        let offset = if p.name.ends_with("running_var") { 1.0 } else { 0.0 };
+        let offset = if p.name.ends_with("running_var") {
+            1.0
+        } else {
+            0.0
+        };
         let scale = if p.name.contains("conv") { 0.2 } else { 1.0 };
         let v: Vec<f32> = (0..n)
             .map(|_| {
@@ -54,7 +60,8 @@ fn bind_random(graph: &mut effdet_compiler::ir::Graph) {
 #[test]
 fn lite0_and_d1_run_end_to_end() {
     for (variant, size, p7) in [("lite0", 320, 3), ("d1", 640, 5)] {
-        let mut m = model::load(&spec(&format!("{variant}.yaml")), &LoadOptions::default()).unwrap();
+        let mut m =
+            model::load(&spec(&format!("{variant}.yaml")), &LoadOptions::default()).unwrap();
         bind_random(&mut m.graph);
         let input = Tensor::new(vec![1, 3, size, size], vec![0.25; 3 * size * size]);
         let start = std::time::Instant::now();
@@ -67,7 +74,10 @@ fn lite0_and_d1_run_end_to_end() {
         let (_, p7_class) = &outputs[4];
         assert_eq!(p7_class.shape, [1, 810, p7, p7], "{variant}");
         for (name, t) in &outputs {
-            assert!(t.data.iter().all(|v| v.is_finite()), "{variant} {name} not finite");
+            assert!(
+                t.data.iter().all(|v| v.is_finite()),
+                "{variant} {name} not finite"
+            );
         }
     }
 }

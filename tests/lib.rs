@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 /// The golden data of one reference model; fails loudly when CI lacks it.
 pub fn fixture_dir(model: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures").join(model);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures")
+        .join(model);
     assert!(dir.is_dir(), "golden fixtures missing at {}", dir.display());
     dir
 }
@@ -21,20 +23,29 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
 /// The tolerance for one reference tensor.
 pub fn tolerance(reference: &[f32]) -> f64 {
     let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;
-    let spread = reference.iter().map(|&v| (v as f64 - mean).abs()).fold(0.0, f64::max);
+    let spread = reference
+        .iter()
+        .map(|&v| (v as f64 - mean).abs())
+        .fold(0.0, f64::max);
     1e-4 * spread.max(1.0)
 }
 
 /// Max absolute difference.
 pub fn max_error(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max)
 }
 
 /// Asserts `ours` matches `reference` within [`tolerance`]; returns the error.
 pub fn assert_close(name: &str, ours: &[f32], reference: &[f32]) -> f64 {
     let err = max_error(ours, reference);
     let tol = tolerance(reference);
-    assert!(err <= tol, "{name}: max error {err:e} exceeds tolerance {tol:e}");
+    assert!(
+        err <= tol,
+        "{name}: max error {err:e} exceeds tolerance {tol:e}"
+    );
     err
 }

@@ -106,7 +106,7 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<(String, Tensor)>, In
         .collect())
 }
 
-fn param<'g>(graph: &'g Graph, id: crate::ir::ParamId) -> &'g [f32] {
+fn param(graph: &Graph, id: crate::ir::ParamId) -> &[f32] {
     graph
         .param(id)
         .data

@@ -72,7 +72,7 @@ pub fn bind_safetensors(graph: &mut Graph, path: &Path) -> Result<(), WeightsErr
     let mut unexpected: Vec<String> = file
         .names()
         .into_iter()
-        .filter(|n| !ignored(n) && !graph.params.iter().any(|p| &p.name == *n))
+        .filter(|n| !ignored(n) && !graph.params.iter().any(|p| p.name == *n))
         .map(|n| {
             let shape = file
                 .tensor(n)

@@ -31,7 +31,11 @@ fn stderr(o: &Output) -> String {
 fn fails(args: &[&str]) -> String {
     let o = effdetc(args);
     let err = stderr(&o);
-    assert!(!o.status.success(), "expected failure for {args:?}, stdout: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "expected failure for {args:?}, stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
     assert!(err.starts_with("error: "), "{err}");
@@ -67,7 +71,11 @@ fn every_spec_reproduces_the_reference_parameter_count() {
     for (variant, params, size) in expected {
         let j = inspect_json(&format!("specs/{variant}.yaml"));
         assert_eq!(j["params"], params, "{variant}");
-        assert_eq!(j["input_shape"], serde_json::json!([1, 3, size, size]), "{variant}");
+        assert_eq!(
+            j["input_shape"],
+            serde_json::json!([1, 3, size, size]),
+            "{variant}"
+        );
         assert!(j["name"].as_str().unwrap().ends_with(variant), "{variant}");
     }
 }
@@ -83,10 +91,16 @@ fn d0_report_has_macs_ops_and_outputs() {
     assert_eq!(ops["swish"], 1 + 2 + 15 * 3 + 3 * 8 + 2 * 3 * 5, "{ops:?}");
     assert_eq!(ops["sigmoid"], 16);
     assert_eq!(ops["weighted_sum"], 24);
-    assert_eq!(j["outputs"]["class_P3"], serde_json::json!([1, 810, 64, 64]));
+    assert_eq!(
+        j["outputs"]["class_P3"],
+        serde_json::json!([1, 810, 64, 64])
+    );
     assert_eq!(j["outputs"]["box_P7"], serde_json::json!([1, 36, 4, 4]));
     let d7x = inspect_json("specs/d7x.yaml");
-    assert_eq!(d7x["outputs"]["class_P8"], serde_json::json!([1, 810, 6, 6]));
+    assert_eq!(
+        d7x["outputs"]["class_P8"],
+        serde_json::json!([1, 810, 6, 6])
+    );
     let lite0 = inspect_json("specs/lite0.yaml");
     assert_eq!(lite0["outputs"]["box_P7"], serde_json::json!([1, 36, 3, 3]));
 }
@@ -99,7 +113,11 @@ fn dot_output_names_ops_and_shapes() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&dot).unwrap();
     assert!(text.starts_with("digraph"));
-    assert!(text.contains("backbone.conv_stem\\nconv\\n[1, 32, 256, 256]"), "{}", &text[..400]);
+    assert!(
+        text.contains("backbone.conv_stem\\nconv\\n[1, 32, 256, 256]"),
+        "{}",
+        &text[..400]
+    );
     let human = String::from_utf8(o.stdout).unwrap();
     assert!(human.contains("3,880,067"), "{human}");
 }
@@ -136,20 +154,30 @@ fn bad_specs_name_file_line_and_column() {
     for (text, place, words) in cases {
         let (_dir, path) = spec_file(&text);
         let err = fails(&["inspect", &path]);
-        assert!(err.contains(&format!("{path}{place}")), "expected `{path}{place}` in: {err}");
+        assert!(
+            err.contains(&format!("{path}{place}")),
+            "expected `{path}{place}` in: {err}"
+        );
         assert!(err.contains(words), "expected `{words}` in: {err}");
     }
 }
 
 #[test]
 fn empty_binary_and_missing_specs_are_errors() {
-    for (text, words) in [(&b""[..], "empty"), (&b"\x00\x01\x02\xff"[..], "binary"), (&b"\xff\xfe junk"[..], "UTF-8")] {
+    for (text, words) in [
+        (&b""[..], "empty"),
+        (&b"\x00\x01\x02\xff"[..], "binary"),
+        (&b"\xff\xfe junk"[..], "UTF-8"),
+    ] {
         let (_dir, path) = spec_file(text);
         let err = fails(&["inspect", &path]);
         assert!(err.contains(&path) && err.contains(words), "{err}");
     }
     let err = fails(&["inspect", "specs/nope.yaml"]);
-    assert!(err.contains("specs/nope.yaml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("specs/nope.yaml") && err.contains("cannot read"),
+        "{err}"
+    );
     let err = fails(&["inspect", "README.md"]);
     assert!(err.contains("unknown model format"), "{err}");
 }
@@ -160,7 +188,10 @@ fn rule_breaking_specs_warn_but_work() {
     let o = effdetc(&["inspect", &path, "--json"]);
     assert!(o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("warning:") && err.contains("3 + floor(phi/3) = 3"), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("3 + floor(phi/3) = 3"),
+        "{err}"
+    );
 }
 
 fn run_d0(weights: &Path, input: &Path, out: &Path) -> Output {
@@ -190,13 +221,19 @@ fn weights_that_do_not_match_list_every_problem() {
             "backbone.bn1.weight" => {}
             "class_net.predict.conv_pw.bias" => {
                 let data = &t.data()[..4 * 800];
-                tensors.push((name.clone(), TensorView::new(t.dtype(), vec![800], data).unwrap()));
+                tensors.push((
+                    name.clone(),
+                    TensorView::new(t.dtype(), vec![800], data).unwrap(),
+                ));
             }
             _ => tensors.push((name.clone(), t)),
         }
     }
     let extra = [0u8; 8];
-    tensors.push(("head.extra".into(), TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap()));
+    tensors.push((
+        "head.extra".into(),
+        TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
+    ));
     let bad = dir.path().join("bad.safetensors");
     std::fs::write(&bad, safetensors::serialize(tensors, None).unwrap()).unwrap();
     let out = dir.path().join("out");
@@ -204,8 +241,14 @@ fn weights_that_do_not_match_list_every_problem() {
     let err = stderr(&o);
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
     assert!(err.contains(bad.to_str().unwrap()), "{err}");
-    assert!(err.contains("missing     backbone.bn1.weight (expected [32])"), "{err}");
-    assert!(err.contains("wrong shape class_net.predict.conv_pw.bias: expected [810], found [800]"), "{err}");
+    assert!(
+        err.contains("missing     backbone.bn1.weight (expected [32])"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wrong shape class_net.predict.conv_pw.bias: expected [810], found [800]"),
+        "{err}"
+    );
     assert!(err.contains("unexpected  head.extra (found [2])"), "{err}");
     assert!(!out.exists(), "no output on error");
 
@@ -213,7 +256,10 @@ fn weights_that_do_not_match_list_every_problem() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not tensors").unwrap();
     let err = stderr(&run_d0(&junk, &fx.join("input.npy"), &out));
-    assert!(err.contains("junk.safetensors: not a safetensors file"), "{err}");
+    assert!(
+        err.contains("junk.safetensors: not a safetensors file"),
+        "{err}"
+    );
     assert!(!out.exists());
 }
 
@@ -238,17 +284,30 @@ fn inputs_of_the_wrong_shape_or_dtype_are_errors() {
     let small = dir.path().join("small.npy");
     write_npy(&small, &[1, 3, 8, 8], &[0f32; 192]);
     let err = stderr(&run_d0(&weights, &small, &out));
-    assert!(err.contains("small.npy: shape is [1, 3, 8, 8], the model takes [1, 3, 512, 512]"), "{err}");
+    assert!(
+        err.contains("small.npy: shape is [1, 3, 8, 8], the model takes [1, 3, 512, 512]"),
+        "{err}"
+    );
     let doubles = dir.path().join("f64.npy");
     write_npy(&doubles, &[1, 3, 512, 512], &vec![0f64; 3 * 512 * 512]);
     let err = stderr(&run_d0(&weights, &doubles, &out));
-    assert!(err.contains("f64.npy: dtype is <f8, expected little-endian float32"), "{err}");
+    assert!(
+        err.contains("f64.npy: dtype is <f8, expected little-endian float32"),
+        "{err}"
+    );
     let junk = dir.path().join("junk.npy");
     std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
     let err = stderr(&run_d0(&weights, &junk, &out));
     assert!(err.contains("junk.npy: not a valid .npy file"), "{err}");
     assert!(!out.exists(), "no output on error");
-    let err = fails(&["run", "specs/d0.yaml", "--input", small.to_str().unwrap(), "--out-dir", "x"]);
+    let err = fails(&[
+        "run",
+        "specs/d0.yaml",
+        "--input",
+        small.to_str().unwrap(),
+        "--out-dir",
+        "x",
+    ]);
     assert!(err.contains("--weights"), "{err}");
 }
 
@@ -265,10 +324,20 @@ fn run_reproduces_the_fixture_outputs() {
             let ours = read(&out.join(&name));
             let reference = read(&fx.join(&name));
             assert_eq!(ours.0, reference.0, "{name} shape");
-            let mean = reference.1.iter().map(|&v| v as f64).sum::<f64>() / reference.1.len() as f64;
-            let spread = reference.1.iter().map(|&v| (v as f64 - mean).abs()).fold(0.0, f64::max);
+            let mean =
+                reference.1.iter().map(|&v| v as f64).sum::<f64>() / reference.1.len() as f64;
+            let spread = reference
+                .1
+                .iter()
+                .map(|&v| (v as f64 - mean).abs())
+                .fold(0.0, f64::max);
             let tol = 1e-4 * spread.max(1.0);
-            let err = ours.1.iter().zip(&reference.1).map(|(a, b)| (a - b).abs() as f64).fold(0.0, f64::max);
+            let err = ours
+                .1
+                .iter()
+                .zip(&reference.1)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .fold(0.0, f64::max);
             assert!(err <= tol, "{name}: max error {err} > {tol}");
         }
     }

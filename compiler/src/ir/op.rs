@@ -344,7 +344,7 @@ impl Op {
             }
             Op::Pool2d(p) => {
                 let [n, c, h, w] = nchw(inputs[0])?;
-                if p.pads[0] >= p.kernel[0] + 1 || p.pads[1] >= p.kernel[1] + 1 {
+                if p.pads[0] > p.kernel[0] || p.pads[1] > p.kernel[1] {
                     return Err("padding larger than the window".into());
                 }
                 let (oh, ow) = window_out([h, w], p.kernel, p.stride, [1, 1], p.pads)?;

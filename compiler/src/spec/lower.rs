@@ -119,6 +119,7 @@ impl Builder {
         self.g.add(name, Op::Conv2d(conv), &[x])
     }
 
+    /// A dense conv with its own weights.
     fn conv(
         &mut self,
         prefix: &str,
@@ -126,11 +127,23 @@ impl Builder {
         out: usize,
         kernel: usize,
         stride: usize,
-        depthwise: bool,
         bias: bool,
     ) -> Result<NodeId, ShapeError> {
         let cin = self.shape(x)[1];
-        let p = self.conv_params(prefix, cin, out, kernel, depthwise, bias);
+        let p = self.conv_params(prefix, cin, out, kernel, false, bias);
+        self.conv_with(prefix, x, p, stride)
+    }
+
+    /// A depthwise conv (no bias in any EfficientDet part) with its own weights.
+    fn dwconv(
+        &mut self,
+        prefix: &str,
+        x: NodeId,
+        kernel: usize,
+        stride: usize,
+    ) -> Result<NodeId, ShapeError> {
+        let c = self.shape(x)[1];
+        let p = self.conv_params(prefix, c, c, kernel, true, false);
         self.conv_with(prefix, x, p, stride)
     }
 
@@ -176,15 +189,7 @@ impl Builder {
     /// EfficientNet stem and blocks; returns the tapped feature maps, levels ascending.
     fn backbone(&mut self, arch: &Arch, input: NodeId) -> Result<Vec<NodeId>, ShapeError> {
         let (act, eps) = (arch.backbone_act, arch.backbone_bn_eps);
-        let x = self.conv(
-            "backbone.conv_stem",
-            input,
-            arch.stem_channels,
-            3,
-            2,
-            false,
-            false,
-        )?;
+        let x = self.conv("backbone.conv_stem", input, arch.stem_channels, 3, 2, false)?;
         let x = self.bn("backbone.bn1", x, eps)?;
         let mut x = self.act("backbone.bn1", x, act)?;
         let mut stage_outputs = Vec::new();
@@ -212,42 +217,18 @@ impl Builder {
         let (dw_bn, proj, proj_bn) = if b.expand == 1 {
             ("bn1", "conv_pw", "bn2")
         } else {
-            x = self.conv(
-                &format!("{p}.conv_pw"),
-                x,
-                b.mid_channels,
-                1,
-                1,
-                false,
-                false,
-            )?;
+            x = self.conv(&format!("{p}.conv_pw"), x, b.mid_channels, 1, 1, false)?;
             x = self.bn(&format!("{p}.bn1"), x, eps)?;
             x = self.act(&format!("{p}.bn1"), x, act)?;
             ("bn2", "conv_pwl", "bn3")
         };
-        x = self.conv(
-            &format!("{p}.conv_dw"),
-            x,
-            b.mid_channels,
-            b.kernel,
-            b.stride,
-            true,
-            false,
-        )?;
+        x = self.dwconv(&format!("{p}.conv_dw"), x, b.kernel, b.stride)?;
         x = self.bn(&format!("{p}.{dw_bn}"), x, eps)?;
         x = self.act(&format!("{p}.{dw_bn}"), x, act)?;
         if let Some(reduced) = b.se_channels {
             x = self.squeeze_excite(&format!("{p}.se"), x, reduced, act)?;
         }
-        x = self.conv(
-            &format!("{p}.{proj}"),
-            x,
-            b.out_channels,
-            1,
-            1,
-            false,
-            false,
-        )?;
+        x = self.conv(&format!("{p}.{proj}"), x, b.out_channels, 1, 1, false)?;
         x = self.bn(&format!("{p}.{proj_bn}"), x, eps)?;
         if b.residual() {
             x = self.g.add(
@@ -269,9 +250,9 @@ impl Builder {
     ) -> Result<NodeId, ShapeError> {
         let channels = self.shape(x)[1];
         let s = self.g.add(format!("{p}.pool"), Op::GlobalAvgPool, &[x])?;
-        let s = self.conv(&format!("{p}.conv_reduce"), s, reduced, 1, 1, false, true)?;
+        let s = self.conv(&format!("{p}.conv_reduce"), s, reduced, 1, 1, true)?;
         let s = self.act(&format!("{p}.conv_reduce"), s, act)?;
-        let s = self.conv(&format!("{p}.conv_expand"), s, channels, 1, 1, false, true)?;
+        let s = self.conv(&format!("{p}.conv_expand"), s, channels, 1, 1, true)?;
         let gate = self.g.add(
             format!("{p}.gate"),
             Op::Activation(Activation::Sigmoid),
@@ -283,15 +264,7 @@ impl Builder {
 
     /// 1×1 conv (with bias) and optional BN, matching channels to the BiFPN width.
     fn channel_match(&mut self, p: &str, x: NodeId, arch: &Arch) -> Result<NodeId, ShapeError> {
-        let x = self.conv(
-            &format!("{p}.conv"),
-            x,
-            arch.fpn_channels,
-            1,
-            1,
-            false,
-            true,
-        )?;
+        let x = self.conv(&format!("{p}.conv"), x, arch.fpn_channels, 1, 1, true)?;
         if arch.resample_bn {
             self.bn(&format!("{p}.bn"), x, arch.fpn_bn_eps)
         } else {
@@ -377,22 +350,13 @@ impl Builder {
                 // Pre-activation separable conv, BN, no activation after.
                 let x = self.act(&format!("{p}.after_combine"), fused, arch.fpn_act)?;
                 let q = format!("{p}.after_combine.conv");
-                let x = self.conv(
-                    &format!("{q}.conv_dw"),
-                    x,
-                    arch.fpn_channels,
-                    3,
-                    1,
-                    true,
-                    false,
-                )?;
+                let x = self.dwconv(&format!("{q}.conv_dw"), x, 3, 1)?;
                 let x = self.conv(
                     &format!("{q}.conv_pw"),
                     x,
                     arch.fpn_channels,
                     1,
                     1,
-                    false,
                     arch.fpn_conv_bias,
                 )?;
                 let x = self.bn(&format!("{q}.bn"), x, arch.fpn_bn_eps)?;

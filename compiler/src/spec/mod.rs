@@ -113,10 +113,21 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     }
 }
 
+/// A finite number above zero (false for NaN).
+fn positive(v: f64) -> bool {
+    v > 0.0 && v.is_finite()
+}
+
 /// The scalar that starts at `location` (up to a delimiter or comment), for messages.
 fn token_at(text: &str, location: Location) -> String {
-    let line = text.lines().nth((location.line() as usize).saturating_sub(1)).unwrap_or("");
-    let rest: String = line.chars().skip((location.column() as usize).saturating_sub(1)).collect();
+    let line = text
+        .lines()
+        .nth((location.line() as usize).saturating_sub(1))
+        .unwrap_or("");
+    let rest: String = line
+        .chars()
+        .skip((location.column() as usize).saturating_sub(1))
+        .collect();
     let end = rest.find([',', ']', '}', '#']).unwrap_or(rest.len());
     rest[..end].trim().to_string()
 }
@@ -141,7 +152,7 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
             format!("input.image_size {:?} must be positive", size.value),
         );
     }
-    if let Some(std) = s.input.std.value.iter().find(|v| !(**v > 0.0)) {
+    if let Some(std) = s.input.std.value.iter().find(|v| !positive(**v as f64)) {
         return err(
             s.input.std.referenced,
             format!("input.std {std} must be positive"),
@@ -152,7 +163,7 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
         ("width_coefficient", &b.width_coefficient),
         ("depth_coefficient", &b.depth_coefficient),
     ] {
-        if !(v.value > 0.0 && v.value.is_finite()) {
+        if !positive(v.value) {
             return err(
                 v.referenced,
                 format!("backbone.{name} {} must be positive", v.value),
@@ -176,7 +187,7 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
         ("fpn", &s.fpn.bn_eps),
         ("head", &s.head.bn_eps),
     ] {
-        if !(eps.value > 0.0) {
+        if !positive(eps.value) {
             return err(
                 eps.referenced,
                 format!("{name}.bn_eps {} must be positive", eps.value),
@@ -184,7 +195,7 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
         }
     }
     if let Some(se) = &b.se {
-        if !(se.ratio.value > 0.0 && se.ratio.value <= 1.0) {
+        if !(positive(se.ratio.value) && se.ratio.value <= 1.0) {
             return err(
                 se.ratio.referenced,
                 format!("backbone.se.ratio {} must be in (0, 1]", se.ratio.value),
@@ -246,12 +257,14 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
     }
     let top_tap = match taps.value.range(min..=max).next_back() {
         Some((&l, _)) => l,
-        None => return err(
-            taps.referenced,
-            format!(
+        None => {
+            return err(
+                taps.referenced,
+                format!(
                 "backbone.taps has no level between fpn.min_level {min} and fpn.max_level {max}"
             ),
-        ),
+            )
+        }
     };
     if let Some(missing) = (min..=top_tap).find(|l| !taps.value.contains_key(l)) {
         return err(
@@ -267,7 +280,7 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
             return err(v.referenced, format!("{name} must be positive"));
         }
     }
-    if !(fpn.fusion_eps > 0.0) {
+    if !positive(fpn.fusion_eps) {
         return err(
             Location::UNKNOWN,
             format!("fpn.fusion_eps {} must be positive", fpn.fusion_eps),
@@ -294,14 +307,18 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
         );
     }
     if a.aspect_ratios.value.is_empty()
-        || a.aspect_ratios.value.iter().flatten().any(|v| !(*v > 0.0))
+        || a.aspect_ratios
+            .value
+            .iter()
+            .flatten()
+            .any(|v| !positive(*v))
     {
         return err(
             a.aspect_ratios.referenced,
             "anchors.aspect_ratios must be a non-empty list of positive [x, y] pairs".into(),
         );
     }
-    if !(a.anchor_scale.value > 0.0) {
+    if !positive(a.anchor_scale.value) {
         return err(
             a.anchor_scale.referenced,
             format!(
