@@ -71,7 +71,12 @@ pub enum OnnxError {
 fn list_ops(ops: &[(String, Vec<String>)]) -> String {
     let mut s = String::new();
     for (op, nodes) in ops {
-        let _ = write!(s, "\n  {op} ({} node(s)): {}", nodes.len(), nodes.join(", "));
+        let _ = write!(
+            s,
+            "\n  {op} ({} node(s)): {}",
+            nodes.len(),
+            nodes.join(", ")
+        );
     }
     s
 }

@@ -102,12 +102,32 @@ fn from_raw(dtype: DType, raw: &[u8]) -> Data {
         DType::I8 => Data::I64(raw.iter().map(|&b| b as i8 as i64).collect()),
         DType::U8 => Data::I64(raw.iter().map(|&b| b as i64).collect()),
         DType::Bool => Data::Bool(raw.iter().map(|&b| b != 0).collect()),
-        DType::I16 => Data::I64(chunks::<2>(raw).map(|b| i16::from_le_bytes(b) as i64).collect()),
-        DType::U16 => Data::I64(chunks::<2>(raw).map(|b| u16::from_le_bytes(b) as i64).collect()),
-        DType::I32 => Data::I64(chunks::<4>(raw).map(|b| i32::from_le_bytes(b) as i64).collect()),
-        DType::U32 => Data::I64(chunks::<4>(raw).map(|b| u32::from_le_bytes(b) as i64).collect()),
+        DType::I16 => Data::I64(
+            chunks::<2>(raw)
+                .map(|b| i16::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        DType::U16 => Data::I64(
+            chunks::<2>(raw)
+                .map(|b| u16::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        DType::I32 => Data::I64(
+            chunks::<4>(raw)
+                .map(|b| i32::from_le_bytes(b) as i64)
+                .collect(),
+        ),
+        DType::U32 => Data::I64(
+            chunks::<4>(raw)
+                .map(|b| u32::from_le_bytes(b) as i64)
+                .collect(),
+        ),
         DType::I64 => Data::I64(chunks::<8>(raw).map(i64::from_le_bytes).collect()),
-        DType::U64 => Data::I64(chunks::<8>(raw).map(|b| u64::from_le_bytes(b) as i64).collect()),
+        DType::U64 => Data::I64(
+            chunks::<8>(raw)
+                .map(|b| u64::from_le_bytes(b) as i64)
+                .collect(),
+        ),
     }
 }
 
@@ -115,9 +135,18 @@ fn from_raw(dtype: DType, raw: &[u8]) -> Data {
 /// is no `raw_data`. Which field holds which type is fixed by onnx.proto.
 fn from_typed(dtype: DType, t: &TensorProto, n: usize, shape: &[usize]) -> Result<Data, String> {
     let (found, data) = match dtype {
-        DType::F32 => (t.float_data.len(), Data::F32(t.float_data.as_slice().into())),
-        DType::F64 => (t.double_data.len(), Data::F64(t.double_data.as_slice().into())),
-        DType::I64 => (t.int64_data.len(), Data::I64(t.int64_data.as_slice().into())),
+        DType::F32 => (
+            t.float_data.len(),
+            Data::F32(t.float_data.as_slice().into()),
+        ),
+        DType::F64 => (
+            t.double_data.len(),
+            Data::F64(t.double_data.as_slice().into()),
+        ),
+        DType::I64 => (
+            t.int64_data.len(),
+            Data::I64(t.int64_data.as_slice().into()),
+        ),
         DType::U32 | DType::U64 => (
             t.uint64_data.len(),
             Data::I64(t.uint64_data.iter().map(|&v| v as i64).collect()),
@@ -227,7 +256,12 @@ mod tests {
     #[test]
     fn raw_and_typed_data_decode_alike() {
         let mut raw = tensor(&[2], 1);
-        raw.raw_data = Some([1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect());
+        raw.raw_data = Some(
+            [1.5f32, -2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        );
         let mut typed = tensor(&[2], 1);
         typed.float_data = vec![1.5, -2.0];
         let a = decode_tensor(&mut raw, DataDir(None)).unwrap();
@@ -235,7 +269,10 @@ mod tests {
         assert_eq!(a, b);
         let mut ints = tensor(&[3], 6);
         ints.int32_data = vec![1, -2, 3];
-        assert_eq!(decode_tensor(&mut ints, DataDir(None)).unwrap().ints(), [1, -2, 3]);
+        assert_eq!(
+            decode_tensor(&mut ints, DataDir(None)).unwrap().ints(),
+            [1, -2, 3]
+        );
     }
 
     #[test]
@@ -243,23 +280,37 @@ mod tests {
         let mut t = tensor(&[2, 3], 1);
         t.float_data = vec![0.0; 5];
         let e = decode_tensor(&mut t, DataDir(None)).unwrap_err();
-        assert!(e.contains("[2, 3]") && e.contains("6 elements") && e.contains('5'), "{e}");
+        assert!(
+            e.contains("[2, 3]") && e.contains("6 elements") && e.contains('5'),
+            "{e}"
+        );
         let mut t = tensor(&[4], 7);
         t.raw_data = Some(vec![0; 31]);
-        assert!(decode_tensor(&mut t, DataDir(None)).unwrap_err().contains("32 bytes"));
+        assert!(decode_tensor(&mut t, DataDir(None))
+            .unwrap_err()
+            .contains("32 bytes"));
         let mut t = tensor(&[-1], 1);
-        assert!(decode_tensor(&mut t, DataDir(None)).unwrap_err().contains("negative"));
+        assert!(decode_tensor(&mut t, DataDir(None))
+            .unwrap_err()
+            .contains("negative"));
         let mut t = tensor(&[1 << 40, 1 << 40], 1);
-        assert!(decode_tensor(&mut t, DataDir(None)).unwrap_err().contains("too large"));
+        assert!(decode_tensor(&mut t, DataDir(None))
+            .unwrap_err()
+            .contains("too large"));
         let mut t = tensor(&[1], 8);
-        assert!(decode_tensor(&mut t, DataDir(None)).unwrap_err().contains("STRING"));
+        assert!(decode_tensor(&mut t, DataDir(None))
+            .unwrap_err()
+            .contains("STRING"));
     }
 
     #[test]
     fn external_data_is_read_next_to_the_model() {
         let dir = std::env::temp_dir().join(format!("effdet-ext-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let bytes: Vec<u8> = [7.0f32, 8.0, 9.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = [7.0f32, 8.0, 9.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         std::fs::write(dir.join("w.bin"), &bytes).unwrap();
         let kv = |k: &str, v: &str| proto::StringStringEntryProto {
             key: Some(k.into()),
@@ -267,13 +318,23 @@ mod tests {
         };
         let mut t = tensor(&[2], 1);
         t.data_location = Some(DataLocation::External as i32);
-        t.external_data = vec![kv("location", "w.bin"), kv("offset", "4"), kv("length", "8")];
+        t.external_data = vec![
+            kv("location", "w.bin"),
+            kv("offset", "4"),
+            kv("length", "8"),
+        ];
         let c = decode_tensor(&mut t, DataDir(Some(&dir))).unwrap();
         assert_eq!(c.to_f32().unwrap().as_ref(), [8.0, 9.0]);
         t.external_data = vec![kv("location", "../w.bin")];
         assert!(decode_tensor(&mut t, DataDir(Some(&dir))).is_err());
-        t.external_data = vec![kv("location", "w.bin"), kv("offset", "8"), kv("length", "8")];
-        assert!(decode_tensor(&mut t, DataDir(Some(&dir))).unwrap_err().contains("12 bytes"));
+        t.external_data = vec![
+            kv("location", "w.bin"),
+            kv("offset", "8"),
+            kv("length", "8"),
+        ];
+        assert!(decode_tensor(&mut t, DataDir(Some(&dir)))
+            .unwrap_err()
+            .contains("12 bytes"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

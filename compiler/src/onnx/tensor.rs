@@ -102,7 +102,6 @@ macro_rules! per_data {
         }
     };
 }
-pub(crate) use per_data;
 
 impl Data {
     pub fn len(&self) -> usize {
@@ -198,7 +197,9 @@ impl Const {
             (Data::I64(v), DType::F64) => Data::F64(v.iter().map(|&x| x as f64).collect()),
             (Data::I64(v), t) => Data::F32(v.iter().map(|&x| t.round_f32(x as f32)).collect()),
             (Data::F32(v), DType::F64) => Data::F64(v.iter().map(|&x| x as f64).collect()),
-            (Data::F32(v), t) if t.is_float() => Data::F32(v.iter().map(|&x| t.round_f32(x)).collect()),
+            (Data::F32(v), t) if t.is_float() => {
+                Data::F32(v.iter().map(|&x| t.round_f32(x)).collect())
+            }
             (Data::Bool(v), t) if t.is_float() && t != DType::F64 => {
                 Data::F32(v.iter().map(|&x| x as u8 as f32).collect())
             }
@@ -244,7 +245,10 @@ mod tests {
         let f = Const::f32(vec![4], vec![-1.7, 2.9, 300.0, 0.0]);
         assert_eq!(f.cast(DType::I64).ints(), [-1, 2, 300, 0]);
         assert_eq!(f.cast(DType::U8).ints(), [255, 2, 44, 0]);
-        assert_eq!(f.cast(DType::Bool).data, Data::Bool(vec![true, true, true, false].into()));
+        assert_eq!(
+            f.cast(DType::Bool).data,
+            Data::Bool(vec![true, true, true, false].into())
+        );
         let i = Const::i64(vec![2], vec![3, -2]);
         assert_eq!(i.cast(DType::F32).data, Data::F32(vec![3.0, -2.0].into()));
         assert_eq!(i.cast(DType::F16).to_f32().unwrap()[0], 3.0);
