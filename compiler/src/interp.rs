@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use crate::ir::{
-    Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Graph, NodeId, Op, Pads, Pool2d,
-    PoolKind, ReduceKind,
+    Activation, BatchNorm, BinaryOp, Conv2d, Fuse, FusionMethod, Graph, NodeId, Op, Pads, Pool2d,
+    PoolKind, ReduceKind, Sampling, SqueezeExcite,
 };
 
 /// A dense f32 tensor, row-major.
@@ -119,7 +119,17 @@ fn eval(graph: &Graph, op: &Op, args: &[&Tensor], out_shape: &[usize]) -> Tensor
     match op {
         Op::Input => unreachable!("inputs are bound, not evaluated"),
         Op::Constant(p) => Tensor::new(out_shape.to_vec(), param(graph, *p).to_vec()),
-        Op::Conv2d(c) => conv2d(graph, c, args[0], out_shape),
+        Op::Conv2d(c) => {
+            let mut y = conv2d(graph, c, args[0], out_shape);
+            // Epilogues, in the order the op defines: activation, then residual.
+            if let Some(a) = c.act {
+                y = activation(a, &y);
+            }
+            if let Some(residual) = args.get(1) {
+                y = binary(BinaryOp::Add, &y, residual, out_shape);
+            }
+            y
+        }
         Op::BatchNorm(b) => batch_norm(graph, b, args[0]),
         Op::Activation(a) => activation(*a, args[0]),
         Op::Binary(b) => binary(*b, args[0], args[1], out_shape),
@@ -136,6 +146,65 @@ fn eval(graph: &Graph, op: &Op, args: &[&Tensor], out_shape: &[usize]) -> Tensor
         Op::Concat { axis } => concat(args, *axis, out_shape),
         Op::Reduce { kind, axes, .. } => reduce(*kind, args[0], axes, out_shape),
         Op::Softmax { axis } => softmax(args[0], *axis),
+        Op::SqueezeExcite(se) => squeeze_excite(graph, se, args[0]),
+        Op::Fuse(f) => fuse(graph, f, args, out_shape),
+    }
+}
+
+/// `x · sigmoid(expand(act(reduce(mean(x)))))`, composed from the unfused ops' definitions.
+fn squeeze_excite(graph: &Graph, se: &SqueezeExcite, x: &Tensor) -> Tensor {
+    let pooled = global_avg_pool(x);
+    let (n, c) = (x.shape[0], x.shape[1]);
+    let (rw, rb) = (param(graph, se.reduce_weight), param(graph, se.reduce_bias));
+    let (ew, eb) = (param(graph, se.expand_weight), param(graph, se.expand_bias));
+    let r = rb.len();
+    let mut gates = Vec::with_capacity(n * c);
+    for b in 0..n {
+        let v = &pooled.data[b * c..][..c];
+        let hidden: Vec<f32> = (0..r)
+            .map(|j| {
+                se.act
+                    .apply(rb[j] + (0..c).map(|i| rw[j * c + i] * v[i]).sum::<f32>())
+            })
+            .collect();
+        gates.extend((0..c).map(|i| {
+            Activation::Sigmoid
+                .apply(eb[i] + (0..r).map(|j| ew[i * r + j] * hidden[j]).sum::<f32>())
+        }));
+    }
+    let gate = Tensor::new(vec![n, c, 1, 1], gates);
+    binary(BinaryOp::Mul, x, &gate, &x.shape)
+}
+
+/// `act(Σ c_i · sample_i(x_i))`, each sampling as the unfused op computes it.
+fn fuse(graph: &Graph, f: &Fuse, args: &[&Tensor], out_shape: &[usize]) -> Tensor {
+    let coefficients = param(graph, f.coefficients);
+    let mut out = Tensor::zeros(out_shape);
+    for ((sampling, x), &k) in f.inputs.iter().zip(args).zip(coefficients) {
+        let sampled = match sampling {
+            Sampling::Identity => (*x).clone(),
+            Sampling::Nearest { .. } => resize_nearest(x, out_shape),
+            Sampling::MaxPool {
+                kernel,
+                stride,
+                pads,
+            } => {
+                let p = Pool2d {
+                    kind: PoolKind::Max,
+                    kernel: *kernel,
+                    stride: *stride,
+                    pads: *pads,
+                };
+                pool2d(&p, x, out_shape)
+            }
+        };
+        for (o, v) in out.data.iter_mut().zip(&sampled.data) {
+            *o += k * v;
+        }
+    }
+    match f.act {
+        Some(a) => activation(a, &out),
+        None => out,
     }
 }
 
@@ -518,6 +587,7 @@ mod tests {
             groups: 1,
             weight: w,
             bias: Some(b),
+            act: None,
         };
         let c = g.add("c", Op::Conv2d(conv), &[x]).unwrap();
         g.mark_output("y", c);

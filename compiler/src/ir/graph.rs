@@ -218,7 +218,11 @@ impl Graph {
                     .iter()
                     .map(|&i| self.graph[i].shape.as_slice())
                     .collect();
-                self.graph[id].op.macs(&shapes, &self.graph[id].shape)
+                self.graph[id]
+                    .op
+                    .macs(&shapes, &self.graph[id].shape, &|p| {
+                        self.params[p.0].shape.clone()
+                    })
             })
             .sum()
     }
@@ -295,6 +299,7 @@ mod tests {
             groups: 1,
             weight: w,
             bias: None,
+            act: None,
         };
         let c = g.add("c", Op::Conv2d(conv.clone()), &[x]).unwrap();
         assert_eq!(g.node(c).shape, [1, 4, 4, 4]);

@@ -8,6 +8,6 @@ pub mod op;
 
 pub use graph::{Graph, Node, NodeId, Param, ParamId, ParamRole, ShapeError};
 pub use op::{
-    tf_same_pad, Activation, BatchNorm, BinaryOp, Conv2d, FusionMethod, Op, Pads, Pool2d, PoolKind,
-    ReduceKind,
+    tf_same_pad, Activation, BatchNorm, BinaryOp, Conv2d, Fuse, FusionMethod, Op, Pads, Pool2d,
+    PoolKind, ReduceKind, Sampling, SqueezeExcite,
 };

@@ -94,6 +94,10 @@ impl BinaryOp {
 }
 
 /// A 2-D convolution over NCHW input, weights `[out, in/groups, kh, kw]`.
+///
+/// Computes `act(conv(x) + bias) + residual`: the activation and the residual (an optional
+/// second input of the output's shape) are epilogues that fusion passes attach, so a whole
+/// conv → BN → act or project → BN → add chain is one op.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d {
     pub out_channels: usize,
@@ -104,6 +108,42 @@ pub struct Conv2d {
     pub groups: usize,
     pub weight: ParamId,
     pub bias: Option<ParamId>,
+    pub act: Option<Activation>,
+}
+
+/// Squeeze-excite as one op: `x · sigmoid(expand(act(reduce(mean_hw(x)))))`, with the two
+/// 1×1 convs as matrices (`reduce: [r, c]`, `expand: [c, r]`) and their biases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SqueezeExcite {
+    pub reduce_weight: ParamId,
+    pub reduce_bias: ParamId,
+    pub expand_weight: ParamId,
+    pub expand_bias: ParamId,
+    pub act: Activation,
+}
+
+/// How one input of a [`Fuse`] is brought to the output's size.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sampling {
+    /// Already the output's size.
+    Identity,
+    /// Nearest-neighbour resize, as [`Op::ResizeNearest`].
+    Nearest { size: [usize; 2] },
+    /// Max-pool window, as a max [`Pool2d`].
+    MaxPool {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: Pads,
+    },
+}
+
+/// A BiFPN node's fusion as one op: `act(Σ_i c_i · sample_i(x_i))`, with the coefficients
+/// already normalized at compile time (`coefficients: [n]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fuse {
+    pub coefficients: ParamId,
+    pub inputs: Vec<Sampling>,
+    pub act: Option<Activation>,
 }
 
 /// Inference-mode batch normalization over the channel dimension (dim 1).
@@ -204,6 +244,8 @@ pub enum Op {
     Softmax {
         axis: usize,
     },
+    SqueezeExcite(SqueezeExcite),
+    Fuse(Fuse),
 }
 
 impl Op {
@@ -240,6 +282,8 @@ impl Op {
                 ..
             } => "reduce_mean",
             Op::Softmax { .. } => "softmax",
+            Op::SqueezeExcite(_) => "squeeze_excite",
+            Op::Fuse(_) => "fused_sum",
         }
     }
 
@@ -248,6 +292,13 @@ impl Op {
         match self {
             Op::Constant(p) => vec![*p],
             Op::Conv2d(c) => std::iter::once(c.weight).chain(c.bias).collect(),
+            Op::SqueezeExcite(se) => vec![
+                se.reduce_weight,
+                se.reduce_bias,
+                se.expand_weight,
+                se.expand_bias,
+            ],
+            Op::Fuse(f) => vec![f.coefficients],
             Op::BatchNorm(b) => vec![b.gamma, b.beta, b.mean, b.var],
             Op::WeightedSum { weights, .. } => weights.iter().copied().collect(),
             _ => Vec::new(),
@@ -255,12 +306,22 @@ impl Op {
     }
 
     /// Multiply-accumulates of one execution with this output shape (convolutions only).
-    pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+    pub fn macs(
+        &self,
+        inputs: &[&[usize]],
+        output: &[usize],
+        param_shape: &dyn Fn(ParamId) -> Vec<usize>,
+    ) -> u64 {
         match self {
             Op::Conv2d(c) => {
                 let cin = inputs.first().map_or(0, |s| s.get(1).copied().unwrap_or(0));
                 let per_output = (cin / c.groups.max(1)) * c.kernel[0] * c.kernel[1];
                 output.iter().product::<usize>() as u64 * per_output as u64
+            }
+            // The two 1×1 convs on the pooled vector, as counted before fusion.
+            Op::SqueezeExcite(se) => {
+                let batch = output.first().copied().unwrap_or(0);
+                2 * (batch * param_shape(se.reduce_weight).iter().product::<usize>()) as u64
             }
             _ => 0,
         }
@@ -271,7 +332,8 @@ impl Op {
         match self {
             Op::Input | Op::Constant(_) => Some(0),
             Op::Binary(_) => Some(2),
-            Op::WeightedSum { .. } | Op::Concat { .. } => None,
+            // Conv2d: the input, then optionally the residual.
+            Op::WeightedSum { .. } | Op::Concat { .. } | Op::Fuse(_) | Op::Conv2d(_) => None,
             _ => Some(1),
         }
     }
@@ -294,6 +356,12 @@ impl Op {
             Op::Input => Err("graph inputs get their shape when they are added".into()),
             Op::Constant(p) => Ok(param_shape(*p)),
             Op::Conv2d(c) => {
+                if inputs.len() > 2 {
+                    return Err(format!(
+                        "takes an input and an optional residual, got {} inputs",
+                        inputs.len()
+                    ));
+                }
                 let [n, cin, h, w] = nchw(inputs[0])?;
                 if c.groups == 0 || cin % c.groups != 0 || c.out_channels % c.groups != 0 {
                     return Err(format!(
@@ -318,7 +386,15 @@ impl Op {
                     }
                 }
                 let (oh, ow) = window_out([h, w], c.kernel, c.stride, c.dilation, c.pads)?;
-                Ok(vec![n, c.out_channels, oh, ow])
+                let out = vec![n, c.out_channels, oh, ow];
+                if let Some(residual) = inputs.get(1) {
+                    if *residual != out.as_slice() {
+                        return Err(format!(
+                            "residual shape {residual:?} differs from the output {out:?}"
+                        ));
+                    }
+                }
+                Ok(out)
             }
             Op::BatchNorm(b) => {
                 let s = inputs[0];
@@ -337,6 +413,57 @@ impl Op {
                 Ok(s.to_vec())
             }
             Op::Activation(_) => Ok(inputs[0].to_vec()),
+            Op::SqueezeExcite(se) => {
+                let [_, c, _, _] = nchw(inputs[0])?;
+                let r = param_shape(se.reduce_weight);
+                let ok = r.len() == 2
+                    && r[1] == c
+                    && param_shape(se.reduce_bias) == [r[0]]
+                    && param_shape(se.expand_weight) == [c, r[0]]
+                    && param_shape(se.expand_bias) == [c];
+                if !ok {
+                    return Err(format!(
+                        "parameters do not fit {c} channels (reduce weight {r:?})"
+                    ));
+                }
+                Ok(inputs[0].to_vec())
+            }
+            Op::Fuse(f) => {
+                if f.inputs.len() != inputs.len() {
+                    return Err(format!(
+                        "{} samplings for {} inputs",
+                        f.inputs.len(),
+                        inputs.len()
+                    ));
+                }
+                if param_shape(f.coefficients) != [inputs.len()] {
+                    return Err(format!("coefficients do not match {} inputs", inputs.len()));
+                }
+                let mut shape: Option<Vec<usize>> = None;
+                for (sampling, input) in f.inputs.iter().zip(inputs) {
+                    let [n, c, h, w] = nchw(input)?;
+                    let sampled = match sampling {
+                        Sampling::Identity => vec![n, c, h, w],
+                        Sampling::Nearest { size } => vec![n, c, size[0], size[1]],
+                        Sampling::MaxPool {
+                            kernel,
+                            stride,
+                            pads,
+                        } => {
+                            let (oh, ow) = window_out([h, w], *kernel, *stride, [1, 1], *pads)?;
+                            vec![n, c, oh, ow]
+                        }
+                    };
+                    match &shape {
+                        None => shape = Some(sampled),
+                        Some(s) if *s != sampled => {
+                            return Err(format!("sampled inputs disagree: {s:?} and {sampled:?}"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                shape.ok_or_else(|| "takes at least one input".into())
+            }
             Op::Binary(_) => broadcast(inputs[0], inputs[1]),
             Op::GlobalAvgPool => {
                 let [n, c, _, _] = nchw(inputs[0])?;

@@ -115,6 +115,7 @@ impl Builder {
             groups: p.groups,
             weight: p.weight,
             bias: p.bias,
+            act: None,
         };
         self.g.add(name, Op::Conv2d(conv), &[x])
     }
