@@ -6,8 +6,27 @@
 //! this project's numerical reference:
 //!
 //! * [`Anchors`]: the anchor boxes the box head regresses against ([`AnchorConfig`]).
-//! * [`decode_box`], [`sigmoid`]: box decoding and score activation.
+//! * [`postprocess`]: effdet's predict path on the raw head outputs: top-k over all
+//!   (anchor, class) logits, box decoding, sigmoid, per-class NMS (hard or Gaussian soft-NMS),
+//!   top `max_detections` ([`DetectOptions`], [`Detection`]).
 //! * [`coco_label`]: names for the 1-based COCO class ids the detector outputs.
+//!
+//! A typical call sequence:
+//!
+//! ```
+//! use effdet_runtime::{postprocess, AnchorConfig, Anchors, DetectOptions};
+//!
+//! let anchors = Anchors::new(&AnchorConfig::efficientdet([512, 512], 4.0));
+//! assert_eq!(anchors.len(), 49_104);
+//! // `class_outputs` / `box_outputs`: one raw NCHW head output per level, P3 first.
+//! # let lv = anchors.levels();
+//! # let cls: Vec<Vec<f32>> = lv.iter().map(|l| vec![-5.0; 9 * 90 * l.feature_size[0] * l.feature_size[1]]).collect();
+//! # let bx: Vec<Vec<f32>> = lv.iter().map(|l| vec![0.0; 9 * 4 * l.feature_size[0] * l.feature_size[1]]).collect();
+//! # let class_outputs: Vec<&[f32]> = cls.iter().map(|v| v.as_slice()).collect();
+//! # let box_outputs: Vec<&[f32]> = bx.iter().map(|v| v.as_slice()).collect();
+//! let detections = postprocess(&anchors, 90, &class_outputs, &box_outputs, &DetectOptions::default());
+//! assert!(detections.len() <= 100);
+//! ```
 
 // Later SIMD kernels live in other crates; this part stays safe Rust.
 #![forbid(unsafe_code)]
@@ -16,7 +35,14 @@
 mod anchors;
 mod decode;
 mod labels;
+mod nms;
+mod postprocess;
+mod topk;
 
 pub use anchors::{feature_sizes, AnchorConfig, AnchorLevel, Anchors};
 pub use decode::{decode_box, sigmoid};
 pub use labels::{coco_label, COCO_LABELS};
+pub use postprocess::{
+    postprocess, postprocess_into, DetectOptions, Detection, NmsMethod, PostprocessError,
+    PostprocessScratch,
+};
