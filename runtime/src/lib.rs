@@ -5,6 +5,8 @@
 //! itself, following the PyTorch `effdet` reference (rwightman/efficientdet-pytorch), which is
 //! this project's numerical reference:
 //!
+//! * [`preprocess`]: resize keeping the aspect ratio, paste top-left on a mean-colour canvas,
+//!   normalise, write NCHW `f32` ([`Image`], [`Normalization`]).
 //! * [`Anchors`]: the anchor boxes the box head regresses against ([`AnchorConfig`]).
 //! * [`postprocess`]: effdet's predict path on the raw head outputs: top-k over all
 //!   (anchor, class) logits, box decoding, sigmoid, per-class NMS (hard or Gaussian soft-NMS),
@@ -37,6 +39,7 @@ mod decode;
 mod labels;
 mod nms;
 mod postprocess;
+mod preprocess;
 mod topk;
 
 pub use anchors::{feature_sizes, AnchorConfig, AnchorLevel, Anchors};
@@ -46,3 +49,4 @@ pub use postprocess::{
     postprocess, postprocess_into, DetectOptions, Detection, NmsMethod, PostprocessError,
     PostprocessScratch,
 };
+pub use preprocess::{preprocess, Image, Normalization, PreprocessError};
