@@ -232,6 +232,10 @@ fn conv2d(graph: &Graph, c: &Conv2d, x: &Tensor, out_shape: &[usize]) -> Tensor 
                         let dy = (ky * c.dilation[0]) as isize - c.pads[0] as isize;
                         let dx = (kx * c.dilation[1]) as isize - c.pads[1] as isize;
                         let (ox0, ox1) = valid_range(ow, c.stride[1], dx, w);
+                        if ox0 >= ox1 {
+                            // This tap only ever reads padding (tiny inputs, e.g. 1×1 at P7).
+                            continue;
+                        }
                         for oy in 0..oh {
                             let iy = (oy * c.stride[0]) as isize + dy;
                             if iy < 0 || iy >= h as isize {

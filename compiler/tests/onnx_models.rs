@@ -1,0 +1,101 @@
+//! Real exporter graphs (tests/onnx/models, made by tests/onnx/make_models.py: TorchScript at
+//! opsets 13 and 17, torch.export at 18, Lite0, PyTorch-native D0) import and reproduce ONNX
+//! Runtime's outputs within the fixture tolerance.
+
+mod onnx_common;
+
+use std::path::{Path, PathBuf};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/onnx/models"))
+}
+
+/// Imports `dir/name.onnx`, runs it on `name.input.npy` and compares with `name.<out>.npy`.
+/// Returns false when the model is not there.
+fn check(dir: &Path, name: &str) -> bool {
+    let path = dir.join(format!("{name}.onnx"));
+    if !path.exists() {
+        eprintln!("{}: not present, skipped", path.display());
+        return false;
+    }
+    let g = effdet_compiler::onnx::import(&path, None)
+        .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
+    assert_eq!(g.outputs.len(), 10, "{name}: outputs");
+    let input = onnx_common::read_npy(&dir.join(format!("{name}.input.npy")));
+    onnx_common::check_outputs(&g, input, dir, &format!("{name}."));
+    true
+}
+
+#[test]
+fn torchscript_opset13_d0() {
+    check(&models_dir(), "tf_d0_ts13");
+}
+
+#[test]
+fn torchscript_opset17_d0() {
+    check(&models_dir(), "tf_d0_ts17");
+}
+
+#[test]
+fn torch_export_opset18_d0() {
+    check(&models_dir(), "tf_d0_export18");
+}
+
+#[test]
+fn torchscript_opset17_lite0() {
+    check(&models_dir(), "tf_lite0_ts17");
+}
+
+#[test]
+fn torchscript_opset17_pytorch_native_d0() {
+    check(&models_dir(), "pt_d0_ts17");
+}
+
+/// Every other model in the directory (new exporter variants need no code here).
+#[test]
+fn any_other_checked_in_model() {
+    let known = [
+        "tf_d0_ts13",
+        "tf_d0_ts17",
+        "tf_d0_export18",
+        "tf_lite0_ts17",
+        "pt_d0_ts17",
+    ];
+    let Ok(entries) = std::fs::read_dir(models_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if p.extension().is_some_and(|x| x == "onnx") && !known.contains(&stem) {
+            check(&models_dir(), stem);
+        }
+    }
+}
+
+/// The full-size models of `make_models.py --big` (not in the repository): run with
+/// `cargo test -p effdet-compiler --test onnx_models -- --ignored`.
+#[test]
+#[ignore = "needs /tmp/onnx-big from tests/onnx/make_models.py --big"]
+fn full_size_models() {
+    let dir = PathBuf::from("/tmp/onnx-big");
+    let mut ran = 0;
+    for name in ["tf_d1_ts17", "tf_lite0_ts17", "pt_d0_ts17", "tf_d0_export18"] {
+        ran += check(&dir, name) as usize;
+    }
+    let others = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+    for e in others {
+        let p = e.path();
+        if let (Some(stem), true) = (
+            p.file_stem().and_then(|s| s.to_str()),
+            p.extension().is_some_and(|x| x == "onnx"),
+        ) {
+            if !["tf_d1_ts17", "tf_lite0_ts17", "pt_d0_ts17", "tf_d0_export18"].contains(&stem) {
+                ran += check(&dir, stem) as usize;
+            }
+        }
+    }
+    assert!(ran > 0, "no model in {}", dir.display());
+}
