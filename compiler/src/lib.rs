@@ -5,6 +5,7 @@
 //! Entry points: [`model::load`] reads a spec or ONNX file into an [`ir::Graph`];
 //! [`weights::bind_safetensors`] binds a `state_dict`; [`interp::run`] executes the graph.
 
+pub mod detection;
 pub mod interp;
 pub mod ir;
 pub mod model;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
 use effdet_compiler::report::Report;
 use effdet_compiler::{interp, npy, weights};
@@ -49,6 +50,23 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+    },
+    /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
+    Postprocess {
+        /// The spec that says the anchors, classes and NMS settings (`specs/d0.yaml`).
+        model: PathBuf,
+        /// Directory with `class_P<l>.npy` and `box_P<l>.npy` (as `effdetc run` writes them).
+        #[arg(long, value_name = "DIR")]
+        outputs_dir: PathBuf,
+        /// Where to write the `[N, 6]` float32 rows `x1, y1, x2, y2, score, class`.
+        #[arg(long, value_name = "DETS.npy")]
+        out: PathBuf,
+        /// Also print the detections as JSON to stdout.
+        #[arg(long)]
+        json: bool,
+        /// Keep only detections scoring at least this.
+        #[arg(long, value_name = "T")]
+        score_threshold: Option<f32>,
     },
 }
 
@@ -96,9 +114,9 @@ fn run(cli: Cli) -> Result<()> {
                 write_atomically(&dot, m.graph.to_dot().as_bytes())?;
             }
             if json {
-                println!("{}", report.to_json());
+                print_stdout(&format!("{}\n", report.to_json()));
             } else {
-                print!("{}", report.to_text());
+                print_stdout(&report.to_text());
             }
             Ok(())
         }
@@ -147,7 +165,56 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Postprocess {
+            model,
+            outputs_dir,
+            out,
+            json,
+            score_threshold,
+        } => postprocess(&model, &outputs_dir, &out, json, score_threshold),
     }
+}
+
+fn postprocess(
+    model: &Path,
+    outputs_dir: &Path,
+    out: &Path,
+    json: bool,
+    threshold: Option<f32>,
+) -> Result<()> {
+    let m = load(model, None)?;
+    let Source::Spec { spec, .. } = &m.source else {
+        return Err(format!(
+            "{}: post-processing needs a spec (anchors, classes, NMS settings); an ONNX file has none",
+            model.display()
+        )
+        .into());
+    };
+    let mut settings = DetectionSettings::from_spec(spec);
+    if let Some(t) = threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(format!("--score-threshold {t} is not a score in [0, 1]").into());
+        }
+        settings.options.score_threshold = Some(t);
+    }
+    let detections = detection::postprocess_dir(&settings, outputs_dir)?;
+    let bytes = npy::encode_f32(&detection::as_rows(&detections))?;
+    write_atomically(out, &bytes)?;
+    if json {
+        print_stdout(&format!("{}\n", detection::as_json(&detections)));
+    }
+    eprintln!(
+        "effdetc: {} detections written to {}",
+        detections.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`effdetc ... | head`) is not an error worth a panic.
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so `path` is never left

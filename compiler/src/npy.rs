@@ -69,17 +69,23 @@ pub fn read_f32(path: &Path, expected: &[usize]) -> Result<Tensor, NpyError> {
     Ok(Tensor::new(expected.to_vec(), data))
 }
 
-/// Writes `t` as a little-endian f32 `.npy` file.
-pub fn write_f32(path: &Path, t: &Tensor) -> std::io::Result<()> {
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+/// `t` encoded as a little-endian f32 `.npy` file.
+pub fn encode_f32(t: &Tensor) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(128 + 4 * t.data.len());
     let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
     let mut writer = npyz::WriteOptions::new()
         .default_dtype()
         .shape(&shape)
-        .writer(file)
+        .writer(&mut bytes)
         .begin_nd()?;
     writer.extend(t.data.iter().copied())?;
-    writer.finish()
+    writer.finish()?;
+    Ok(bytes)
+}
+
+/// Writes `t` as a little-endian f32 `.npy` file.
+pub fn write_f32(path: &Path, t: &Tensor) -> std::io::Result<()> {
+    std::fs::write(path, encode_f32(t)?)
 }
 
 /// Replaces every character outside `[A-Za-z0-9_.-]` with `_`, so any output name is a

@@ -1,0 +1,146 @@
+//! Detection settings a spec carries (anchors, classes, normalization, NMS), turned into the
+//! runtime's types, and post-processing of saved head outputs (`effdetc postprocess`).
+
+use std::path::{Path, PathBuf};
+
+use effdet_runtime::{AnchorConfig, Anchors, DetectOptions, Detection, NmsMethod, Normalization};
+
+use crate::npy::{self, NpyError};
+use crate::spec::schema::{self, Spec};
+
+/// Everything post-processing needs to know about a model.
+#[derive(Clone, Debug)]
+pub struct DetectionSettings {
+    pub anchors: AnchorConfig,
+    pub num_classes: usize,
+    pub options: DetectOptions,
+    pub normalization: Normalization,
+}
+
+impl DetectionSettings {
+    pub fn from_spec(spec: &Spec) -> DetectionSettings {
+        let [h, w] = spec.input.image_size.value;
+        let anchors = AnchorConfig {
+            image_size: [h as usize, w as usize],
+            min_level: spec.fpn.min_level.value as usize,
+            max_level: spec.fpn.max_level.value as usize,
+            num_scales: spec.anchors.num_scales.value as usize,
+            aspect_ratios: spec.anchors.aspect_ratios.value.clone(),
+            anchor_scale: spec.anchors.anchor_scale.value,
+        };
+        let p = &spec.postprocess;
+        let options = DetectOptions {
+            score_threshold: None,
+            max_detections: p.max_detections as usize,
+            pre_nms_topk: p.pre_nms_topk as usize,
+            iou_threshold: p.nms.iou_threshold,
+            nms: match p.nms.method {
+                schema::NmsMethod::Hard => NmsMethod::Hard,
+                schema::NmsMethod::SoftGaussian => NmsMethod::SoftGaussian { sigma: p.nms.sigma },
+            },
+            class_agnostic: !p.nms.class_aware,
+        };
+        DetectionSettings {
+            anchors,
+            num_classes: spec.head.num_classes.value as usize,
+            options,
+            normalization: Normalization {
+                mean: spec.input.mean.value,
+                std: spec.input.std.value,
+            },
+        }
+    }
+
+    /// Output names per level, class heads then box heads (`class_P3`, …, `box_P3`, …).
+    pub fn output_names(&self) -> (Vec<String>, Vec<String>) {
+        let levels = self.anchors.min_level..=self.anchors.max_level;
+        (
+            levels.clone().map(|l| format!("class_P{l}")).collect(),
+            levels.map(|l| format!("box_P{l}")).collect(),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostprocessError {
+    #[error(transparent)]
+    Npy(#[from] NpyError),
+    #[error("{dir}: no `{file}` (post-processing needs the raw head outputs `class_P<level>.npy` and `box_P<level>.npy`, as `effdetc run` writes them)")]
+    Missing { dir: PathBuf, file: String },
+}
+
+/// Reads the raw head outputs saved in `dir` and runs effdet's predict path on them.
+pub fn postprocess_dir(
+    settings: &DetectionSettings,
+    dir: &Path,
+) -> Result<Vec<Detection>, PostprocessError> {
+    let anchors = Anchors::new(&settings.anchors);
+    let per_location = anchors.num_anchors_per_location();
+    let (class_names, box_names) = settings.output_names();
+    let mut class_outputs = Vec::new();
+    let mut box_outputs = Vec::new();
+    for (level, (cn, bn)) in anchors
+        .levels()
+        .iter()
+        .zip(class_names.iter().zip(&box_names))
+    {
+        let [h, w] = level.feature_size;
+        for (name, channels, store) in [
+            (cn, per_location * settings.num_classes, &mut class_outputs),
+            (bn, per_location * 4, &mut box_outputs),
+        ] {
+            let file = format!("{name}.npy");
+            let path = dir.join(&file);
+            if !path.exists() {
+                return Err(PostprocessError::Missing {
+                    dir: dir.to_path_buf(),
+                    file,
+                });
+            }
+            store.push(npy::read_f32(&path, &[1, channels, h, w])?.data);
+        }
+    }
+    let class_refs: Vec<&[f32]> = class_outputs.iter().map(Vec::as_slice).collect();
+    let box_refs: Vec<&[f32]> = box_outputs.iter().map(Vec::as_slice).collect();
+    Ok(effdet_runtime::postprocess(
+        &anchors,
+        settings.num_classes,
+        &class_refs,
+        &box_refs,
+        &settings.options,
+    ))
+}
+
+/// Detections as the `[N, 6]` rows `x1, y1, x2, y2, score, class`.
+pub fn as_rows(detections: &[Detection]) -> crate::interp::Tensor {
+    let data = detections
+        .iter()
+        .flat_map(|d| {
+            [
+                d.bbox[0],
+                d.bbox[1],
+                d.bbox[2],
+                d.bbox[3],
+                d.score,
+                d.class as f32,
+            ]
+        })
+        .collect();
+    crate::interp::Tensor::new(vec![detections.len(), 6], data)
+}
+
+/// Detections as a JSON array of `{"bbox": [x1, y1, x2, y2], "score", "class", "label"}`.
+pub fn as_json(detections: &[Detection]) -> String {
+    let items: Vec<serde_json::Value> = detections
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "bbox": d.bbox,
+                "score": d.score,
+                "class": d.class,
+                "label": effdet_runtime::coco_label(d.class),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into())
+}
