@@ -1,0 +1,58 @@
+//! The compute kernels generated code calls: SIMD for x86-64 (AVX-512F, AVX2+FMA) with a
+//! portable scalar path, chosen once per model by [`Isa::detect`].
+//!
+//! Layout everywhere: NCHW f32, batch 1, each channel a contiguous `H·W` plane. Weights come
+//! pre-packed by the compiler (the `pack_*` functions here, run at build time) in the layout
+//! each kernel wants. Every kernel writes its whole output and reads only its inputs; the
+//! caller guarantees output and inputs do not overlap (they are disjoint slices).
+//!
+//! Intra-op threads: kernels split their work over output channels with [`Par`], so each
+//! thread writes a disjoint contiguous part of the output.
+
+#![allow(unsafe_code)]
+
+pub mod act;
+pub mod par;
+
+pub use act::Act;
+pub use par::Par;
+
+/// The instruction set a model runs with, detected once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F (with FMA).
+    Avx512,
+    /// AVX2 with FMA.
+    Avx2,
+    /// Portable Rust, no intrinsics.
+    Scalar,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// Every instruction set this CPU can run, best first (for tests that compare them).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|&i| match best {
+                Isa::Avx512 => true,
+                Isa::Avx2 => i != Isa::Avx512,
+                Isa::Scalar => i == Isa::Scalar,
+            })
+            .collect()
+    }
+}
