@@ -82,7 +82,12 @@ fn any_other_checked_in_model() {
 fn full_size_models() {
     let dir = PathBuf::from("/tmp/onnx-big");
     let mut ran = 0;
-    for name in ["tf_d1_ts17", "tf_lite0_ts17", "pt_d0_ts17", "tf_d0_export18"] {
+    for name in [
+        "tf_d1_ts17",
+        "tf_lite0_ts17",
+        "pt_d0_ts17",
+        "tf_d0_export18",
+    ] {
         ran += check(&dir, name) as usize;
     }
     let others = std::fs::read_dir(&dir).into_iter().flatten().flatten();
@@ -92,7 +97,14 @@ fn full_size_models() {
             p.file_stem().and_then(|s| s.to_str()),
             p.extension().is_some_and(|x| x == "onnx"),
         ) {
-            if !["tf_d1_ts17", "tf_lite0_ts17", "pt_d0_ts17", "tf_d0_export18"].contains(&stem) {
+            if ![
+                "tf_d1_ts17",
+                "tf_lite0_ts17",
+                "pt_d0_ts17",
+                "tf_d0_export18",
+            ]
+            .contains(&stem)
+            {
                 ran += check(&dir, stem) as usize;
             }
         }

@@ -1189,15 +1189,14 @@ mod tests {
                 assert_eq!(src, dst / 2, "{ctm} {nm} {dst}");
             }
         }
-        // align_corners does not pick floor(dst/2): output 1 of 8 -> 16 reads 0.467 -> 0
-        // but output 15 reads 7, output 14 reads 6.53 -> 7 (round), not 7... check one miss.
-        let misses = (0..16)
-            .filter(|&d| {
-                nearest_source(d, 8, 16, 2.0, "align_corners", "round_prefer_floor").unwrap()
-                    != d / 2
-            })
-            .count();
-        assert!(misses > 0);
+        // align_corners rounding also picks floor(dst/2) for exact 2x upsampling...
+        for dst in 0..16 {
+            let src = nearest_source(dst, 8, 16, 2.0, "align_corners", "round_prefer_floor");
+            assert_eq!(src.unwrap(), dst / 2);
+        }
+        // ...but not with floor rounding: output 2 reads 2·7/15 = 0.93 -> 0.
+        let src = nearest_source(2, 8, 16, 2.0, "align_corners", "floor").unwrap();
+        assert_eq!(src, 0);
         // asymmetric with round_prefer_ceil rounds 0.5 up: not floor.
         assert_eq!(
             nearest_source(1, 8, 16, 2.0, "asymmetric", "round_prefer_ceil").unwrap(),
