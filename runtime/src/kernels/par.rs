@@ -12,6 +12,7 @@ impl Par {
         Par { threads: threads.max(1) }
     }
 
+    /// The thread count.
     pub fn threads(&self) -> usize {
         self.threads
     }
@@ -45,7 +46,7 @@ impl Par {
                 rest = tail;
                 let start = first;
                 first += per_thread;
-                let run = move || {
+                let mut run = move || {
                     for (i, c) in mine.chunks_mut(chunk).enumerate() {
                         f(start + i, c);
                     }

@@ -1,0 +1,113 @@
+//! Views into a model's arena and weights, for generated code.
+//!
+//! Generated code keeps every intermediate tensor in one `Vec<f32>` arena at offsets the
+//! compiler planned. An op reads some regions and writes another; the planner guarantees the
+//! written region overlaps none of the read ones, which [`split`] checks and turns into
+//! ordinary borrows, so generated code needs no `unsafe`.
+
+/// Splits `arena` into shared views of the `inputs` regions and a mutable view of the
+/// `output` region, each given as `(offset, len)` in f32 elements.
+///
+/// # Panics
+/// If a region is out of bounds or an input overlaps the output: both are compiler bugs, and
+/// a loud failure beats silently wrong results.
+pub fn split<const N: usize>(
+    arena: &mut [f32],
+    inputs: [(usize, usize); N],
+    output: (usize, usize),
+) -> ([&[f32]; N], &mut [f32]) {
+    let (out_start, out_len) = output;
+    let out_end = out_start + out_len;
+    assert!(out_end <= arena.len(), "output region {output:?} outside the arena");
+    let (before, rest) = arena.split_at_mut(out_start);
+    let (out, after) = rest.split_at_mut(out_len);
+    let (before, after): (&[f32], &[f32]) = (before, after);
+    let views = inputs.map(|(start, len)| {
+        if start + len <= out_start {
+            &before[start..start + len]
+        } else if start >= out_end {
+            &after[start - out_end..start - out_end + len]
+        } else {
+            panic!("input region ({start}, {len}) overlaps output region {output:?}")
+        }
+    });
+    (views, out)
+}
+
+/// A mutable view of one region (for in-place ops).
+pub fn region(arena: &mut [f32], offset: usize, len: usize) -> &mut [f32] {
+    &mut arena[offset..offset + len]
+}
+
+/// Copies region `from` to region `to` (non-overlapping).
+pub fn copy(arena: &mut [f32], from: usize, to: usize, len: usize) {
+    let ([src], dst) = split(arena, [(from, len)], (to, len));
+    dst.copy_from_slice(src);
+}
+
+/// 64-byte aligned storage for embedded weights: `include_bytes!` alone guarantees only
+/// byte alignment, and the weights are read in place as `f32`.
+#[repr(C, align(64))]
+pub struct Aligned<T: ?Sized>(pub T);
+
+/// The packed weights as `f32`, read in place.
+///
+/// # Panics
+/// If `bytes` is not 4-byte aligned or its length is not a multiple of 4 (an [`Aligned`]
+/// static of a packed weights file is both).
+#[allow(unsafe_code)]
+pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
+    assert!(
+        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 && bytes.len() % 4 == 0,
+        "packed weights must be 4-byte aligned with a length multiple of 4"
+    );
+    // SAFETY: the pointer is aligned for f32 and the length is a whole number of f32s
+    // (checked above); every bit pattern is a valid f32; the data is 'static and immutable.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) }
+}
+
+/// Reads a packed weights file (little-endian f32) into memory.
+pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    if bytes.len() % 4 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: length {} is not a whole number of f32", path.display(), bytes.len()),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_gives_disjoint_views() {
+        let mut arena: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let ([a, b], y) = split(&mut arena, [(0, 2), (8, 2)], (3, 4));
+        assert_eq!(a, [0.0, 1.0]);
+        assert_eq!(b, [8.0, 9.0]);
+        y.fill(-1.0);
+        assert_eq!(arena[3..7], [-1.0; 4]);
+        copy(&mut arena, 0, 8, 2);
+        assert_eq!(arena[8..], [0.0, 1.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "overlaps")]
+    fn overlap_is_refused() {
+        let mut arena = vec![0.0; 10];
+        let _ = split(&mut arena, [(2, 3)], (4, 2));
+    }
+
+    static BYTES: Aligned<[u8; 8]> = Aligned([0, 0, 128, 63, 0, 0, 0, 64]);
+
+    #[test]
+    fn aligned_bytes_read_as_f32() {
+        assert_eq!(as_f32(&BYTES.0), [1.0, 2.0]);
+    }
+}
