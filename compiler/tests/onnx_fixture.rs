@@ -18,6 +18,8 @@ fn fixture_model_matches_reference_outputs() {
     let g = effdet_compiler::onnx::import(&dir.join("model.onnx"), None).expect("import");
     // The spec's D0 conv multiply-accumulates (fixture README).
     assert_eq!(g.macs(), 2_492_331_520);
+    // Float initializer elements the nodes read (BN is folded into the convs).
+    assert_eq!(g.param_count(), 3_952_542);
     let names: Vec<&str> = g.outputs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,

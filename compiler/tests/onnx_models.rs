@@ -10,6 +10,32 @@ fn models_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/onnx/models"))
 }
 
+/// What `params` means for ONNX: the elements of the float initializers some node reads.
+fn float_initializer_elements(path: &Path) -> u64 {
+    use prost::Message;
+    let bytes = std::fs::read(path).unwrap();
+    let m = effdet_compiler::onnx::proto::ModelProto::decode(&bytes[..]).unwrap();
+    let g = m.graph.unwrap();
+    let read: std::collections::HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+        .collect();
+    g.initializer
+        .iter()
+        .filter(|t| t.data_type() == 1 && read.contains(t.name()))
+        .map(|t| t.dims.iter().product::<i64>() as u64)
+        .sum()
+}
+
+/// The conv multiply-accumulates of the spec `specs/<variant>.yaml`.
+fn spec_macs(variant: &str) -> u64 {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../specs"))
+        .join(format!("{variant}.yaml"));
+    let model = effdet_compiler::model::load(&path, &Default::default()).expect("spec");
+    model.graph.macs()
+}
+
 /// Imports `dir/name.onnx`, runs it on `name.input.npy` and compares with `name.<out>.npy`.
 /// Returns false when the model is not there.
 fn check(dir: &Path, name: &str) -> bool {
@@ -21,6 +47,11 @@ fn check(dir: &Path, name: &str) -> bool {
     let g = effdet_compiler::onnx::import(&path, None)
         .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
     assert_eq!(g.outputs.len(), 10, "{name}: outputs");
+    assert_eq!(
+        g.param_count(),
+        float_initializer_elements(&path),
+        "{name}: params"
+    );
     let input = onnx_common::read_npy(&dir.join(format!("{name}.input.npy")));
     onnx_common::check_outputs(&g, input, dir, &format!("{name}."));
     true
@@ -81,6 +112,20 @@ fn any_other_checked_in_model() {
 #[ignore = "needs /tmp/onnx-big from tests/onnx/make_models.py --big"]
 fn full_size_models() {
     let dir = PathBuf::from("/tmp/onnx-big");
+    // Full-size exports report the same conv MACs as the spec of their variant (the
+    // PyTorch-native D0's symmetric padding gives the same output sizes as TF 'same').
+    for (name, variant) in [
+        ("tf_d1_ts17", "d1"),
+        ("tf_lite0_ts17", "lite0"),
+        ("pt_d0_ts17", "d0"),
+        ("tf_d0_export18", "d0"),
+    ] {
+        let path = dir.join(format!("{name}.onnx"));
+        if path.exists() {
+            let g = effdet_compiler::onnx::import(&path, None).expect("import");
+            assert_eq!(g.macs(), spec_macs(variant), "{name}: macs");
+        }
+    }
     let mut ran = 0;
     for name in [
         "tf_d1_ts17",

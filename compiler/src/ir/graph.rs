@@ -25,6 +25,9 @@ pub enum ParamRole {
     Statistic,
     /// A constant of an imported graph that is not a learned tensor.
     Constant,
+    /// A constant an importer computed from other tensors (folded shape arithmetic, weights
+    /// passed through constant ops): its sources are counted, not it.
+    Folded,
 }
 
 /// A named tensor the ops read: its shape is fixed when the graph is built, its values are
@@ -191,8 +194,9 @@ impl Graph {
         order
     }
 
-    /// Learnable parameter count: every `Learned` tensor (or, for imported graphs, every
-    /// constant the graph uses) that some op reads.
+    /// Learnable parameter count: every `Learned` tensor that some op reads; for imported
+    /// graphs, every `Constant` (the importer adds one per float initializer its nodes read,
+    /// including those only constant folding consumed, so the count is the file's).
     pub fn param_count(&self) -> u64 {
         let mut used = vec![false; self.params.len()];
         for n in self.graph.node_weights() {
@@ -203,7 +207,11 @@ impl Graph {
         self.params
             .iter()
             .zip(used)
-            .filter(|(p, used)| *used && p.role != ParamRole::Statistic)
+            .filter(|(p, used)| match p.role {
+                ParamRole::Learned => *used,
+                ParamRole::Constant => true,
+                ParamRole::Statistic | ParamRole::Folded => false,
+            })
             .map(|(p, _)| p.len() as u64)
             .sum()
     }

@@ -33,6 +33,9 @@ pub struct Cx {
     pub opset: i64,
     params: HashMap<String, ParamId>,
     const_nodes: HashMap<String, NodeId>,
+    /// Names of the float initializers: their parameters count in `param_count`, those of
+    /// folded values do not.
+    float_inits: HashSet<String>,
 }
 
 impl Cx {
@@ -63,7 +66,12 @@ impl Cx {
                 c.dtype
             )
         })?;
-        let id = self.g.add_param(name, &c.shape, ParamRole::Constant);
+        let role = if self.float_inits.contains(name) {
+            ParamRole::Constant
+        } else {
+            ParamRole::Folded
+        };
+        let id = self.g.add_param(name, &c.shape, role);
         self.g.params[id.0].data = Some(data);
         self.params.insert(name.to_string(), id);
         Ok(id)
@@ -192,6 +200,7 @@ pub fn import_model(mut model: ModelProto, src: &Source) -> Result<Graph, OnnxEr
         opset,
         params: HashMap::new(),
         const_nodes: HashMap::new(),
+        float_inits: HashSet::new(),
     };
     let mut values: HashMap<String, Value> = HashMap::new();
     for t in &mut graph.initializer {
@@ -201,6 +210,9 @@ pub fn import_model(mut model: ModelProto, src: &Source) -> Result<Graph, OnnxEr
             name: name.clone(),
             problem,
         })?;
+        if c.dtype.is_float() {
+            cx.float_inits.insert(name.clone());
+        }
         values.insert(name, Value::Const(c));
     }
     add_inputs(&mut cx, &graph, &mut values, src)?;
@@ -220,6 +232,10 @@ pub fn import_model(mut model: ModelProto, src: &Source) -> Result<Graph, OnnxEr
             if name.is_empty() {
                 inputs.push(None);
             } else if let Some(v) = values.get(name) {
+                if let (Value::Const(c), true) = (v, cx.float_inits.contains(name)) {
+                    // `params` counts every float initializer a node reads, folded or not.
+                    cx.param(name, c).map_err(&node_err)?;
+                }
                 inputs.push(Some(v.clone()));
             } else if let Some((node, op)) = missing.get(name) {
                 return Err(node_err(format!(
