@@ -12,6 +12,7 @@
 #![allow(unsafe_code)]
 
 pub mod act;
+pub mod conv1x1;
 pub mod par;
 
 pub use act::Act;

@@ -1,0 +1,997 @@
+//! 1×1 convolution (pointwise, a GEMM `y = W·x`), with bias, activation and residual fused
+//! into the epilogue. 89% of EfficientDet-D0's multiply-adds run here.
+//!
+//! # Layout and tiling
+//! * `x`: `[cin][hw]`, `y` and `residual`: `[cout][hw]` (NCHW planes, batch 1). The spatial
+//!   dimension is the vector dimension.
+//! * Weights are packed by [`pack`] into panels of [`MR`] output channels, each `[cin][MR]`
+//!   (the last panel zero-padded), so one K step of a panel is `MR` consecutive floats.
+//! * Register tile (AVX-512, 32 zmm): 8 output channels × 2 zmm (32 pixels) or 4 output
+//!   channels (half a panel) × 4 zmm (64 pixels), 16 accumulators either way, chosen per shape.
+//!   The whole K (cin) loop accumulates in registers: per K step, V pixel vectors are loaded
+//!   and R weights broadcast. The accumulators start at the bias; activation and residual are
+//!   applied in registers before the single store.
+//!   AVX2 (16 ymm): 4 output channels × 3 ymm (24 pixels), 12 accumulators.
+//! * Pixels not filling a tile (any `hw`, down to 1) use masked loads/stores
+//!   (`_mm512_maskz_loadu_ps`; `_mm256_maskload_ps` on AVX2). Padded output channels of the
+//!   last panel are computed (zero weights) but never stored.
+//! * Blocking: the output channels of a call are split into groups of panels (the unit of
+//!   [`Par::for_each_chunk`], so each thread writes whole channel planes). Within a group,
+//!   pixels are cut into blocks whose slice of `x` (`cin × block` floats) stays in L2; for each
+//!   pixel block, every panel of the group sweeps it.
+//!
+//! The accumulation order (bias, then k = 0, 1, …, cin−1 with one rounding per fused
+//! multiply-add) is the same for every tile, block and thread split, so results do not
+//! depend on the thread count. The scalar path rounds the product and the sum separately.
+
+use super::act::isa_ok;
+use super::{Act, Isa, Par};
+
+/// Output channels per packed weight panel.
+pub const MR: usize = 8;
+
+/// f32 length of the packed weights of a [cout, cin] 1×1 conv.
+pub fn packed_len(cout: usize, cin: usize) -> usize {
+    cout.div_ceil(MR) * MR * cin
+}
+
+/// Packs row-major [cout][cin] weights into the kernel's layout (panels of MR output
+/// channels, each [cin][MR], the last panel zero-padded). Run by the compiler at build time.
+///
+/// # Panics
+/// If `w.len() != cout · cin`.
+pub fn pack(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    assert_eq!(
+        Some(w.len()),
+        cout.checked_mul(cin),
+        "conv1x1::pack: w has {} floats, expected cout·cin = {cout}·{cin}",
+        w.len()
+    );
+    let mut out = vec![0.0f32; packed_len(cout, cin)];
+    for (co, row) in w.chunks_exact(cin.max(1)).enumerate().take(cout) {
+        let panel = &mut out[(co / MR) * MR * cin..][..MR * cin];
+        for (ci, &v) in row.iter().enumerate() {
+            panel[ci * MR + co % MR] = v;
+        }
+    }
+    out
+}
+
+/// y[co][p] = act(Σ_ci w[co][ci]·x[ci][p] + bias[co]) + residual[co][p], for p < hw.
+/// x: [cin][hw], y and residual: [cout][hw], NCHW planes (batch 1). `w` packed by `pack`.
+///
+/// `bias` is either empty (no bias) or has `cout` values. `isa` must be one this CPU runs
+/// ([`Isa::detect`] / [`Isa::available`]). Threads split the output channels (whole panels
+/// of [`MR`] channels); the result does not depend on `par`.
+///
+/// # Panics
+/// Once at entry, with a message naming the argument, if a slice length does not match the
+/// shape (`x.len() != cin·hw`, `w.len() != packed_len(cout, cin)`, `bias` neither empty nor
+/// `cout` long, `residual` or `y` not `cout·hw` long), or if `isa` is not supported by this
+/// CPU. Nothing is checked per element after that.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads());
+    conv1x1_planned(isa, par, x, w, bias, residual, y, cin, cout, hw, act, plan);
+}
+
+/// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Register tile.
+    pub tile: Tile,
+    /// Pixels per block (a multiple of 64, or ≥ hw for one block).
+    pub block: usize,
+    /// Panels per chunk of output channels (the unit threads split).
+    pub group: usize,
+}
+
+/// Register tile shapes (rows of output channels × pixel vectors).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// 8 channels × 2 vectors (AVX-512: 8×32 pixels).
+    R8V2,
+    /// 4 channels × 4 vectors (AVX-512: 4×64 pixels).
+    R4V4,
+}
+
+impl Plan {
+    /// The blocking for a shape.
+    pub fn new(isa: Isa, cin: usize, cout: usize, hw: usize, threads: usize) -> Plan {
+        let _ = isa;
+        // Pixel block: keep the block's slice of x (cin × block floats) within ~256 KB of L2.
+        let budget = 64 * 1024; // floats
+        let block = (budget / cin.max(1)).max(64) / 64 * 64;
+        let block = if block >= hw { hw } else { block };
+        // Output-channel groups of ~96 channels, balanced over the threads.
+        let panels = cout.div_ceil(MR);
+        let threads = threads.max(1);
+        let chunks = panels.div_ceil(12).div_ceil(threads) * threads;
+        let group = panels.div_ceil(chunks.min(panels).max(1));
+        Plan {
+            tile: Tile::R8V2,
+            block,
+            group,
+        }
+    }
+}
+
+/// [`conv1x1`] with an explicit blocking (for the micro-benchmark).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_planned(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
+    let xlen = cin.checked_mul(hw);
+    let ylen = cout.checked_mul(hw);
+    assert_eq!(
+        Some(x.len()),
+        xlen,
+        "conv1x1: x has {} floats, expected cin·hw = {cin}·{hw}",
+        x.len()
+    );
+    assert_eq!(
+        Some(y.len()),
+        ylen,
+        "conv1x1: y has {} floats, expected cout·hw = {cout}·{hw}",
+        y.len()
+    );
+    assert_eq!(
+        w.len(),
+        packed_len(cout, cin),
+        "conv1x1: packed w has {} floats, expected packed_len(cout = {cout}, cin = {cin})",
+        w.len()
+    );
+    assert!(
+        bias.is_empty() || bias.len() == cout,
+        "conv1x1: bias has {} values, expected 0 or cout = {cout}",
+        bias.len()
+    );
+    if let Some(r) = residual {
+        assert_eq!(
+            Some(r.len()),
+            ylen,
+            "conv1x1: residual has {} floats, expected cout·hw = {cout}·{hw}",
+            r.len()
+        );
+    }
+    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+    if cout == 0 || hw == 0 {
+        return;
+    }
+    let group = plan.group.max(1);
+    let block = plan.block.max(1);
+    let work = cout.saturating_mul(cin).saturating_mul(hw);
+    par.for_each_chunk(y, group * MR * hw, work, |i, yc| {
+        let row0 = i * group * MR;
+        let rows = yc.len() / hw;
+        let res = residual.map(|r| &r[row0 * hw..][..rows * hw]);
+        let w = &w[row0 * cin..][..rows.div_ceil(MR) * MR * cin];
+        let bias = if bias.is_empty() {
+            bias
+        } else {
+            &bias[row0..][..rows]
+        };
+        run_group(isa, plan.tile, block, x, w, bias, res, yc, cin, hw, act);
+    });
+}
+
+/// One chunk: `rows` output channels starting at a panel boundary (`y` holds exactly
+/// them, `w` their panels, `bias` and `res` their values or nothing).
+#[allow(clippy::too_many_arguments)]
+fn run_group(
+    isa: Isa,
+    tile: Tile,
+    block: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    res: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    hw: usize,
+    act: Act,
+) {
+    let rows = y.len() / hw;
+    let panels = rows.div_ceil(MR);
+    let mut p0 = 0;
+    while p0 < hw {
+        let len = block.min(hw - p0);
+        for pi in 0..panels {
+            let r0 = pi * MR;
+            let prow = (rows - r0).min(MR);
+            let mut b = [0.0f32; MR];
+            if !bias.is_empty() {
+                b[..prow].copy_from_slice(&bias[r0..r0 + prow]);
+            }
+            let wp = &w[r0 * cin..][..MR * cin];
+            let yp = &mut y[r0 * hw..][..prow * hw];
+            let rp = res.map(|r| &r[r0 * hw..][..prow * hw]);
+            let panel = Panel {
+                x,
+                w: wp,
+                bias: b,
+                res: rp,
+                cin,
+                hw,
+                rows: prow,
+                act,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => {
+                    // SAFETY: `conv1x1_planned` checked that this CPU runs AVX-512F+FMA, and
+                    // the panel's slices have the lengths `panel_512` requires (x: cin·hw,
+                    // w: MR·cin, y and res: rows·hw), with p0 + len ≤ hw.
+                    unsafe { x86::panel_512(&panel, yp, p0, len, tile) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => {
+                    // SAFETY: as above, for AVX2+FMA.
+                    unsafe { x86::panel_256(&panel, yp, p0, len) }
+                }
+                _ => panel_scalar(&panel, yp, p0, len),
+            }
+        }
+        p0 += len;
+    }
+}
+
+/// One panel of MR output channels (of which `rows` are real).
+struct Panel<'a> {
+    /// `[cin][hw]`.
+    x: &'a [f32],
+    /// `[cin][MR]`.
+    w: &'a [f32],
+    bias: [f32; MR],
+    /// `[rows][hw]`.
+    res: Option<&'a [f32]>,
+    cin: usize,
+    hw: usize,
+    rows: usize,
+    act: Act,
+}
+
+/// Portable path: pixel strips of 16, MR accumulator rows (autovectorized).
+fn panel_scalar(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+    const W: usize = 16;
+    let (hw, cin) = (a.hw, a.cin);
+    let mut p = p0;
+    while p < p0 + len {
+        let n = W.min(p0 + len - p);
+        let mut acc = [[0.0f32; W]; MR];
+        for (r, row) in acc.iter_mut().enumerate() {
+            *row = [a.bias[r]; W];
+        }
+        if n == W {
+            for k in 0..cin {
+                let xs: &[f32; W] = a.x[k * hw + p..][..W].try_into().unwrap();
+                let ws: &[f32; MR] = a.w[k * MR..][..MR].try_into().unwrap();
+                for (row, &wv) in acc.iter_mut().zip(ws) {
+                    for (acc, &xv) in row.iter_mut().zip(xs) {
+                        *acc += wv * xv;
+                    }
+                }
+            }
+        } else {
+            for k in 0..cin {
+                let xs = &a.x[k * hw + p..][..n];
+                let ws = &a.w[k * MR..][..MR];
+                for (row, &wv) in acc.iter_mut().zip(ws) {
+                    for (acc, &xv) in row.iter_mut().zip(xs) {
+                        *acc += wv * xv;
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate().take(a.rows) {
+            let out = &mut y[r * hw + p..][..n];
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o = a.act.apply(v);
+            }
+            if let Some(res) = a.res {
+                for (o, &v) in out.iter_mut().zip(&res[r * hw + p..][..n]) {
+                    *o += v;
+                }
+            }
+        }
+        p += n;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Panel, Tile, MR};
+    use crate::kernels::act::{avx2 as act256, avx512 as act512};
+    use crate::kernels::Act;
+    use std::arch::x86_64::*;
+
+    /// The vector operations the tile needs, for `__m512` (AVX-512F) and `__m256` (AVX2).
+    /// All `unsafe`: pointer ones access `LANES` floats (the masked ones only the lanes in
+    /// the mask), and they must run inside a matching target-feature context.
+    trait Vec: Copy {
+        const LANES: usize;
+        type Mask: Copy;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn load_m(p: *const f32, m: Self::Mask) -> Self;
+        unsafe fn store(p: *mut f32, v: Self);
+        unsafe fn store_m(p: *mut f32, m: Self::Mask, v: Self);
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+        unsafe fn add(a: Self, b: Self) -> Self;
+        unsafe fn swish(v: Self) -> Self;
+        unsafe fn act(act: Act, v: Self) -> Self;
+    }
+
+    impl Vec for __m512 {
+        const LANES: usize = 16;
+        type Mask = __mmask16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_m(p: *const f32, m: __mmask16) -> Self {
+            // SAFETY: forwarded contract (masked-off lanes are not accessed).
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            // SAFETY: forwarded contract.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_m(p: *mut f32, m: __mmask16, v: Self) {
+            // SAFETY: forwarded contract (masked-off lanes are not accessed).
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm512_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn swish(v: Self) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { act512::swish(v) }
+        }
+        #[inline(always)]
+        unsafe fn act(act: Act, v: Self) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { act512::apply(act, v) }
+        }
+    }
+
+    impl Vec for __m256 {
+        const LANES: usize = 8;
+        type Mask = __m256i;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_m(p: *const f32, m: __m256i) -> Self {
+            // SAFETY: forwarded contract (masked-off lanes are not accessed).
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            // SAFETY: forwarded contract.
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn store_m(p: *mut f32, m: __m256i, v: Self) {
+            // SAFETY: forwarded contract (masked-off lanes are not accessed).
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            _mm256_add_ps(a, b)
+        }
+        #[inline(always)]
+        unsafe fn swish(v: Self) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { act256::swish(v) }
+        }
+        #[inline(always)]
+        unsafe fn act(act: Act, v: Self) -> Self {
+            // SAFETY: forwarded contract.
+            unsafe { act256::apply(act, v) }
+        }
+    }
+
+    /// Epilogue kinds the tile is compiled for: no activation, swish, any other.
+    const E_NONE: u8 = 0;
+    const E_SWISH: u8 = 1;
+    const E_ANY: u8 = 2;
+
+    /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ cin·hw`, `a.w.len() ≥ MR·cin`,
+    /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn panel_512(a: &Panel, y: &mut [f32], p0: usize, len: usize, tile: Tile) {
+        // SAFETY: forwarded contract; the epilogue kind only selects code.
+        unsafe {
+            match a.act {
+                Act::None => panel_512_e::<E_NONE>(a, y, p0, len, tile),
+                Act::Swish => panel_512_e::<E_SWISH>(a, y, p0, len, tile),
+                _ => panel_512_e::<E_ANY>(a, y, p0, len, tile),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn panel_512_e<const E: u8>(
+        a: &Panel,
+        y: &mut [f32],
+        p0: usize,
+        len: usize,
+        tile: Tile,
+    ) {
+        let end = p0 + len;
+        let y = y.as_mut_ptr();
+        // SAFETY (for every tile call below): tiles read x[k][p..p+16V] (masked past `end`),
+        // w[k][row0..row0+R] with row0 + R ≤ MR, and touch y/res rows < rows, pixels < end:
+        // all within the lengths the caller guarantees.
+        unsafe {
+            match tile {
+                Tile::R8V2 => {
+                    let mut p = p0;
+                    while p + 32 <= end {
+                        kern::<__m512, 8, 2, false, E>(a, y, 0, p, !0);
+                        p += 32;
+                    }
+                    let rem = end - p;
+                    if rem > 0 {
+                        let m = mask16(rem);
+                        if rem > 16 {
+                            kern::<__m512, 8, 2, true, E>(a, y, 0, p, m);
+                        } else {
+                            kern::<__m512, 8, 1, true, E>(a, y, 0, p, m);
+                        }
+                    }
+                }
+                Tile::R4V4 => {
+                    for row0 in [0, 4] {
+                        if row0 >= a.rows {
+                            break;
+                        }
+                        let mut p = p0;
+                        while p + 64 <= end {
+                            kern::<__m512, 4, 4, false, E>(a, y, row0, p, !0);
+                            p += 64;
+                        }
+                        let rem = end - p;
+                        if rem > 0 {
+                            let m = mask16(rem);
+                            match rem.div_ceil(16) {
+                                1 => kern::<__m512, 4, 1, true, E>(a, y, row0, p, m),
+                                2 => kern::<__m512, 4, 2, true, E>(a, y, row0, p, m),
+                                3 => kern::<__m512, 4, 3, true, E>(a, y, row0, p, m),
+                                _ => kern::<__m512, 4, 4, true, E>(a, y, row0, p, m),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lane mask of the last vector of a `rem`-pixel strip (rem ≥ 1).
+    #[inline(always)]
+    fn mask16(rem: usize) -> __mmask16 {
+        let last = rem - (rem - 1) / 16 * 16; // 1..=16
+        ((1u32 << last) - 1) as __mmask16
+    }
+
+    /// Pixels `[p0, p0 + len)` of one panel, AVX2: two half panels of 4 channels × 3 ymm.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn panel_256(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+        // SAFETY: forwarded contract; the epilogue kind only selects code.
+        unsafe {
+            match a.act {
+                Act::None => panel_256_e::<E_NONE>(a, y, p0, len),
+                Act::Swish => panel_256_e::<E_SWISH>(a, y, p0, len),
+                _ => panel_256_e::<E_ANY>(a, y, p0, len),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn panel_256_e<const E: u8>(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+        let end = p0 + len;
+        let y = y.as_mut_ptr();
+        // SAFETY: as in `panel_512_e`, with 8-lane vectors.
+        unsafe {
+            for row0 in [0, 4] {
+                if row0 >= a.rows {
+                    break;
+                }
+                let mut p = p0;
+                while p + 24 <= end {
+                    kern::<__m256, 4, 3, false, E>(a, y, row0, p, _mm256_setzero_si256());
+                    p += 24;
+                }
+                let rem = end - p;
+                if rem > 0 {
+                    let m = act256::first_lanes(rem - (rem - 1) / 8 * 8);
+                    match rem.div_ceil(8) {
+                        1 => kern::<__m256, 4, 1, true, E>(a, y, row0, p, m),
+                        2 => kern::<__m256, 4, 2, true, E>(a, y, row0, p, m),
+                        _ => kern::<__m256, 4, 3, true, E>(a, y, row0, p, m),
+                    }
+                }
+            }
+        }
+    }
+
+    /// R output channels (`row0..row0+R` of the panel) × V vectors of pixels from `p`;
+    /// with MASKED, the last vector holds only the lanes in `mask`. E: epilogue kind.
+    ///
+    /// # Safety
+    /// Target-feature context of `S`; pointer ranges as documented in `panel_512`.
+    #[inline(always)]
+    unsafe fn kern<S: Vec, const R: usize, const V: usize, const MASKED: bool, const E: u8>(
+        a: &Panel,
+        y: *mut f32,
+        row0: usize,
+        p: usize,
+        mask: S::Mask,
+    ) {
+        let (hw, l) = (a.hw, S::LANES);
+        // SAFETY: pointer ranges as documented in `panel_512`.
+        unsafe {
+            let mut acc = [[S::splat(0.0); V]; R];
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = [S::splat(a.bias[row0 + r]); V];
+            }
+            // wrapping_add: after the last K step the pointers may point past the slices.
+            let mut xp = a.x.as_ptr().wrapping_add(p);
+            let mut wp = a.w.as_ptr().wrapping_add(row0);
+            for _ in 0..a.cin {
+                let mut xv = [S::splat(0.0); V];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = if MASKED && v == V - 1 {
+                        S::load_m(xp.add(l * v), mask)
+                    } else {
+                        S::load(xp.add(l * v))
+                    };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let wv = S::splat(*wp.add(r));
+                    for (acc, &xv) in row.iter_mut().zip(&xv) {
+                        *acc = S::fma(wv, xv, *acc);
+                    }
+                }
+                xp = xp.wrapping_add(hw);
+                wp = wp.wrapping_add(MR);
+            }
+            // Every loop touching `acc` must unroll fully (constant trip counts and
+            // indices), or LLVM keeps it in memory during the K loop too. With a heavy
+            // activation the epilogue loop does not unroll, so it runs on a copy.
+            let out = if E == E_NONE {
+                acc
+            } else {
+                std::hint::black_box(acc)
+            };
+            let rows = a.rows - row0;
+            for (r, row) in out.iter().enumerate() {
+                if r >= rows {
+                    break;
+                }
+                let off = (row0 + r) * hw + p;
+                let yp = y.add(off);
+                let rp = a.res.map(|res| res.as_ptr().add(off));
+                for (v, &val) in row.iter().enumerate() {
+                    let mut val = match E {
+                        E_NONE => val,
+                        E_SWISH => S::swish(val),
+                        _ => S::act(a.act, val),
+                    };
+                    let last = MASKED && v == V - 1;
+                    if let Some(rp) = rp {
+                        let res = if last {
+                            S::load_m(rp.add(l * v), mask)
+                        } else {
+                            S::load(rp.add(l * v))
+                        };
+                        val = S::add(val, res);
+                    }
+                    if last {
+                        S::store_m(yp.add(l * v), mask, val);
+                    } else {
+                        S::store(yp.add(l * v), val);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small deterministic generator (xorshift), values in [−1, 1).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+    }
+
+    fn act_f64(act: Act, v: f64) -> f64 {
+        let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+        match act {
+            Act::Swish => v * sig(v),
+            Act::Sigmoid => sig(v),
+            a => a.apply(v as f32) as f64,
+        }
+    }
+
+    const ACTS: [Act; 8] = [
+        Act::None,
+        Act::Relu,
+        Act::Relu6,
+        Act::Swish,
+        Act::Sigmoid,
+        Act::Clip {
+            min: -0.5,
+            max: 0.75,
+        },
+        Act::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        Act::HardSwish,
+    ];
+
+    /// Runs every ISA (and both tiles on AVX-512) on one shape against an f64 reference.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        rng: &mut Rng,
+        cin: usize,
+        cout: usize,
+        hw: usize,
+        with_bias: bool,
+        with_res: bool,
+        act: Act,
+        threads: usize,
+    ) {
+        let x = rng.vec(cin * hw);
+        let wt = rng.vec(cout * cin);
+        let bias = if with_bias { rng.vec(cout) } else { vec![] };
+        let res = with_res.then(|| rng.vec(cout * hw));
+        let wp = pack(&wt, cout, cin);
+        // Reference and a bound on the f32 rounding error: cin·ε·Σ|w·x|.
+        let mut refy = vec![0.0f64; cout * hw];
+        let mut mag = vec![0.0f64; cout * hw];
+        for co in 0..cout {
+            for p in 0..hw {
+                let mut s = if with_bias { bias[co] as f64 } else { 0.0 };
+                let mut m = s.abs();
+                for ci in 0..cin {
+                    let t = wt[co * cin + ci] as f64 * x[ci * hw + p] as f64;
+                    s += t;
+                    m += t.abs();
+                }
+                let mut v = act_f64(act, s);
+                if let Some(r) = &res {
+                    v += r[co * hw + p] as f64;
+                }
+                refy[co * hw + p] = v;
+                mag[co * hw + p] = m;
+            }
+        }
+        for isa in Isa::available() {
+            let tiles: &[Tile] = if isa == Isa::Avx512 {
+                &[Tile::R8V2, Tile::R4V4]
+            } else {
+                &[Tile::R8V2]
+            };
+            for &tile in tiles {
+                for block in [hw, 64] {
+                    let mut plan = Plan::new(isa, cin, cout, hw, threads);
+                    plan.tile = tile;
+                    plan.block = block;
+                    let mut y = vec![f32::NAN; cout * hw];
+                    conv1x1_planned(
+                        isa,
+                        Par::new(threads),
+                        &x,
+                        &wp,
+                        &bias,
+                        res.as_deref(),
+                        &mut y,
+                        cin,
+                        cout,
+                        hw,
+                        act,
+                        plan,
+                    );
+                    for i in 0..cout * hw {
+                        let tol = 1e-6 * (cin as f64 + 4.0) * (mag[i] + 1.0) + 2e-6 * refy[i].abs();
+                        let err = (y[i] as f64 - refy[i]).abs();
+                        assert!(
+                            err <= tol,
+                            "{isa:?} {tile:?} block {block} cin {cin} cout {cout} hw {hw} \
+                             bias {with_bias} res {with_res} {act:?}: y[{}][{}] = {} vs {} \
+                             (err {err:e} > tol {tol:e})",
+                            i / hw,
+                            i % hw,
+                            y[i],
+                            refy[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pack_layout() {
+        let (cout, cin) = (MR + 3, 5);
+        let w: Vec<f32> = (0..cout * cin).map(|i| i as f32 + 1.0).collect();
+        let p = pack(&w, cout, cin);
+        assert_eq!(p.len(), packed_len(cout, cin));
+        assert_eq!(p.len(), 2 * MR * cin);
+        for co in 0..2 * MR {
+            for ci in 0..cin {
+                let want = if co < cout { w[co * cin + ci] } else { 0.0 };
+                assert_eq!(p[(co / MR) * MR * cin + ci * MR + co % MR], want);
+            }
+        }
+    }
+
+    #[test]
+    fn small_shapes_all_acts() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut n = 0;
+        for cin in (1..=37).step_by(2) {
+            for cout in [1, 3, 4, 5, 7, 8, 9, 12, 16, 2 * MR + 3] {
+                for hw in [1, 5, 9, 15, 16, 17, 24, 31, 33, 48, 63, 64, 65, 70] {
+                    // Cycle through the epilogue variants rather than the full product.
+                    let act = ACTS[n % ACTS.len()];
+                    let (with_bias, with_res) = (n % 2 == 0, n % 3 == 0);
+                    check(&mut rng, cin, cout, hw, with_bias, with_res, act, 1);
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_hw_up_to_70() {
+        let mut rng = Rng(12345);
+        for hw in 1..=70 {
+            for (i, act) in ACTS.iter().enumerate() {
+                check(&mut rng, 7, 2 * MR + 3, hw, i % 2 == 0, i % 3 == 0, *act, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn every_cout() {
+        let mut rng = Rng(777);
+        for cout in 1..=2 * MR + 3 {
+            for (with_bias, with_res) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                check(&mut rng, 13, cout, 37, with_bias, with_res, Act::Swish, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn large_planes() {
+        let mut rng = Rng(4242);
+        check(&mut rng, 19, 2 * MR + 3, 4096, true, true, Act::Swish, 1);
+        check(&mut rng, 3, MR + 1, 65536, true, false, Act::Relu6, 2);
+        check(&mut rng, 300, 20, 100, true, true, Act::Sigmoid, 2);
+    }
+
+    #[test]
+    fn threads_give_identical_results() {
+        let mut rng = Rng(99);
+        for &(cin, cout, hw) in &[
+            (16, 96, 1024),
+            (64, 810, 64),
+            (37, 2 * MR + 3, 333),
+            (8, 1, 5000),
+        ] {
+            let x = rng.vec(cin * hw);
+            let w = pack(&rng.vec(cout * cin), cout, cin);
+            let b = rng.vec(cout);
+            let r = rng.vec(cout * hw);
+            for isa in Isa::available() {
+                let mut outs = Vec::new();
+                for threads in [1, 2, 3] {
+                    let mut y = vec![0.0; cout * hw];
+                    conv1x1(
+                        isa,
+                        Par::new(threads),
+                        &x,
+                        &w,
+                        &b,
+                        Some(&r),
+                        &mut y,
+                        cin,
+                        cout,
+                        hw,
+                        Act::Swish,
+                    );
+                    outs.push(y);
+                }
+                assert!(
+                    outs[0] == outs[1] && outs[0] == outs[2],
+                    "{isa:?} {cin}→{cout}@{hw}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn degenerate_shapes() {
+        for isa in Isa::available() {
+            // cin = 0: y = act(bias) + residual.
+            let mut y = vec![0.0; 3 * 4];
+            let r = vec![1.0; 3 * 4];
+            conv1x1(
+                isa,
+                Par::new(1),
+                &[],
+                &[],
+                &[1.0, -1.0, 2.0],
+                Some(&r),
+                &mut y,
+                0,
+                3,
+                4,
+                Act::Relu,
+            );
+            assert_eq!(
+                y,
+                [2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0]
+            );
+            // hw = 0 and cout = 0: nothing to do.
+            conv1x1(
+                isa,
+                Par::new(2),
+                &[],
+                &pack(&[1.0; 6], 3, 2),
+                &[],
+                None,
+                &mut [],
+                2,
+                3,
+                0,
+                Act::None,
+            );
+            conv1x1(
+                isa,
+                Par::new(2),
+                &[1.0; 8],
+                &[],
+                &[],
+                None,
+                &mut [],
+                2,
+                0,
+                4,
+                Act::None,
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "conv1x1: x has 5 floats, expected cin·hw = 2·3")]
+    fn bad_x_length_panics_clearly() {
+        let w = pack(&[1.0; 4], 2, 2);
+        let mut y = vec![0.0; 6];
+        conv1x1(
+            Isa::Scalar,
+            Par::new(1),
+            &[0.0; 5],
+            &w,
+            &[],
+            None,
+            &mut y,
+            2,
+            2,
+            3,
+            Act::None,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "conv1x1: bias has 1 values")]
+    fn bad_bias_length_panics_clearly() {
+        let w = pack(&[1.0; 4], 2, 2);
+        let mut y = vec![0.0; 6];
+        conv1x1(
+            Isa::Scalar,
+            Par::new(1),
+            &[0.0; 6],
+            &w,
+            &[1.0],
+            None,
+            &mut y,
+            2,
+            2,
+            3,
+            Act::None,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "conv1x1: packed w has 4 floats")]
+    fn unpacked_weights_panic_clearly() {
+        let mut y = vec![0.0; 6];
+        conv1x1(
+            Isa::Scalar,
+            Par::new(1),
+            &[0.0; 6],
+            &[1.0; 4],
+            &[],
+            None,
+            &mut y,
+            2,
+            2,
+            3,
+            Act::None,
+        );
+    }
+}
