@@ -48,10 +48,18 @@ impl Cx {
     }
 
     /// Adds an IR node; shape errors become the node's error message.
+    /// Every IR tensor is capped at `MAX_ELEMENTS`, so hostile sizes fail here rather than
+    /// overflow a MAC count or an allocation later.
     pub fn add(&mut self, name: &str, op: Op, inputs: &[NodeId]) -> Result<NodeId, String> {
-        self.g
+        let id = self
+            .g
             .add(name, op, inputs)
-            .map_err(|e| format!("{}: {}", e.kind, e.message))
+            .map_err(|e| format!("{}: {}", e.kind, e.message))?;
+        if let Err(e) = super::load::checked_numel(&self.g.node(id).shape) {
+            self.g.graph.remove_node(id);
+            return Err(e);
+        }
+        Ok(id)
     }
 
     /// The parameter holding constant value `name`: created once per value, so a weight

@@ -842,7 +842,7 @@ fn window_pads(
             for d in 0..2 {
                 let out = input[d].div_ceil(stride[d]);
                 let span = dilation[d] * (kernel[d] - 1) + 1;
-                let total = ((out - 1) * stride[d] + span).saturating_sub(input[d]);
+                let total = (out.saturating_sub(1) * stride[d] + span).saturating_sub(input[d]);
                 let (small, big) = (total / 2, total - total / 2);
                 // SAME_UPPER puts the odd pixel at the end, SAME_LOWER at the start.
                 let (begin, end) = if auto == "SAME_UPPER" {
@@ -1067,7 +1067,7 @@ fn nearest_source(
         "ceil" => orig.ceil(),
         other => return Err(format!("nearest_mode `{other}` is not supported")),
     };
-    Ok((idx.max(0.0) as usize).min(len_in - 1))
+    Ok((idx.max(0.0) as usize).min(len_in.saturating_sub(1)))
 }
 
 /// `Resize` and `Upsample` in nearest mode. The IR's `ResizeNearest` reads pixel
