@@ -106,12 +106,13 @@ fn any_other_checked_in_model() {
     }
 }
 
-/// The full-size models of `make_models.py --big` (not in the repository): run with
+/// The full-size models of `make_models.py --big` (not in the repository), or every
+/// `NAME.onnx` with `NAME.input.npy` and `NAME.<output>.npy` in `$EFFDET_ONNX_DIR`: run with
 /// `cargo test -p effdet-compiler --test onnx_models -- --ignored`.
 #[test]
-#[ignore = "needs /tmp/onnx-big from tests/onnx/make_models.py --big"]
+#[ignore = "needs /tmp/onnx-big from tests/onnx/make_models.py --big, or $EFFDET_ONNX_DIR"]
 fn full_size_models() {
-    let dir = PathBuf::from("/tmp/onnx-big");
+    let dir = PathBuf::from(std::env::var("EFFDET_ONNX_DIR").unwrap_or("/tmp/onnx-big".into()));
     // Full-size exports report the same conv MACs as the spec of their variant (the
     // PyTorch-native D0's symmetric padding gives the same output sizes as TF 'same').
     for (name, variant) in [
@@ -127,32 +128,19 @@ fn full_size_models() {
         }
     }
     let mut ran = 0;
-    for name in [
-        "tf_d1_ts17",
-        "tf_lite0_ts17",
-        "pt_d0_ts17",
-        "tf_d0_export18",
-    ] {
-        ran += check(&dir, name) as usize;
-    }
-    let others = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-    for e in others {
-        let p = e.path();
-        if let (Some(stem), true) = (
-            p.file_stem().and_then(|s| s.to_str()),
-            p.extension().is_some_and(|x| x == "onnx"),
-        ) {
-            if ![
-                "tf_d1_ts17",
-                "tf_lite0_ts17",
-                "pt_d0_ts17",
-                "tf_d0_export18",
-            ]
-            .contains(&stem)
-            {
-                ran += check(&dir, stem) as usize;
-            }
-        }
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let stem = p.file_stem()?.to_str()?.to_string();
+            p.extension().is_some_and(|x| x == "onnx").then_some(stem)
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        ran += check(&dir, &name) as usize;
     }
     assert!(ran > 0, "no model in {}", dir.display());
 }
