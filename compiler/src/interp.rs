@@ -458,7 +458,7 @@ fn weighted_sum(method: FusionMethod, weights: Option<&[f32]>, args: &[&Tensor])
 }
 
 /// Row-major strides of a shape.
-fn strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for d in (0..shape.len().saturating_sub(1)).rev() {
         s[d] = s[d + 1] * shape[d + 1];

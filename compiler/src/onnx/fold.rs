@@ -7,6 +7,7 @@
 
 use super::load::checked_numel;
 use super::tensor::{Const, DType, Data};
+use crate::interp::strides;
 use crate::ir::op::broadcast;
 
 /// Normalizes an ONNX axis (negative counts from the end) for a tensor of `rank` dims.
@@ -29,15 +30,6 @@ pub fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
         return Err(format!("axes {list:?} repeat an axis"));
     }
     Ok(out)
-}
-
-/// Row-major strides of a shape.
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
 }
 
 /// The flat source index of every output position, when output dim `d` advances the
@@ -679,30 +671,6 @@ pub fn reduce(x: &Const, op: Red, axes_: &[usize], keepdims: bool) -> Result<Con
     Ok(Const::from_f64(x.dtype, shape, &acc))
 }
 
-/// Softmax along one axis (floats only).
-pub fn softmax(x: &Const, ax: usize) -> Result<Const, String> {
-    if !x.dtype.is_float() {
-        return Err(format!("Softmax of {:?}", x.dtype));
-    }
-    let mut v = x.data.to_f64();
-    let len = x.shape[ax];
-    let inner: usize = x.shape[ax + 1..].iter().product();
-    if len > 0 && inner > 0 {
-        for block in v.chunks_mut(len * inner) {
-            for i in 0..inner {
-                let max = (0..len)
-                    .map(|k| block[k * inner + i])
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = (0..len).map(|k| (block[k * inner + i] - max).exp()).sum();
-                for k in 0..len {
-                    block[k * inner + i] = (block[k * inner + i] - max).exp() / sum;
-                }
-            }
-        }
-    }
-    Ok(Const::from_f64(x.dtype, x.shape.clone(), &v))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -784,8 +752,6 @@ mod tests {
             (s.shape.clone(), s.to_f32().unwrap().to_vec()),
             (vec![2], vec![3.0, 7.0])
         );
-        let sm = softmax(&f, 1).unwrap().to_f32().unwrap();
-        assert!((sm[0] + sm[1] - 1.0).abs() < 1e-6 && sm[1] > sm[0]);
         assert_eq!(
             unary(Un::Round, &Const::f32(vec![2], vec![2.5, -0.5]))
                 .unwrap()
