@@ -13,7 +13,13 @@
 
 pub mod act;
 pub mod conv1x1;
+pub mod dense;
+pub mod depthwise;
+pub mod fuse;
+pub mod generic;
 pub mod par;
+pub mod se;
+mod simd;
 
 pub use act::Act;
 pub use par::Par;

@@ -1,0 +1,545 @@
+//! Depthwise convolution (one `k×k` filter per channel) with bias and activation fused.
+//!
+//! Vectorized along the output row. Borders cost nothing in the inner loop: each input row
+//! is copied once into a small ring of zero-padded rows ([`PaddedRows`], a few KB that stay in
+//! L1), and for stride 2 that copy also splits even and odd columns into two half-rows, so
+//! every tap is one contiguous vector load. Four output rows are computed at once, sharing
+//! each loaded input vector between the rows whose windows contain it.
+
+use super::simd::{usable, Vf32};
+use super::{Act, Isa, Par};
+
+/// Output size of a sliding window: `(len + pads − k) / stride + 1`.
+pub(crate) fn out_len(
+    len: usize,
+    pad_before: usize,
+    pad_after: usize,
+    k: usize,
+    stride: usize,
+) -> usize {
+    let padded = len + pad_before + pad_after;
+    assert!(
+        padded >= k && k > 0 && stride > 0,
+        "window {k} (stride {stride}) does not fit {padded}"
+    );
+    (padded - k) / stride + 1
+}
+
+/// Depthwise convolution: `y[c] = act(bias[c] + conv(x[c], w[c]))`.
+///
+/// `x`: `[c][h][w_in]`; `w`: `[c][k][k]`; `bias`: `[c]`; `y`: `[c][oh][ow]` with
+/// `oh = (h + pads[0] + pads[2] − k) / stride + 1` and `ow` likewise from `pads[1]`, `pads[3]`.
+/// `pads` is `[top, left, bottom, right]`. Fast for `k ∈ {3, 5}` and `stride ∈ {1, 2}`; any
+/// other `k`/`stride` is computed correctly by a scalar loop.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w_in: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+) {
+    let oh = out_len(h, pads[0], pads[2], k, stride);
+    let ow = out_len(w_in, pads[1], pads[3], k, stride);
+    let (plane_in, plane_out) = (h * w_in, oh * ow);
+    assert!(x.len() >= c * plane_in, "depthwise: input too short");
+    assert!(
+        w.len() >= c * k * k && bias.len() >= c,
+        "depthwise: weights too short"
+    );
+    assert!(y.len() >= c * plane_out, "depthwise: output too short");
+    if c == 0 {
+        return;
+    }
+    let y = &mut y[..c * plane_out];
+    let group = c.div_ceil(par.threads());
+    let isa = usable(isa);
+    let fast = matches!(k, 3 | 5) && matches!(stride, 1 | 2);
+    par.for_each_chunk(y, group * plane_out, c * plane_out * k * k, |gi, yg| {
+        let (c0, n) = (gi * group, yg.len() / plane_out);
+        let mut a = Args {
+            x: &x[c0 * plane_in..(c0 + n) * plane_in],
+            w: &w[c0 * k * k..(c0 + n) * k * k],
+            bias: &bias[c0..c0 + n],
+            y: yg,
+            h,
+            w_in,
+            oh,
+            ow,
+            k,
+            stride,
+            pads,
+            act,
+        };
+        if !fast {
+            return depthwise_any(&mut a);
+        }
+        match isa {
+            // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run_avx512(&mut a) },
+            // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { run_avx2(&mut a) },
+            // SAFETY: the one-lane f32 path runs on any CPU.
+            _ => unsafe { run::<f32>(&mut a) },
+        }
+    });
+}
+
+/// One group of channels of a depthwise convolution.
+struct Args<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: &'a [f32],
+    y: &'a mut [f32],
+    h: usize,
+    w_in: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn run_avx512(a: &mut Args) {
+    // SAFETY: this function only runs where AVX-512F is available.
+    unsafe { run::<std::arch::x86_64::__m512>(a) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2(a: &mut Args) {
+    // SAFETY: this function only runs where AVX2 and FMA are available.
+    unsafe { run::<std::arch::x86_64::__m256>(a) }
+}
+
+/// # Safety
+/// The CPU must support `V`'s instructions; `k ∈ {3, 5}`, `stride ∈ {1, 2}`.
+#[inline(always)]
+unsafe fn run<V: Vf32>(a: &mut Args) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (a.k, a.stride) {
+            (3, 1) => planes::<V, 3, 1>(a),
+            (3, 2) => planes::<V, 3, 2>(a),
+            (5, 1) => planes::<V, 5, 1>(a),
+            (5, 2) => planes::<V, 5, 2>(a),
+            _ => unreachable!("depthwise fast path for k {} stride {}", a.k, a.stride),
+        }
+    }
+}
+
+/// Output rows computed together.
+const ROWS: usize = 4;
+
+/// # Safety
+/// The CPU must support `V`'s instructions; `a`'s slices hold their planes (checked by
+/// [`depthwise`]).
+#[inline(always)]
+unsafe fn planes<V: Vf32, const K: usize, const S: usize>(a: &mut Args) {
+    let (oh, ow) = (a.oh, a.ow);
+    let plane_in = a.h * a.w_in;
+    let mut rows = PaddedRows::new(V::LANES, a.h, a.w_in, a.pads, K, S, (ROWS - 1) * S + K, ow);
+    let n = a.bias.len();
+    for ch in 0..n {
+        rows.reset();
+        let src = &a.x[ch * plane_in..(ch + 1) * plane_in];
+        let out = &mut a.y[ch * oh * ow..(ch + 1) * oh * ow];
+        // SAFETY: the CPU supports V (caller); the kernel writes `out`'s rows only.
+        unsafe {
+            let mut wv = [V::splat(0.0); 25];
+            for (t, v) in wv.iter_mut().enumerate().take(K * K) {
+                *v = V::splat(a.w[ch * K * K + t]);
+            }
+            let bv = V::splat(a.bias[ch]);
+            let mut oy = 0;
+            while oy + ROWS <= oh {
+                rows.fill::<V>(src, (oy + ROWS - 1) * S + K);
+                block::<V, K, S, ROWS>(&rows, oy * S, &wv, bv, &mut out[oy * ow..], ow, a.act);
+                oy += ROWS;
+            }
+            let left = oh - oy;
+            if left > 0 {
+                rows.fill::<V>(src, (oh - 1) * S + K);
+                let o = &mut out[oy * ow..];
+                match left {
+                    3 => block::<V, K, S, 3>(&rows, oy * S, &wv, bv, o, ow, a.act),
+                    2 => block::<V, K, S, 2>(&rows, oy * S, &wv, bv, o, ow, a.act),
+                    _ => block::<V, K, S, 1>(&rows, oy * S, &wv, bv, o, ow, a.act),
+                }
+            }
+        }
+    }
+}
+
+/// `R` output rows from padded input rows `p0 ..= p0 + (R−1)·S + K − 1`, all in the ring.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; `out` holds at least `R·ow` values; the ring
+/// holds the rows (its sizing covers every load of `ceil(ow / LANES)` vectors).
+#[inline(always)]
+unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
+    rows: &PaddedRows,
+    p0: usize,
+    wv: &[V; 25],
+    bias: V,
+    out: &mut [f32],
+    ow: usize,
+    act: Act,
+) {
+    let span = (R - 1) * S + K;
+    let mut src = [std::ptr::null::<f32>(); 16];
+    for (j, p) in src.iter_mut().enumerate().take(span) {
+        *p = rows.row(p0 + j);
+    }
+    let lanes = V::LANES;
+    let half = rows.half;
+    assert!(out.len() >= R * ow);
+    let out = out.as_mut_ptr();
+    let mut base = 0;
+    while base < ow {
+        // SAFETY: loads stay within the ring rows (see `PaddedRows::new`), stores within the
+        // R output rows (the last vector of a row is stored partially).
+        unsafe {
+            let mut acc = [bias; R];
+            for (j, row) in src.iter().enumerate().take(span) {
+                for kx in 0..K {
+                    let off = if S == 1 {
+                        base + kx
+                    } else {
+                        (kx & 1) * half + base + kx / 2
+                    };
+                    let v = V::load(row.add(off));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        if j >= i * S && j - i * S < K {
+                            *a = V::fma(v, wv[(j - i * S) * K + kx], *a);
+                        }
+                    }
+                }
+            }
+            let rem = ow - base;
+            for (i, a) in acc.iter().enumerate() {
+                let r = V::act(*a, act);
+                let o = out.add(i * ow + base);
+                if rem >= lanes {
+                    V::store(o, r);
+                } else {
+                    V::store_n(o, r, rem);
+                }
+            }
+        }
+        base += lanes;
+    }
+}
+
+/// A ring of zero-padded rows of one input plane, filled in order.
+///
+/// Padded row `p` (input row `p − pads[0]`, zeros outside the image) lives in slot
+/// `p % slots`. Stride 1: a slot is the padded row (`pads[1]` zeros, the row, zeros).
+/// Stride 2: a slot is two halves of `half` floats, the padded row's even columns then its
+/// odd columns, so padded column `2·j + t` is at `t·half + j`. Slots are long enough for
+/// every vector load of a row of `ow` outputs.
+pub(crate) struct PaddedRows {
+    buf: Vec<f32>,
+    slots: usize,
+    pitch: usize,
+    /// Stride 2: floats per half-row (a multiple of the lane count); 0 for stride 1.
+    pub(crate) half: usize,
+    stride2: bool,
+    h: usize,
+    w: usize,
+    top: usize,
+    left: usize,
+    /// The next padded row to fill.
+    next: usize,
+}
+
+impl PaddedRows {
+    /// A ring of `slots` rows for a `h × w` plane read by `k`-wide windows with column stride
+    /// `stride` (1 or 2), producing rows of `ow` outputs in vectors of `lanes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        lanes: usize,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+        k: usize,
+        stride: usize,
+        slots: usize,
+        ow: usize,
+    ) -> PaddedRows {
+        debug_assert!(stride == 1 || stride == 2);
+        let padded = pads[1] + w + pads[3];
+        let vec_end = ow.div_ceil(lanes) * lanes;
+        let (pitch, half) = if stride == 1 {
+            // Loads reach column vec_end − 1 + k − 1.
+            let len = padded.max(vec_end + k - 1);
+            (len.div_ceil(lanes) * lanes, 0)
+        } else {
+            // Loads reach half-column vec_end − 1 + (k − 1) / 2; `fill` stores whole vectors
+            // up to half-column left/2 + 1 + ceil(w/2) rounded up to lanes.
+            let stores = pads[1] / 2 + 1 + w.div_ceil(2).div_ceil(lanes) * lanes;
+            let half = padded.div_ceil(2).max(vec_end + (k - 1) / 2).max(stores);
+            let half = half.div_ceil(lanes) * lanes;
+            (2 * half, half)
+        };
+        PaddedRows {
+            buf: vec![0.0; slots * pitch],
+            slots,
+            pitch,
+            half,
+            stride2: stride == 2,
+            h,
+            w,
+            top: pads[0],
+            left: pads[1],
+            next: 0,
+        }
+    }
+
+    /// Starts over for another plane of the same shape.
+    pub(crate) fn reset(&mut self) {
+        self.next = 0;
+    }
+
+    /// Fills padded rows up to (excluding) `end` from `src`, a `h × w` plane.
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions, with `V::LANES` the `lanes` of [`Self::new`].
+    #[inline(always)]
+    pub(crate) unsafe fn fill<V: Vf32>(&mut self, src: &[f32], end: usize) {
+        let (w, left, half, lanes) = (self.w, self.left, self.half, V::LANES);
+        while self.next < end {
+            let p = self.next;
+            self.next += 1;
+            let slot = &mut self.buf[(p % self.slots) * self.pitch..][..self.pitch];
+            let iy = p.wrapping_sub(self.top);
+            if p < self.top || iy >= self.h {
+                // A padding row. (Pad columns are zero from the start and only ever
+                // overwritten with zeros.)
+                match self.stride2 {
+                    false => slot[left..left + w].fill(0.0),
+                    true => slot.fill(0.0),
+                }
+                continue;
+            }
+            let row = &src[iy * w..(iy + 1) * w];
+            let (x, s) = (row.as_ptr(), slot.as_mut_ptr());
+            if !self.stride2 {
+                let mut j = 0;
+                while j < w {
+                    // SAFETY: reads row[j..min(j + lanes, w)], writes slot[left + j..] within
+                    // the same count; slot has left + w floats.
+                    unsafe {
+                        if j + lanes <= w {
+                            V::store(s.add(left + j), V::load(x.add(j)));
+                        } else {
+                            V::store_n(s.add(left + j), V::load_n(x.add(j), w - j, 0.0), w - j);
+                        }
+                    }
+                    j += lanes;
+                }
+                continue;
+            }
+            // Padded column c = left + i holds x[i]: with left = 2q + r, x's even elements go
+            // to half-column q + i/2 of the even half (r = 0) or the odd half (r = 1), and its
+            // odd elements to q + i/2 (odd half, r = 0) or q + 1 + i/2 (even half, r = 1).
+            let q = left / 2;
+            let (to_even, to_odd) = match left % 2 {
+                0 => (q, half + q),
+                _ => (half + q, q + 1),
+            };
+            let mut j = 0;
+            while 2 * j < w {
+                let n = w - 2 * j;
+                // SAFETY: the loads read row[2j .. 2j + min(n, 2·lanes)] (masked beyond w,
+                // filling zeros); the stores write lanes floats at j + q (+1) within each
+                // half, which `new` sized for (half ≥ q + 1 + ceil(w/2) rounded to lanes).
+                unsafe {
+                    let a = match n >= lanes {
+                        true => V::load(x.add(2 * j)),
+                        false => V::load_n(x.add(2 * j), n, 0.0),
+                    };
+                    let b = match n {
+                        _ if n >= 2 * lanes => V::load(x.add(2 * j + lanes)),
+                        _ if n > lanes => V::load_n(x.add(2 * j + lanes), n - lanes, 0.0),
+                        _ => V::splat(0.0),
+                    };
+                    let (e, o) = V::deinterleave(a, b);
+                    V::store(s.add(to_even + j), e);
+                    V::store(s.add(to_odd + j), o);
+                }
+                j += lanes;
+            }
+        }
+    }
+
+    /// The start of padded row `p`'s slot (which must have been filled and not overwritten).
+    #[inline(always)]
+    pub(crate) fn row(&self, p: usize) -> *const f32 {
+        debug_assert!(p < self.next && p + self.slots >= self.next);
+        self.buf[(p % self.slots) * self.pitch..].as_ptr()
+    }
+}
+
+/// Any kernel size and stride: plain loops (correct, not fast).
+fn depthwise_any(a: &mut Args) {
+    let (h, w, oh, ow, k, s) = (a.h, a.w_in, a.oh, a.ow, a.k, a.stride);
+    for ch in 0..a.bias.len() {
+        let src = &a.x[ch * h * w..][..h * w];
+        let wk = &a.w[ch * k * k..][..k * k];
+        let out = &mut a.y[ch * oh * ow..][..oh * ow];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = a.bias[ch];
+                for ky in 0..k {
+                    let iy = (oy * s + ky).wrapping_sub(a.pads[0]);
+                    if iy >= h {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let ix = (ox * s + kx).wrapping_sub(a.pads[1]);
+                        if ix < w {
+                            acc += wk[ky * k + kx] * src[iy * w + ix];
+                        }
+                    }
+                }
+                out[oy * ow + ox] = a.act.apply(acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::test_util::{assert_close, Rng};
+
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        c: usize,
+        h: usize,
+        wi: usize,
+        k: usize,
+        s: usize,
+        pads: [usize; 4],
+        act: Act,
+    ) -> Vec<f64> {
+        let oh = (h + pads[0] + pads[2] - k) / s + 1;
+        let ow = (wi + pads[1] + pads[3] - k) / s + 1;
+        let mut y = Vec::new();
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[ch] as f64;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * s + ky) as isize - pads[0] as isize;
+                            let ix = (ox * s + kx) as isize - pads[1] as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wi {
+                                acc += w[(ch * k + ky) * k + kx] as f64
+                                    * x[(ch * h + iy as usize) * wi + ix as usize] as f64;
+                            }
+                        }
+                    }
+                    y.push(act.apply(acc as f32) as f64);
+                }
+            }
+        }
+        y
+    }
+
+    /// TF 'same' padding `(before, after)` of one dimension.
+    fn same(len: usize, k: usize, s: usize) -> (usize, usize) {
+        let out = len.div_ceil(s);
+        let total = ((out - 1) * s + k).saturating_sub(len);
+        (total / 2, total - total / 2)
+    }
+
+    #[test]
+    fn matches_reference_on_every_isa() {
+        let mut rng = Rng::new(7);
+        let mut cases: Vec<(usize, usize, usize, usize, usize, [usize; 4])> = Vec::new();
+        for &(h, w) in &[
+            (1, 1),
+            (3, 3),
+            (2, 2),
+            (5, 7),
+            (8, 8),
+            (9, 17),
+            (16, 16),
+            (13, 33),
+            (6, 40),
+            (31, 15),
+        ] {
+            for &k in &[3, 5] {
+                for &s in &[1, 2] {
+                    let (t, b) = same(h, k, s);
+                    let (l, r) = same(w, k, s);
+                    cases.push((3, h, w, k, s, [t, l, b, r]));
+                    let p = k / 2;
+                    cases.push((2, h, w, k, s, [p, p, p, p]));
+                    if h >= k && w >= k {
+                        cases.push((2, h, w, k, s, [0, 0, 0, 0]));
+                    }
+                }
+            }
+        }
+        // The general fallback.
+        cases.push((3, 9, 11, 1, 1, [0, 0, 0, 0]));
+        cases.push((3, 9, 11, 7, 1, [3, 3, 3, 3]));
+        cases.push((3, 9, 11, 3, 3, [1, 0, 1, 2]));
+        // Enough work for two threads, with a channel count they split unevenly.
+        cases.push((7, 64, 48, 5, 1, [2, 2, 2, 2]));
+        cases.push((5, 66, 70, 3, 2, [0, 0, 1, 1]));
+        for (c, h, w, k, s, pads) in cases {
+            let x = rng.vec(c * h * w);
+            let wt = rng.vec(c * k * k);
+            let b = rng.vec(c);
+            for act in [Act::None, Act::Swish, Act::Relu6] {
+                let want = reference(&x, &wt, &b, c, h, w, k, s, pads, act);
+                for isa in Isa::available() {
+                    let mut outs = Vec::new();
+                    for threads in [1, 2] {
+                        let mut y = vec![f32::NAN; want.len()];
+                        depthwise(
+                            isa,
+                            Par::new(threads),
+                            &x,
+                            &wt,
+                            &b,
+                            &mut y,
+                            c,
+                            h,
+                            w,
+                            k,
+                            s,
+                            pads,
+                            act,
+                        );
+                        let what =
+                            format!("{isa:?} c{c} {h}x{w} k{k} s{s} {pads:?} {act:?} t{threads}");
+                        assert_close(&y, &want, 1e-4, &what);
+                        outs.push(y);
+                    }
+                    assert_eq!(outs[0], outs[1], "threads change the result");
+                }
+            }
+        }
+    }
+}

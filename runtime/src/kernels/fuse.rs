@@ -1,0 +1,654 @@
+//! One BiFPN node's input fusion: `y = act(Σ_i coef[i] · sample_i(x_i))` in one pass.
+//!
+//! Each output row is built from one row per input: the input's own row (identity, or
+//! nearest resampling to the same width), a row resampled into a small buffer (nearest
+//! 2× by lane duplication, any other size by an index table; consecutive output rows that
+//! read the same source row reuse it), or a max-pool row (vertical max of the window's
+//! rows into a `−∞`-padded buffer, then the horizontal window max, de-interleaved for
+//! stride 2). The weighted sum and the activation are then one vector loop.
+
+use super::depthwise::out_len;
+use super::simd::{usable, Vf32};
+use super::{Act, Isa, Par};
+
+/// How one input of [`fuse`] is brought to the output's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sample {
+    /// Already the output's size.
+    Identity,
+    /// Nearest-neighbour resize from an `h × w` input: output `(oy, ox)` reads input
+    /// `(⌊oy·h/oh⌋, ⌊ox·w/ow⌋)`.
+    Nearest {
+        /// Input height.
+        h: usize,
+        /// Input width.
+        w: usize,
+    },
+    /// Max-pool window over an `h × w` input; padded positions never win (as if −∞). Its
+    /// output size must be the fusion's output size.
+    MaxPool {
+        /// Input height.
+        h: usize,
+        /// Input width.
+        w: usize,
+        /// Window `[height, width]`.
+        kernel: [usize; 2],
+        /// `[rows, columns]`.
+        stride: [usize; 2],
+        /// `[top, left, bottom, right]`.
+        pads: [usize; 4],
+    },
+}
+
+impl Sample {
+    /// The input's `(height, width)` for an output of `oh × ow`.
+    fn input_size(&self, oh: usize, ow: usize) -> (usize, usize) {
+        match *self {
+            Sample::Identity => (oh, ow),
+            Sample::Nearest { h, w } | Sample::MaxPool { h, w, .. } => (h, w),
+        }
+    }
+}
+
+/// Fuses `inputs` into `y` (`[c][oh][ow]`): `y = act(Σ_i coef[i] · sample_i(x_i))`.
+///
+/// Each input is `[c][h_i][w_i]` with the size its [`Sample`] states (the output size for
+/// `Identity`).
+#[allow(clippy::too_many_arguments)]
+pub fn fuse(
+    isa: Isa,
+    par: Par,
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    y: &mut [f32],
+    c: usize,
+    oh: usize,
+    ow: usize,
+    act: Act,
+) {
+    let plane = oh * ow;
+    assert!(
+        coef.len() >= inputs.len(),
+        "fuse: {} coefficients for {} inputs",
+        coef.len(),
+        inputs.len()
+    );
+    assert!(y.len() >= c * plane, "fuse: output too short");
+    for (i, (x, s)) in inputs.iter().enumerate() {
+        let (h, w) = s.input_size(oh, ow);
+        assert!(x.len() >= c * h * w, "fuse: input {i} too short");
+        if let Sample::MaxPool {
+            kernel,
+            stride,
+            pads,
+            ..
+        } = *s
+        {
+            let size = (
+                out_len(h, pads[0], pads[2], kernel[0], stride[0]),
+                out_len(w, pads[1], pads[3], kernel[1], stride[1]),
+            );
+            assert_eq!(size, (oh, ow), "fuse: input {i}'s max pool gives {size:?}");
+        }
+    }
+    if plane == 0 || c == 0 {
+        return;
+    }
+    let y = &mut y[..c * plane];
+    let group = c.div_ceil(par.threads());
+    let isa = usable(isa);
+    let work = c * plane * inputs.len().max(1) * 4;
+    par.for_each_chunk(y, group * plane, work, |gi, yg| {
+        let a = Args {
+            inputs,
+            coef,
+            y: yg,
+            c0: gi * group,
+            oh,
+            ow,
+            act,
+        };
+        match isa {
+            // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { run_avx512(a) },
+            // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { run_avx2(a) },
+            // SAFETY: the one-lane f32 path runs on any CPU.
+            _ => unsafe { run::<f32>(a) },
+        }
+    });
+}
+
+/// The channels `c0 ..` of the output that `y` holds.
+struct Args<'a> {
+    inputs: &'a [(&'a [f32], Sample)],
+    coef: &'a [f32],
+    y: &'a mut [f32],
+    c0: usize,
+    oh: usize,
+    ow: usize,
+    act: Act,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn run_avx512(a: Args) {
+    // SAFETY: this function only runs where AVX-512F is available.
+    unsafe { run::<std::arch::x86_64::__m512>(a) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2(a: Args) {
+    // SAFETY: this function only runs where AVX2 and FMA are available.
+    unsafe { run::<std::arch::x86_64::__m256>(a) }
+}
+
+/// Per-input row state.
+enum Source {
+    /// Rows are read in place.
+    Direct,
+    /// Nearest resampling into `buf`; `cols` maps output to input columns unless the width
+    /// is exactly doubled; `last` is the source row `buf` holds.
+    Nearest {
+        buf: Vec<f32>,
+        cols: Option<Vec<usize>>,
+        last: Option<usize>,
+    },
+    /// Max pooling: `vm` holds the vertical max with `−∞` pads, `eo` its even/odd split
+    /// (stride 2), `buf` the pooled row.
+    Pool {
+        vm: Vec<f32>,
+        eo: Vec<f32>,
+        buf: Vec<f32>,
+    },
+}
+
+/// # Safety
+/// The CPU must support `V`'s instructions; the slices have the sizes [`fuse`] checks.
+#[inline(always)]
+unsafe fn run<V: Vf32>(a: Args) {
+    let (oh, ow, l) = (a.oh, a.ow, V::LANES);
+    let wide = ow.div_ceil(l) * l;
+    let mut sources: Vec<Source> = a
+        .inputs
+        .iter()
+        .map(|(_, s)| match *s {
+            Sample::Identity => Source::Direct,
+            Sample::Nearest { w, .. } if w == ow => Source::Direct,
+            Sample::Nearest { w, .. } => Source::Nearest {
+                buf: vec![0.0; wide],
+                // Lane duplication needs two lanes or more.
+                cols: (ow != 2 * w || l == 1).then(|| (0..ow).map(|ox| ox * w / ow).collect()),
+                last: None,
+            },
+            Sample::MaxPool {
+                w,
+                kernel,
+                stride,
+                pads,
+                ..
+            } => {
+                let kw = kernel[1];
+                let need = match stride[1] {
+                    1 => wide + kw - 1,
+                    2 => 2 * (wide + (kw - 1) / 2),
+                    s => (ow - 1) * s + kw,
+                };
+                let len = (pads[1] + w + pads[3]).max(need).div_ceil(2 * l) * 2 * l;
+                Source::Pool {
+                    vm: vec![f32::NEG_INFINITY; len],
+                    eo: if stride[1] == 2 {
+                        vec![0.0; len]
+                    } else {
+                        Vec::new()
+                    },
+                    buf: vec![0.0; wide],
+                }
+            }
+        })
+        .collect();
+    let mut rows = vec![std::ptr::null::<f32>(); a.inputs.len()];
+    let nch = a.y.len() / (oh * ow);
+    for ch in a.c0..a.c0 + nch {
+        for src in sources.iter_mut() {
+            if let Source::Nearest { last, .. } = src {
+                *last = None;
+            }
+        }
+        for oy in 0..oh {
+            for (i, ((x, s), src)) in a.inputs.iter().zip(sources.iter_mut()).enumerate() {
+                let (h, w) = s.input_size(oh, ow);
+                let plane = &x[ch * h * w..(ch + 1) * h * w];
+                // SAFETY: the CPU supports V (caller); the buffers were sized above.
+                rows[i] = unsafe { source_row::<V>(plane, *s, src, oy, oh, ow) };
+            }
+            let out = &mut a.y[(ch - a.c0) * oh * ow + oy * ow..][..ow];
+            // SAFETY: every row pointer covers `ow` floats: an input row of width ow, or a
+            // buffer of `wide` floats.
+            unsafe { weighted_row::<V>(&rows, a.coef, out, a.act) };
+        }
+    }
+}
+
+/// Output row `oy`'s values of one input (`ow` floats at the returned pointer).
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; `src` was built for `s` by [`run`].
+#[inline(always)]
+unsafe fn source_row<V: Vf32>(
+    plane: &[f32],
+    s: Sample,
+    src: &mut Source,
+    oy: usize,
+    oh: usize,
+    ow: usize,
+) -> *const f32 {
+    let l = V::LANES;
+    match (s, src) {
+        (Sample::Identity, _) => plane[oy * ow..].as_ptr(),
+        (Sample::Nearest { h, w }, Source::Direct) => plane[(oy * h / oh) * w..].as_ptr(),
+        (Sample::Nearest { h, w }, Source::Nearest { buf, cols, last }) => {
+            let iy = oy * h / oh;
+            if *last != Some(iy) {
+                *last = Some(iy);
+                let row = &plane[iy * w..(iy + 1) * w];
+                match cols {
+                    Some(cols) => {
+                        for (o, &ix) in buf.iter_mut().zip(cols.iter()) {
+                            *o = row[ix];
+                        }
+                    }
+                    None => {
+                        // ow = 2w: output column ox reads input column ox / 2.
+                        let (p, b) = (row.as_ptr(), buf.as_mut_ptr());
+                        let mut j = 0;
+                        while 2 * j < ow {
+                            let n = (w - j).min(l);
+                            // SAFETY: reads row[j .. j + n] (n ≤ w − j), writes buf[2j ..
+                            // 2j + l] within its `wide` ≥ ow rounded up to l floats.
+                            unsafe {
+                                let v = if n == l {
+                                    V::load(p.add(j))
+                                } else {
+                                    V::load_n(p.add(j), n, 0.0)
+                                };
+                                V::store(b.add(2 * j), V::dup_low(v));
+                            }
+                            j += l.div_ceil(2);
+                        }
+                    }
+                }
+            }
+            buf.as_ptr()
+        }
+        (
+            Sample::MaxPool {
+                h,
+                w,
+                kernel,
+                stride,
+                pads,
+            },
+            Source::Pool { vm, eo, buf },
+        ) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { pool_row::<V>(plane, h, w, kernel, stride, pads, oy, ow, vm, eo, buf) };
+            buf.as_ptr()
+        }
+        _ => unreachable!("source built for its sampling"),
+    }
+}
+
+/// One max-pooled output row into `buf`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; `vm`, `eo` and `buf` are sized by [`run`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn pool_row<V: Vf32>(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    oy: usize,
+    ow: usize,
+    vm: &mut [f32],
+    eo: &mut [f32],
+    buf: &mut [f32],
+) {
+    let l = V::LANES;
+    let [kh, kw] = kernel;
+    let left = pads[1];
+    // Vertical max of the window's rows that lie inside the input.
+    let y0 = (oy * stride[0]).saturating_sub(pads[0]);
+    let y1 = (oy * stride[0] + kh).saturating_sub(pads[0]).min(h);
+    let dst = &mut vm[left..left + w];
+    if y0 >= y1 {
+        dst.fill(f32::NEG_INFINITY);
+    } else {
+        dst.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+        for iy in y0 + 1..y1 {
+            let row = &plane[iy * w..(iy + 1) * w];
+            let (d, r) = (dst.as_mut_ptr(), row.as_ptr());
+            let mut j = 0;
+            while j < w {
+                let n = (w - j).min(l);
+                // SAFETY: reads and writes n ≤ w − j floats at j of `row` and `dst`.
+                unsafe {
+                    if n == l {
+                        V::store(d.add(j), V::max(V::load(d.add(j)), V::load(r.add(j))));
+                    } else {
+                        let m = V::max(V::load_n(d.add(j), n, 0.0), V::load_n(r.add(j), n, 0.0));
+                        V::store_n(d.add(j), m, n);
+                    }
+                }
+                j += l;
+            }
+        }
+    }
+    // Horizontal window max.
+    let (v, b) = (vm.as_ptr(), buf.as_mut_ptr());
+    match stride[1] {
+        1 => {
+            let mut j = 0;
+            while j < ow {
+                // SAFETY: loads reach vm[j + l − 1 + kw − 1] < wide + kw − 1 ≤ vm.len();
+                // the store writes buf[j .. j + l] ⊂ buf[.. wide].
+                unsafe {
+                    let mut m = V::load(v.add(j));
+                    for kx in 1..kw {
+                        m = V::max(m, V::load(v.add(j + kx)));
+                    }
+                    V::store(b.add(j), m);
+                }
+                j += l;
+            }
+        }
+        2 => {
+            let half = vm.len() / 2;
+            let e = eo.as_mut_ptr();
+            let mut j = 0;
+            while j < half {
+                // SAFETY: vm and eo have 2·half floats, half a multiple of l.
+                unsafe {
+                    let (ev, od) =
+                        V::deinterleave(V::load(v.add(2 * j)), V::load(v.add(2 * j + l)));
+                    V::store(e.add(j), ev);
+                    V::store(e.add(half + j), od);
+                }
+                j += l;
+            }
+            let mut j = 0;
+            while j < ow {
+                // SAFETY: loads reach half-column j + l − 1 + (kw − 1)/2 < half (sizing in
+                // `run`); the store writes buf[j .. j + l] ⊂ buf[.. wide].
+                unsafe {
+                    let mut m = V::load(e.add(j));
+                    for kx in 1..kw {
+                        m = V::max(m, V::load(e.add((kx & 1) * half + j + kx / 2)));
+                    }
+                    V::store(b.add(j), m);
+                }
+                j += l;
+            }
+        }
+        s => {
+            for (ox, o) in buf.iter_mut().enumerate().take(ow) {
+                *o = vm[ox * s..ox * s + kw]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            }
+        }
+    }
+}
+
+/// `out = act(Σ_i coef[i] · rows[i][..ow])`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions; each row pointer covers `out.len()` floats.
+#[inline(always)]
+unsafe fn weighted_row<V: Vf32>(rows: &[*const f32], coef: &[f32], out: &mut [f32], act: Act) {
+    let (ow, l, o) = (out.len(), V::LANES, out.as_mut_ptr());
+    let mut j = 0;
+    while j < ow {
+        let n = (ow - j).min(l);
+        // SAFETY: reads and writes n ≤ ow − j floats at j.
+        unsafe {
+            let mut acc = V::splat(0.0);
+            for (&r, &k) in rows.iter().zip(coef) {
+                let v = if n == l {
+                    V::load(r.add(j))
+                } else {
+                    V::load_n(r.add(j), n, 0.0)
+                };
+                acc = V::fma(v, V::splat(k), acc);
+            }
+            let acc = V::act(acc, act);
+            if n == l {
+                V::store(o.add(j), acc);
+            } else {
+                V::store_n(o.add(j), acc, n);
+            }
+        }
+        j += l;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::test_util::{assert_close, Rng};
+
+    /// f64 reference of one input's sampled plane.
+    fn sampled(x: &[f32], s: Sample, oh: usize, ow: usize) -> Vec<f64> {
+        let (h, w) = s.input_size(oh, ow);
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                out.push(match s {
+                    Sample::Identity => x[oy * ow + ox] as f64,
+                    Sample::Nearest { .. } => x[(oy * h / oh) * w + ox * w / ow] as f64,
+                    Sample::MaxPool {
+                        kernel,
+                        stride,
+                        pads,
+                        ..
+                    } => {
+                        let mut m = f64::NEG_INFINITY;
+                        for ky in 0..kernel[0] {
+                            for kx in 0..kernel[1] {
+                                let iy = (oy * stride[0] + ky) as isize - pads[0] as isize;
+                                let ix = (ox * stride[1] + kx) as isize - pads[1] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    m = m.max(x[iy as usize * w + ix as usize] as f64);
+                                }
+                            }
+                        }
+                        m
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    fn pool(h: usize, w: usize, k: usize, s: usize, pads: [usize; 4]) -> Sample {
+        Sample::MaxPool {
+            h,
+            w,
+            kernel: [k, k],
+            stride: [s, s],
+            pads,
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_every_isa() {
+        let mut rng = Rng::new(31);
+        let cases: Vec<(usize, usize, usize, Vec<Sample>)> = vec![
+            // BiFPN top-down: identity + nearest 2×.
+            (
+                3,
+                8,
+                8,
+                vec![Sample::Identity, Sample::Nearest { h: 4, w: 4 }],
+            ),
+            (
+                2,
+                34,
+                34,
+                vec![Sample::Identity, Sample::Nearest { h: 17, w: 17 }],
+            ),
+            // Bottom-up: two identities + 3×3 stride-2 max pool, TF 'same' pads.
+            (
+                3,
+                8,
+                8,
+                vec![
+                    Sample::Identity,
+                    Sample::Identity,
+                    pool(16, 16, 3, 2, [0, 0, 1, 1]),
+                ],
+            ),
+            (
+                2,
+                9,
+                9,
+                vec![Sample::Identity, pool(17, 17, 3, 2, [1, 1, 1, 1])],
+            ),
+            (
+                2,
+                5,
+                7,
+                vec![pool(10, 14, 3, 2, [0, 0, 1, 1]), Sample::Identity],
+            ),
+            (
+                1,
+                1,
+                1,
+                vec![
+                    pool(2, 2, 3, 2, [0, 0, 1, 1]),
+                    Sample::Identity,
+                    Sample::Nearest { h: 1, w: 1 },
+                ],
+            ),
+            (
+                2,
+                3,
+                3,
+                vec![
+                    pool(3, 3, 3, 1, [1, 1, 1, 1]),
+                    pool(5, 5, 3, 2, [1, 1, 1, 1]),
+                ],
+            ),
+            // General nearest sizes (3 → 5: rows 0, 0, 1, 1, 2) and downsampling.
+            (
+                2,
+                5,
+                5,
+                vec![Sample::Nearest { h: 3, w: 3 }, Sample::Identity],
+            ),
+            (
+                2,
+                7,
+                20,
+                vec![
+                    Sample::Nearest { h: 3, w: 9 },
+                    Sample::Nearest { h: 14, w: 41 },
+                ],
+            ),
+            (2, 6, 33, vec![Sample::Nearest { h: 3, w: 33 }]),
+            // Odd pool shapes: a window of padding only, stride 1 and stride 3.
+            (
+                2,
+                3,
+                4,
+                vec![pool(1, 2, 2, 1, [2, 2, 1, 1]), Sample::Identity],
+            ),
+            (2, 4, 3, vec![pool(11, 8, 3, 3, [0, 1, 1, 1])]),
+            (
+                2,
+                6,
+                6,
+                vec![Sample::MaxPool {
+                    h: 12,
+                    w: 12,
+                    kernel: [2, 3],
+                    stride: [2, 2],
+                    pads: [0, 0, 0, 1],
+                }],
+            ),
+            // Enough work for two threads.
+            (
+                7,
+                64,
+                64,
+                vec![
+                    Sample::Identity,
+                    Sample::Identity,
+                    pool(128, 128, 3, 2, [0, 0, 1, 1]),
+                ],
+            ),
+            (
+                5,
+                64,
+                64,
+                vec![Sample::Identity, Sample::Nearest { h: 32, w: 32 }],
+            ),
+        ];
+        for (c, oh, ow, samples) in cases {
+            let data: Vec<Vec<f32>> = samples
+                .iter()
+                .map(|s| {
+                    let (h, w) = s.input_size(oh, ow);
+                    rng.vec(c * h * w)
+                })
+                .collect();
+            let coef = rng.vec(samples.len());
+            for act in [Act::None, Act::Swish] {
+                let mut want = vec![0.0f64; c * oh * ow];
+                for ((x, &s), &k) in data.iter().zip(&samples).zip(&coef) {
+                    let (h, w) = s.input_size(oh, ow);
+                    for ch in 0..c {
+                        let p = sampled(&x[ch * h * w..(ch + 1) * h * w], s, oh, ow);
+                        for (o, v) in want[ch * oh * ow..].iter_mut().zip(p) {
+                            *o += k as f64 * v;
+                        }
+                    }
+                }
+                let want: Vec<f64> = want.iter().map(|&v| act.apply(v as f32) as f64).collect();
+                let inputs: Vec<(&[f32], Sample)> = data
+                    .iter()
+                    .map(|d| &d[..])
+                    .zip(samples.iter().copied())
+                    .collect();
+                for isa in Isa::available() {
+                    let mut outs = Vec::new();
+                    for threads in [1, 2] {
+                        let mut y = vec![f32::NAN; c * oh * ow];
+                        fuse(
+                            isa,
+                            Par::new(threads),
+                            &inputs,
+                            &coef,
+                            &mut y,
+                            c,
+                            oh,
+                            ow,
+                            act,
+                        );
+                        let what = format!("{isa:?} c{c} {oh}x{ow} {samples:?} {act:?} t{threads}");
+                        assert_close(&y, &want, 1e-5, &what);
+                        outs.push(y);
+                    }
+                    assert_eq!(outs[0], outs[1], "threads change the result");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Squeeze-excite in place: `x[c] *= sigmoid(expand(act(reduce(mean(x)))))[c]`.
+//!
+//! Four short vectorized passes: the channel means, the `r × c` reduce matrix-vector
+//! product (with its activation), the `c × r` expand product and sigmoid, and the channel
+//! scale of `x`. Only the first and the last touch the feature map.
+
+use super::simd::{usable, Vf32};
+use super::{Act, Isa};
+
+/// Squeeze-excite on `x` (`[c][hw]`) in place.
+///
+/// `reduce_w`: `[r][c]`, `reduce_b`: `[r]` (`r` is `reduce_b.len()`), `expand_w`: `[c][r]`,
+/// `expand_b`: `[c]`; `act` is the activation after the reduce product. `scratch` holds at
+/// least `c + r` floats (its contents are overwritten).
+#[allow(clippy::too_many_arguments)]
+pub fn squeeze_excite(
+    isa: Isa,
+    x: &mut [f32],
+    c: usize,
+    hw: usize,
+    reduce_w: &[f32],
+    reduce_b: &[f32],
+    expand_w: &[f32],
+    expand_b: &[f32],
+    act: Act,
+    scratch: &mut [f32],
+) {
+    let r = reduce_b.len();
+    assert!(x.len() >= c * hw, "squeeze_excite: input too short");
+    assert!(
+        reduce_w.len() >= r * c,
+        "squeeze_excite: reduce weights too short"
+    );
+    assert!(
+        expand_w.len() >= c * r && expand_b.len() >= c,
+        "squeeze_excite: expand weights too short"
+    );
+    assert!(
+        scratch.len() >= c + r,
+        "squeeze_excite: scratch needs c + r = {} floats",
+        c + r
+    );
+    let a = Args {
+        x: &mut x[..c * hw],
+        c,
+        hw,
+        reduce_w,
+        reduce_b,
+        expand_w,
+        expand_b,
+        act,
+        scratch,
+    };
+    match usable(isa) {
+        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { run_avx512(a) },
+        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { run_avx2(a) },
+        // SAFETY: the one-lane f32 path runs on any CPU.
+        _ => unsafe { run::<f32>(a) },
+    }
+}
+
+struct Args<'a> {
+    x: &'a mut [f32],
+    c: usize,
+    hw: usize,
+    reduce_w: &'a [f32],
+    reduce_b: &'a [f32],
+    expand_w: &'a [f32],
+    expand_b: &'a [f32],
+    act: Act,
+    scratch: &'a mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn run_avx512(a: Args) {
+    // SAFETY: this function only runs where AVX-512F is available.
+    unsafe { run::<std::arch::x86_64::__m512>(a) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2(a: Args) {
+    // SAFETY: this function only runs where AVX2 and FMA are available.
+    unsafe { run::<std::arch::x86_64::__m256>(a) }
+}
+
+/// # Safety
+/// The CPU must support `V`'s instructions; the slices have the sizes [`squeeze_excite`]
+/// checks.
+#[inline(always)]
+unsafe fn run<V: Vf32>(a: Args) {
+    let (c, hw, r) = (a.c, a.hw, a.reduce_b.len());
+    let (gate, rest) = a.scratch.split_at_mut(c);
+    let hidden = &mut rest[..r];
+    // SAFETY (whole body): the CPU supports V (caller); every slice passed is in bounds.
+    unsafe {
+        let inv = 1.0 / hw as f32;
+        for (ch, m) in gate.iter_mut().enumerate() {
+            *m = sum::<V>(&a.x[ch * hw..(ch + 1) * hw]) * inv;
+        }
+        for (j, v) in hidden.iter_mut().enumerate() {
+            *v = a
+                .act
+                .apply(a.reduce_b[j] + dot::<V>(&a.reduce_w[j * c..(j + 1) * c], gate));
+        }
+        for (i, g) in gate.iter_mut().enumerate() {
+            *g = a.expand_b[i] + dot::<V>(&a.expand_w[i * r..(i + 1) * r], hidden);
+        }
+        map::<V>(gate, |v| V::act(v, Act::Sigmoid));
+        for (ch, &g) in gate.iter().enumerate() {
+            let gv = V::splat(g);
+            map::<V>(&mut a.x[ch * hw..(ch + 1) * hw], |v| V::mul(v, gv));
+        }
+    }
+}
+
+/// The sum of `x`.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn sum<V: Vf32>(x: &[f32]) -> f32 {
+    let (n, l, p) = (x.len(), V::LANES, x.as_ptr());
+    // SAFETY: every load reads within x[..n] (whole vectors, then a masked tail).
+    unsafe {
+        let mut acc = [V::splat(0.0); 4];
+        let mut i = 0;
+        while i + 4 * l <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = V::add(*a, V::load(p.add(i + k * l)));
+            }
+            i += 4 * l;
+        }
+        while i + l <= n {
+            acc[0] = V::add(acc[0], V::load(p.add(i)));
+            i += l;
+        }
+        if i < n {
+            acc[1] = V::add(acc[1], V::load_n(p.add(i), n - i, 0.0));
+        }
+        V::sum(V::add(V::add(acc[0], acc[1]), V::add(acc[2], acc[3])))
+    }
+}
+
+/// `Σ a[i]·b[i]` over `a.len()` (≤ `b.len()`) terms.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+unsafe fn dot<V: Vf32>(a: &[f32], b: &[f32]) -> f32 {
+    let (n, l) = (a.len(), V::LANES);
+    assert!(b.len() >= n);
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    // SAFETY: every load reads within a[..n] and b[..n].
+    unsafe {
+        let mut acc = [V::splat(0.0); 2];
+        let mut i = 0;
+        while i + 2 * l <= n {
+            acc[0] = V::fma(V::load(pa.add(i)), V::load(pb.add(i)), acc[0]);
+            acc[1] = V::fma(V::load(pa.add(i + l)), V::load(pb.add(i + l)), acc[1]);
+            i += 2 * l;
+        }
+        while i + l <= n {
+            acc[0] = V::fma(V::load(pa.add(i)), V::load(pb.add(i)), acc[0]);
+            i += l;
+        }
+        if i < n {
+            let k = n - i;
+            acc[1] = V::fma(
+                V::load_n(pa.add(i), k, 0.0),
+                V::load_n(pb.add(i), k, 0.0),
+                acc[1],
+            );
+        }
+        V::sum(V::add(acc[0], acc[1]))
+    }
+}
+
+/// `x[i] = f(x[i])` in vectors.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+pub(crate) unsafe fn map<V: Vf32>(x: &mut [f32], f: impl Fn(V) -> V) {
+    let (n, l, p) = (x.len(), V::LANES, x.as_mut_ptr());
+    // SAFETY: every access is within x[..n] (whole vectors, then a masked tail).
+    unsafe {
+        let mut i = 0;
+        while i + 2 * l <= n {
+            let (a, b) = (f(V::load(p.add(i))), f(V::load(p.add(i + l))));
+            V::store(p.add(i), a);
+            V::store(p.add(i + l), b);
+            i += 2 * l;
+        }
+        if i + l <= n {
+            V::store(p.add(i), f(V::load(p.add(i))));
+            i += l;
+        }
+        if i < n {
+            V::store_n(p.add(i), f(V::load_n(p.add(i), n - i, 0.0)), n - i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::test_util::{assert_close, Rng};
+
+    #[test]
+    fn matches_reference_on_every_isa() {
+        let mut rng = Rng::new(21);
+        for &(c, hw, r) in &[
+            (1, 1, 1),
+            (3, 1, 1),
+            (8, 9, 2),
+            (17, 33, 4),
+            (96, 256, 4),
+            (40, 1000, 10),
+            (33, 15, 35),
+        ] {
+            let x = rng.vec(c * hw);
+            let (rw, rb) = (rng.vec(r * c), rng.vec(r));
+            let (ew, eb) = (rng.vec(c * r), rng.vec(c));
+            for act in [Act::Swish, Act::Relu] {
+                let mean: Vec<f64> = (0..c)
+                    .map(|ch| {
+                        x[ch * hw..(ch + 1) * hw]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .sum::<f64>()
+                            / hw as f64
+                    })
+                    .collect();
+                let hidden: Vec<f64> = (0..r)
+                    .map(|j| {
+                        let s = rb[j] as f64
+                            + (0..c).map(|i| rw[j * c + i] as f64 * mean[i]).sum::<f64>();
+                        act.apply(s as f32) as f64
+                    })
+                    .collect();
+                let mut want = Vec::new();
+                for ch in 0..c {
+                    let s = eb[ch] as f64
+                        + (0..r)
+                            .map(|j| ew[ch * r + j] as f64 * hidden[j])
+                            .sum::<f64>();
+                    let g = 1.0 / (1.0 + (-s).exp());
+                    want.extend(x[ch * hw..(ch + 1) * hw].iter().map(|&v| v as f64 * g));
+                }
+                for isa in Isa::available() {
+                    let mut y = x.clone();
+                    let mut scratch = vec![f32::NAN; c + r];
+                    squeeze_excite(isa, &mut y, c, hw, &rw, &rb, &ew, &eb, act, &mut scratch);
+                    assert_close(
+                        &y,
+                        &want,
+                        2e-5,
+                        &format!("{isa:?} c{c} hw{hw} r{r} {act:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
