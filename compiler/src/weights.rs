@@ -129,3 +129,34 @@ fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
         _ => return None,
     })
 }
+
+/// Fills every parameter with deterministic pseudo-random values for benchmarks and compile
+/// tests (`--random-weights SEED`): conv weights uniform with variance 1/fan-in (so
+/// activations stay in range through a deep network), BN variances and scales in
+/// [0.5, 1.5], everything else small. Not a trained model: its detections mean nothing.
+pub fn bind_random(graph: &mut Graph, seed: u64) {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for p in &mut graph.params {
+        let n = p.len();
+        let (lo, hi) = if p.shape.len() >= 2 {
+            let fan_in = p.shape[1..].iter().product::<usize>().max(1) as f32;
+            let b = (3.0 / fan_in).sqrt();
+            (-b, b)
+        } else if p.name.ends_with("running_var") || p.name.ends_with(".weight") || p.name.ends_with("edge_weights") {
+            (0.5, 1.5)
+        } else {
+            (-0.1, 0.1)
+        };
+        let values: Vec<f32> = (0..n).map(|_| lo + (hi - lo) * next()).collect();
+        p.data = Some(Arc::from(values));
+    }
+}

@@ -1,0 +1,582 @@
+//! Prints a [`Plan`] as the Rust source of one model module.
+//!
+//! Steps are grouped into segments (one per block of the network, found from node names),
+//! each printed as a function whose body has every shape as a literal and takes only arena
+//! and weight offsets as arguments. Segments with the same body (the repeats of a block
+//! shape) share one function, so the source stays small and compiles fast however deep the
+//! variant is. The module has no inner attributes or `//!` docs, so it can be pulled in with
+//! `include!` inside a `mod`.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::ir::{Activation, BinaryOp, FusionMethod, PoolKind, ReduceKind};
+use crate::plan::{Kernel, Plan, Sample};
+
+/// Where the generated module finds its packed weights.
+#[derive(Clone, Debug)]
+pub enum WeightsSource {
+    /// `include_bytes!` of this path expression (tokens), into an aligned static.
+    Embedded(TokenStream),
+    /// Read at run time by `Model::new()` from this path expression (tokens).
+    File(TokenStream),
+}
+
+/// What the module's doc header says about the model.
+pub struct Header<'a> {
+    pub model: &'a str,
+    pub source: &'a str,
+    pub fused: bool,
+}
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+fn lits(v: &[usize]) -> TokenStream {
+    let items = v.iter().map(|&n| lit(n));
+    quote!([#(#items),*])
+}
+
+fn f32_lit(v: f32) -> TokenStream {
+    if v.is_infinite() {
+        if v > 0.0 {
+            quote!(f32::INFINITY)
+        } else {
+            quote!(f32::NEG_INFINITY)
+        }
+    } else {
+        let l = Literal::f32_suffixed(v);
+        quote!(#l)
+    }
+}
+
+fn act(a: Option<Activation>) -> TokenStream {
+    match a {
+        None => quote!(Act::None),
+        Some(Activation::Swish) => quote!(Act::Swish),
+        Some(Activation::Relu) => quote!(Act::Relu),
+        Some(Activation::Relu6) => quote!(Act::Relu6),
+        Some(Activation::Sigmoid) => quote!(Act::Sigmoid),
+        Some(Activation::HardSwish) => quote!(Act::HardSwish),
+        Some(Activation::Clip { min, max }) => {
+            let (min, max) = (f32_lit(min), f32_lit(max));
+            quote!(Act::Clip { min: #min, max: #max })
+        }
+        Some(Activation::HardSigmoid { alpha, beta }) => {
+            let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
+            quote!(Act::HardSigmoid { alpha: #alpha, beta: #beta })
+        }
+    }
+}
+
+/// Offsets a segment body refers to, numbered in order of first use.
+#[derive(Default)]
+struct Locals {
+    slots: Vec<usize>,
+    weights: Vec<usize>,
+}
+
+impl Locals {
+    fn slot(&mut self, s: usize) -> TokenStream {
+        let i = self.slots.iter().position(|&x| x == s).unwrap_or_else(|| {
+            self.slots.push(s);
+            self.slots.len() - 1
+        });
+        let i = lit(i);
+        quote!(t[#i])
+    }
+    fn weight(&mut self, w: usize) -> TokenStream {
+        let i = self.weights.iter().position(|&x| x == w).unwrap_or_else(|| {
+            self.weights.push(w);
+            self.weights.len() - 1
+        });
+        let i = lit(i);
+        quote!(w[#i])
+    }
+}
+
+/// The body of one step: borrow its regions, call its kernel.
+fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
+    let s = &plan.steps[step];
+    let len = |slot: usize| lit(plan.slots[slot].len);
+    let ws: Vec<TokenStream> = s
+        .weights
+        .iter()
+        .map(|&e| {
+            let off = loc.weight(e);
+            let n = lit(plan.weights[e].len);
+            quote!(&cx.weights[#off..#off + #n])
+        })
+        .collect();
+    let out_off = loc.slot(s.output);
+    let out_len = len(s.output);
+    let ins: Vec<(TokenStream, Literal)> = s.inputs.iter().map(|&i| (loc.slot(i), len(i))).collect();
+    let in_pairs = ins.iter().map(|(o, l)| quote!((#o, #l)));
+    let names: Vec<proc_macro2::Ident> = (0..ins.len()).map(|i| format_ident!("x{}", i)).collect();
+    // `let ([x0, x1], y) = split(...)`: the common prologue of out-of-place kernels.
+    let split = quote! {
+        let ([#(#names),*], y) = arena::split(cx.arena, [#(#in_pairs),*], (#out_off, #out_len));
+    };
+    let x0 = names.first().cloned().unwrap_or_else(|| format_ident!("x0"));
+    match &s.kernel {
+        Kernel::Conv1x1 { cin, cout, hw, act: a } => {
+            let (w0, b) = (&ws[0], &ws[1]);
+            let residual = if s.inputs.len() == 2 { quote!(Some(x1)) } else { quote!(None) };
+            let (cin, cout, hw, a) = (lit(*cin), lit(*cout), lit(*hw), act(*a));
+            quote! {{
+                #split
+                k::conv1x1::conv1x1(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #hw, #a);
+            }}
+        }
+        Kernel::Depthwise { c, h, w, k, stride, pads, act: a } => {
+            let (w0, b) = (&ws[0], &ws[1]);
+            let (c, h, w, k, stride, pads, a) = (lit(*c), lit(*h), lit(*w), lit(*k), lit(*stride), lits(pads), act(*a));
+            quote! {{
+                #split
+                k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a);
+            }}
+        }
+        Kernel::Dense { cin, cout, h, w, kernel, stride, pads, act: a } => {
+            let (w0, b) = (&ws[0], &ws[1]);
+            let (cin, cout, h, w) = (lit(*cin), lit(*cout), lit(*h), lit(*w));
+            let (kernel, stride, pads, a) = (lits(kernel), lits(stride), lits(pads), act(*a));
+            quote! {{
+                #split
+                k::dense::conv_dense(cx.isa, cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
+            }}
+        }
+        Kernel::ConvGeneric { cin, cout, groups, h, w, kernel, stride, dilation, pads, act: a, bias } => {
+            let w0 = &ws[0];
+            let b = if *bias {
+                let b = &ws[1];
+                quote!(Some(#b))
+            } else {
+                quote!(None)
+            };
+            let residual = if s.inputs.len() == 2 { quote!(Some(x1)) } else { quote!(None) };
+            let (cin, cout, groups, h, w) = (lit(*cin), lit(*cout), lit(*groups), lit(*h), lit(*w));
+            let (kernel, stride, dilation, pads, a) = (lits(kernel), lits(stride), lits(dilation), lits(pads), act(*a));
+            quote! {{
+                #split
+                k::dense::conv_generic(cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #groups, #h, #w, #kernel, #stride, #dilation, #pads, #a);
+            }}
+        }
+        Kernel::SqueezeExcite { c, hw, r, act: a } => {
+            let (rw, rb, ew, eb) = (&ws[0], &ws[1], &ws[2], &ws[3]);
+            let in_place = plan.slots[s.inputs[0]].offset == plan.slots[s.output].offset;
+            let copy = if in_place {
+                quote!()
+            } else {
+                let from = loc.slot(s.inputs[0]);
+                quote!(arena::copy(cx.arena, #from, #out_off, #out_len);)
+            };
+            let (c, hw, scratch, a) = (lit(*c), lit(*hw), lit(c + r), act(Some(*a)));
+            quote! {{
+                #copy
+                let y = arena::region(cx.arena, #out_off, #out_len);
+                k::se::squeeze_excite(cx.isa, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
+            }}
+        }
+        Kernel::Fuse { c, oh, ow, samples, act: a } => {
+            let coef = &ws[0];
+            let inputs = samples.iter().zip(&names).map(|(sample, x)| {
+                let sample = match sample {
+                    Sample::Identity => quote!(k::fuse::Sample::Identity),
+                    Sample::Nearest { h, w } => {
+                        let (h, w) = (lit(*h), lit(*w));
+                        quote!(k::fuse::Sample::Nearest { h: #h, w: #w })
+                    }
+                    Sample::MaxPool { h, w, kernel, stride, pads } => {
+                        let (h, w, kernel, stride, pads) = (lit(*h), lit(*w), lits(kernel), lits(stride), lits(pads));
+                        quote!(k::fuse::Sample::MaxPool { h: #h, w: #w, kernel: #kernel, stride: #stride, pads: #pads })
+                    }
+                };
+                quote!((#x, #sample))
+            });
+            let (c, oh, ow, a) = (lit(*c), lit(*oh), lit(*ow), act(*a));
+            quote! {{
+                #split
+                k::fuse::fuse(cx.isa, cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
+            }}
+        }
+        Kernel::BatchNorm { c, hw, eps } => {
+            let (g, b, m, v) = (&ws[0], &ws[1], &ws[2], &ws[3]);
+            let (c, hw, eps) = (lit(*c), lit(*hw), f32_lit(*eps));
+            quote! {{
+                #split
+                k::generic::batch_norm(#x0, y, #c, #hw, #g, #b, #m, #v, #eps);
+            }}
+        }
+        Kernel::Activation { act: a, .. } => {
+            let a = act(Some(*a));
+            quote! {{
+                #split
+                k::generic::activation(cx.isa, #x0, y, #a);
+            }}
+        }
+        Kernel::Binary { op, a, b, y: ys } => {
+            let op = match op {
+                BinaryOp::Add => quote!(k::generic::BinOp::Add),
+                BinaryOp::Sub => quote!(k::generic::BinOp::Sub),
+                BinaryOp::Mul => quote!(k::generic::BinOp::Mul),
+                BinaryOp::Div => quote!(k::generic::BinOp::Div),
+            };
+            let (a, b, ys) = (lits(a), lits(b), lits(ys));
+            quote! {{
+                #split
+                k::generic::binary(#op, x0, &#a, x1, &#b, y, &#ys);
+            }}
+        }
+        Kernel::GlobalAvgPool { c, hw } => {
+            let (c, hw) = (lit(*c), lit(*hw));
+            quote! {{
+                #split
+                k::generic::global_avg_pool(#x0, y, #c, #hw);
+            }}
+        }
+        Kernel::Pool { kind, c, h, w, kernel, stride, pads } => {
+            let kind = match kind {
+                PoolKind::Max => quote!(k::generic::PoolKind::Max),
+                PoolKind::Avg { count_include_pad } => {
+                    quote!(k::generic::PoolKind::Avg { count_include_pad: #count_include_pad })
+                }
+            };
+            let (c, h, w, kernel, stride, pads) = (lit(*c), lit(*h), lit(*w), lits(kernel), lits(stride), lits(pads));
+            quote! {{
+                #split
+                k::generic::pool2d(#kind, #x0, y, #c, #h, #w, #kernel, #stride, #pads);
+            }}
+        }
+        Kernel::Resize { c, h, w, oh, ow } => {
+            let (c, h, w, oh, ow) = (lit(*c), lit(*h), lit(*w), lit(*oh), lit(*ow));
+            quote! {{
+                #split
+                k::generic::resize_nearest(#x0, y, #c, #h, #w, #oh, #ow);
+            }}
+        }
+        Kernel::Pad { c, h, w, pads, value } => {
+            let (c, h, w, pads, value) = (lit(*c), lit(*h), lit(*w), lits(pads), f32_lit(*value));
+            quote! {{
+                #split
+                k::generic::pad(#x0, y, #c, #h, #w, #pads, #value);
+            }}
+        }
+        Kernel::WeightedSum { method, .. } => {
+            let method = match method {
+                FusionMethod::FastAttention { eps } => {
+                    let eps = f32_lit(*eps);
+                    quote!(k::generic::FusionMethod::FastAttention { eps: #eps })
+                }
+                FusionMethod::Softmax => quote!(k::generic::FusionMethod::Softmax),
+                FusionMethod::Sum => quote!(k::generic::FusionMethod::Sum),
+            };
+            let raw = ws.first().cloned().unwrap_or_else(|| quote!(&[]));
+            quote! {{
+                #split
+                k::generic::weighted_sum(#method, #raw, &[#(#names),*], y);
+            }}
+        }
+        Kernel::Copy => quote! {{
+            #split
+            y.copy_from_slice(#x0);
+        }},
+        Kernel::Transpose { shape, perm } => {
+            let (shape, perm) = (lits(shape), lits(perm));
+            quote! {{
+                #split
+                k::generic::transpose(#x0, &#shape, &#perm, y);
+            }}
+        }
+        Kernel::Concat { shapes, axis } => {
+            let parts = shapes.iter().zip(&names).map(|(sh, x)| {
+                let sh = lits(sh);
+                quote!((#x, &#sh[..]))
+            });
+            let axis = lit(*axis);
+            quote! {{
+                #split
+                k::generic::concat(&[#(#parts),*], #axis, y);
+            }}
+        }
+        Kernel::Reduce { kind, shape, axes } => {
+            let kind = match kind {
+                ReduceKind::Sum => quote!(k::generic::ReduceKind::Sum),
+                ReduceKind::Mean => quote!(k::generic::ReduceKind::Mean),
+            };
+            let (shape, axes) = (lits(shape), lits(axes));
+            quote! {{
+                #split
+                k::generic::reduce(#kind, #x0, &#shape, &#axes, y);
+            }}
+        }
+        Kernel::Softmax { shape, axis } => {
+            let (shape, axis) = (lits(shape), lit(*axis));
+            quote! {{
+                #split
+                k::generic::softmax(#x0, &#shape, #axis, y);
+            }}
+        }
+        Kernel::Constant => {
+            let w0 = &ws[0];
+            quote! {{
+                let y = arena::region(cx.arena, #out_off, #out_len);
+                y.copy_from_slice(#w0);
+            }}
+        }
+    }
+}
+
+/// The block a node belongs to, from its name: everything up to its last numeric path
+/// component (`backbone.blocks.1.0.conv_pw` → `backbone.blocks.1.0`), with a head's level
+/// suffix kept (`class_net.conv_rep.0.conv_dw@P3` → `class_net@P3`).
+pub fn block_key(name: &str) -> String {
+    if let Some((path, level)) = name.split_once('@') {
+        let net = path.split(['.', '/']).find(|c| !c.is_empty()).unwrap_or(path);
+        return format!("{net}@{level}");
+    }
+    let mut end = 0;
+    let mut pos = 0;
+    for part in name.split_inclusive(['.', '/']) {
+        let comp = part.trim_end_matches(['.', '/']);
+        pos += part.len();
+        if !comp.is_empty() && comp.chars().all(|c| c.is_ascii_digit()) {
+            end = pos;
+        }
+    }
+    name[..end].trim_end_matches(['.', '/']).to_string()
+}
+
+/// Most steps one segment function holds, so no function grows large.
+const MAX_SEGMENT: usize = 24;
+
+/// Splits the schedule into segments of consecutive steps of one block.
+fn segments(plan: &Plan) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut key = None;
+    for (i, s) in plan.steps.iter().enumerate() {
+        let k = block_key(&s.name);
+        match out.last_mut() {
+            Some(seg) if key.as_ref() == Some(&k) && seg.len() < MAX_SEGMENT => seg.push(i),
+            _ => out.push(vec![i]),
+        }
+        key = Some(k);
+    }
+    out
+}
+
+/// The whole module source, formatted.
+pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Result<String, String> {
+    let mut functions: Vec<TokenStream> = Vec::new();
+    let mut by_body: HashMap<String, usize> = HashMap::new();
+    let mut calls = Vec::new();
+    for seg in segments(plan) {
+        let mut loc = Locals::default();
+        let steps: Vec<TokenStream> = seg.iter().map(|&i| step_body(plan, i, &mut loc)).collect();
+        let body = quote!(#(#steps)*);
+        let key = body.to_string();
+        let next = by_body.len();
+        let index = *by_body.entry(key).or_insert(next);
+        let name = format_ident!("block_{}", index);
+        let (nt, nw) = (lit(loc.slots.len()), lit(loc.weights.len()));
+        if index == functions.len() {
+            let doc = format!(" `{}` …", plan.steps[seg[0]].name);
+            let t_param = if loc.slots.is_empty() { quote!(_t) } else { quote!(t) };
+            let w_param = if loc.weights.is_empty() { quote!(_w) } else { quote!(w) };
+            functions.push(quote! {
+                #[doc = #doc]
+                fn #name(cx: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw]) {
+                    #body
+                }
+            });
+        }
+        let t = loc.slots.iter().map(|&s| lit(plan.slots[s].offset));
+        let w = loc.weights.iter().map(|&e| lit(plan.weights[e].offset));
+        calls.push(quote!(#name(&mut cx, [#(#t),*], [#(#w),*]);));
+    }
+
+    let input = &plan.slots[plan.input];
+    let input_shape: Vec<usize> = input.shape.clone();
+    if input_shape.len() != 4 {
+        return Err(format!("the model input must be NCHW, got {input_shape:?}"));
+    }
+    let input_shape_tokens = lits(&input_shape);
+    let (input_off, input_len) = (lit(input.offset), lit(input.len));
+    let n_out = lit(plan.outputs.len());
+    let out_names = plan.outputs.iter().map(|(n, _)| n.as_str());
+    let out_slots = plan.outputs.iter().map(|(n, s)| {
+        let slot = &plan.slots[*s];
+        let (off, shape) = (lit(slot.offset), lits(&slot.shape));
+        quote!(OutputSlot { name: #n, offset: #off, shape: &#shape })
+    });
+    let arena_len = lit(plan.arena_len);
+    let weights_len = lit(plan.weights_len);
+    let scratch_len = lit(
+        plan.steps
+            .iter()
+            .map(|s| match s.kernel {
+                Kernel::SqueezeExcite { c, r, .. } => c + r,
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+            .max(1),
+    );
+    let weight_bytes = 4 * plan.weights_len;
+    let (weights_static, weights_new) = match weights {
+        WeightsSource::Embedded(path) => {
+            let n = lit(weight_bytes);
+            (
+                quote! {
+                    /// The packed weights, embedded and 64-byte aligned so they are read in place.
+                    static WEIGHTS: &arena::Aligned<[u8; #n]> = &arena::Aligned(*include_bytes!(#path));
+                },
+                quote!(Weights::Embedded(arena::as_f32(&WEIGHTS.0))),
+            )
+        }
+        WeightsSource::File(path) => (
+            quote!(),
+            quote! {
+                match Weights::from_file(std::path::Path::new(#path), WEIGHTS_LEN) {
+                    Ok(w) => w,
+                    Err(e) => panic!("{e} (this model's weights are too large to embed; use Model::from_file)"),
+                }
+            },
+        ),
+    };
+    let outputs_table: Vec<String> = plan
+        .outputs
+        .iter()
+        .map(|(n, s)| format!(" | `{n}` | `{:?}` |", plan.slots[*s].shape))
+        .collect();
+    let model_doc = [
+        format!(" `{}`, compiled by effdetc from `{}`{}.", header.model, header.source, if header.fused { "" } else { " without fusion" }),
+        String::new(),
+        format!(" Input: `{input_shape:?}` f32, NCHW, normalized."),
+        String::new(),
+        " | output | shape |".to_string(),
+        " |---|---|".to_string(),
+    ]
+    .into_iter()
+    .chain(outputs_table)
+    .chain([
+        String::new(),
+        format!(" Arena: {} bytes. Packed weights: {} bytes.", 4 * plan.arena_len, weight_bytes),
+    ]);
+    let model_doc = model_doc.map(|l| quote!(#[doc = #l]));
+    let n_steps = plan.steps.len();
+    let forward_doc = format!(
+        " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing."
+    );
+    let file = quote! {
+        use ::effdet_runtime::arena;
+        use ::effdet_runtime::kernels::{self as k, Act, Isa, Par};
+        use ::effdet_runtime::model::{Ctx, OutputSlot, Weights};
+        pub use ::effdet_runtime::model::{Error, Outputs};
+
+        /// Input shape, NCHW.
+        pub const INPUT_SHAPE: [usize; 4] = #input_shape_tokens;
+        /// Output names, in order.
+        pub const OUTPUT_NAMES: [&str; #n_out] = [#(#out_names),*];
+        /// Bytes of the arena holding every intermediate tensor.
+        pub const ARENA_BYTES: usize = 4 * ARENA_LEN;
+        /// Bytes of the packed weights.
+        pub const WEIGHT_BYTES: usize = 4 * WEIGHTS_LEN;
+        const ARENA_LEN: usize = #arena_len;
+        const WEIGHTS_LEN: usize = #weights_len;
+        const SCRATCH_LEN: usize = #scratch_len;
+        const INPUT_SLOT: (usize, usize) = (#input_off, #input_len);
+        static OUTPUTS: [OutputSlot; #n_out] = [#(#out_slots),*];
+        #weights_static
+
+        #(#model_doc)*
+        pub struct Model {
+            arena: Vec<f32>,
+            scratch: Vec<f32>,
+            weights: Weights,
+            isa: Isa,
+            threads: usize,
+        }
+
+        impl Default for Model {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl Model {
+            /// The model with its built-in weights, on the best instruction set this CPU has, one thread.
+            pub fn new() -> Self {
+                Self::with_weights(#weights_new)
+            }
+
+            /// The model with packed weights read from `path` (the `weights.bin` its crate was generated with).
+            pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+                Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
+            }
+
+            fn with_weights(weights: Weights) -> Self {
+                Model {
+                    arena: vec![0.0; ARENA_LEN],
+                    scratch: vec![0.0; SCRATCH_LEN],
+                    weights,
+                    isa: Isa::detect(),
+                    threads: 1,
+                }
+            }
+
+            /// Intra-op threads for `forward` (1: no thread is started).
+            pub fn set_threads(&mut self, threads: usize) {
+                self.threads = threads.max(1);
+            }
+
+            /// The instruction set the kernels use.
+            pub fn isa(&self) -> Isa {
+                self.isa
+            }
+
+            #[doc = #forward_doc]
+            pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
+                if input.len() != INPUT_SLOT.1 {
+                    return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
+                }
+                self.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+                let mut cx = Ctx {
+                    arena: &mut self.arena,
+                    weights: self.weights.as_slice(),
+                    isa: self.isa,
+                    par: Par::new(self.threads),
+                    scratch: &mut self.scratch,
+                };
+                #(#calls)*
+                Ok(Outputs::new(&self.arena, &OUTPUTS))
+            }
+        }
+
+        #(#functions)*
+    };
+    let parsed: syn::File = syn::parse2(file).map_err(|e| format!("generated code does not parse: {e}"))?;
+    let banner = format!(
+        "// Generated by effdetc {} from `{}`. Do not edit: regenerate with `effdetc build`.\n\n",
+        env!("CARGO_PKG_VERSION"),
+        header.source
+    );
+    Ok(banner + &prettyplease::unparse(&parsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_key;
+
+    #[test]
+    fn block_keys() {
+        assert_eq!(block_key("backbone.blocks.1.0.conv_pw"), "backbone.blocks.1.0");
+        assert_eq!(block_key("backbone.blocks.1.0.se.conv_reduce.act"), "backbone.blocks.1.0");
+        assert_eq!(block_key("fpn.cell.0.fnode.3.after_combine.conv.conv_dw"), "fpn.cell.0.fnode.3");
+        assert_eq!(block_key("class_net.conv_rep.0.conv_dw@P3"), "class_net@P3");
+        assert_eq!(block_key("/model/backbone/blocks.1/blocks.1.0/conv_pw/Conv"), "/model/backbone/blocks.1/blocks.1.0");
+        assert_eq!(block_key("input"), "");
+    }
+}

@@ -1,0 +1,539 @@
+//! The execution plan: the graph as a sequence of kernel calls over one arena.
+//!
+//! [`Plan::build`] picks a kernel for every op (the specialization: a 1×1 conv becomes a
+//! register-tiled GEMM, a depthwise conv its own kernel, ...), plans the arena with a
+//! [`memory::Planner`], and lays out the packed weights. The code generator only prints it.
+
+pub mod memory;
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ir::{
+    Activation, BinaryOp, FusionMethod, Graph, NodeId, Op, Pads, ParamId, PoolKind, ReduceKind, Sampling,
+};
+use memory::{Buffer, GreedyBySize, Planner};
+
+/// Every tensor starts on a 64-byte boundary.
+pub const ALIGN: usize = 16;
+
+/// How one input of a fused BiFPN sum is sampled (sizes are the input's).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sample {
+    Identity,
+    Nearest { h: usize, w: usize },
+    MaxPool { h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads },
+}
+
+/// The kernel a step calls, with every shape constant it needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kernel {
+    /// 1×1, stride 1, no padding, dense; optional residual as the second input.
+    Conv1x1 { cin: usize, cout: usize, hw: usize, act: Option<Activation> },
+    Depthwise { c: usize, h: usize, w: usize, k: usize, stride: usize, pads: Pads, act: Option<Activation> },
+    Dense { cin: usize, cout: usize, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads, act: Option<Activation> },
+    /// Any other convolution (groups, dilation, residual on a non-1×1 conv).
+    ConvGeneric {
+        cin: usize,
+        cout: usize,
+        groups: usize,
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        pads: Pads,
+        act: Option<Activation>,
+        bias: bool,
+    },
+    /// In place on its output region (which holds, or first receives a copy of, the input).
+    SqueezeExcite { c: usize, hw: usize, r: usize, act: Activation },
+    Fuse { c: usize, oh: usize, ow: usize, samples: Vec<Sample>, act: Option<Activation> },
+    BatchNorm { c: usize, hw: usize, eps: f32 },
+    Activation { act: Activation, len: usize },
+    Binary { op: BinaryOp, a: Vec<usize>, b: Vec<usize>, y: Vec<usize> },
+    GlobalAvgPool { c: usize, hw: usize },
+    Pool { kind: PoolKind, c: usize, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads },
+    Resize { c: usize, h: usize, w: usize, oh: usize, ow: usize },
+    Pad { c: usize, h: usize, w: usize, pads: Pads, value: f32 },
+    WeightedSum { method: FusionMethod, n: usize },
+    /// Same values, new shape.
+    Copy,
+    Transpose { shape: Vec<usize>, perm: Vec<usize> },
+    Concat { shapes: Vec<Vec<usize>>, axis: usize },
+    Reduce { kind: ReduceKind, shape: Vec<usize>, axes: Vec<usize> },
+    Softmax { shape: Vec<usize>, axis: usize },
+    /// Copies a constant from the weights into the arena.
+    Constant,
+}
+
+/// How a parameter is stored in the packed weights.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Packing {
+    /// As-is, row-major.
+    Raw(ParamId),
+    /// 1×1 conv weights `[cout, cin]` in the GEMM kernel's panel layout.
+    Conv1x1 { param: ParamId, cout: usize, cin: usize },
+    /// `len` zeros (a bias a conv does not have).
+    Zeros(usize),
+}
+
+/// One array in the packed weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightEntry {
+    pub packing: Packing,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// A region of the arena.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub offset: usize,
+    pub len: usize,
+    pub shape: Vec<usize>,
+}
+
+/// One kernel call.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub name: String,
+    pub kernel: Kernel,
+    /// Slots read, in the kernel's input order.
+    pub inputs: Vec<usize>,
+    /// Slot written.
+    pub output: usize,
+    /// Weight entries read, in the kernel's order.
+    pub weights: Vec<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("model `{model}`: batch size {batch} is not supported; effdet compiles batch-1 models")]
+    Batch { model: String, batch: usize },
+    #[error("model `{model}` has {found} inputs; a compiled model takes exactly one image tensor")]
+    Inputs { model: String, found: usize },
+    #[error("node `{node}`: {message}")]
+    Unsupported { node: String, message: String },
+}
+
+/// The whole schedule of a model.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub slots: Vec<Slot>,
+    /// The slot the caller's input is copied into.
+    pub input: usize,
+    pub outputs: Vec<(String, usize)>,
+    pub arena_len: usize,
+    pub weights: Vec<WeightEntry>,
+    pub weights_len: usize,
+}
+
+fn is_nchw_batch1(shape: &[usize]) -> bool {
+    shape.len() == 4 && shape[0] == 1
+}
+
+impl Plan {
+    /// Plans `graph` (after whatever passes the caller ran).
+    pub fn build(graph: &Graph) -> Result<Plan, PlanError> {
+        let planner = GreedyBySize { align: ALIGN };
+        if graph.inputs.len() != 1 {
+            return Err(PlanError::Inputs {
+                model: graph.name.clone(),
+                found: graph.inputs.len(),
+            });
+        }
+        let input_node = graph.inputs[0];
+        let input_shape = graph.node(input_node).shape.clone();
+        if input_shape.first() != Some(&1) {
+            return Err(PlanError::Batch {
+                model: graph.name.clone(),
+                batch: input_shape.first().copied().unwrap_or(0),
+            });
+        }
+        let order = graph.topo_order();
+        let mut slot_of: HashMap<NodeId, usize> = HashMap::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        let new_slot = |shape: &[usize], slots: &mut Vec<Slot>| {
+            slots.push(Slot {
+                offset: 0,
+                len: shape.iter().product(),
+                shape: shape.to_vec(),
+            });
+            slots.len() - 1
+        };
+        let input = new_slot(&input_shape, &mut slots);
+        slot_of.insert(input_node, input);
+
+        let mut weights: Vec<WeightEntry> = Vec::new();
+        let mut weight_index: BTreeMap<Packing, usize> = BTreeMap::new();
+        let mut weights_len = 0usize;
+        let mut weight = |packing: Packing, len: usize| -> usize {
+            *weight_index.entry(packing.clone()).or_insert_with(|| {
+                weights.push(WeightEntry {
+                    packing,
+                    offset: weights_len,
+                    len,
+                });
+                weights_len += len.div_ceil(ALIGN) * ALIGN;
+                weights.len() - 1
+            })
+        };
+        let plen = |p: ParamId| graph.param(p).len();
+
+        let mut steps = Vec::new();
+        for &id in &order {
+            let node = graph.node(id);
+            if matches!(node.op, Op::Input) {
+                continue;
+            }
+            let ins = graph.inputs_of(id);
+            let in_shapes: Vec<&[usize]> = ins.iter().map(|&i| graph.node(i).shape.as_slice()).collect();
+            let out = &node.shape;
+            let unsupported = |message: String| PlanError::Unsupported {
+                node: node.name.clone(),
+                message,
+            };
+            let need4 = |s: &[usize]| {
+                if is_nchw_batch1(s) {
+                    Ok(())
+                } else {
+                    Err(unsupported(format!("needs a batch-1 NCHW tensor, got {s:?}")))
+                }
+            };
+            let mut step_weights = Vec::new();
+            let kernel = match &node.op {
+                Op::Input => unreachable!(),
+                Op::Constant(p) => {
+                    step_weights.push(weight(Packing::Raw(*p), plen(*p)));
+                    Kernel::Constant
+                }
+                Op::Conv2d(c) => {
+                    need4(in_shapes[0])?;
+                    let [_, cin, h, w] = [in_shapes[0][0], in_shapes[0][1], in_shapes[0][2], in_shapes[0][3]];
+                    let cout = c.out_channels;
+                    let residual = ins.len() == 2;
+                    let bias_len = cout;
+                    let bias = |weight: &mut dyn FnMut(Packing, usize) -> usize| match c.bias {
+                        Some(b) => weight(Packing::Raw(b), bias_len),
+                        None => weight(Packing::Zeros(bias_len), bias_len),
+                    };
+                    let pointwise = c.groups == 1
+                        && c.kernel == [1, 1]
+                        && c.stride == [1, 1]
+                        && c.pads == [0; 4]
+                        && c.dilation == [1, 1];
+                    let depthwise = c.groups == cin
+                        && cout == cin
+                        && c.kernel[0] == c.kernel[1]
+                        && c.stride[0] == c.stride[1]
+                        && c.dilation == [1, 1]
+                        && !residual;
+                    if pointwise {
+                        step_weights.push(weight(
+                            Packing::Conv1x1 {
+                                param: c.weight,
+                                cout,
+                                cin,
+                            },
+                            effdet_runtime::kernels::conv1x1::packed_len(cout, cin),
+                        ));
+                        step_weights.push(bias(&mut weight));
+                        Kernel::Conv1x1 {
+                            cin,
+                            cout,
+                            hw: h * w,
+                            act: c.act,
+                        }
+                    } else if depthwise {
+                        step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
+                        step_weights.push(bias(&mut weight));
+                        Kernel::Depthwise {
+                            c: cin,
+                            h,
+                            w,
+                            k: c.kernel[0],
+                            stride: c.stride[0],
+                            pads: c.pads,
+                            act: c.act,
+                        }
+                    } else if c.groups == 1 && c.dilation == [1, 1] && !residual {
+                        step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
+                        step_weights.push(bias(&mut weight));
+                        Kernel::Dense {
+                            cin,
+                            cout,
+                            h,
+                            w,
+                            kernel: c.kernel,
+                            stride: c.stride,
+                            pads: c.pads,
+                            act: c.act,
+                        }
+                    } else {
+                        step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
+                        if let Some(b) = c.bias {
+                            step_weights.push(weight(Packing::Raw(b), cout));
+                        }
+                        Kernel::ConvGeneric {
+                            cin,
+                            cout,
+                            groups: c.groups,
+                            h,
+                            w,
+                            kernel: c.kernel,
+                            stride: c.stride,
+                            dilation: c.dilation,
+                            pads: c.pads,
+                            act: c.act,
+                            bias: c.bias.is_some(),
+                        }
+                    }
+                }
+                Op::SqueezeExcite(se) => {
+                    need4(out)?;
+                    for p in [se.reduce_weight, se.reduce_bias, se.expand_weight, se.expand_bias] {
+                        step_weights.push(weight(Packing::Raw(p), plen(p)));
+                    }
+                    Kernel::SqueezeExcite {
+                        c: out[1],
+                        hw: out[2] * out[3],
+                        r: plen(se.reduce_bias),
+                        act: se.act,
+                    }
+                }
+                Op::Fuse(f) => {
+                    need4(out)?;
+                    step_weights.push(weight(Packing::Raw(f.coefficients), plen(f.coefficients)));
+                    let samples = f
+                        .inputs
+                        .iter()
+                        .zip(&in_shapes)
+                        .map(|(s, shape)| match s {
+                            Sampling::Identity => Sample::Identity,
+                            Sampling::Nearest { .. } => Sample::Nearest {
+                                h: shape[2],
+                                w: shape[3],
+                            },
+                            Sampling::MaxPool { kernel, stride, pads } => Sample::MaxPool {
+                                h: shape[2],
+                                w: shape[3],
+                                kernel: *kernel,
+                                stride: *stride,
+                                pads: *pads,
+                            },
+                        })
+                        .collect();
+                    Kernel::Fuse {
+                        c: out[1],
+                        oh: out[2],
+                        ow: out[3],
+                        samples,
+                        act: f.act,
+                    }
+                }
+                Op::BatchNorm(b) => {
+                    for p in [b.gamma, b.beta, b.mean, b.var] {
+                        step_weights.push(weight(Packing::Raw(p), plen(p)));
+                    }
+                    Kernel::BatchNorm {
+                        c: out[1],
+                        hw: out[2..].iter().product(),
+                        eps: b.eps,
+                    }
+                }
+                Op::Activation(a) => Kernel::Activation {
+                    act: *a,
+                    len: out.iter().product(),
+                },
+                Op::Binary(b) => Kernel::Binary {
+                    op: *b,
+                    a: in_shapes[0].to_vec(),
+                    b: in_shapes[1].to_vec(),
+                    y: out.clone(),
+                },
+                Op::GlobalAvgPool => {
+                    need4(in_shapes[0])?;
+                    Kernel::GlobalAvgPool {
+                        c: out[1],
+                        hw: in_shapes[0][2] * in_shapes[0][3],
+                    }
+                }
+                Op::Pool2d(p) => {
+                    need4(in_shapes[0])?;
+                    Kernel::Pool {
+                        kind: p.kind,
+                        c: out[1],
+                        h: in_shapes[0][2],
+                        w: in_shapes[0][3],
+                        kernel: p.kernel,
+                        stride: p.stride,
+                        pads: p.pads,
+                    }
+                }
+                Op::ResizeNearest { size } => {
+                    need4(in_shapes[0])?;
+                    Kernel::Resize {
+                        c: out[1],
+                        h: in_shapes[0][2],
+                        w: in_shapes[0][3],
+                        oh: size[0],
+                        ow: size[1],
+                    }
+                }
+                Op::Pad { pads, value } => {
+                    need4(in_shapes[0])?;
+                    Kernel::Pad {
+                        c: out[1],
+                        h: in_shapes[0][2],
+                        w: in_shapes[0][3],
+                        pads: *pads,
+                        value: *value,
+                    }
+                }
+                Op::WeightedSum { method, weights: w } => {
+                    if let Some(p) = w {
+                        step_weights.push(weight(Packing::Raw(*p), plen(*p)));
+                    }
+                    Kernel::WeightedSum {
+                        method: *method,
+                        n: ins.len(),
+                    }
+                }
+                Op::Reshape { .. } => Kernel::Copy,
+                Op::Transpose { perm } => Kernel::Transpose {
+                    shape: in_shapes[0].to_vec(),
+                    perm: perm.clone(),
+                },
+                Op::Concat { axis } => Kernel::Concat {
+                    shapes: in_shapes.iter().map(|s| s.to_vec()).collect(),
+                    axis: *axis,
+                },
+                Op::Reduce { kind, axes, .. } => Kernel::Reduce {
+                    kind: *kind,
+                    shape: in_shapes[0].to_vec(),
+                    axes: axes.clone(),
+                },
+                Op::Softmax { axis } => Kernel::Softmax {
+                    shape: in_shapes[0].to_vec(),
+                    axis: *axis,
+                },
+            };
+            let output = new_slot(out, &mut slots);
+            slot_of.insert(id, output);
+            steps.push(Step {
+                name: node.name.clone(),
+                kernel,
+                inputs: ins.iter().map(|i| slot_of[i]).collect(),
+                output,
+                weights: step_weights,
+            });
+        }
+        let outputs: Vec<(String, usize)> = graph.outputs.iter().map(|(n, id)| (n.clone(), slot_of[id])).collect();
+
+        // Lifetimes in step indices; the input is live from the start (step 0 is "copy in"),
+        // outputs to the end. Squeeze-excite works in place: when its input dies there, both
+        // share one buffer.
+        let end = steps.len() + 1;
+        let mut first = vec![usize::MAX; slots.len()];
+        let mut last = vec![0usize; slots.len()];
+        first[input] = 0;
+        for (i, s) in steps.iter().enumerate() {
+            let t = i + 1;
+            first[s.output] = first[s.output].min(t);
+            last[s.output] = last[s.output].max(t);
+            for &x in &s.inputs {
+                last[x] = last[x].max(t);
+            }
+        }
+        for &(_, o) in &outputs {
+            last[o] = end;
+        }
+        // Union-find of slots sharing a buffer.
+        let mut root: Vec<usize> = (0..slots.len()).collect();
+        for (i, s) in steps.iter().enumerate() {
+            if let Kernel::SqueezeExcite { .. } = s.kernel {
+                let x = s.inputs[0];
+                if last[x] == i + 1 && root[x] == x && x != input {
+                    root[s.output] = x;
+                }
+            }
+        }
+        let find = |mut s: usize| {
+            while root[s] != s {
+                s = root[s];
+            }
+            s
+        };
+        let mut buffers = Vec::new();
+        let mut buffer_of = vec![usize::MAX; slots.len()];
+        for s in 0..slots.len() {
+            let r = find(s);
+            if buffer_of[r] == usize::MAX {
+                buffer_of[r] = buffers.len();
+                buffers.push(Buffer {
+                    size: slots[r].len,
+                    first: first[r],
+                    last: last[r],
+                });
+            }
+            let b = &mut buffers[buffer_of[r]];
+            b.first = b.first.min(first[s]);
+            b.last = b.last.max(last[s]);
+            buffer_of[s] = buffer_of[r];
+        }
+        let offsets = planner.assign(&buffers);
+        for (s, slot) in slots.iter_mut().enumerate() {
+            slot.offset = offsets[buffer_of[s]];
+        }
+        let arena_len = memory::arena_len(&buffers, &offsets).div_ceil(ALIGN) * ALIGN;
+        Ok(Plan {
+            name: graph.name.clone(),
+            steps,
+            slots,
+            input,
+            outputs,
+            arena_len,
+            weights,
+            weights_len,
+        })
+    }
+
+    /// The packed weights, in the layout the kernels read. Needs every parameter bound.
+    pub fn pack_weights(&self, graph: &Graph) -> Result<Vec<f32>, String> {
+        let mut blob = vec![0f32; self.weights_len];
+        for e in &self.weights {
+            let data = |p: ParamId| {
+                graph
+                    .param(p)
+                    .data
+                    .clone()
+                    .ok_or_else(|| format!("parameter `{}` has no values", graph.param(p).name))
+            };
+            let packed: Vec<f32> = match &e.packing {
+                Packing::Raw(p) => data(*p)?.to_vec(),
+                Packing::Conv1x1 { param, cout, cin } => {
+                    effdet_runtime::kernels::conv1x1::pack(&data(*param)?, *cout, *cin)
+                }
+                Packing::Zeros(n) => vec![0.0; *n],
+            };
+            blob[e.offset..e.offset + packed.len()].copy_from_slice(&packed);
+        }
+        Ok(blob)
+    }
+
+    /// Sum of all intermediate tensors (bytes): what a planner-less runtime allocates.
+    pub fn naive_bytes(graph: &Graph) -> u64 {
+        graph
+            .graph
+            .node_weights()
+            .filter(|n| !matches!(n.op, Op::Input | Op::Constant(_)))
+            .map(|n| 4 * n.shape.iter().product::<usize>() as u64)
+            .sum()
+    }
+
+    pub fn arena_bytes(&self) -> u64 {
+        4 * self.arena_len as u64
+    }
+}

@@ -1,0 +1,132 @@
+//! The pieces every generated `Model` shares: its error type, where its weights live, the
+//! context its generated steps run in, and the view of its outputs.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::kernels::{Isa, Par};
+
+/// What can go wrong when a generated model is created or run.
+#[derive(Debug)]
+pub enum Error {
+    /// `forward` got an input of the wrong length.
+    InputLength {
+        /// `INPUT_SHAPE`'s element count.
+        expected: usize,
+        /// The length given.
+        found: usize,
+    },
+    /// The packed weights file could not be used.
+    Weights {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Pre- or post-processing failed (bad image, mismatched outputs).
+    Detect(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InputLength { expected, found } => {
+                write!(f, "input has {found} values, the model takes {expected} (INPUT_SHAPE, NCHW f32)")
+            }
+            Error::Weights { path, message } => write!(f, "{path}: {message}"),
+            Error::Detect(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A model's packed weights: embedded in the binary (read in place) or loaded from a file.
+pub enum Weights {
+    /// An aligned static in the binary.
+    Embedded(&'static [f32]),
+    /// Read from a packed weights file.
+    Owned(Vec<f32>),
+}
+
+impl Weights {
+    /// Loads a packed weights file, checking its length against the model's.
+    pub fn from_file(path: &Path, expected_len: usize) -> Result<Weights, Error> {
+        let err = |message: String| Error::Weights {
+            path: path.display().to_string(),
+            message,
+        };
+        let data = crate::arena::read_f32_file(path).map_err(|e| err(e.to_string()))?;
+        if data.len() != expected_len {
+            return Err(err(format!(
+                "holds {} values, this model's packed weights have {expected_len}: the file belongs to another model or build",
+                data.len()
+            )));
+        }
+        Ok(Weights::Owned(data))
+    }
+
+    /// The weights as one slice.
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Weights::Embedded(w) => w,
+            Weights::Owned(w) => w,
+        }
+    }
+}
+
+/// What generated steps run with: the arena, the weights, the instruction set, the thread
+/// budget and a small scratch buffer.
+pub struct Ctx<'a> {
+    /// All intermediate tensors, at planned offsets.
+    pub arena: &'a mut [f32],
+    /// The packed weights.
+    pub weights: &'a [f32],
+    /// Chosen once when the model is created.
+    pub isa: Isa,
+    /// Intra-op threads.
+    pub par: Par,
+    /// Per-kernel temporary space (squeeze-excite's pooled vector, ...).
+    pub scratch: &'a mut [f32],
+}
+
+/// One output's place in the arena.
+#[derive(Clone, Copy, Debug)]
+pub struct OutputSlot {
+    /// The graph's output name.
+    pub name: &'static str,
+    /// Offset in the arena (f32 elements).
+    pub offset: usize,
+    /// Shape, NCHW for the head outputs.
+    pub shape: &'static [usize],
+}
+
+/// The outputs of one `forward` call, borrowed from the model's arena.
+pub struct Outputs<'a> {
+    arena: &'a [f32],
+    slots: &'static [OutputSlot],
+}
+
+impl<'a> Outputs<'a> {
+    /// Wraps the arena after a forward pass.
+    pub fn new(arena: &'a [f32], slots: &'static [OutputSlot]) -> Self {
+        Outputs { arena, slots }
+    }
+
+    /// The output called `name`, row-major.
+    pub fn get(&self, name: &str) -> Option<&'a [f32]> {
+        let s = self.slots.iter().find(|s| s.name == name)?;
+        let len = s.shape.iter().product::<usize>();
+        self.arena.get(s.offset..s.offset + len)
+    }
+
+    /// The shape of the output called `name`.
+    pub fn shape(&self, name: &str) -> Option<&'static [usize]> {
+        self.slots.iter().find(|s| s.name == name).map(|s| s.shape)
+    }
+
+    /// Every output as `(name, shape, values)`, in output order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static [usize], &'a [f32])> + '_ {
+        self.slots.iter().filter_map(move |s| Some((s.name, s.shape, self.get(s.name)?)))
+    }
+}
