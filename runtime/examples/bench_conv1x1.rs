@@ -5,14 +5,19 @@
 //!   --isa avx512|avx2|scalar|all   (default: all available)
 //!   --threads N                    (default 1)
 //!   --samples N                    (default 31; the median is reported)
-//!   --tile r8v2|r4v4 --block N --group N   (override the kernel's plan)
+//!   --tile r8v2|r4v4 (AVX-512), r8v1|r4v2|r4v3|r2v4 (AVX2) --block N --group N
+//!   --stream on|off --pack on|off  (override the kernel's plan)
+//!   --ab tile|stream|pack          (A/B: the plan as is vs. with that setting changed,
+//!                                   samples interleaved so both see the same noise)
 //!   --res                          (also add a residual)
+//!   --consume                      (read the output after each call, as the next layer
+//!                                   would; the time includes that read)
 //!   --shape CIN,COUT,HW            (instead of the D0 list; repeatable)
 //! ```
 //!
 //! Each sample times enough back-to-back calls to last ≥ 2 ms (hot caches, as in a model
 //! where the producer just wrote `x`); the table shows the median GMAC/s of the samples and
-//! the spread (min–max) so noise from other processes on the machine is visible.
+//! their range (min–max), so noise from other processes on the machine is visible.
 
 use effdet_runtime::kernels::conv1x1::{self, Plan, Tile};
 use effdet_runtime::kernels::{Act, Isa, Par};
@@ -36,77 +41,144 @@ const D0: &[(usize, usize, usize)] = &[
 /// One core's fp32 FMA peak here: 16 lanes × ~3.67 GHz.
 const PEAK: f64 = 58.7;
 
-fn main() {
+#[derive(Default)]
+struct Opts {
+    isas: Vec<Isa>,
+    threads: usize,
+    samples: usize,
+    tile: Option<Tile>,
+    block: Option<usize>,
+    group: Option<usize>,
+    stream: Option<bool>,
+    pack: Option<bool>,
+    ab: Option<String>,
+    with_res: bool,
+    consume: bool,
+    shapes: Vec<(usize, usize, usize)>,
+}
+
+fn parse() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut isas = Isa::available();
-    let mut threads = 1;
-    let mut samples = 31;
-    let mut tile = None;
-    let mut block = None;
-    let mut group = None;
-    let mut with_res = false;
-    let mut shapes = Vec::new();
+    let mut o = Opts {
+        isas: Isa::available(),
+        threads: 1,
+        samples: 31,
+        ..Opts::default()
+    };
     let mut i = 0;
     while i < args.len() {
-        let val = |i: usize| {
-            args.get(i + 1)
-                .unwrap_or_else(|| panic!("{} needs a value", args[i]))
+        let flag = args[i].as_str();
+        let mut val = || {
+            i += 1;
+            args.get(i)
+                .unwrap_or_else(|| panic!("{flag} needs a value"))
+                .as_str()
         };
-        match args[i].as_str() {
+        match flag {
             "--isa" => {
-                isas = match val(i).as_str() {
+                o.isas = match val() {
                     "avx512" => vec![Isa::Avx512],
                     "avx2" => vec![Isa::Avx2],
                     "scalar" => vec![Isa::Scalar],
                     "all" => Isa::available(),
                     s => panic!("unknown isa {s}"),
                 };
-                isas.retain(|i| Isa::available().contains(i));
+                o.isas.retain(|i| Isa::available().contains(i));
             }
-            "--threads" => threads = val(i).parse().expect("--threads N"),
-            "--samples" => samples = val(i).parse().expect("--samples N"),
+            "--threads" => o.threads = val().parse().expect("--threads N"),
+            "--samples" => o.samples = val().parse().expect("--samples N"),
             "--tile" => {
-                tile = Some(match val(i).as_str() {
+                o.tile = Some(match val() {
                     "r8v2" => Tile::R8V2,
                     "r4v4" => Tile::R4V4,
+                    "r8v1" => Tile::R8V1,
+                    "r4v2" => Tile::R4V2,
+                    "r4v3" => Tile::R4V3,
+                    "r2v4" => Tile::R2V4,
                     s => panic!("unknown tile {s}"),
                 })
             }
-            "--block" => block = Some(val(i).parse().expect("--block N")),
-            "--group" => group = Some(val(i).parse().expect("--group N")),
+            "--block" => o.block = Some(val().parse().expect("--block N")),
+            "--group" => o.group = Some(val().parse().expect("--group N")),
+            "--stream" => o.stream = Some(val() == "on"),
+            "--pack" => o.pack = Some(val() == "on"),
+            "--ab" => o.ab = Some(val().to_string()),
             "--shape" => {
-                let v: Vec<usize> = val(i)
+                let v: Vec<usize> = val()
                     .split(',')
                     .map(|s| s.parse().expect("--shape CIN,COUT,HW"))
                     .collect();
                 assert_eq!(v.len(), 3, "--shape CIN,COUT,HW");
-                shapes.push((v[0], v[1], v[2]));
+                o.shapes.push((v[0], v[1], v[2]));
             }
-            "--res" => {
-                with_res = true;
-                i -= 1;
-            }
+            "--consume" => o.consume = true,
+            "--res" => o.with_res = true,
             s => panic!("unknown argument {s}"),
         }
-        i += 2;
+        i += 1;
     }
-    if shapes.is_empty() {
-        shapes = D0.to_vec();
+    if o.shapes.is_empty() {
+        o.shapes = D0.to_vec();
     }
-    samples = samples.max(1);
+    o.samples = o.samples.max(1);
+    o
+}
 
+/// The plan for a shape with the command line's overrides.
+fn plan(o: &Opts, isa: Isa, cin: usize, cout: usize, hw: usize) -> Plan {
+    let mut p = Plan::new(isa, cin, cout, hw, o.threads);
+    p.tile = o.tile.unwrap_or(p.tile);
+    p.block = o.block.unwrap_or(p.block);
+    p.group = o.group.unwrap_or(p.group);
+    p.stream = o.stream.unwrap_or(p.stream);
+    p.pack_x = o.pack.unwrap_or(p.pack_x);
+    p
+}
+
+/// The A/B alternative of a plan.
+fn alternative(isa: Isa, p: Plan, what: &str) -> Plan {
+    let mut b = p;
+    match what {
+        "tile" => {
+            b.tile = match (isa, p.tile) {
+                (Isa::Avx2, Tile::R4V2) => Tile::R8V1,
+                (Isa::Avx2, _) => Tile::R4V2,
+                (_, Tile::R4V4) => Tile::R8V2,
+                _ => Tile::R4V4,
+            }
+        }
+        "stream" => b.stream = !p.stream,
+        "pack" => b.pack_x = !p.pack_x,
+        s => panic!("--ab {s}: expected tile, stream or pack"),
+    }
+    b
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let o = parse();
     println!(
-        "conv1x1, {threads} thread(s), median of {samples} samples, GMAC/s (peak ~{PEAK} per core){}",
-        if with_res { ", with residual" } else { "" }
+        "conv1x1, {} thread(s), median of {} samples, GMAC/s (peak ~{PEAK} per core){}{}",
+        o.threads,
+        o.samples,
+        if o.with_res { ", with residual" } else { "" },
+        match &o.ab {
+            Some(w) => format!("; A/B on {w}: A, B and the median of the B/A ratios"),
+            None => String::new(),
+        }
     );
     print!("{:<22}", "cin→cout @ hw");
-    for isa in &isas {
+    for isa in &o.isas {
         for act in ["none", "swish"] {
             print!(" {:>20}", format!("{isa:?} {act}"));
         }
     }
     println!();
-    for &(cin, cout, hw) in &shapes {
+    for &(cin, cout, hw) in &o.shapes {
         let side = (hw as f64).sqrt() as usize;
         let name = if side * side == hw {
             format!("{cin}→{cout} @ {side}²")
@@ -122,61 +194,79 @@ fn main() {
             .collect();
         let wp = conv1x1::pack(&w, cout, cin);
         let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 1e-3).collect();
-        let res = with_res.then(|| vec![0.25f32; cout * hw]);
-        let mut y = vec![0.0f32; cout * hw];
+        let res = o.with_res.then(|| vec![0.25f32; cout * hw]);
+        // 64-byte aligned, as the generated code's arena is.
+        let mut ybuf = vec![0.0f32; cout * hw + 16];
+        let off = ybuf.as_ptr().align_offset(64);
+        let y = &mut ybuf[off..off + cout * hw];
         let macs = (cin * cout * hw) as f64;
-        for &isa in &isas {
+        for &isa in &o.isas {
             for act in [Act::None, Act::Swish] {
-                let mut plan = Plan::new(isa, cin, cout, hw, threads);
-                if let Some(t) = tile {
-                    plan.tile = t;
+                let a = plan(&o, isa, cin, cout, hw);
+                let mut plans = vec![a];
+                if let Some(what) = &o.ab {
+                    plans.push(alternative(isa, a, what));
                 }
-                if let Some(b) = block {
-                    plan.block = b;
-                }
-                if let Some(g) = group {
-                    plan.group = g;
-                }
-                let mut run = || {
+                let mut run = |p: Plan| {
                     conv1x1::conv1x1_planned(
                         isa,
-                        Par::new(threads),
+                        Par::new(o.threads),
                         &x,
                         &wp,
                         &bias,
                         res.as_deref(),
-                        &mut y,
+                        y,
                         cin,
                         cout,
                         hw,
                         act,
-                        plan,
-                    )
+                        p,
+                    );
+                    if o.consume {
+                        // The next layer reads the output once.
+                        let mut acc = [0.0f32; 32];
+                        for c in y.chunks_exact(32) {
+                            for (a, v) in acc.iter_mut().zip(c) {
+                                *a += v;
+                            }
+                        }
+                        std::hint::black_box(acc);
+                    }
                 };
                 // Warm up, and size a sample to ≥ 2 ms.
                 let t = Instant::now();
-                run();
-                run();
+                run(a);
+                run(a);
                 let once = t.elapsed().as_secs_f64() / 2.0;
                 let reps = ((2e-3 / once).ceil() as usize).max(1);
-                let mut rates: Vec<f64> = (0..samples)
-                    .map(|_| {
+                let mut rates = vec![Vec::new(); plans.len()];
+                for _ in 0..o.samples {
+                    for (p, r) in plans.iter().zip(&mut rates) {
                         let t = Instant::now();
                         for _ in 0..reps {
-                            run();
+                            run(*p);
                         }
-                        macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9
-                    })
-                    .collect();
-                rates.sort_by(f64::total_cmp);
-                let med = rates[rates.len() / 2];
-                print!(
-                    " {:>20}",
-                    format!("{med:5.1} ({:.0}–{:.0})", rates[0], rates[rates.len() - 1])
-                );
+                        r.push(macs * reps as f64 / t.elapsed().as_secs_f64() / 1e9);
+                    }
+                }
+                let cell = if plans.len() == 2 {
+                    let mut ratio: Vec<f64> =
+                        rates[1].iter().zip(&rates[0]).map(|(b, a)| b / a).collect();
+                    format!(
+                        "{:.0}/{:.0} {:.2}",
+                        median(&mut rates[0]),
+                        median(&mut rates[1]),
+                        median(&mut ratio)
+                    )
+                } else {
+                    let r = &mut rates[0];
+                    let med = median(r);
+                    format!("{med:5.1} ({:.0}–{:.0})", r[0], r[r.len() - 1])
+                };
+                print!(" {cell:>20}");
             }
         }
-        std::hint::black_box(&y);
+        std::hint::black_box(&y[0]);
         println!();
     }
 }

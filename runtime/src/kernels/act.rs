@@ -104,12 +104,47 @@ pub fn apply_slice(isa: Isa, act: Act, x: &mut [f32]) {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { avx2::apply_slice(act, x) }
         }
+        _ => apply_portable(act, x),
+    }
+}
+
+/// The portable path of [`apply_slice`] (and the portable kernels' epilogue): the
+/// piecewise-linear activations as [`Act::apply`], swish and sigmoid with the same short
+/// exp as the SIMD paths in plain arithmetic (no FMA, no libm), which LLVM vectorizes.
+pub(crate) fn apply_portable(act: Act, x: &mut [f32]) {
+    match act {
+        Act::None => {}
+        Act::Swish => {
+            for v in x.iter_mut() {
+                *v /= 1.0 + exp_neg_portable(*v);
+            }
+        }
+        Act::Sigmoid => {
+            for v in x.iter_mut() {
+                *v = 1.0 / (1.0 + exp_neg_portable(*v));
+            }
+        }
         _ => {
             for v in x.iter_mut() {
                 *v = act.apply(*v);
             }
         }
     }
+}
+
+/// `e^(−x)` (x clamped to [−87, 87]) without FMA: rounding by the 1.5·2^23 trick and a
+/// two-constant reduction whose first product is exact.
+#[inline(always)]
+fn exp_neg_portable(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    const C1: f32 = 0.693_359_4; // 355/512: n·C1 is exact for |n| < 2^15
+    const C2: f32 = -2.121_944_4e-4; // ln 2 − C1
+    let x = x.clamp(-CLAMP, CLAMP);
+    let n = (x * -LOG2E + SHIFT) - SHIFT;
+    // r' = x + n·ln 2 = −r, so e^r = p(−r').
+    let r = (x + n * C1) + n * C2;
+    let p = ((((-P5 * r + P4) * r - P3) * r + P2) * r - P1) * r + P0;
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 /// Whether this CPU can run `isa` (cheap: `is_x86_feature_detected!` caches its answer).

@@ -24,7 +24,7 @@
 //! multiply-add) is the same for every tile, block and thread split, so results do not
 //! depend on the thread count. The scalar path rounds the product and the sum separately.
 
-use super::act::isa_ok;
+use super::act::{apply_portable, isa_ok};
 use super::{Act, Isa, Par};
 
 /// Output channels per packed weight panel.
@@ -97,6 +97,13 @@ pub struct Plan {
     pub block: usize,
     /// Panels per chunk of output channels (the unit threads split).
     pub group: usize,
+    /// Non-temporal (streaming) stores for the output, when its rows are 64-byte aligned:
+    /// for outputs too large to stay in cache, they save the read-for-ownership traffic.
+    pub stream: bool,
+    /// Copy each pixel block of x into a scratch buffer with a padded row stride first.
+    /// Planes whose stride is a multiple of 1 KB map every row of a tile to the same few
+    /// cache sets (4K aliasing); the copy costs one pass over x per call.
+    pub pack_x: bool,
 }
 
 /// Register tile shapes (rows of output channels × pixel vectors).
@@ -107,25 +114,42 @@ pub enum Tile {
     R8V2,
     /// 4 channels × 4 vectors (AVX-512: 4×64 pixels).
     R4V4,
+    /// AVX2: 8 channels × 1 ymm.
+    R8V1,
+    /// AVX2: 4 channels × 2 ymm.
+    R4V2,
+    /// AVX2: 4 channels × 3 ymm (all 16 registers: LLVM spills one).
+    R4V3,
+    /// AVX2: 2 channels × 4 ymm.
+    R2V4,
 }
 
 impl Plan {
-    /// The blocking for a shape.
+    /// The blocking for a shape (measured on Zen 4, see `examples/bench_conv1x1.rs`).
     pub fn new(isa: Isa, cin: usize, cout: usize, hw: usize, threads: usize) -> Plan {
-        let _ = isa;
-        // Pixel block: keep the block's slice of x (cin × block floats) within ~256 KB of L2.
+        // Pixel block: the block's slice of x (cin × block floats) stays within ~256 KB of
+        // L2 while every panel of the chunk sweeps it.
         let budget = 64 * 1024; // floats
         let block = (budget / cin.max(1)).max(64) / 64 * 64;
         let block = if block >= hw { hw } else { block };
-        // Output-channel groups of ~96 channels, balanced over the threads.
+        // One chunk of output channels per thread: each reads x from memory once.
         let panels = cout.div_ceil(MR);
-        let threads = threads.max(1);
-        let chunks = panels.div_ceil(12).div_ceil(threads) * threads;
-        let group = panels.div_ceil(chunks.min(panels).max(1));
+        let group = panels.div_ceil(threads.max(1)).max(1);
+        // 4×4 (64 pixels) is a little faster than 8×2 wherever the plane fills it; 8×2
+        // wastes fewer lanes on small planes (P6/P7 of the BiFPN).
+        let tile = match isa {
+            Isa::Avx2 => Tile::R4V2,
+            _ if hw < 64 => Tile::R8V2,
+            _ => Tile::R4V4,
+        };
         Plan {
-            tile: Tile::R8V2,
+            tile,
             block,
             group,
+            stream: false,
+            // AVX2's narrow tiles suffer from aliasing (3× slower on 64² planes without
+            // the copy); AVX-512's 64-pixel tiles do not, and the copy costs them ~3%.
+            pack_x: isa != Isa::Avx512 && hw % 256 == 0,
         }
     }
 }
@@ -185,7 +209,6 @@ pub fn conv1x1_planned(
         return;
     }
     let group = plan.group.max(1);
-    let block = plan.block.max(1);
     let work = cout.saturating_mul(cin).saturating_mul(hw);
     par.for_each_chunk(y, group * MR * hw, work, |i, yc| {
         let row0 = i * group * MR;
@@ -197,7 +220,7 @@ pub fn conv1x1_planned(
         } else {
             &bias[row0..][..rows]
         };
-        run_group(isa, plan.tile, block, x, w, bias, res, yc, cin, hw, act);
+        run_group(isa, plan, x, w, bias, res, yc, cin, hw, act);
     });
 }
 
@@ -206,8 +229,7 @@ pub fn conv1x1_planned(
 #[allow(clippy::too_many_arguments)]
 fn run_group(
     isa: Isa,
-    tile: Tile,
-    block: usize,
+    plan: Plan,
     x: &[f32],
     w: &[f32],
     bias: &[f32],
@@ -219,53 +241,92 @@ fn run_group(
 ) {
     let rows = y.len() / hw;
     let panels = rows.div_ceil(MR);
-    let mut p0 = 0;
-    while p0 < hw {
-        let len = block.min(hw - p0);
-        for pi in 0..panels {
-            let r0 = pi * MR;
-            let prow = (rows - r0).min(MR);
-            let mut b = [0.0f32; MR];
-            if !bias.is_empty() {
-                b[..prow].copy_from_slice(&bias[r0..r0 + prow]);
-            }
-            let wp = &w[r0 * cin..][..MR * cin];
-            let yp = &mut y[r0 * hw..][..prow * hw];
-            let rp = res.map(|r| &r[r0 * hw..][..prow * hw]);
-            let panel = Panel {
-                x,
-                w: wp,
-                bias: b,
-                res: rp,
-                cin,
-                hw,
-                rows: prow,
-                act,
+    let block = plan.block.max(1);
+    // Streaming stores need every row start 64-byte aligned (full-vector tiles only).
+    let stream =
+        plan.stream && isa == Isa::Avx512 && hw % 16 == 0 && y.as_ptr().align_offset(64) == 0;
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut p0 = 0;
+        while p0 < hw {
+            let len = block.min(hw - p0);
+            // x as the tiles read it: the plane itself, or this block copied to `scratch`
+            // with a stride of len rounded up to 16, plus 16 (rows 64 bytes apart in the
+            // cache sets).
+            let (xb, xs, x0) = if plan.pack_x {
+                let ld = len.next_multiple_of(16) + 16;
+                scratch.clear();
+                scratch.resize(cin * ld, 0.0);
+                for (k, dst) in scratch.chunks_exact_mut(ld).enumerate() {
+                    dst[..len].copy_from_slice(&x[k * hw + p0..][..len]);
+                }
+                (&scratch[..], ld, p0)
+            } else {
+                (x, hw, 0)
             };
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => {
-                    // SAFETY: `conv1x1_planned` checked that this CPU runs AVX-512F+FMA, and
-                    // the panel's slices have the lengths `panel_512` requires (x: cin·hw,
-                    // w: MR·cin, y and res: rows·hw), with p0 + len ≤ hw.
-                    unsafe { x86::panel_512(&panel, yp, p0, len, tile) }
+            for pi in 0..panels {
+                let r0 = pi * MR;
+                let prow = (rows - r0).min(MR);
+                let mut b = [0.0f32; MR];
+                if !bias.is_empty() {
+                    b[..prow].copy_from_slice(&bias[r0..r0 + prow]);
                 }
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => {
-                    // SAFETY: as above, for AVX2+FMA.
-                    unsafe { x86::panel_256(&panel, yp, p0, len) }
+                let wp = &w[r0 * cin..][..MR * cin];
+                let yp = &mut y[r0 * hw..][..prow * hw];
+                let rp = res.map(|r| &r[r0 * hw..][..prow * hw]);
+                let panel = Panel {
+                    x: xb,
+                    xs,
+                    x0,
+                    w: wp,
+                    bias: b,
+                    res: rp,
+                    cin,
+                    hw,
+                    rows: prow,
+                    act,
+                    stream,
+                };
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => {
+                        // SAFETY: `conv1x1_planned` checked that this CPU runs AVX-512F+FMA,
+                        // and the panel's slices have the lengths `panel_512` requires
+                        // (x: (cin−1)·xs + p0 + len − x0, w: MR·cin, y and res: rows·hw),
+                        // with x0 ≤ p0 and p0 + len ≤ hw.
+                        unsafe { x86::panel_512(&panel, yp, p0, len, plan.tile) }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => {
+                        // SAFETY: as above, for AVX2+FMA.
+                        unsafe { x86::panel_256(&panel, yp, p0, len, plan.tile) }
+                    }
+                    _ => panel_scalar(&panel, yp, p0, len),
                 }
-                _ => panel_scalar(&panel, yp, p0, len),
             }
+            p0 += len;
         }
-        p0 += len;
+    });
+    #[cfg(target_arch = "x86_64")]
+    if stream {
+        // Order the streaming stores before whatever reads y next (another thread, too).
+        // SAFETY: SSE is part of x86-64.
+        unsafe { std::arch::x86_64::_mm_sfence() };
     }
+}
+
+thread_local! {
+    /// Per-thread buffer for packed blocks of x (see [`Plan::pack_x`]).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One panel of MR output channels (of which `rows` are real).
 struct Panel<'a> {
-    /// `[cin][hw]`.
+    /// `[cin][xs]`: pixel `p` of input channel `k` is `x[k·xs + p − x0]`.
     x: &'a [f32],
+    /// Row stride of `x`.
+    xs: usize,
+    /// The pixel index of column 0 of `x`.
+    x0: usize,
     /// `[cin][MR]`.
     w: &'a [f32],
     bias: [f32; MR],
@@ -275,48 +336,50 @@ struct Panel<'a> {
     hw: usize,
     rows: usize,
     act: Act,
+    /// Full vectors may be stored non-temporally (rows are 64-byte aligned).
+    stream: bool,
 }
 
-/// Portable path: pixel strips of 16, MR accumulator rows (autovectorized).
+/// Portable path: tiles of 4 channels (half a panel) × 8 pixels, fixed-size loops that
+/// LLVM vectorizes for the baseline target and keeps in registers (8 SSE accumulators).
 fn panel_scalar(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
-    const W: usize = 16;
-    let (hw, cin) = (a.hw, a.cin);
+    const W: usize = 8;
+    const R: usize = 4;
+    let (hw, xs) = (a.hw, a.xs);
     let mut p = p0;
     while p < p0 + len {
         let n = W.min(p0 + len - p);
-        let mut acc = [[0.0f32; W]; MR];
-        for (r, row) in acc.iter_mut().enumerate() {
-            *row = [a.bias[r]; W];
-        }
-        if n == W {
-            for k in 0..cin {
-                let xs: &[f32; W] = a.x[k * hw + p..][..W].try_into().unwrap();
-                let ws: &[f32; MR] = a.w[k * MR..][..MR].try_into().unwrap();
+        for r0 in (0..a.rows).step_by(R) {
+            let mut acc = [[0.0f32; W]; R];
+            for (row, &b) in acc.iter_mut().zip(&a.bias[r0..]) {
+                *row = [b; W];
+            }
+            for k in 0..a.cin {
+                let xrow = &a.x[k * xs + p - a.x0..][..n];
+                let mut xv = [0.0f32; W];
+                if n == W {
+                    xv = xrow.try_into().unwrap();
+                } else {
+                    for (d, &v) in xv.iter_mut().zip(xrow) {
+                        *d = v;
+                    }
+                }
+                let ws: &[f32; R] = a.w[k * MR + r0..][..R].try_into().unwrap();
                 for (row, &wv) in acc.iter_mut().zip(ws) {
-                    for (acc, &xv) in row.iter_mut().zip(xs) {
+                    for (acc, &xv) in row.iter_mut().zip(&xv) {
                         *acc += wv * xv;
                     }
                 }
             }
-        } else {
-            for k in 0..cin {
-                let xs = &a.x[k * hw + p..][..n];
-                let ws = &a.w[k * MR..][..MR];
-                for (row, &wv) in acc.iter_mut().zip(ws) {
-                    for (acc, &xv) in row.iter_mut().zip(xs) {
-                        *acc += wv * xv;
+            for (r, row) in acc.iter_mut().enumerate().take(a.rows - r0) {
+                apply_portable(a.act, row);
+                let off = (r0 + r) * hw + p;
+                let out = &mut y[off..][..n];
+                out.copy_from_slice(&row[..n]);
+                if let Some(res) = a.res {
+                    for (o, &v) in out.iter_mut().zip(&res[off..][..n]) {
+                        *o += v;
                     }
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate().take(a.rows) {
-            let out = &mut y[r * hw + p..][..n];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = a.act.apply(v);
-            }
-            if let Some(res) = a.res {
-                for (o, &v) in out.iter_mut().zip(&res[r * hw + p..][..n]) {
-                    *o += v;
                 }
             }
         }
@@ -342,6 +405,10 @@ mod x86 {
         unsafe fn load_m(p: *const f32, m: Self::Mask) -> Self;
         unsafe fn store(p: *mut f32, v: Self);
         unsafe fn store_m(p: *mut f32, m: Self::Mask, v: Self);
+        /// The mask selecting the first `n` (1..=LANES) lanes.
+        unsafe fn mask(n: usize) -> Self::Mask;
+        /// Non-temporal store; `p` aligned to the vector size.
+        unsafe fn stream(p: *mut f32, v: Self);
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         unsafe fn add(a: Self, b: Self) -> Self;
         unsafe fn swish(v: Self) -> Self;
@@ -374,6 +441,15 @@ mod x86 {
         unsafe fn store_m(p: *mut f32, m: __mmask16, v: Self) {
             // SAFETY: forwarded contract (masked-off lanes are not accessed).
             unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn mask(n: usize) -> __mmask16 {
+            ((1u32 << n) - 1) as __mmask16
+        }
+        #[inline(always)]
+        unsafe fn stream(p: *mut f32, v: Self) {
+            // SAFETY: forwarded contract.
+            unsafe { _mm512_stream_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -423,6 +499,16 @@ mod x86 {
             unsafe { _mm256_maskstore_ps(p, m, v) }
         }
         #[inline(always)]
+        unsafe fn mask(n: usize) -> __m256i {
+            // SAFETY: forwarded contract.
+            unsafe { act256::first_lanes(n) }
+        }
+        #[inline(always)]
+        unsafe fn stream(p: *mut f32, v: Self) {
+            // SAFETY: forwarded contract.
+            unsafe { _mm256_stream_ps(p, v) }
+        }
+        #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
             _mm256_fmadd_ps(a, b, c)
         }
@@ -450,124 +536,98 @@ mod x86 {
     /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ cin·hw`, `a.w.len() ≥ MR·cin`,
-    /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`.
+    /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ (cin−1)·xs + p0 + len − x0` with
+    /// `x0 ≤ p0`, `a.w.len() ≥ MR·cin`,
+    /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`; with
+    /// `a.stream`, `y` is 64-byte aligned and `hw % 16 == 0`.
     #[target_feature(enable = "avx512f,fma")]
     pub(super) unsafe fn panel_512(a: &Panel, y: &mut [f32], p0: usize, len: usize, tile: Tile) {
-        // SAFETY: forwarded contract; the epilogue kind only selects code.
+        // SAFETY: forwarded contract; the const parameters only select code.
         unsafe {
-            match a.act {
-                Act::None => panel_512_e::<E_NONE>(a, y, p0, len, tile),
-                Act::Swish => panel_512_e::<E_SWISH>(a, y, p0, len, tile),
-                _ => panel_512_e::<E_ANY>(a, y, p0, len, tile),
+            match (tile, a.act, a.stream) {
+                (Tile::R8V2, Act::None, false) => {
+                    panel::<__m512, 8, 2, E_NONE, false>(a, y, p0, len)
+                }
+                (Tile::R8V2, Act::Swish, false) => {
+                    panel::<__m512, 8, 2, E_SWISH, false>(a, y, p0, len)
+                }
+                (Tile::R8V2, _, false) => panel::<__m512, 8, 2, E_ANY, false>(a, y, p0, len),
+                (Tile::R8V2, Act::None, true) => panel::<__m512, 8, 2, E_NONE, true>(a, y, p0, len),
+                (Tile::R8V2, Act::Swish, true) => {
+                    panel::<__m512, 8, 2, E_SWISH, true>(a, y, p0, len)
+                }
+                (Tile::R8V2, _, true) => panel::<__m512, 8, 2, E_ANY, true>(a, y, p0, len),
+                (_, Act::None, false) => panel::<__m512, 4, 4, E_NONE, false>(a, y, p0, len),
+                (_, Act::Swish, false) => panel::<__m512, 4, 4, E_SWISH, false>(a, y, p0, len),
+                (_, _, false) => panel::<__m512, 4, 4, E_ANY, false>(a, y, p0, len),
+                (_, Act::None, true) => panel::<__m512, 4, 4, E_NONE, true>(a, y, p0, len),
+                (_, Act::Swish, true) => panel::<__m512, 4, 4, E_SWISH, true>(a, y, p0, len),
+                (_, _, true) => panel::<__m512, 4, 4, E_ANY, true>(a, y, p0, len),
             }
         }
     }
 
-    #[inline(always)]
-    unsafe fn panel_512_e<const E: u8>(
-        a: &Panel,
-        y: &mut [f32],
-        p0: usize,
-        len: usize,
-        tile: Tile,
-    ) {
-        let end = p0 + len;
-        let y = y.as_mut_ptr();
-        // SAFETY (for every tile call below): tiles read x[k][p..p+16V] (masked past `end`),
-        // w[k][row0..row0+R] with row0 + R ≤ MR, and touch y/res rows < rows, pixels < end:
-        // all within the lengths the caller guarantees.
-        unsafe {
-            match tile {
-                Tile::R8V2 => {
-                    let mut p = p0;
-                    while p + 32 <= end {
-                        kern::<__m512, 8, 2, false, E>(a, y, 0, p, !0);
-                        p += 32;
-                    }
-                    let rem = end - p;
-                    if rem > 0 {
-                        let m = mask16(rem);
-                        if rem > 16 {
-                            kern::<__m512, 8, 2, true, E>(a, y, 0, p, m);
-                        } else {
-                            kern::<__m512, 8, 1, true, E>(a, y, 0, p, m);
-                        }
-                    }
-                }
-                Tile::R4V4 => {
-                    for row0 in [0, 4] {
-                        if row0 >= a.rows {
-                            break;
-                        }
-                        let mut p = p0;
-                        while p + 64 <= end {
-                            kern::<__m512, 4, 4, false, E>(a, y, row0, p, !0);
-                            p += 64;
-                        }
-                        let rem = end - p;
-                        if rem > 0 {
-                            let m = mask16(rem);
-                            match rem.div_ceil(16) {
-                                1 => kern::<__m512, 4, 1, true, E>(a, y, row0, p, m),
-                                2 => kern::<__m512, 4, 2, true, E>(a, y, row0, p, m),
-                                3 => kern::<__m512, 4, 3, true, E>(a, y, row0, p, m),
-                                _ => kern::<__m512, 4, 4, true, E>(a, y, row0, p, m),
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Lane mask of the last vector of a `rem`-pixel strip (rem ≥ 1).
-    #[inline(always)]
-    fn mask16(rem: usize) -> __mmask16 {
-        let last = rem - (rem - 1) / 16 * 16; // 1..=16
-        ((1u32 << last) - 1) as __mmask16
-    }
-
-    /// Pixels `[p0, p0 + len)` of one panel, AVX2: two half panels of 4 channels × 3 ymm.
+    /// Pixels `[p0, p0 + len)` of one panel, AVX2 (no streaming stores).
     ///
     /// # Safety
     /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn panel_256(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
-        // SAFETY: forwarded contract; the epilogue kind only selects code.
+    pub(super) unsafe fn panel_256(a: &Panel, y: &mut [f32], p0: usize, len: usize, tile: Tile) {
+        // SAFETY: forwarded contract; the const parameters only select code.
         unsafe {
-            match a.act {
-                Act::None => panel_256_e::<E_NONE>(a, y, p0, len),
-                Act::Swish => panel_256_e::<E_SWISH>(a, y, p0, len),
-                _ => panel_256_e::<E_ANY>(a, y, p0, len),
+            match (tile, a.act) {
+                (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE, false>(a, y, p0, len),
+                (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH, false>(a, y, p0, len),
+                (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY, false>(a, y, p0, len),
+                (Tile::R4V3, Act::None) => panel::<__m256, 4, 3, E_NONE, false>(a, y, p0, len),
+                (Tile::R4V3, Act::Swish) => panel::<__m256, 4, 3, E_SWISH, false>(a, y, p0, len),
+                (Tile::R4V3, _) => panel::<__m256, 4, 3, E_ANY, false>(a, y, p0, len),
+                (Tile::R2V4, Act::None) => panel::<__m256, 2, 4, E_NONE, false>(a, y, p0, len),
+                (Tile::R2V4, Act::Swish) => panel::<__m256, 2, 4, E_SWISH, false>(a, y, p0, len),
+                (Tile::R2V4, _) => panel::<__m256, 2, 4, E_ANY, false>(a, y, p0, len),
+                (_, Act::None) => panel::<__m256, 4, 2, E_NONE, false>(a, y, p0, len),
+                (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH, false>(a, y, p0, len),
+                (_, _) => panel::<__m256, 4, 2, E_ANY, false>(a, y, p0, len),
             }
         }
     }
 
+    /// One panel in tiles of R channels (R = 4: the two half panels in turn) × V vectors,
+    /// then the pixels left over in one masked tile of 1..=V vectors.
+    ///
+    /// # Safety
+    /// Target-feature context of `S`; see `panel_512`.
     #[inline(always)]
-    unsafe fn panel_256_e<const E: u8>(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
-        let end = p0 + len;
+    unsafe fn panel<S: Vec, const R: usize, const V: usize, const E: u8, const NT: bool>(
+        a: &Panel,
+        y: &mut [f32],
+        p0: usize,
+        len: usize,
+    ) {
+        let (end, l) = (p0 + len, S::LANES);
         let y = y.as_mut_ptr();
-        // SAFETY: as in `panel_512_e`, with 8-lane vectors.
+        // SAFETY (for every kern call below): tiles read x[k][p..p+l·V] (masked past `end`),
+        // w[k][row0..row0+R] with row0 + R ≤ MR, and touch y/res rows < rows, pixels < end:
+        // all within the lengths the caller guarantees.
         unsafe {
-            for row0 in [0, 4] {
-                if row0 >= a.rows {
-                    break;
-                }
+            let mut row0 = 0;
+            while row0 < a.rows {
                 let mut p = p0;
-                while p + 24 <= end {
-                    kern::<__m256, 4, 3, false, E>(a, y, row0, p, _mm256_setzero_si256());
-                    p += 24;
+                while p + l * V <= end {
+                    kern::<S, R, V, false, E, NT>(a, y, row0, p, S::mask(l));
+                    p += l * V;
                 }
                 let rem = end - p;
                 if rem > 0 {
-                    let m = act256::first_lanes(rem - (rem - 1) / 8 * 8);
-                    match rem.div_ceil(8) {
-                        1 => kern::<__m256, 4, 1, true, E>(a, y, row0, p, m),
-                        2 => kern::<__m256, 4, 2, true, E>(a, y, row0, p, m),
-                        _ => kern::<__m256, 4, 3, true, E>(a, y, row0, p, m),
+                    let m = S::mask(rem - (rem - 1) / l * l);
+                    match rem.div_ceil(l) {
+                        1 => kern::<S, R, 1, true, E, false>(a, y, row0, p, m),
+                        2 if V > 2 => kern::<S, R, 2, true, E, false>(a, y, row0, p, m),
+                        3 if V > 3 => kern::<S, R, 3, true, E, false>(a, y, row0, p, m),
+                        _ => kern::<S, R, V, true, E, false>(a, y, row0, p, m),
                     }
                 }
+                row0 += R;
             }
         }
     }
@@ -578,14 +638,21 @@ mod x86 {
     /// # Safety
     /// Target-feature context of `S`; pointer ranges as documented in `panel_512`.
     #[inline(always)]
-    unsafe fn kern<S: Vec, const R: usize, const V: usize, const MASKED: bool, const E: u8>(
+    unsafe fn kern<
+        S: Vec,
+        const R: usize,
+        const V: usize,
+        const MASKED: bool,
+        const E: u8,
+        const NT: bool,
+    >(
         a: &Panel,
         y: *mut f32,
         row0: usize,
         p: usize,
         mask: S::Mask,
     ) {
-        let (hw, l) = (a.hw, S::LANES);
+        let (hw, xs, l) = (a.hw, a.xs, S::LANES);
         // SAFETY: pointer ranges as documented in `panel_512`.
         unsafe {
             let mut acc = [[S::splat(0.0); V]; R];
@@ -593,7 +660,7 @@ mod x86 {
                 *row = [S::splat(a.bias[row0 + r]); V];
             }
             // wrapping_add: after the last K step the pointers may point past the slices.
-            let mut xp = a.x.as_ptr().wrapping_add(p);
+            let mut xp = a.x.as_ptr().wrapping_add(p - a.x0);
             let mut wp = a.w.as_ptr().wrapping_add(row0);
             for _ in 0..a.cin {
                 let mut xv = [S::splat(0.0); V];
@@ -610,7 +677,7 @@ mod x86 {
                         *acc = S::fma(wv, xv, *acc);
                     }
                 }
-                xp = xp.wrapping_add(hw);
+                xp = xp.wrapping_add(xs);
                 wp = wp.wrapping_add(MR);
             }
             // Every loop touching `acc` must unroll fully (constant trip counts and
@@ -646,6 +713,8 @@ mod x86 {
                     }
                     if last {
                         S::store_m(yp.add(l * v), mask, val);
+                    } else if NT {
+                        S::stream(yp.add(l * v), val);
                     } else {
                         S::store(yp.add(l * v), val);
                     }
@@ -737,17 +806,24 @@ mod tests {
             }
         }
         for isa in Isa::available() {
-            let tiles: &[Tile] = if isa == Isa::Avx512 {
-                &[Tile::R8V2, Tile::R4V4]
-            } else {
-                &[Tile::R8V2]
+            let tiles: &[Tile] = match isa {
+                Isa::Avx512 => &[Tile::R8V2, Tile::R4V4],
+                Isa::Avx2 => &[Tile::R8V1, Tile::R4V2, Tile::R4V3],
+                Isa::Scalar => &[Tile::R8V2],
             };
             for &tile in tiles {
-                for block in [hw, 64] {
+                // Streaming stores apply where hw % 16 == 0 (y is 64-byte aligned here).
+                for (block, stream, pack_x) in
+                    [(hw, false, false), (64, true, true), (hw, false, true)]
+                {
                     let mut plan = Plan::new(isa, cin, cout, hw, threads);
                     plan.tile = tile;
                     plan.block = block;
-                    let mut y = vec![f32::NAN; cout * hw];
+                    plan.stream = stream;
+                    plan.pack_x = pack_x;
+                    let mut ybuf = vec![f32::NAN; cout * hw + 16];
+                    let off = ybuf.as_ptr().align_offset(64);
+                    let y = &mut ybuf[off..][..cout * hw];
                     conv1x1_planned(
                         isa,
                         Par::new(threads),
@@ -755,7 +831,7 @@ mod tests {
                         &wp,
                         &bias,
                         res.as_deref(),
-                        &mut y,
+                        y,
                         cin,
                         cout,
                         hw,
@@ -767,7 +843,7 @@ mod tests {
                         let err = (y[i] as f64 - refy[i]).abs();
                         assert!(
                             err <= tol,
-                            "{isa:?} {tile:?} block {block} cin {cin} cout {cout} hw {hw} \
+                            "{isa:?} {tile:?} block {block} stream {stream} pack {pack_x} cin {cin} cout {cout} hw {hw} \
                              bias {with_bias} res {with_res} {act:?}: y[{}][{}] = {} vs {} \
                              (err {err:e} > tol {tol:e})",
                             i / hw,
