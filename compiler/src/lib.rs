@@ -11,6 +11,7 @@ pub mod ir;
 pub mod model;
 pub mod npy;
 pub mod onnx;
+pub mod passes;
 pub mod report;
 pub mod spec;
 pub mod weights;

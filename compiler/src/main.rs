@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
+use effdet_compiler::passes::{self, PassSet};
 use effdet_compiler::report::Report;
 use effdet_compiler::{interp, npy, weights};
 
@@ -33,6 +34,12 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+        /// Report `ops_fused` after only these passes (comma-separated) instead of all.
+        #[arg(long, value_name = "LIST")]
+        passes: Option<String>,
+        /// Run no pass: `ops_fused` equals `ops`.
+        #[arg(long, conflicts_with = "passes")]
+        no_fuse: bool,
     },
     /// Run the model on the reference interpreter and write one `.npy` per output.
     Run {
@@ -107,9 +114,25 @@ fn run(cli: Cli) -> Result<()> {
             json,
             dot,
             input_shape,
+            passes,
+            no_fuse,
         } => {
+            let set = match (no_fuse, passes) {
+                (true, _) => PassSet::none(),
+                (false, Some(list)) => PassSet::parse(&list)?,
+                (false, None) => PassSet::all(),
+            };
             let m = load(&model, input_shape)?;
-            let report = Report::of(&m.graph);
+            // The passes rewrite structure without weights, so a spec needs none here.
+            let mut fused = m.graph.clone();
+            let done = passes::run(&mut fused, &set)?;
+            if !done.converged {
+                eprintln!(
+                    "warning: the passes did not reach a fixed point in {} rounds",
+                    done.rounds
+                );
+            }
+            let report = Report::of(&m.graph).with_fused(&fused);
             if let Some(dot) = dot {
                 write_atomically(&dot, m.graph.to_dot().as_bytes())?;
             }

@@ -18,6 +18,9 @@ pub struct Report {
     pub macs: u64,
     /// Node count per op kind.
     pub ops: BTreeMap<&'static str, usize>,
+    /// Node count per op kind after the fusion passes (equal to `ops` until
+    /// [`Report::with_fused`] sets it, and with `--no-fuse`).
+    pub ops_fused: BTreeMap<&'static str, usize>,
     pub nodes: usize,
     /// Output name → shape, in output order.
     pub outputs: Vec<(String, Vec<usize>)>,
@@ -25,6 +28,7 @@ pub struct Report {
 
 impl Report {
     pub fn of(graph: &Graph) -> Report {
+        let ops = graph.op_counts();
         Report {
             name: graph.name.clone(),
             input_shape: graph
@@ -33,7 +37,8 @@ impl Report {
                 .unwrap_or_default(),
             params: graph.param_count(),
             macs: graph.macs(),
-            ops: graph.op_counts(),
+            ops_fused: ops.clone(),
+            ops,
             nodes: graph.graph.node_count(),
             outputs: graph
                 .outputs
@@ -41,6 +46,13 @@ impl Report {
                 .map(|(n, id)| (n.clone(), graph.node(*id).shape.clone()))
                 .collect(),
         }
+    }
+
+    /// Takes `ops_fused` from `fused`, the same model after the passes; everything else stays
+    /// the unfused graph's.
+    pub fn with_fused(mut self, fused: &Graph) -> Report {
+        self.ops_fused = fused.op_counts();
+        self
     }
 
     pub fn to_json(&self) -> String {
@@ -55,6 +67,7 @@ impl Report {
             "params": self.params,
             "macs": self.macs,
             "ops": self.ops,
+            "ops_fused": self.ops_fused,
             "nodes": self.nodes,
             "outputs": outputs,
         });
@@ -63,7 +76,7 @@ impl Report {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "model        {}\ninput        {:?}\nparams       {}\nconv MACs    {} ({:.2} G)\nnodes        {}\nops\n",
+            "model        {}\ninput        {:?}\nparams       {}\nconv MACs    {} ({:.2} G)\nnodes        {}\nops                 unfused   fused\n",
             self.name,
             self.input_shape,
             thousands(self.params),
@@ -71,8 +84,14 @@ impl Report {
             self.macs as f64 / 1e9,
             self.nodes
         );
-        for (kind, n) in &self.ops {
-            s.push_str(&format!("  {kind:<18}{n:>6}\n"));
+        let kinds: std::collections::BTreeSet<_> =
+            self.ops.keys().chain(self.ops_fused.keys()).collect();
+        for kind in kinds {
+            let (n, f) = (
+                self.ops.get(kind).copied().unwrap_or(0),
+                self.ops_fused.get(kind).copied().unwrap_or(0),
+            );
+            s.push_str(&format!("  {kind:<18}{n:>7}{f:>8}\n"));
         }
         s.push_str("outputs\n");
         for (name, shape) in &self.outputs {
