@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use effdet_runtime::kernels::dense::conv_dense;
 use effdet_runtime::kernels::depthwise::depthwise;
+use effdet_runtime::kernels::fuse::{fuse, Sample};
+use effdet_runtime::kernels::se::squeeze_excite;
 use effdet_runtime::kernels::{Act, Isa, Par};
 
 /// Deterministic values in [-1, 1).
@@ -178,5 +180,89 @@ fn main() {
             black_box(&mut y);
         });
         row(name, isa, t, (cout * 256 * 256 * cin * 9) as f64, "GMAC/s");
+    }
+
+    // BiFPN nodes at 64 channels, 64²: bottom-up (two identities + 3×3 stride-2 max pool of
+    // the 128² level) and top-down (identity + nearest 2× of the 32² level).
+    let c = 64;
+    let a = data(c * 64 * 64, 7);
+    let b = data(c * 64 * 64, 8);
+    let big = data(c * 128 * 128, 9);
+    let small = data(c * 32 * 32, 10);
+    let mut y = vec![0.0; c * 64 * 64];
+    let pool = Sample::MaxPool {
+        h: 128,
+        w: 128,
+        kernel: [3, 3],
+        stride: [2, 2],
+        pads: [0, 0, 1, 1],
+    };
+    type Node<'a> = (&'a str, Vec<(&'a [f32], Sample)>);
+    let nodes: [Node; 2] = [
+        (
+            "fuse 3 in (id, id, maxpool 128²) 64ch @64² swish",
+            vec![(&a, Sample::Identity), (&b, Sample::Identity), (&big, pool)],
+        ),
+        (
+            "fuse 2 in (id, nearest 32²) 64ch @64² swish",
+            vec![
+                (&a, Sample::Identity),
+                (&small, Sample::Nearest { h: 32, w: 32 }),
+            ],
+        ),
+    ];
+    for (name, inputs) in &nodes {
+        let coef = [0.3, 0.5, 0.2];
+        let bytes: usize = inputs.iter().map(|(x, _)| x.len()).sum::<usize>() + y.len();
+        for &isa in &isas {
+            if !format!("{name} {isa:?}").contains(&filter) {
+                continue;
+            }
+            let t = median(runs, || {
+                fuse(
+                    isa,
+                    par,
+                    black_box(inputs),
+                    &coef,
+                    &mut y,
+                    c,
+                    64,
+                    64,
+                    Act::Swish,
+                );
+                black_box(&mut y);
+            });
+            row(name, isa, t, (bytes * 4) as f64, "GB/s");
+        }
+    }
+
+    // Squeeze-excite in place (reads the map twice, writes it once).
+    for &(c, n, r) in &[(96, 128, 4), (480, 32, 20), (1152, 16, 48)] {
+        let name = format!("squeeze-excite {c}ch @{n}² r{r}");
+        let mut x = data(c * n * n, 11);
+        let (rw, rb) = (data(r * c, 12), data(r, 13));
+        let (ew, eb) = (data(c * r, 14), data(c, 15));
+        let mut scratch = vec![0.0; c + r];
+        for &isa in &isas {
+            if !format!("{name} {isa:?}").contains(&filter) {
+                continue;
+            }
+            let t = median(runs, || {
+                let x = black_box(&mut x[..]);
+                squeeze_excite(
+                    isa,
+                    x,
+                    c,
+                    n * n,
+                    &rw,
+                    &rb,
+                    &ew,
+                    &eb,
+                    Act::Swish,
+                    &mut scratch,
+                );
+            });
+            row(&name, isa, t, (3 * c * n * n * 4) as f64, "GB/s");
+        }
     }
 }

@@ -331,24 +331,29 @@ unsafe fn pool_row<V: Vf32>(
     if y0 >= y1 {
         dst.fill(f32::NEG_INFINITY);
     } else {
-        dst.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
-        for iy in y0 + 1..y1 {
-            let row = &plane[iy * w..(iy + 1) * w];
-            let (d, r) = (dst.as_mut_ptr(), row.as_ptr());
-            let mut j = 0;
-            while j < w {
-                let n = (w - j).min(l);
-                // SAFETY: reads and writes n ≤ w − j floats at j of `row` and `dst`.
-                unsafe {
-                    if n == l {
-                        V::store(d.add(j), V::max(V::load(d.add(j)), V::load(r.add(j))));
-                    } else {
-                        let m = V::max(V::load_n(d.add(j), n, 0.0), V::load_n(r.add(j), n, 0.0));
-                        V::store_n(d.add(j), m, n);
+        let rows = &plane[y0 * w..y1 * w];
+        let (d, r, n_rows) = (dst.as_mut_ptr(), rows.as_ptr(), y1 - y0);
+        let mut j = 0;
+        while j < w {
+            let n = (w - j).min(l);
+            // SAFETY: reads n ≤ w − j floats at column j of each of the n_rows rows of
+            // `rows`, writes n floats at j of `dst` (w floats).
+            unsafe {
+                if n == l {
+                    let mut m = V::load(r.add(j));
+                    for k in 1..n_rows {
+                        m = V::max(m, V::load(r.add(k * w + j)));
                     }
+                    V::store(d.add(j), m);
+                } else {
+                    let mut m = V::load_n(r.add(j), n, 0.0);
+                    for k in 1..n_rows {
+                        m = V::max(m, V::load_n(r.add(k * w + j), n, 0.0));
+                    }
+                    V::store_n(d.add(j), m, n);
                 }
-                j += l;
             }
+            j += l;
         }
     }
     // Horizontal window max.

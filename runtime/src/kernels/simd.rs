@@ -23,6 +23,26 @@ pub(crate) fn usable(isa: Isa) -> Isa {
     }
 }
 
+/// Evaluates `$body` with `$act` bound to a compile-time constant for the common
+/// activations (swish, none) and to the runtime value otherwise, so that inlined epilogues
+/// lose their per-vector `match` where it matters (three copies of `$body`).
+macro_rules! specialize_act {
+    ($value:expr, $act:ident => $body:expr) => {
+        match $value {
+            Act::Swish => {
+                let $act = Act::Swish;
+                $body
+            }
+            Act::None => {
+                let $act = Act::None;
+                $body
+            }
+            $act => $body,
+        }
+    };
+}
+pub(crate) use specialize_act;
+
 /// A vector of `LANES` f32 values.
 pub(crate) trait Vf32: Copy {
     /// Lanes per vector.
