@@ -5,6 +5,8 @@
 //! Entry points: [`model::load`] reads a spec or ONNX file into an [`ir::Graph`];
 //! [`weights::bind_safetensors`] binds a `state_dict`; [`interp::run`] executes the graph.
 
+pub mod codegen;
+pub mod compile;
 pub mod detection;
 pub mod interp;
 pub mod ir;
@@ -12,6 +14,7 @@ pub mod model;
 pub mod npy;
 pub mod onnx;
 pub mod passes;
+pub mod plan;
 pub mod report;
 pub mod spec;
 pub mod weights;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
 use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
 use effdet_compiler::passes::{self, PassSet};
@@ -57,6 +58,35 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+    },
+    /// Compile a model into a standalone crate of specialized Rust code.
+    Build {
+        /// A YAML spec (`specs/d0.yaml`) or an ONNX file.
+        model: PathBuf,
+        /// A safetensors `state_dict` with effdet's parameter names (specs).
+        #[arg(long, value_name = "FILE", conflicts_with = "random_weights")]
+        weights: Option<PathBuf>,
+        /// Deterministic random weights from SEED: for benchmarks and compile tests only.
+        #[arg(long, value_name = "SEED")]
+        random_weights: Option<u64>,
+        /// Output directory [default: generated/<name>].
+        #[arg(short = 'o', long = "out", value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Crate (and binary) name [default: effdet-<file stem>].
+        #[arg(long, value_name = "CRATE")]
+        name: Option<String>,
+        /// Run no fusion pass (the unfused graph, op for op).
+        #[arg(long, conflicts_with = "passes")]
+        no_fuse: bool,
+        /// Comma-separated passes to run instead of all of them.
+        #[arg(long, value_name = "LIST")]
+        passes: Option<String>,
+        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
+        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
+        input_shape: Option<Vec<usize>>,
+        /// Embed packed weights up to this many MiB; larger ones are read from weights.bin at run time.
+        #[arg(long, value_name = "MIB", default_value_t = 64)]
+        embed_limit_mib: usize,
     },
     /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
     Postprocess {
@@ -185,6 +215,43 @@ fn run(cli: Cli) -> Result<()> {
                 files.len(),
                 out_dir.display(),
                 start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Build {
+            model,
+            weights,
+            random_weights,
+            out,
+            name,
+            no_fuse,
+            passes,
+            input_shape,
+            embed_limit_mib,
+        } => {
+            let passes = match (no_fuse, passes) {
+                (true, _) => PassSet::none(),
+                (false, Some(list)) => PassSet::parse(&list)?,
+                (false, None) => PassSet::all(),
+            };
+            let weights = match (weights, random_weights) {
+                (Some(w), _) => WeightsChoice::File(w),
+                (None, Some(seed)) => WeightsChoice::Random(seed),
+                (None, None) => WeightsChoice::Model,
+            };
+            let req = BuildRequest {
+                model,
+                weights,
+                out_dir: out,
+                name,
+                passes,
+                input_shape,
+                embed_limit: embed_limit_mib << 20,
+            };
+            let built = compile::build(&req, &mut |line| eprintln!("effdetc: {line}"))?;
+            eprintln!(
+                "effdetc: build it with `cargo build --release --manifest-path {}/Cargo.toml`",
+                built.dir.display()
             );
             Ok(())
         }

@@ -37,6 +37,7 @@
 
 pub mod arena;
 pub mod kernels;
+pub mod model;
 
 mod anchors;
 mod decode;
