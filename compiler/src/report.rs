@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ir::Graph;
+use crate::plan::Plan;
 
 /// A model's summary; serialized as the `inspect --json` object.
 #[derive(Debug, Serialize)]
@@ -22,6 +23,11 @@ pub struct Report {
     /// [`Report::with_fused`] sets it, and with `--no-fuse`).
     pub ops_fused: BTreeMap<&'static str, usize>,
     pub nodes: usize,
+    /// Bytes of the planned arena of the fused graph (`None` when it cannot be planned).
+    pub arena_bytes: Option<u64>,
+    /// Bytes of all intermediates of the unfused graph: what a runtime without a memory
+    /// plan would allocate.
+    pub naive_bytes: u64,
     /// Output name → shape, in output order.
     pub outputs: Vec<(String, Vec<usize>)>,
 }
@@ -40,6 +46,8 @@ impl Report {
             ops_fused: ops.clone(),
             ops,
             nodes: graph.graph.node_count(),
+            arena_bytes: Plan::build(graph).ok().map(|p| p.arena_bytes()),
+            naive_bytes: Plan::naive_bytes(graph),
             outputs: graph
                 .outputs
                 .iter()
@@ -52,6 +60,7 @@ impl Report {
     /// the unfused graph's.
     pub fn with_fused(mut self, fused: &Graph) -> Report {
         self.ops_fused = fused.op_counts();
+        self.arena_bytes = Plan::build(fused).ok().map(|p| p.arena_bytes());
         self
     }
 
@@ -69,6 +78,8 @@ impl Report {
             "ops": self.ops,
             "ops_fused": self.ops_fused,
             "nodes": self.nodes,
+            "arena_bytes": self.arena_bytes,
+            "naive_bytes": self.naive_bytes,
             "outputs": outputs,
         });
         serde_json::to_string_pretty(&value).unwrap_or_default()
@@ -76,13 +87,15 @@ impl Report {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "model        {}\ninput        {:?}\nparams       {}\nconv MACs    {} ({:.2} G)\nnodes        {}\nops                 unfused   fused\n",
+            "model        {}\ninput        {:?}\nparams       {}\nconv MACs    {} ({:.2} G)\nnodes        {}\narena        {} bytes (unplanned: {})\nops                 unfused   fused\n",
             self.name,
             self.input_shape,
             thousands(self.params),
             thousands(self.macs),
             self.macs as f64 / 1e9,
-            self.nodes
+            self.nodes,
+            self.arena_bytes.map_or_else(|| "-".to_string(), thousands),
+            thousands(self.naive_bytes),
         );
         let kinds: std::collections::BTreeSet<_> =
             self.ops.keys().chain(self.ops_fused.keys()).collect();
