@@ -58,7 +58,7 @@ pub struct Aligned<T: ?Sized>(pub T);
 #[allow(unsafe_code)]
 pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
     assert!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 && bytes.len() % 4 == 0,
+        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 && bytes.len().is_multiple_of(4),
         "packed weights must be 4-byte aligned with a length multiple of 4"
     );
     // SAFETY: the pointer is aligned for f32 and the length is a whole number of f32s
@@ -69,7 +69,7 @@ pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
 /// Reads a packed weights file (little-endian f32) into memory.
 pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
     let bytes = std::fs::read(path)?;
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{}: length {} is not a whole number of f32", path.display(), bytes.len()),
