@@ -11,7 +11,7 @@
 //!
 //! Every shape is static: the input shape comes from the graph or the caller, every other
 //! shape is inferred by the IR (declared output shapes are ignored, exporters get them wrong),
-//! and everything computed from shapes folds to constants. `SUPPORTED.md` lists the ops.
+//! and everything computed from shapes folds to constants. The README's "ONNX models" section lists the ops.
 
 mod error;
 mod fold;

@@ -18,7 +18,7 @@ use crate::ir::{
 type Res = Result<Vec<Value>, String>;
 pub type Handler = fn(&mut Cx, &NodeView) -> Res;
 
-/// Every supported op type (default domain) and its handler. `SUPPORTED.md` documents them.
+/// Every supported op type (default domain) and its handler. The README's "ONNX models" section documents them.
 static OPS: &[(&str, Handler)] = &[
     ("Abs", |_, n| unary(n, Un::Abs)),
     ("Add", |cx, n| arith(cx, n, Bin::Add, Some(BinaryOp::Add))),
