@@ -9,7 +9,7 @@
 //! tile's channels. Bias and activation are fused in the epilogue.
 
 use super::depthwise::{out_len, PaddedRows};
-use super::simd::{usable, Vf32};
+use super::simd::{specialize_act, usable, Vf32};
 use super::{Act, Isa, Par};
 
 /// Dense 2-D convolution: `y[co] = act(bias[co] + Σ_ci conv(x[ci], w[co][ci]))`.
@@ -103,7 +103,7 @@ pub fn conv_dense(
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run_avx2(&mut a) },
             // SAFETY: the one-lane f32 path runs on any CPU.
-            _ => unsafe { run::<f32, 4, 2>(&mut a) },
+            _ => unsafe { run::<f32, 4, 2>(&mut a, act) },
         }
     });
 }
@@ -129,23 +129,24 @@ struct Args<'a> {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(a: &mut Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { run::<std::arch::x86_64::__m512, 8, 2>(a) }
+    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m512, 8, 2>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(a: &mut Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { run::<std::arch::x86_64::__m256, 4, 2>(a) }
+    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m256, 4, 2>(a, act)) }
 }
 
 /// Computes the group with tiles of `COB` output channels × `NV` vectors.
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions; the column stride is 1 or 2; `a`'s slices hold
-/// their tensors (checked by [`conv_dense`]).
+/// their tensors (checked by [`conv_dense`]); `act` is `a.act` (a constant where the caller
+/// specializes it).
 #[inline(always)]
-unsafe fn run<V: Vf32, const COB: usize, const NV: usize>(a: &mut Args) {
+unsafe fn run<V: Vf32, const COB: usize, const NV: usize>(a: &mut Args, act: Act) {
     let [kh, kw] = a.kernel;
     let (cin, oh, ow) = (a.cin, a.oh, a.ow);
     let plane_in = a.h * a.w_in;
@@ -182,12 +183,12 @@ unsafe fn run<V: Vf32, const COB: usize, const NV: usize>(a: &mut Args) {
             // rows of the tile's channels (checked in `tile`).
             unsafe {
                 co += match (a.stride[1], left) {
-                    (1, l) if l >= COB => tile::<V, COB, NV, 1>(&t, out, oh * ow, ow, a.act),
-                    (1, l) if l >= 4 => tile::<V, 4, NV, 1>(&t, out, oh * ow, ow, a.act),
-                    (1, _) => tile::<V, 1, NV, 1>(&t, out, oh * ow, ow, a.act),
-                    (_, l) if l >= COB => tile::<V, COB, NV, 2>(&t, out, oh * ow, ow, a.act),
-                    (_, l) if l >= 4 => tile::<V, 4, NV, 2>(&t, out, oh * ow, ow, a.act),
-                    _ => tile::<V, 1, NV, 2>(&t, out, oh * ow, ow, a.act),
+                    (1, l) if l >= COB => tile::<V, COB, NV, 1>(&t, out, oh * ow, ow, act),
+                    (1, l) if l >= 4 => tile::<V, 4, NV, 1>(&t, out, oh * ow, ow, act),
+                    (1, _) => tile::<V, 1, NV, 1>(&t, out, oh * ow, ow, act),
+                    (_, l) if l >= COB => tile::<V, COB, NV, 2>(&t, out, oh * ow, ow, act),
+                    (_, l) if l >= 4 => tile::<V, 4, NV, 2>(&t, out, oh * ow, ow, act),
+                    _ => tile::<V, 1, NV, 2>(&t, out, oh * ow, ow, act),
                 };
             }
         }

@@ -8,7 +8,7 @@
 //! stride 2). The weighted sum and the activation are then one vector loop.
 
 use super::depthwise::out_len;
-use super::simd::{usable, Vf32};
+use super::simd::{specialize_act, usable, Vf32};
 use super::{Act, Isa, Par};
 
 /// How one input of [`fuse`] is brought to the output's size.
@@ -116,7 +116,7 @@ pub fn fuse(
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run_avx2(a) },
             // SAFETY: the one-lane f32 path runs on any CPU.
-            _ => unsafe { run::<f32>(a) },
+            _ => unsafe { run::<f32>(a, act) },
         }
     });
 }
@@ -136,14 +136,14 @@ struct Args<'a> {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(a: Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { run::<std::arch::x86_64::__m512>(a) }
+    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m512>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(a: Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { run::<std::arch::x86_64::__m256>(a) }
+    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m256>(a, act)) }
 }
 
 /// Per-input row state.
@@ -169,7 +169,7 @@ enum Source {
 /// # Safety
 /// The CPU must support `V`'s instructions; the slices have the sizes [`fuse`] checks.
 #[inline(always)]
-unsafe fn run<V: Vf32>(a: Args) {
+unsafe fn run<V: Vf32>(a: Args, act: Act) {
     let (oh, ow, l) = (a.oh, a.ow, V::LANES);
     let wide = ow.div_ceil(l) * l;
     let mut sources: Vec<Source> = a
@@ -228,7 +228,7 @@ unsafe fn run<V: Vf32>(a: Args) {
             let out = &mut a.y[(ch - a.c0) * oh * ow + oy * ow..][..ow];
             // SAFETY: every row pointer covers `ow` floats: an input row of width ow, or a
             // buffer of `wide` floats.
-            unsafe { weighted_row::<V>(&rows, a.coef, out, a.act) };
+            unsafe { weighted_row::<V>(&rows, a.coef, out, act) };
         }
     }
 }

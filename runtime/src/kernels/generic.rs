@@ -345,7 +345,11 @@ pub fn pad(x: &[f32], y: &mut [f32], c: usize, h: usize, w: usize, pads: [usize;
     if oh * ow == 0 {
         return;
     }
-    for (src, dst) in x.chunks(h * w.max(1)).zip(y.chunks_mut(oh * ow)).take(c) {
+    if h * w == 0 {
+        // Nothing to copy: every output is padding.
+        return y[..c * oh * ow].fill(value);
+    }
+    for (src, dst) in x.chunks(h * w).zip(y.chunks_mut(oh * ow)).take(c) {
         for (oy, out) in dst.chunks_mut(ow).enumerate() {
             let iy = oy.wrapping_sub(pads[0]);
             if iy >= h {
@@ -714,6 +718,9 @@ mod tests {
             }
         }
         assert_close(&y, &want, 0.0, "pad");
+        let mut y = vec![f32::NAN; 2 * 3 * 2];
+        pad(&[], &mut y, 2, 0, 2, [1, 0, 2, 0], 4.0);
+        assert_eq!(y, vec![4.0; 12]);
     }
 
     #[test]
