@@ -458,6 +458,8 @@ mod tests {
             (2, 8, 10, 10, [2, 2], [2, 1], [0, 0, 1, 1]),
             (3, 4, 6, 7, [3, 3], [1, 1], [0, 0, 0, 0]),
             (3, 8, 6, 30, [1, 1], [1, 2], [0, 0, 0, 0]),
+            // Rows the kernel never reads (1×1, stride 2).
+            (4, 6, 9, 9, [1, 1], [2, 2], [0, 0, 0, 0]),
             // Column stride 3: the scalar fallback.
             (2, 3, 7, 9, [3, 3], [1, 3], [1, 1, 1, 1]),
             // Enough work for two threads; a channel count that is no multiple of 8.
