@@ -112,6 +112,10 @@ fn main() {
         (672, 32, 5, 1),
         (1152, 16, 5, 1),
         (64, 64, 3, 1),
+        // D0's other stride-2 depthwise convs.
+        (144, 128, 5, 2),
+        (240, 64, 3, 2),
+        (672, 32, 5, 2),
     ];
     for &(c, n, k, s) in &dw {
         let name = format!("depthwise {c}ch {k}x{k} s{s} @{n}² swish");
