@@ -172,20 +172,17 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
         let out = &mut a.y[ch * oh * ow..(ch + 1) * oh * ow];
         // SAFETY: the CPU supports V (caller); the kernel writes `out`'s rows only.
         unsafe {
-            let mut wv = [V::splat(0.0); 25];
-            for (t, v) in wv.iter_mut().enumerate().take(K * K) {
-                *v = V::splat(a.w[ch * K * K + t]);
-            }
+            let wv = &a.w[ch * K * K..(ch + 1) * K * K];
             let bv = V::splat(a.bias[ch]);
             let mut oy = 0;
             while oy + RB <= oh {
                 rows.fill::<V>(src, (oy + RB - 1) * S + K);
-                block::<V, K, S, RB>(&rows, oy * S, &wv, bv, &mut out[oy * ow..], ow, act);
+                block::<V, K, S, RB>(&rows, oy * S, wv, bv, &mut out[oy * ow..], ow, act);
                 oy += RB;
             }
             if RB > 4 && oy + 4 <= oh {
                 rows.fill::<V>(src, (oy + 3) * S + K);
-                block::<V, K, S, 4>(&rows, oy * S, &wv, bv, &mut out[oy * ow..], ow, act);
+                block::<V, K, S, 4>(&rows, oy * S, wv, bv, &mut out[oy * ow..], ow, act);
                 oy += 4;
             }
             let left = oh - oy;
@@ -193,9 +190,9 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
                 rows.fill::<V>(src, (oh - 1) * S + K);
                 let o = &mut out[oy * ow..];
                 match left {
-                    3 => block::<V, K, S, 3>(&rows, oy * S, &wv, bv, o, ow, act),
-                    2 => block::<V, K, S, 2>(&rows, oy * S, &wv, bv, o, ow, act),
-                    _ => block::<V, K, S, 1>(&rows, oy * S, &wv, bv, o, ow, act),
+                    3 => block::<V, K, S, 3>(&rows, oy * S, wv, bv, o, ow, act),
+                    2 => block::<V, K, S, 2>(&rows, oy * S, wv, bv, o, ow, act),
+                    _ => block::<V, K, S, 1>(&rows, oy * S, wv, bv, o, ow, act),
                 }
             }
         }
@@ -211,7 +208,7 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
 unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
     rows: &PaddedRows,
     p0: usize,
-    wv: &[V; 25],
+    wv: &[f32],
     bias: V,
     out: &mut [f32],
     ow: usize,
@@ -224,12 +221,14 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
     }
     let lanes = V::LANES;
     let half = rows.half;
-    assert!(out.len() >= R * ow);
+    assert!(out.len() >= R * ow && wv.len() >= K * K);
+    let wp = wv.as_ptr();
     let out = out.as_mut_ptr();
     let mut base = 0;
     while base < ow {
-        // SAFETY: loads stay within the ring rows (see `PaddedRows::new`), stores within the
-        // R output rows (the last vector of a row is stored partially).
+        // SAFETY: loads stay within the ring rows (see `PaddedRows::new`) and the K·K
+        // weights (kx < K: `black_box` is the identity), stores within the R output rows
+        // (the last vector of a row is stored partially).
         unsafe {
             let mut acc = [bias; R];
             // Tap column outermost: only that column's K weights are live, so they, the
@@ -244,7 +243,7 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
                 };
                 let mut col = [V::splat(0.0); 5];
                 for (ky, c) in col.iter_mut().enumerate().take(K) {
-                    *c = wv[ky * K + kx];
+                    *c = V::splat(*wp.add(ky * K + kx));
                 }
                 // Output row i, tap row ky reads input row i·S + ky. Loads of the same
                 // input row by several output rows are merged by the compiler; written
