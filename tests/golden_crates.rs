@@ -31,7 +31,8 @@ fn generate(model: &Path, weights: WeightsChoice, passes: PassSet, dir: &Path, n
         input_shape: None,
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
     };
-    compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
+    compile::build(&req, &mut |_| {})
+        .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
 }
 
 /// Runs cargo on a generated crate; returns stderr after checking success and no warnings.
@@ -44,22 +45,48 @@ fn cargo(args: &[&str], dir: &Path) -> String {
         .output()
         .expect("cargo runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cargo {args:?} failed for {}:\n{stderr}", dir.display());
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed for {}:\n{stderr}",
+        dir.display()
+    );
     stderr
 }
 
 fn assert_no_warnings(stderr: &str, what: &str) {
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning")).collect();
-    assert!(warnings.is_empty(), "{what}: generated code has warnings:\n{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "{what}: generated code has warnings:\n{stderr}"
+    );
 }
 
-/// Builds D0 from the spec with the fixture weights (fused or not), runs its binary on the
-/// fixture input, and returns the ten outputs.
-fn d0_outputs(passes: PassSet, name: &str) -> Vec<(String, Vec<f32>)> {
+/// Builds D0 (from the spec with the fixture weights, or from the fixture's ONNX file), fused
+/// or not, runs its binary on the fixture input, and returns the ten outputs.
+fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)> {
     let fx = fixture_dir("tf_efficientdet_d0");
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join(name);
-    generate(&root().join("specs/d0.yaml"), WeightsChoice::File(fx.join("weights.safetensors")), passes, &dir, name);
+    if onnx {
+        generate(
+            &fx.join("model.onnx"),
+            WeightsChoice::Model,
+            passes,
+            &dir,
+            name,
+        );
+    } else {
+        generate(
+            &root().join("specs/d0.yaml"),
+            WeightsChoice::File(fx.join("weights.safetensors")),
+            passes,
+            &dir,
+            name,
+        );
+    }
     let stderr = cargo(&["build", "--release", "--offline"], &dir);
     assert_no_warnings(&stderr, name);
     let out = work.path().join("out");
@@ -86,13 +113,22 @@ fn d0_outputs(passes: PassSet, name: &str) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn d0_crates_fused_and_unfused_match_the_reference() {
     let fx = fixture_dir("tf_efficientdet_d0");
-    let fused = d0_outputs(PassSet::all(), "effdet-d0-fused");
-    let unfused = d0_outputs(PassSet::none(), "effdet-d0-unfused");
+    let fused = d0_outputs(PassSet::all(), "effdet-d0-fused", false);
+    let unfused = d0_outputs(PassSet::none(), "effdet-d0-unfused", false);
     for ((name, a), (_, b)) in fused.iter().zip(&unfused) {
         let (_, reference) = read_npy(&fx.join(format!("{name}.npy")));
         assert_close(&format!("fused {name}"), a, &reference);
         assert_close(&format!("unfused {name}"), b, &reference);
         assert_close(&format!("fused vs unfused {name}"), a, b);
+    }
+}
+
+#[test]
+fn d0_crate_from_the_fixture_onnx_matches_the_reference() {
+    let fx = fixture_dir("tf_efficientdet_d0");
+    for (name, values) in d0_outputs(PassSet::all(), "effdet-model", true) {
+        let (_, reference) = read_npy(&fx.join(format!("{name}.npy")));
+        assert_close(&format!("onnx {name}"), &values, &reference);
     }
 }
 
@@ -123,11 +159,23 @@ fn checked_in_generated_source_is_current_and_deterministic() {
     let mut outputs = Vec::new();
     for run in 0..2 {
         let dir = work.path().join(format!("run{run}"));
-        generate(&root().join("specs/d0.yaml"), WeightsChoice::Random(0), PassSet::all(), &dir, "effdet-d0");
+        generate(
+            &root().join("specs/d0.yaml"),
+            WeightsChoice::Random(0),
+            PassSet::all(),
+            &dir,
+            "effdet-d0",
+        );
         outputs.push(dir);
     }
     let checked_in = root().join("generated/effdet-d0");
-    for file in ["Cargo.toml", ".gitignore", "src/lib.rs", "src/model.rs", "src/main.rs"] {
+    for file in [
+        "Cargo.toml",
+        ".gitignore",
+        "src/lib.rs",
+        "src/model.rs",
+        "src/main.rs",
+    ] {
         let a = std::fs::read(outputs[0].join(file)).unwrap();
         let b = std::fs::read(outputs[1].join(file)).unwrap();
         assert!(a == b, "{file} differs between two generations");

@@ -89,10 +89,14 @@ impl Locals {
         quote!(t[#i])
     }
     fn weight(&mut self, w: usize) -> TokenStream {
-        let i = self.weights.iter().position(|&x| x == w).unwrap_or_else(|| {
-            self.weights.push(w);
-            self.weights.len() - 1
-        });
+        let i = self
+            .weights
+            .iter()
+            .position(|&x| x == w)
+            .unwrap_or_else(|| {
+                self.weights.push(w);
+                self.weights.len() - 1
+            });
         let i = lit(i);
         quote!(w[#i])
     }
@@ -113,33 +117,71 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
         .collect();
     let out_off = loc.slot(s.output);
     let out_len = len(s.output);
-    let ins: Vec<(TokenStream, Literal)> = s.inputs.iter().map(|&i| (loc.slot(i), len(i))).collect();
+    let ins: Vec<(TokenStream, Literal)> =
+        s.inputs.iter().map(|&i| (loc.slot(i), len(i))).collect();
     let in_pairs = ins.iter().map(|(o, l)| quote!((#o, #l)));
     let names: Vec<proc_macro2::Ident> = (0..ins.len()).map(|i| format_ident!("x{}", i)).collect();
     // `let ([x0, x1], y) = split(...)`: the common prologue of out-of-place kernels.
     let split = quote! {
         let ([#(#names),*], y) = arena::split(cx.arena, [#(#in_pairs),*], (#out_off, #out_len));
     };
-    let x0 = names.first().cloned().unwrap_or_else(|| format_ident!("x0"));
+    let x0 = names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format_ident!("x0"));
     match &s.kernel {
-        Kernel::Conv1x1 { cin, cout, hw, act: a } => {
+        Kernel::Conv1x1 {
+            cin,
+            cout,
+            hw,
+            act: a,
+        } => {
             let (w0, b) = (&ws[0], &ws[1]);
-            let residual = if s.inputs.len() == 2 { quote!(Some(x1)) } else { quote!(None) };
+            let residual = if s.inputs.len() == 2 {
+                quote!(Some(x1))
+            } else {
+                quote!(None)
+            };
             let (cin, cout, hw, a) = (lit(*cin), lit(*cout), lit(*hw), act(*a));
             quote! {{
                 #split
                 k::conv1x1::conv1x1(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #hw, #a);
             }}
         }
-        Kernel::Depthwise { c, h, w, k, stride, pads, act: a } => {
+        Kernel::Depthwise {
+            c,
+            h,
+            w,
+            k,
+            stride,
+            pads,
+            act: a,
+        } => {
             let (w0, b) = (&ws[0], &ws[1]);
-            let (c, h, w, k, stride, pads, a) = (lit(*c), lit(*h), lit(*w), lit(*k), lit(*stride), lits(pads), act(*a));
+            let (c, h, w, k, stride, pads, a) = (
+                lit(*c),
+                lit(*h),
+                lit(*w),
+                lit(*k),
+                lit(*stride),
+                lits(pads),
+                act(*a),
+            );
             quote! {{
                 #split
                 k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a);
             }}
         }
-        Kernel::Dense { cin, cout, h, w, kernel, stride, pads, act: a } => {
+        Kernel::Dense {
+            cin,
+            cout,
+            h,
+            w,
+            kernel,
+            stride,
+            pads,
+            act: a,
+        } => {
             let (w0, b) = (&ws[0], &ws[1]);
             let (cin, cout, h, w) = (lit(*cin), lit(*cout), lit(*h), lit(*w));
             let (kernel, stride, pads, a) = (lits(kernel), lits(stride), lits(pads), act(*a));
@@ -148,7 +190,19 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
                 k::dense::conv_dense(cx.isa, cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
             }}
         }
-        Kernel::ConvGeneric { cin, cout, groups, h, w, kernel, stride, dilation, pads, act: a, bias } => {
+        Kernel::ConvGeneric {
+            cin,
+            cout,
+            groups,
+            h,
+            w,
+            kernel,
+            stride,
+            dilation,
+            pads,
+            act: a,
+            bias,
+        } => {
             let w0 = &ws[0];
             let b = if *bias {
                 let b = &ws[1];
@@ -156,9 +210,19 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             } else {
                 quote!(None)
             };
-            let residual = if s.inputs.len() == 2 { quote!(Some(x1)) } else { quote!(None) };
+            let residual = if s.inputs.len() == 2 {
+                quote!(Some(x1))
+            } else {
+                quote!(None)
+            };
             let (cin, cout, groups, h, w) = (lit(*cin), lit(*cout), lit(*groups), lit(*h), lit(*w));
-            let (kernel, stride, dilation, pads, a) = (lits(kernel), lits(stride), lits(dilation), lits(pads), act(*a));
+            let (kernel, stride, dilation, pads, a) = (
+                lits(kernel),
+                lits(stride),
+                lits(dilation),
+                lits(pads),
+                act(*a),
+            );
             quote! {{
                 #split
                 k::dense::conv_generic(cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #groups, #h, #w, #kernel, #stride, #dilation, #pads, #a);
@@ -180,7 +244,13 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
                 k::se::squeeze_excite(cx.isa, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
             }}
         }
-        Kernel::Fuse { c, oh, ow, samples, act: a } => {
+        Kernel::Fuse {
+            c,
+            oh,
+            ow,
+            samples,
+            act: a,
+        } => {
             let coef = &ws[0];
             let inputs = samples.iter().zip(&names).map(|(sample, x)| {
                 let sample = match sample {
@@ -237,14 +307,29 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
                 k::generic::global_avg_pool(#x0, y, #c, #hw);
             }}
         }
-        Kernel::Pool { kind, c, h, w, kernel, stride, pads } => {
+        Kernel::Pool {
+            kind,
+            c,
+            h,
+            w,
+            kernel,
+            stride,
+            pads,
+        } => {
             let kind = match kind {
                 PoolKind::Max => quote!(k::generic::PoolKind::Max),
                 PoolKind::Avg { count_include_pad } => {
                     quote!(k::generic::PoolKind::Avg { count_include_pad: #count_include_pad })
                 }
             };
-            let (c, h, w, kernel, stride, pads) = (lit(*c), lit(*h), lit(*w), lits(kernel), lits(stride), lits(pads));
+            let (c, h, w, kernel, stride, pads) = (
+                lit(*c),
+                lit(*h),
+                lit(*w),
+                lits(kernel),
+                lits(stride),
+                lits(pads),
+            );
             quote! {{
                 #split
                 k::generic::pool2d(#kind, #x0, y, #c, #h, #w, #kernel, #stride, #pads);
@@ -257,7 +342,13 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
                 k::generic::resize_nearest(#x0, y, #c, #h, #w, #oh, #ow);
             }}
         }
-        Kernel::Pad { c, h, w, pads, value } => {
+        Kernel::Pad {
+            c,
+            h,
+            w,
+            pads,
+            value,
+        } => {
             let (c, h, w, pads, value) = (lit(*c), lit(*h), lit(*w), lits(pads), f32_lit(*value));
             quote! {{
                 #split
@@ -334,7 +425,10 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
 /// suffix kept (`class_net.conv_rep.0.conv_dw@P3` → `class_net@P3`).
 pub fn block_key(name: &str) -> String {
     if let Some((path, level)) = name.split_once('@') {
-        let net = path.split(['.', '/']).find(|c| !c.is_empty()).unwrap_or(path);
+        let net = path
+            .split(['.', '/'])
+            .find(|c| !c.is_empty())
+            .unwrap_or(path);
         return format!("{net}@{level}");
     }
     let mut end = 0;
@@ -383,8 +477,16 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         let (nt, nw) = (lit(loc.slots.len()), lit(loc.weights.len()));
         if index == functions.len() {
             let doc = format!(" `{}` …", plan.steps[seg[0]].name);
-            let t_param = if loc.slots.is_empty() { quote!(_t) } else { quote!(t) };
-            let w_param = if loc.weights.is_empty() { quote!(_w) } else { quote!(w) };
+            let t_param = if loc.slots.is_empty() {
+                quote!(_t)
+            } else {
+                quote!(t)
+            };
+            let w_param = if loc.weights.is_empty() {
+                quote!(_w)
+            } else {
+                quote!(w)
+            };
             functions.push(quote! {
                 #[doc = #doc]
                 fn #name(cx: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw]) {
@@ -413,17 +515,16 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     });
     let arena_len = lit(plan.arena_len);
     let weights_len = lit(plan.weights_len);
-    let scratch_len = lit(
-        plan.steps
-            .iter()
-            .map(|s| match s.kernel {
-                Kernel::SqueezeExcite { c, r, .. } => c + r,
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0)
-            .max(1),
-    );
+    let scratch_len = lit(plan
+        .steps
+        .iter()
+        .map(|s| match s.kernel {
+            Kernel::SqueezeExcite { c, r, .. } => c + r,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1));
     let weight_bytes = 4 * plan.weights_len;
     let (weights_static, weights_new) = match weights {
         WeightsSource::Embedded(path) => {
@@ -452,7 +553,12 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         .map(|(n, s)| format!(" | `{n}` | `{:?}` |", plan.slots[*s].shape))
         .collect();
     let model_doc = [
-        format!(" `{}`, compiled by effdetc from `{}`{}.", header.model, header.source, if header.fused { "" } else { " without fusion" }),
+        format!(
+            " `{}`, compiled by effdetc from `{}`{}.",
+            header.model,
+            header.source,
+            if header.fused { "" } else { " without fusion" }
+        ),
         String::new(),
         format!(" Input: `{input_shape:?}` f32, NCHW, normalized."),
         String::new(),
@@ -463,7 +569,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     .chain(outputs_table)
     .chain([
         String::new(),
-        format!(" Arena: {} bytes. Packed weights: {} bytes.", 4 * plan.arena_len, weight_bytes),
+        format!(
+            " Arena: {} bytes. Packed weights: {} bytes.",
+            4 * plan.arena_len,
+            weight_bytes
+        ),
     ]);
     let model_doc = model_doc.map(|l| quote!(#[doc = #l]));
     let n_steps = plan.steps.len();
@@ -555,9 +665,16 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             }
         }
 
+        // `Model` must stay `Send` (it moves between threads with its arena).
+        const _: fn() = || {
+            fn assert_send<T: Send>() {}
+            assert_send::<Model>();
+        };
+
         #(#functions)*
     };
-    let parsed: syn::File = syn::parse2(file).map_err(|e| format!("generated code does not parse: {e}"))?;
+    let parsed: syn::File =
+        syn::parse2(file).map_err(|e| format!("generated code does not parse: {e}"))?;
     let banner = format!(
         "// Generated by effdetc {} from `{}`. Do not edit: regenerate with `effdetc build`.\n\n",
         env!("CARGO_PKG_VERSION"),
@@ -572,11 +689,23 @@ mod tests {
 
     #[test]
     fn block_keys() {
-        assert_eq!(block_key("backbone.blocks.1.0.conv_pw"), "backbone.blocks.1.0");
-        assert_eq!(block_key("backbone.blocks.1.0.se.conv_reduce.act"), "backbone.blocks.1.0");
-        assert_eq!(block_key("fpn.cell.0.fnode.3.after_combine.conv.conv_dw"), "fpn.cell.0.fnode.3");
+        assert_eq!(
+            block_key("backbone.blocks.1.0.conv_pw"),
+            "backbone.blocks.1.0"
+        );
+        assert_eq!(
+            block_key("backbone.blocks.1.0.se.conv_reduce.act"),
+            "backbone.blocks.1.0"
+        );
+        assert_eq!(
+            block_key("fpn.cell.0.fnode.3.after_combine.conv.conv_dw"),
+            "fpn.cell.0.fnode.3"
+        );
         assert_eq!(block_key("class_net.conv_rep.0.conv_dw@P3"), "class_net@P3");
-        assert_eq!(block_key("/model/backbone/blocks.1/blocks.1.0/conv_pw/Conv"), "/model/backbone/blocks.1/blocks.1.0");
+        assert_eq!(
+            block_key("/model/backbone/blocks.1/blocks.1.0/conv_pw/Conv"),
+            "/model/backbone/blocks.1/blocks.1.0"
+        );
         assert_eq!(block_key("input"), "");
     }
 }

@@ -503,6 +503,10 @@ impl Model {
         Ok(Outputs::new(&self.arena, &OUTPUTS))
     }
 }
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Model>();
+};
 /// `backbone.conv_stem` …
 fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
