@@ -44,11 +44,19 @@ pub struct Built {
 
 /// `effdet-<file stem>`, lower-cased, characters outside `[a-z0-9_-]` replaced by `-`.
 pub fn default_crate_name(model: &Path) -> String {
-    let stem = model.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let stem = model
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
     let clean: String = stem
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("effdet-{clean}")
 }
@@ -56,7 +64,9 @@ pub fn default_crate_name(model: &Path) -> String {
 /// A valid package name: ASCII letters, digits, `-`, `_`, starting with a letter.
 fn check_name(name: &str) -> Result<(), String> {
     let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -65,10 +75,19 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// Builds the crate `req` asks for; `progress` receives one line per stage.
-pub fn build(req: &BuildRequest, progress: &mut dyn FnMut(&str)) -> Result<Built, Box<dyn std::error::Error>> {
-    let name = req.name.clone().unwrap_or_else(|| default_crate_name(&req.model));
+pub fn build(
+    req: &BuildRequest,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Built, Box<dyn std::error::Error>> {
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| default_crate_name(&req.model));
     check_name(&name)?;
-    let dir = req.out_dir.clone().unwrap_or_else(|| Path::new("generated").join(&name));
+    let dir = req
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("generated").join(&name));
     progress(&format!("loading {}", req.model.display()));
     let mut m = model::load(
         &req.model,
@@ -113,10 +132,10 @@ pub fn build(req: &BuildRequest, progress: &mut dyn FnMut(&str)) -> Result<Built
         4.0 * plan.weights_len as f64 / (1 << 20) as f64
     ));
     // The file name only: generated source must not depend on where the compiler ran.
-    let source = req
-        .model
-        .file_name()
-        .map_or_else(|| req.model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let source = req.model.file_name().map_or_else(
+        || req.model.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let files = codegen::crate_files(
         &plan,
         &blob,
@@ -131,7 +150,8 @@ pub fn build(req: &BuildRequest, progress: &mut dyn FnMut(&str)) -> Result<Built
             runtime_version: env!("CARGO_PKG_VERSION"),
         },
     )?;
-    codegen::write_crate(&dir, &files).map_err(|e| format!("{}: cannot write the crate: {e}", dir.display()))?;
+    codegen::write_crate(&dir, &files)
+        .map_err(|e| format!("{}: cannot write the crate: {e}", dir.display()))?;
     progress(&format!("wrote {} to {}", name, dir.display()));
     Ok(Built {
         dir,

@@ -151,7 +151,10 @@ pub fn bind_random(graph: &mut Graph, seed: u64) {
             let fan_in = p.shape[1..].iter().product::<usize>().max(1) as f32;
             let b = (3.0 / fan_in).sqrt();
             (-b, b)
-        } else if p.name.ends_with("running_var") || p.name.ends_with(".weight") || p.name.ends_with("edge_weights") {
+        } else if p.name.ends_with("running_var")
+            || p.name.ends_with(".weight")
+            || p.name.ends_with("edge_weights")
+        {
             (0.5, 1.5)
         } else {
             (-0.1, 0.1)

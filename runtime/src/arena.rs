@@ -18,7 +18,10 @@ pub fn split<const N: usize>(
 ) -> ([&[f32]; N], &mut [f32]) {
     let (out_start, out_len) = output;
     let out_end = out_start + out_len;
-    assert!(out_end <= arena.len(), "output region {output:?} outside the arena");
+    assert!(
+        out_end <= arena.len(),
+        "output region {output:?} outside the arena"
+    );
     let (before, rest) = arena.split_at_mut(out_start);
     let (out, after) = rest.split_at_mut(out_len);
     let (before, after): (&[f32], &[f32]) = (before, after);
@@ -58,7 +61,8 @@ pub struct Aligned<T: ?Sized>(pub T);
 #[allow(unsafe_code)]
 pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
     assert!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 && bytes.len().is_multiple_of(4),
+        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0
+            && bytes.len().is_multiple_of(4),
         "packed weights must be 4-byte aligned with a length multiple of 4"
     );
     // SAFETY: the pointer is aligned for f32 and the length is a whole number of f32s
@@ -72,7 +76,11 @@ pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
     if !bytes.len().is_multiple_of(4) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{}: length {} is not a whole number of f32", path.display(), bytes.len()),
+            format!(
+                "{}: length {} is not a whole number of f32",
+                path.display(),
+                bytes.len()
+            ),
         ));
     }
     Ok(bytes

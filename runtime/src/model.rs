@@ -31,7 +31,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InputLength { expected, found } => {
-                write!(f, "input has {found} values, the model takes {expected} (INPUT_SHAPE, NCHW f32)")
+                write!(
+                    f,
+                    "input has {found} values, the model takes {expected} (INPUT_SHAPE, NCHW f32)"
+                )
             }
             Error::Weights { path, message } => write!(f, "{path}: {message}"),
             Error::Detect(message) => f.write_str(message),
@@ -127,6 +130,8 @@ impl<'a> Outputs<'a> {
 
     /// Every output as `(name, shape, values)`, in output order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &'static [usize], &'a [f32])> + '_ {
-        self.slots.iter().filter_map(move |s| Some((s.name, s.shape, self.get(s.name)?)))
+        self.slots
+            .iter()
+            .filter_map(move |s| Some((s.name, s.shape, self.get(s.name)?)))
     }
 }

@@ -66,7 +66,12 @@ impl Planner for GreedyBySize {
 
 /// Arena size (elements) an assignment needs.
 pub fn arena_len(buffers: &[Buffer], offsets: &[usize]) -> usize {
-    buffers.iter().zip(offsets).map(|(b, o)| o + b.size).max().unwrap_or(0)
+    buffers
+        .iter()
+        .zip(offsets)
+        .map(|(b, o)| o + b.size)
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -77,7 +82,8 @@ mod tests {
         for (i, a) in buffers.iter().enumerate() {
             for (j, b) in buffers.iter().enumerate().skip(i + 1) {
                 if a.overlaps_in_time(b) {
-                    let disjoint = offsets[i] + a.size <= offsets[j] || offsets[j] + b.size <= offsets[i];
+                    let disjoint =
+                        offsets[i] + a.size <= offsets[j] || offsets[j] + b.size <= offsets[i];
                     assert!(disjoint, "buffers {i} and {j} collide");
                 }
             }
@@ -103,7 +109,9 @@ mod tests {
     fn random_lifetimes_never_collide() {
         let mut state = 7u64;
         let mut next = |m: usize| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as usize % m
         };
         let buffers: Vec<Buffer> = (0..200)

@@ -9,7 +9,8 @@ pub mod memory;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ir::{
-    Activation, BinaryOp, FusionMethod, Graph, NodeId, Op, Pads, ParamId, PoolKind, ReduceKind, Sampling,
+    Activation, BinaryOp, FusionMethod, Graph, NodeId, Op, Pads, ParamId, PoolKind, ReduceKind,
+    Sampling,
 };
 use memory::{Buffer, GreedyBySize, Planner};
 
@@ -20,17 +21,48 @@ pub const ALIGN: usize = 16;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sample {
     Identity,
-    Nearest { h: usize, w: usize },
-    MaxPool { h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads },
+    Nearest {
+        h: usize,
+        w: usize,
+    },
+    MaxPool {
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: Pads,
+    },
 }
 
 /// The kernel a step calls, with every shape constant it needs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
     /// 1×1, stride 1, no padding, dense; optional residual as the second input.
-    Conv1x1 { cin: usize, cout: usize, hw: usize, act: Option<Activation> },
-    Depthwise { c: usize, h: usize, w: usize, k: usize, stride: usize, pads: Pads, act: Option<Activation> },
-    Dense { cin: usize, cout: usize, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads, act: Option<Activation> },
+    Conv1x1 {
+        cin: usize,
+        cout: usize,
+        hw: usize,
+        act: Option<Activation>,
+    },
+    Depthwise {
+        c: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        stride: usize,
+        pads: Pads,
+        act: Option<Activation>,
+    },
+    Dense {
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: Pads,
+        act: Option<Activation>,
+    },
     /// Any other convolution (groups, dilation, residual on a non-1×1 conv).
     ConvGeneric {
         cin: usize,
@@ -46,22 +78,84 @@ pub enum Kernel {
         bias: bool,
     },
     /// In place on its output region (which holds, or first receives a copy of, the input).
-    SqueezeExcite { c: usize, hw: usize, r: usize, act: Activation },
-    Fuse { c: usize, oh: usize, ow: usize, samples: Vec<Sample>, act: Option<Activation> },
-    BatchNorm { c: usize, hw: usize, eps: f32 },
-    Activation { act: Activation, len: usize },
-    Binary { op: BinaryOp, a: Vec<usize>, b: Vec<usize>, y: Vec<usize> },
-    GlobalAvgPool { c: usize, hw: usize },
-    Pool { kind: PoolKind, c: usize, h: usize, w: usize, kernel: [usize; 2], stride: [usize; 2], pads: Pads },
-    Resize { c: usize, h: usize, w: usize, oh: usize, ow: usize },
-    Pad { c: usize, h: usize, w: usize, pads: Pads, value: f32 },
-    WeightedSum { method: FusionMethod, n: usize },
+    SqueezeExcite {
+        c: usize,
+        hw: usize,
+        r: usize,
+        act: Activation,
+    },
+    Fuse {
+        c: usize,
+        oh: usize,
+        ow: usize,
+        samples: Vec<Sample>,
+        act: Option<Activation>,
+    },
+    BatchNorm {
+        c: usize,
+        hw: usize,
+        eps: f32,
+    },
+    Activation {
+        act: Activation,
+        len: usize,
+    },
+    Binary {
+        op: BinaryOp,
+        a: Vec<usize>,
+        b: Vec<usize>,
+        y: Vec<usize>,
+    },
+    GlobalAvgPool {
+        c: usize,
+        hw: usize,
+    },
+    Pool {
+        kind: PoolKind,
+        c: usize,
+        h: usize,
+        w: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pads: Pads,
+    },
+    Resize {
+        c: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        ow: usize,
+    },
+    Pad {
+        c: usize,
+        h: usize,
+        w: usize,
+        pads: Pads,
+        value: f32,
+    },
+    WeightedSum {
+        method: FusionMethod,
+        n: usize,
+    },
     /// Same values, new shape.
     Copy,
-    Transpose { shape: Vec<usize>, perm: Vec<usize> },
-    Concat { shapes: Vec<Vec<usize>>, axis: usize },
-    Reduce { kind: ReduceKind, shape: Vec<usize>, axes: Vec<usize> },
-    Softmax { shape: Vec<usize>, axis: usize },
+    Transpose {
+        shape: Vec<usize>,
+        perm: Vec<usize>,
+    },
+    Concat {
+        shapes: Vec<Vec<usize>>,
+        axis: usize,
+    },
+    Reduce {
+        kind: ReduceKind,
+        shape: Vec<usize>,
+        axes: Vec<usize>,
+    },
+    Softmax {
+        shape: Vec<usize>,
+        axis: usize,
+    },
     /// Copies a constant from the weights into the arena.
     Constant,
 }
@@ -72,7 +166,11 @@ pub enum Packing {
     /// As-is, row-major.
     Raw(ParamId),
     /// 1×1 conv weights `[cout, cin]` in the GEMM kernel's panel layout.
-    Conv1x1 { param: ParamId, cout: usize, cin: usize },
+    Conv1x1 {
+        param: ParamId,
+        cout: usize,
+        cin: usize,
+    },
     /// `len` zeros (a bias a conv does not have).
     Zeros(usize),
 }
@@ -108,7 +206,9 @@ pub struct Step {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("model `{model}`: batch size {batch} is not supported; effdet compiles batch-1 models")]
+    #[error(
+        "model `{model}`: batch size {batch} is not supported; effdet compiles batch-1 models"
+    )]
     Batch { model: String, batch: usize },
     #[error("model `{model}` has {found} inputs; a compiled model takes exactly one image tensor")]
     Inputs { model: String, found: usize },
@@ -189,7 +289,10 @@ impl Plan {
                 continue;
             }
             let ins = graph.inputs_of(id);
-            let in_shapes: Vec<&[usize]> = ins.iter().map(|&i| graph.node(i).shape.as_slice()).collect();
+            let in_shapes: Vec<&[usize]> = ins
+                .iter()
+                .map(|&i| graph.node(i).shape.as_slice())
+                .collect();
             let out = &node.shape;
             let unsupported = |message: String| PlanError::Unsupported {
                 node: node.name.clone(),
@@ -199,7 +302,9 @@ impl Plan {
                 if is_nchw_batch1(s) {
                     Ok(())
                 } else {
-                    Err(unsupported(format!("needs a batch-1 NCHW tensor, got {s:?}")))
+                    Err(unsupported(format!(
+                        "needs a batch-1 NCHW tensor, got {s:?}"
+                    )))
                 }
             };
             let mut step_weights = Vec::new();
@@ -211,7 +316,12 @@ impl Plan {
                 }
                 Op::Conv2d(c) => {
                     need4(in_shapes[0])?;
-                    let [_, cin, h, w] = [in_shapes[0][0], in_shapes[0][1], in_shapes[0][2], in_shapes[0][3]];
+                    let [_, cin, h, w] = [
+                        in_shapes[0][0],
+                        in_shapes[0][1],
+                        in_shapes[0][2],
+                        in_shapes[0][3],
+                    ];
                     let cout = c.out_channels;
                     let residual = ins.len() == 2;
                     let bias_len = cout;
@@ -293,7 +403,12 @@ impl Plan {
                 }
                 Op::SqueezeExcite(se) => {
                     need4(out)?;
-                    for p in [se.reduce_weight, se.reduce_bias, se.expand_weight, se.expand_bias] {
+                    for p in [
+                        se.reduce_weight,
+                        se.reduce_bias,
+                        se.expand_weight,
+                        se.expand_bias,
+                    ] {
                         step_weights.push(weight(Packing::Raw(p), plen(p)));
                     }
                     Kernel::SqueezeExcite {
@@ -316,7 +431,11 @@ impl Plan {
                                 h: shape[2],
                                 w: shape[3],
                             },
-                            Sampling::MaxPool { kernel, stride, pads } => Sample::MaxPool {
+                            Sampling::MaxPool {
+                                kernel,
+                                stride,
+                                pads,
+                            } => Sample::MaxPool {
                                 h: shape[2],
                                 w: shape[3],
                                 kernel: *kernel,
@@ -430,7 +549,11 @@ impl Plan {
                 weights: step_weights,
             });
         }
-        let outputs: Vec<(String, usize)> = graph.outputs.iter().map(|(n, id)| (n.clone(), slot_of[id])).collect();
+        let outputs: Vec<(String, usize)> = graph
+            .outputs
+            .iter()
+            .map(|(n, id)| (n.clone(), slot_of[id]))
+            .collect();
 
         // Lifetimes in step indices; the input is live from the start (step 0 is "copy in"),
         // outputs to the end. Squeeze-excite works in place: when its input dies there, both

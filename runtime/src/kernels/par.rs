@@ -9,7 +9,9 @@ pub struct Par {
 impl Par {
     /// `threads` is clamped to at least 1.
     pub fn new(threads: usize) -> Par {
-        Par { threads: threads.max(1) }
+        Par {
+            threads: threads.max(1),
+        }
     }
 
     /// The thread count.
