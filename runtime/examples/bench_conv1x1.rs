@@ -13,6 +13,7 @@
 //!   --consume                      (read the output after each call, as the next layer
 //!                                   would; the time includes that read)
 //!   --shape CIN,COUT,HW            (instead of the D0 list; repeatable)
+//!   --acts                         (instead: activation throughput, `apply_slice` in L1)
 //! ```
 //!
 //! Each sample times enough back-to-back calls to last ≥ 2 ms (hot caches, as in a model
@@ -54,6 +55,7 @@ struct Opts {
     ab: Option<String>,
     with_res: bool,
     consume: bool,
+    acts: bool,
     shapes: Vec<(usize, usize, usize)>,
 }
 
@@ -113,6 +115,7 @@ fn parse() -> Opts {
             }
             "--consume" => o.consume = true,
             "--res" => o.with_res = true,
+            "--acts" => o.acts = true,
             s => panic!("unknown argument {s}"),
         }
         i += 1;
@@ -159,8 +162,51 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// Throughput of `apply_slice` on an L1-resident buffer, in elements per ns.
+fn bench_acts(o: &Opts) {
+    let acts = [
+        Act::Relu,
+        Act::Relu6,
+        Act::HardSwish,
+        Act::Sigmoid,
+        Act::Swish,
+    ];
+    println!(
+        "apply_slice on 4096 floats (L1), median of {} samples: elements/ns",
+        o.samples
+    );
+    print!("{:<10}", "");
+    for act in &acts {
+        print!(" {:>10}", format!("{act:?}"));
+    }
+    println!();
+    let src: Vec<f32> = (0..4096).map(|i| (i as f32 - 2048.0) * 0.01).collect();
+    for &isa in &o.isas {
+        print!("{:<10}", format!("{isa:?}"));
+        for &act in &acts {
+            let mut buf = src.clone();
+            let reps = 200;
+            let mut rates: Vec<f64> = (0..o.samples)
+                .map(|_| {
+                    let t = Instant::now();
+                    for _ in 0..reps {
+                        buf.copy_from_slice(&src);
+                        effdet_runtime::kernels::act::apply_slice(isa, act, &mut buf);
+                    }
+                    (reps * buf.len()) as f64 / t.elapsed().as_secs_f64() / 1e9
+                })
+                .collect();
+            print!(" {:>10.2}", median(&mut rates));
+        }
+        println!();
+    }
+}
+
 fn main() {
     let o = parse();
+    if o.acts {
+        return bench_acts(&o);
+    }
     println!(
         "conv1x1, {} thread(s), median of {} samples, GMAC/s (peak ~{PEAK} per core){}{}",
         o.threads,
