@@ -30,6 +30,7 @@ fn generate(model: &Path, weights: WeightsChoice, passes: PassSet, dir: &Path, n
         passes,
         input_shape: None,
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
+        detect_spec: None,
     };
     compile::build(&req, &mut |_| {})
         .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
@@ -64,9 +65,106 @@ fn assert_no_warnings(stderr: &str, what: &str) {
     );
 }
 
+/// Runs the generated binary's `detect` on an image; returns the parsed JSON and checks the
+/// annotated image has the original's size.
+fn detect(binary: &Path, image: &Path, threshold: &str, work: &Path) -> Vec<serde_json::Value> {
+    let annotated = work.join("annotated.png");
+    let _ = std::fs::remove_file(&annotated);
+    let out = Command::new(binary)
+        .arg("detect")
+        .arg(image)
+        .args(["--json", "--score-threshold", threshold, "--out"])
+        .arg(&annotated)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "detect {}: {stderr}", image.display());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "detect --json printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let original = image::image_dimensions(image).unwrap();
+    assert_eq!(
+        image::image_dimensions(&annotated).unwrap(),
+        original,
+        "annotated image size"
+    );
+    let items = json.as_array().expect("a JSON array").clone();
+    for d in &items {
+        let bbox: Vec<f64> = d["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(bbox.len(), 4);
+        // Boxes are clipped to the image, in its pixels.
+        assert!(
+            bbox[0] >= 0.0
+                && bbox[2] <= original.0 as f64 + 1e-3
+                && bbox[1] >= 0.0
+                && bbox[3] <= original.1 as f64 + 1e-3,
+            "{d}"
+        );
+        assert!(d["score"].as_f64().unwrap() >= threshold.parse::<f64>().unwrap());
+        let class = d["class"].as_u64().unwrap();
+        assert!((1..=90).contains(&class));
+        assert_eq!(
+            d["label"].as_str().unwrap(),
+            effdet_runtime::coco_label(class as u32)
+        );
+    }
+    items
+}
+
+/// `detect` on a photograph and on awkward images: 1×1, very wide, very tall, grayscale, RGBA.
+fn check_detect(binary: &Path) {
+    let work = tempfile::tempdir().unwrap();
+    let photo = root().join("tests/data/grace_hopper.jpg");
+    assert_eq!(
+        detect(binary, &photo, "0", work.path()).len(),
+        100,
+        "top 100 at threshold 0"
+    );
+    // The fixture weights are random: nothing scores 0.4 (the default threshold).
+    assert!(detect(binary, &photo, "0.4", work.path()).is_empty());
+    let rgb = |w: u32, h: u32| {
+        image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 7) as u8, (y * 5) as u8, 90])
+        }))
+    };
+    let cases = [
+        ("one.png", rgb(1, 1)),
+        ("wide.png", rgb(2000, 3)),
+        ("tall.png", rgb(3, 2000)),
+        (
+            "gray.png",
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(64, 48, |x, y| {
+                image::Luma([(x + y) as u8])
+            })),
+        ),
+        (
+            "rgba.png",
+            image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(48, 64, |x, y| {
+                image::Rgba([x as u8, y as u8, 7, 128])
+            })),
+        ),
+    ];
+    for (name, img) in cases {
+        let path = work.path().join(name);
+        img.save(&path).unwrap();
+        let found = detect(binary, &path, "0", work.path());
+        assert!(!found.is_empty(), "{name}");
+    }
+}
+
 /// Builds D0 (from the spec with the fixture weights, or from the fixture's ONNX file), fused
-/// or not, runs its binary on the fixture input, and returns the ten outputs.
+/// or not, runs its binary on the fixture input (and, for the fused spec crate, `detect`), and
+/// returns the ten outputs.
 fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)> {
+    let fused = !passes.is_empty();
     let fx = fixture_dir("tf_efficientdet_d0");
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join(name);
@@ -98,6 +196,9 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
         .status()
         .unwrap();
     assert!(status.success());
+    if !onnx && fused {
+        check_detect(&target_dir().join("release").join(name));
+    }
     ["class", "box"]
         .iter()
         .flat_map(|h| (3..=7).map(move |l| format!("{h}_P{l}")))

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::codegen::{self, CrateOptions, Header};
+use crate::detection::DetectionSettings;
 use crate::model::{self, LoadOptions, Source};
 use crate::passes::{self, PassSet};
 use crate::plan::Plan;
@@ -29,6 +30,9 @@ pub struct BuildRequest {
     pub passes: PassSet,
     pub input_shape: Option<Vec<usize>>,
     pub embed_limit: usize,
+    /// For an ONNX model: the spec whose anchors, classes, normalization and NMS settings
+    /// give the crate `Model::detect` (a spec model uses its own).
+    pub detect_spec: Option<PathBuf>,
 }
 
 /// What was built.
@@ -74,6 +78,159 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// Which input of a compilation an error is about, so a caller can point at it (the
+/// proc-macro spans its `compile_error!` at that argument; the build-script API names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The spec or ONNX file (loading, passes, planning).
+    Model,
+    /// The weights (binding a `state_dict`, or a weights choice that does not fit the model).
+    Weights,
+}
+
+/// A failed compilation: which input it is about, and a message that names the file.
+#[derive(Debug)]
+pub struct CompileError {
+    pub input: Input,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+fn fail(input: Input, e: impl std::fmt::Display) -> CompileError {
+    CompileError {
+        input,
+        message: e.to_string(),
+    }
+}
+
+/// A compiled model before any code is written: what every way in (`effdetc build`, the
+/// build-script API, the proc-macro) shares, so they all emit the same code.
+pub struct Compiled {
+    /// The model after the passes; its `source` keeps the spec (detection settings).
+    pub model: model::Model,
+    pub plan: Plan,
+    /// The packed weights blob (`weights.bin`), in plan order.
+    pub weights: Vec<f32>,
+    /// The model's file name only: generated source must not depend on where the compiler ran.
+    pub source: String,
+    pub fused: bool,
+    pub rewrites: usize,
+    /// Anchors, classes, normalization and NMS: the spec's own, or `--detect-spec`'s for an
+    /// ONNX model; `None` gives a module with `forward` only.
+    pub detection: Option<DetectionSettings>,
+}
+
+impl Compiled {
+    /// The doc header of the generated module.
+    pub fn header(&self) -> Header<'_> {
+        Header {
+            model: &self.model.graph.name,
+            source: &self.source,
+            fused: self.fused,
+            detection: self.detection.as_ref(),
+        }
+    }
+}
+
+/// Loads `req.model`, binds its weights, runs the passes, plans and packs the weights, and
+/// resolves the detection settings; `req.out_dir`, `req.name` and `req.embed_limit` are the
+/// caller's (they say where and how code is written). `progress` receives one line per
+/// stage (and the spec's warnings, as `warning: ...`).
+pub fn compile_model(
+    req: &BuildRequest,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Compiled, CompileError> {
+    let model_path = req.model.as_path();
+    let (weights, passes) = (&req.weights, &req.passes);
+    progress(&format!("loading {}", model_path.display()));
+    let mut m = model::load(
+        model_path,
+        &LoadOptions {
+            input_shape: req.input_shape.clone(),
+        },
+    )
+    .map_err(|e| fail(Input::Model, e))?;
+    let detection = match (&m.source, &req.detect_spec) {
+        (Source::Spec { spec, .. }, None) => Some(DetectionSettings::from_spec(spec)),
+        (Source::Spec { .. }, Some(_)) => return Err(fail(
+            Input::Model,
+            format!(
+                "{}: --detect-spec is for ONNX models; a spec carries its own detection settings",
+                model_path.display()
+            ),
+        )),
+        (Source::Onnx, Some(path)) => {
+            let loaded = crate::spec::load(path).map_err(|e| fail(Input::Model, e))?;
+            Some(DetectionSettings::from_spec(&loaded.spec))
+        }
+        (Source::Onnx, None) => None,
+    };
+    for w in &m.warnings {
+        progress(&format!("warning: {}: {w}", model_path.display()));
+    }
+    match (&m.source, weights) {
+        (Source::Spec { .. }, WeightsChoice::File(path)) => {
+            weights::bind_safetensors(&mut m.graph, path).map_err(|e| fail(Input::Weights, e))?
+        }
+        (Source::Spec { .. }, WeightsChoice::Random(seed)) => {
+            progress(&format!("random weights (seed {seed}): for benchmarks and compile tests, not detection"));
+            weights::bind_random(&mut m.graph, *seed)
+        }
+        (Source::Spec { .. }, WeightsChoice::Model) => {
+            return Err(fail(
+                Input::Weights,
+                format!(
+                    "{}: a spec has no weights: give --weights FILE.safetensors, or --random-weights SEED for benchmarks",
+                    model_path.display()
+                ),
+            ))
+        }
+        (Source::Onnx, WeightsChoice::Model) => {}
+        (Source::Onnx, _) => {
+            return Err(fail(
+                Input::Weights,
+                format!(
+                    "{}: an ONNX model carries its own weights; --weights and --random-weights are for specs",
+                    model_path.display()
+                ),
+            ))
+        }
+    }
+    let fused = !passes.is_empty();
+    let report = passes::run(&mut m.graph, passes).map_err(|e| fail(Input::Model, e))?;
+    progress(&format!("passes: {} rewrites", report.total()));
+    let plan = Plan::build(&m.graph).map_err(|e| fail(Input::Model, e))?;
+    let blob = plan
+        .pack_weights(&m.graph)
+        .map_err(|e| fail(Input::Model, e))?;
+    progress(&format!(
+        "planned {} kernel calls; arena {:.1} MiB, packed weights {:.1} MiB",
+        plan.steps.len(),
+        plan.arena_bytes() as f64 / (1 << 20) as f64,
+        4.0 * plan.weights_len as f64 / (1 << 20) as f64
+    ));
+    let source = model_path.file_name().map_or_else(
+        || model_path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(Compiled {
+        model: m,
+        plan,
+        weights: blob,
+        source,
+        fused,
+        rewrites: report.total(),
+        detection,
+    })
+}
+
 /// Builds the crate `req` asks for; `progress` receives one line per stage.
 pub fn build(
     req: &BuildRequest,
@@ -88,64 +245,13 @@ pub fn build(
         .out_dir
         .clone()
         .unwrap_or_else(|| Path::new("generated").join(&name));
-    progress(&format!("loading {}", req.model.display()));
-    let mut m = model::load(
-        &req.model,
-        &LoadOptions {
-            input_shape: req.input_shape.clone(),
-        },
-    )?;
-    for w in &m.warnings {
-        progress(&format!("warning: {}: {w}", req.model.display()));
-    }
-    match (&m.source, &req.weights) {
-        (Source::Spec { .. }, WeightsChoice::File(path)) => weights::bind_safetensors(&mut m.graph, path)?,
-        (Source::Spec { .. }, WeightsChoice::Random(seed)) => {
-            progress(&format!("random weights (seed {seed}): for benchmarks and compile tests, not detection"));
-            weights::bind_random(&mut m.graph, *seed)
-        }
-        (Source::Spec { .. }, WeightsChoice::Model) => {
-            return Err(format!(
-                "{}: a spec has no weights: give --weights FILE.safetensors, or --random-weights SEED for benchmarks",
-                req.model.display()
-            )
-            .into())
-        }
-        (Source::Onnx, WeightsChoice::Model) => {}
-        (Source::Onnx, _) => {
-            return Err(format!(
-                "{}: an ONNX model carries its own weights; --weights and --random-weights are for specs",
-                req.model.display()
-            )
-            .into())
-        }
-    }
-    let fused = !req.passes.is_empty();
-    let report = passes::run(&mut m.graph, &req.passes)?;
-    progress(&format!("passes: {} rewrites", report.total()));
-    let plan = Plan::build(&m.graph)?;
-    let blob = plan.pack_weights(&m.graph)?;
-    progress(&format!(
-        "planned {} kernel calls; arena {:.1} MiB, packed weights {:.1} MiB",
-        plan.steps.len(),
-        plan.arena_bytes() as f64 / (1 << 20) as f64,
-        4.0 * plan.weights_len as f64 / (1 << 20) as f64
-    ));
-    // The file name only: generated source must not depend on where the compiler ran.
-    let source = req.model.file_name().map_or_else(
-        || req.model.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let c = compile_model(req, progress)?;
     let files = codegen::crate_files(
-        &plan,
-        &blob,
+        &c.plan,
+        &c.weights,
         &CrateOptions {
             name: &name,
-            header: Header {
-                model: &m.graph.name,
-                source: &source,
-                fused,
-            },
+            header: c.header(),
             embed_limit: req.embed_limit,
             runtime_version: env!("CARGO_PKG_VERSION"),
         },
@@ -156,9 +262,9 @@ pub fn build(
     Ok(Built {
         dir,
         name,
-        steps: plan.steps.len(),
-        arena_bytes: plan.arena_bytes(),
-        weight_bytes: 4 * plan.weights_len as u64,
-        rewrites: report.total(),
+        steps: c.plan.steps.len(),
+        arena_bytes: c.plan.arena_bytes(),
+        weight_bytes: 4 * c.plan.weights_len as u64,
+        rewrites: c.rewrites,
     })
 }

@@ -39,6 +39,7 @@ impl DetectionSettings {
                 schema::NmsMethod::SoftGaussian => NmsMethod::SoftGaussian { sigma: p.nms.sigma },
             },
             class_agnostic: !p.nms.class_aware,
+            clip: None,
         };
         DetectionSettings {
             anchors,

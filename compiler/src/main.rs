@@ -87,6 +87,10 @@ enum Command {
         /// Embed packed weights up to this many MiB; larger ones are read from weights.bin at run time.
         #[arg(long, value_name = "MIB", default_value_t = 64)]
         embed_limit_mib: usize,
+        /// For an ONNX model: a spec whose anchors, classes, normalization and NMS give the
+        /// crate `Model::detect` (head outputs named `class_P<level>` / `box_P<level>`).
+        #[arg(long, value_name = "SPEC.yaml")]
+        detect_spec: Option<PathBuf>,
     },
     /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
     Postprocess {
@@ -228,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
             passes,
             input_shape,
             embed_limit_mib,
+            detect_spec,
         } => {
             let passes = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
@@ -247,6 +252,7 @@ fn run(cli: Cli) -> Result<()> {
                 passes,
                 input_shape,
                 embed_limit: embed_limit_mib << 20,
+                detect_spec,
             };
             let built = compile::build(&req, &mut |line| eprintln!("effdetc: {line}"))?;
             eprintln!(

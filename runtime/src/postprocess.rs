@@ -50,6 +50,10 @@ pub struct DetectOptions {
     pub nms: NmsMethod,
     /// Suppress across classes instead of per class (default false).
     pub class_agnostic: bool,
+    /// The valid (un-padded) region `[height, width]` of the network input: decoded boxes
+    /// are clipped to it before NMS, as effdet does when it knows the image size. `None`
+    /// (default, and what the raw-output fixtures were made with) clips nothing.
+    pub clip: Option<[f32; 2]>,
 }
 
 impl Default for DetectOptions {
@@ -61,6 +65,7 @@ impl Default for DetectOptions {
             iou_threshold: 0.5,
             nms: NmsMethod::Hard,
             class_agnostic: false,
+            clip: None,
         }
     }
 }
@@ -275,7 +280,16 @@ pub fn postprocess_into(
         let (p, a) = (local / a_count, local % a_count);
         let bx = box_outputs[li];
         let codes = [0, 1, 2, 3].map(|k| bx[(a * 4 + k) * hw + p]);
-        boxes.push(decode_box(&anchor_boxes[anchor], codes));
+        let mut b = decode_box(&anchor_boxes[anchor], codes);
+        if let Some([h, w]) = opts.clip {
+            b = [
+                b[0].clamp(0.0, w),
+                b[1].clamp(0.0, h),
+                b[2].clamp(0.0, w),
+                b[3].clamp(0.0, h),
+            ];
+        }
+        boxes.push(b);
         scores.push(sigmoid(logit));
         // Fits: validate() checked num_classes against u32.
         classes.push(class as u32);

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
+use crate::detection::DetectionSettings;
 use crate::ir::{Activation, BinaryOp, FusionMethod, PoolKind, ReduceKind};
 use crate::plan::{Kernel, Plan, Sample};
 
@@ -24,11 +25,184 @@ pub enum WeightsSource {
     File(TokenStream),
 }
 
-/// What the module's doc header says about the model.
+/// What the module's doc header says about the model, and what it can do beyond `forward`.
 pub struct Header<'a> {
     pub model: &'a str,
     pub source: &'a str,
     pub fused: bool,
+    /// Anchors, classes, normalization and NMS defaults: with them the module gets
+    /// `Model::detect`.
+    pub detection: Option<&'a DetectionSettings>,
+}
+
+/// The detection parts of the module.
+#[derive(Default)]
+struct DetectTokens {
+    items: TokenStream,
+    field: TokenStream,
+    init: TokenStream,
+    methods: TokenStream,
+}
+
+fn f64_lit(v: f64) -> Literal {
+    Literal::f64_suffixed(v)
+}
+
+/// Constants, the anchors field and `detect` for a model with detection settings; its head
+/// outputs must be `class_P<level>` and `box_P<level>` for every level.
+fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, String> {
+    let (class_names, box_names) = d.output_names();
+    let find = |name: &str| {
+        plan.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| &plan.slots[*s])
+            .ok_or_else(|| {
+                format!(
+                    "detection needs a head output named `{name}`; the model has {:?}",
+                    plan.outputs
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                )
+            })
+    };
+    let anchors = effdet_runtime::Anchors::new(&d.anchors);
+    let per_location = anchors.num_anchors_per_location();
+    let mut class_slots = Vec::new();
+    let mut box_slots = Vec::new();
+    for (level, (cn, bn)) in anchors
+        .levels()
+        .iter()
+        .zip(class_names.iter().zip(&box_names))
+    {
+        let [h, w] = level.feature_size;
+        for (name, channels, out) in [
+            (cn, per_location * d.num_classes, &mut class_slots),
+            (bn, per_location * 4, &mut box_slots),
+        ] {
+            let slot = find(name)?;
+            if slot.shape != [1, channels, h, w] {
+                return Err(format!(
+                    "head output `{name}` has shape {:?}, the detection settings expect {:?}",
+                    slot.shape,
+                    [1, channels, h, w]
+                ));
+            }
+            let (off, len) = (lit(slot.offset), lit(slot.len));
+            out.push(quote!((#off, #len)));
+        }
+    }
+    let levels = lit(class_slots.len());
+    let a = &d.anchors;
+    let [ih, iw] = a.image_size;
+    let (ih, iw, min, max, scales) = (
+        lit(ih),
+        lit(iw),
+        lit(a.min_level),
+        lit(a.max_level),
+        lit(a.num_scales),
+    );
+    let aspects = a.aspect_ratios.iter().map(|[x, y]| {
+        let (x, y) = (f64_lit(*x), f64_lit(*y));
+        quote!([#x, #y])
+    });
+    let anchor_scale = f64_lit(a.anchor_scale);
+    let num_classes = lit(d.num_classes);
+    let mean = d.normalization.mean.map(f32_lit);
+    let std = d.normalization.std.map(f32_lit);
+    let o = &d.options;
+    let nms = match o.nms {
+        effdet_runtime::NmsMethod::Hard => quote!(NmsMethod::Hard),
+        effdet_runtime::NmsMethod::SoftGaussian { sigma } => {
+            let sigma = f32_lit(sigma);
+            quote!(NmsMethod::SoftGaussian { sigma: #sigma })
+        }
+    };
+    let (max_det, topk, iou, agnostic) = (
+        lit(o.max_detections),
+        lit(o.pre_nms_topk),
+        f32_lit(o.iou_threshold),
+        o.class_agnostic,
+    );
+    let items = quote! {
+        pub use ::effdet_runtime::{coco_label, DetectOptions, Detection, Image, NmsMethod};
+        use ::effdet_runtime::{AnchorConfig, Anchors, Normalization};
+
+        /// Classes the class head scores (detections carry 1-based ids).
+        pub const NUM_CLASSES: usize = #num_classes;
+        /// Input normalization, 0..255 pixel domain.
+        const NORMALIZATION: Normalization = Normalization { mean: [#(#mean),*], std: [#(#std),*] };
+        const CLASS_SLOTS: [(usize, usize); #levels] = [#(#class_slots),*];
+        const BOX_SLOTS: [(usize, usize); #levels] = [#(#box_slots),*];
+
+        /// The anchors the box head regresses against, from the spec.
+        pub fn anchor_config() -> AnchorConfig {
+            AnchorConfig {
+                image_size: [#ih, #iw],
+                min_level: #min,
+                max_level: #max,
+                num_scales: #scales,
+                aspect_ratios: vec![#(#aspects),*],
+                anchor_scale: #anchor_scale,
+            }
+        }
+
+        /// The spec's post-processing (effdet's predict path unless the spec says otherwise).
+        pub fn detect_options() -> DetectOptions {
+            DetectOptions {
+                max_detections: #max_det,
+                pre_nms_topk: #topk,
+                iou_threshold: #iou,
+                nms: #nms,
+                class_agnostic: #agnostic,
+                ..DetectOptions::default()
+            }
+        }
+    };
+    let field = quote! {
+        /// Computed once, when the model is created.
+        anchors: Anchors,
+    };
+    let init = quote!(anchors: Anchors::new(&anchor_config()),);
+    let methods = quote! {
+        /// Detects objects in an RGB, RGBA or grayscale image of any size: effdet's
+        /// preprocessing (resize keeping the aspect ratio, pad with the mean colour, normalize),
+        /// the network, then `options`' post-processing (see [`detect_options`]); boxes are
+        /// clipped to the image and given in its pixels.
+        pub fn detect(&self, image: &Image<'_>, options: &DetectOptions) -> Result<Vec<Detection>, Error> {
+            let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = &mut *guard;
+            let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
+            let scale = ::effdet_runtime::preprocess(image, [INPUT_SHAPE[2], INPUT_SHAPE[3]], &NORMALIZATION, input)
+                .map_err(|e| Error::Detect(e.to_string()))?;
+            run(state, self.weights.as_slice(), self.isa, self.threads);
+            let arena = &state.arena;
+            let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off..off + len]);
+            let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off..off + len]);
+            let mut options = *options;
+            // effdet clips to the image's valid (un-padded) region before NMS.
+            options.clip = Some([image.height as f32 / scale, image.width as f32 / scale]);
+            let mut found = Vec::new();
+            ::effdet_runtime::postprocess_into(
+                &self.anchors,
+                NUM_CLASSES,
+                &class_outputs,
+                &box_outputs,
+                &options,
+                &mut ::effdet_runtime::PostprocessScratch::default(),
+                &mut found,
+            )
+            .map_err(|e| Error::Detect(e.to_string()))?;
+            Ok(found.into_iter().map(|d| d.rescaled(scale)).collect())
+        }
+    };
+    Ok(DetectTokens {
+        items,
+        field,
+        init,
+        methods,
+    })
 }
 
 fn lit(n: usize) -> Literal {
@@ -580,6 +754,16 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let forward_doc = format!(
         " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing."
     );
+    let detect = match &header.detection {
+        Some(d) => detection_items(plan, d)?,
+        None => DetectTokens::default(),
+    };
+    let DetectTokens {
+        items: detect_items,
+        field: detect_field,
+        init: detect_init,
+        methods: detect_methods,
+    } = detect;
     let file = quote! {
         use ::effdet_runtime::arena;
         use ::effdet_runtime::kernels::{self as k, Act, Isa, Par};
@@ -600,14 +784,23 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         const INPUT_SLOT: (usize, usize) = (#input_off, #input_len);
         static OUTPUTS: [OutputSlot; #n_out] = [#(#out_slots),*];
         #weights_static
+        #detect_items
+
+        /// What one inference works in: the arena and the kernels' scratch.
+        struct State {
+            arena: Vec<f32>,
+            scratch: Vec<f32>,
+        }
 
         #(#model_doc)*
         pub struct Model {
-            arena: Vec<f32>,
-            scratch: Vec<f32>,
+            /// Behind a mutex so that `detect(&self)` can run; `forward(&mut self)` takes it
+            /// without locking.
+            state: std::sync::Mutex<State>,
             weights: Weights,
             isa: Isa,
             threads: usize,
+            #detect_field
         }
 
         impl Default for Model {
@@ -629,11 +822,14 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
             fn with_weights(weights: Weights) -> Self {
                 Model {
-                    arena: vec![0.0; ARENA_LEN],
-                    scratch: vec![0.0; SCRATCH_LEN],
+                    state: std::sync::Mutex::new(State {
+                        arena: vec![0.0; ARENA_LEN],
+                        scratch: vec![0.0; SCRATCH_LEN],
+                    }),
                     weights,
                     isa: Isa::detect(),
                     threads: 1,
+                    #detect_init
                 }
             }
 
@@ -652,17 +848,25 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 if input.len() != INPUT_SLOT.1 {
                     return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
                 }
-                self.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
-                let mut cx = Ctx {
-                    arena: &mut self.arena,
-                    weights: self.weights.as_slice(),
-                    isa: self.isa,
-                    par: Par::new(self.threads),
-                    scratch: &mut self.scratch,
-                };
-                #(#calls)*
-                Ok(Outputs::new(&self.arena, &OUTPUTS))
+                let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+                state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+                run(state, self.weights.as_slice(), self.isa, self.threads);
+                Ok(Outputs::new(&state.arena, &OUTPUTS))
             }
+
+            #detect_methods
+        }
+
+        /// The network: every kernel call, on the input already in the arena.
+        fn run(state: &mut State, weights: &[f32], isa: Isa, threads: usize) {
+            let mut cx = Ctx {
+                arena: &mut state.arena,
+                weights,
+                isa,
+                par: Par::new(threads),
+                scratch: &mut state.scratch,
+            };
+            #(#calls)*
         }
 
         // `Model` must stay `Send` (it moves between threads with its arena).

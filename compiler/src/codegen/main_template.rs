@@ -8,9 +8,13 @@ use std::time::Instant;
 
 use effdet_model_lib::{Model, INPUT_SHAPE};
 
-const USAGE: &str = "usage:
-  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output
-  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>";
+const USAGE: &str = concat!(
+    "usage:\n",
+    "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output\n",
+    "  detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--threads N]\n", // @detect
+    "                                                   detect objects in a PNG/JPEG image\n", // @detect
+    "  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>"
+);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +66,7 @@ fn cli(args: &[String]) -> Result<(), String> {
             model.set_threads(number(&f, "--threads", 1)?);
             run(&mut model, Path::new(input), Path::new(out_dir))
         }
+        Some("detect") => detect_cmd(&args[1..]), // @detect
         Some("bench") => {
             let f = flags(&args[1..], &["--iters", "--threads"])?;
             let iters = number(&f, "--iters", 20)?;

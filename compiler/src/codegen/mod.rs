@@ -52,7 +52,10 @@ pub fn crate_files(
         ("Cargo.toml".into(), cargo_toml(opts.name).into_bytes()),
         ("src/lib.rs".into(), lib_rs(plan, opts, embed).into_bytes()),
         ("src/model.rs".into(), model.into_bytes()),
-        ("src/main.rs".into(), main_rs(&lib_name).into_bytes()),
+        (
+            "src/main.rs".into(),
+            main_rs(&lib_name, opts.header.detection.is_some()).into_bytes(),
+        ),
         (
             ".gitignore".into(),
             b"/target\n/weights.bin\n/runtime\n".to_vec(),
@@ -90,12 +93,13 @@ required-features = ["cli"]
 
 [features]
 default = ["cli"]
-# The binary's extras (.npy I/O); the library needs only the runtime.
-cli = ["dep:npyz"]
+# The binary's extras (.npy I/O, image decoding and drawing); the library needs only the runtime.
+cli = ["dep:npyz", "dep:image"]
 
 [dependencies]
 effdet-runtime = {{ path = "runtime" }}
 npyz = {{ version = "0.9", optional = true }}
+image = {{ version = "0.25", default-features = false, features = ["png", "jpeg"], optional = true }}
 
 # A crate of its own, wherever it is copied.
 [workspace]
@@ -167,8 +171,20 @@ pub use model::*;
     )
 }
 
-fn main_rs(lib: &str) -> String {
-    include_str!("main_template.rs").replace("effdet_model_lib", lib)
+/// The binary: `run` and `bench`, plus `detect` when the model has detection settings.
+fn main_rs(lib: &str, detect: bool) -> String {
+    let template = include_str!("main_template.rs");
+    // Template lines ending in `// @detect` exist only in crates that can detect.
+    let text = if detect {
+        template.replace(" // @detect", "") + include_str!("main_detect.rs")
+    } else {
+        template
+            .lines()
+            .filter(|l| !l.ends_with("// @detect"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    text.replace("effdet_model_lib", lib)
 }
 
 /// An empty directory, or one whose `Cargo.toml` effdetc wrote.

@@ -8,9 +8,13 @@ use std::time::Instant;
 
 use effdet_d0::{Model, INPUT_SHAPE};
 
-const USAGE: &str = "usage:
-  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output
-  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>";
+const USAGE: &str = concat!(
+    "usage:\n",
+    "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output\n",
+    "  detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--threads N]\n",
+    "                                                   detect objects in a PNG/JPEG image\n",
+    "  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>"
+);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +66,7 @@ fn cli(args: &[String]) -> Result<(), String> {
             model.set_threads(number(&f, "--threads", 1)?);
             run(&mut model, Path::new(input), Path::new(out_dir))
         }
+        Some("detect") => detect_cmd(&args[1..]),
         Some("bench") => {
             let f = flags(&args[1..], &["--iters", "--threads"])?;
             let iters = number(&f, "--iters", 20)?;
@@ -147,4 +152,202 @@ fn bench(model: &mut Model, iters: usize, threads: usize) -> Result<(), String> 
     println!("min_ms={:.3} max_ms={:.3}", times[0], times[iters - 1]);
     println!("median_ms={median:.3}");
     Ok(())
+}
+
+/// `detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--threads N]`.
+fn detect_cmd(args: &[String]) -> Result<(), String> {
+    let (image_path, rest) = match args.split_first() {
+        Some((p, rest)) if !p.starts_with("--") => (Path::new(p), rest),
+        _ => return Err(format!("detect needs an IMAGE\n{USAGE}")),
+    };
+    let mut json = false;
+    let mut pairs = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => json = true,
+            "--out" | "--score-threshold" | "--threads" => {
+                let v = it.next().ok_or_else(|| format!("`{a}` needs a value\n{USAGE}"))?;
+                pairs.push((a.clone(), v.clone()));
+            }
+            _ => return Err(format!("unknown argument `{a}`\n{USAGE}")),
+        }
+    }
+    let threshold = match get(&pairs, "--score-threshold") {
+        None => 0.4,
+        Some(v) => v
+            .parse::<f32>()
+            .ok()
+            .filter(|t| (0.0..=1.0).contains(t))
+            .ok_or_else(|| format!("--score-threshold takes a score in [0, 1], got `{v}`"))?,
+    };
+    let decoded = image::open(image_path).map_err(|e| format!("{}: {e}", image_path.display()))?;
+    // Grey and RGBA go to the model as they are (it replicates grey and drops alpha); other
+    // layouts (16-bit, grey+alpha) become 8-bit RGB.
+    let (channels, pixels) = match &decoded {
+        image::DynamicImage::ImageLuma8(g) => (1, g.as_raw().clone()),
+        image::DynamicImage::ImageRgba8(g) => (4, g.as_raw().clone()),
+        other => (3, other.to_rgb8().into_raw()),
+    };
+    let (width, height) = (decoded.width() as usize, decoded.height() as usize);
+    let mut model = Model::new();
+    model.set_threads(number(&pairs, "--threads", 1)?);
+    let mut options = effdet_d0::detect_options();
+    options.score_threshold = Some(threshold);
+    let image = effdet_d0::Image { width, height, channels, data: &pixels };
+    let detections = model.detect(&image, &options).map_err(|e| format!("{}: {e}", image_path.display()))?;
+    if json {
+        println!("{}", detections_json(&detections));
+    }
+    if let Some(out) = get(&pairs, "--out") {
+        let mut canvas = decoded.to_rgb8();
+        for d in &detections {
+            draw_detection(&mut canvas, d);
+        }
+        save_atomically(&canvas, Path::new(out))?;
+    }
+    eprintln!("{} detection(s) scoring at least {threshold}", detections.len());
+    Ok(())
+}
+
+/// `[{"bbox": [x1, y1, x2, y2], "score": s, "class": c, "label": "name"}, ...]`.
+fn detections_json(detections: &[effdet_d0::Detection]) -> String {
+    let items: Vec<String> = detections
+        .iter()
+        .map(|d| {
+            let label: String = effdet_d0::coco_label(d.class)
+                .chars()
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!(
+                "{{\"bbox\": [{}, {}, {}, {}], \"score\": {}, \"class\": {}, \"label\": \"{label}\"}}",
+                d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3], d.score, d.class
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Writes the image next to `path` first, then renames it into place.
+fn save_atomically(img: &image::RgbImage, path: &Path) -> Result<(), String> {
+    let format = image::ImageFormat::from_path(path)
+        .map_err(|_| format!("{}: unknown image format (use .png or .jpg)", path.display()))?;
+    let name = path.file_name().map_or("out".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = img
+        .save_with_format(&tmp, format)
+        .map_err(|e| format!("{}: {e}", path.display()))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display())));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A colour per class, bright enough for a label on it in black.
+fn class_colour(class: u32) -> [u8; 3] {
+    let h = class.wrapping_mul(2_654_435_761);
+    [128 + (h >> 24) as u8 / 2, 128 + (h >> 16) as u8 / 2, 128 + (h >> 8) as u8 / 2]
+}
+
+fn draw_detection(img: &mut image::RgbImage, d: &effdet_d0::Detection) {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    if w == 0 || h == 0 {
+        return;
+    }
+    let colour = class_colour(d.class);
+    let clamp = |v: f32, hi: i64| (v.round() as i64).clamp(0, hi - 1);
+    let (x1, y1, x2, y2) = (clamp(d.bbox[0], w), clamp(d.bbox[1], h), clamp(d.bbox[2], w), clamp(d.bbox[3], h));
+    let thickness = (w.min(h) / 200).clamp(1, 4);
+    let mut put = |x: i64, y: i64, c: [u8; 3]| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            img.put_pixel(x as u32, y as u32, image::Rgb(c));
+        }
+    };
+    for t in 0..thickness {
+        for x in x1..=x2 {
+            put(x, y1 + t, colour);
+            put(x, y2 - t, colour);
+        }
+        for y in y1..=y2 {
+            put(x1 + t, y, colour);
+            put(x2 - t, y, colour);
+        }
+    }
+    // The label on a filled band above the box (inside it when the box touches the top).
+    let text = format!("{} {:.2}", effdet_d0::coco_label(d.class), d.score).to_ascii_uppercase();
+    let scale = if w.min(h) >= 300 { 2 } else { 1 };
+    let (tw, th) = (text.len() as i64 * 6 * scale + 2, 9 * scale);
+    let top = if y1 >= th { y1 - th } else { y1 };
+    for y in top..top + th {
+        for x in x1..x1 + tw {
+            put(x, y, colour);
+        }
+    }
+    for (i, ch) in text.chars().enumerate() {
+        let rows = glyph(ch);
+        for (r, bits) in rows.iter().enumerate() {
+            for col in 0..5 {
+                if bits & (0x10 >> col) != 0 {
+                    for sy in 0..scale {
+                        for sx in 0..scale {
+                            let x = x1 + 1 + (i as i64 * 6 + col) * scale + sx;
+                            let y = top + scale + r as i64 * scale + sy;
+                            put(x, y, [0, 0, 0]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A 5×7 bitmap glyph (rows top to bottom, bit 4 = left column) for the characters labels
+/// use; anything else draws as a blank.
+fn glyph(c: char) -> [u8; 7] {
+    match c {
+        'A' => [0x0E, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'B' => [0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E],
+        'C' => [0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E],
+        'D' => [0x1E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1E],
+        'E' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F],
+        'F' => [0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10],
+        'G' => [0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F],
+        'H' => [0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11],
+        'I' => [0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        'J' => [0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C],
+        'K' => [0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11],
+        'L' => [0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F],
+        'M' => [0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11],
+        'N' => [0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11],
+        'O' => [0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'P' => [0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10],
+        'Q' => [0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D],
+        'R' => [0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11],
+        'S' => [0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E],
+        'T' => [0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04],
+        'U' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E],
+        'V' => [0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04],
+        'W' => [0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A],
+        'X' => [0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11],
+        'Y' => [0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04],
+        'Z' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F],
+        '0' => [0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E],
+        '1' => [0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E],
+        '2' => [0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F],
+        '3' => [0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E],
+        '4' => [0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02],
+        '5' => [0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E],
+        '6' => [0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E],
+        '7' => [0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
+        '8' => [0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E],
+        '9' => [0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C],
+        '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
+        '/' => [0x01, 0x01, 0x02, 0x04, 0x08, 0x10, 0x10],
+        '-' => [0, 0, 0, 0x1F, 0, 0, 0],
+        _ => [0; 7],
+    }
 }
