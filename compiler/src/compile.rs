@@ -159,13 +159,15 @@ pub fn compile_model(
     .map_err(|e| fail(Input::Model, e))?;
     let detection = match (&m.source, &req.detect_spec) {
         (Source::Spec { spec, .. }, None) => Some(DetectionSettings::from_spec(spec)),
-        (Source::Spec { .. }, Some(_)) => return Err(fail(
-            Input::Model,
-            format!(
+        (Source::Spec { .. }, Some(_)) => {
+            return Err(fail(
+                Input::Model,
+                format!(
                 "{}: --detect-spec is for ONNX models; a spec carries its own detection settings",
                 model_path.display()
             ),
-        )),
+            ))
+        }
         (Source::Onnx, Some(path)) => {
             let loaded = crate::spec::load(path).map_err(|e| fail(Input::Model, e))?;
             Some(DetectionSettings::from_spec(&loaded.spec))

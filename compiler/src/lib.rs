@@ -5,6 +5,7 @@
 //! Entry points: [`model::load`] reads a spec or ONNX file into an [`ir::Graph`];
 //! [`weights::bind_safetensors`] binds a `state_dict`; [`interp::run`] executes the graph.
 
+pub mod build_api;
 pub mod codegen;
 pub mod compile;
 pub mod detection;
@@ -18,3 +19,5 @@ pub mod plan;
 pub mod report;
 pub mod spec;
 pub mod weights;
+
+pub use build_api::{Build, BuildError, Emitted};
