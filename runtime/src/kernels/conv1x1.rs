@@ -936,6 +936,9 @@ mod tests {
         check(&mut rng, 19, 2 * MR + 3, 4096, true, true, Act::Swish, 1);
         check(&mut rng, 3, MR + 1, 65536, true, false, Act::Relu6, 2);
         check(&mut rng, 300, 20, 100, true, true, Act::Sigmoid, 2);
+        // The extremes of the brief: K = 2000, 2000 output channels.
+        check(&mut rng, 2000, 13, 37, true, false, Act::Swish, 1);
+        check(&mut rng, 8, 2000, 20, true, true, Act::HardSwish, 2);
     }
 
     #[test]
