@@ -168,7 +168,7 @@ impl Plan {
             stream: false,
             // AVX2's narrow tiles suffer from aliasing (3× slower on 64² planes without
             // the copy); AVX-512's 64-pixel tiles do not, and the copy costs them ~3%.
-            pack_x: isa != Isa::Avx512 && hw % 256 == 0,
+            pack_x: isa != Isa::Avx512 && hw.is_multiple_of(256),
         }
     }
 }
@@ -262,8 +262,10 @@ fn run_group(
     let panels = rows.div_ceil(MR);
     let block = plan.block.max(1);
     // Streaming stores need every row start 64-byte aligned (full-vector tiles only).
-    let stream =
-        plan.stream && isa == Isa::Avx512 && hw % 16 == 0 && y.as_ptr().align_offset(64) == 0;
+    let stream = plan.stream
+        && isa == Isa::Avx512
+        && hw.is_multiple_of(16)
+        && y.as_ptr().align_offset(64) == 0;
     SCRATCH.with_borrow_mut(|scratch| {
         let mut p0 = 0;
         while p0 < hw {
