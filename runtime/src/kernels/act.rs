@@ -81,6 +81,7 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const SHIFT: f32 = 12_582_912.0;
 // One-constant reduction: ln 2 in f32 is off by 1.9e-9, which adds ≤ |n|·1.9e-9 ≤ 2.4e-7
 // relative error at |x| = 87 (≤ 3e-8 for |x| ≤ 10); a second constant would cost an FMA.
+#[cfg(target_arch = "x86_64")]
 const LN2: f32 = std::f32::consts::LN_2;
 // p(r) ≈ e^r on [−ln2/2, ln2/2], degree-5 minimax in relative error.
 const P0: f32 = 1.000_000_1;

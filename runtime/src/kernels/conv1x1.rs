@@ -341,6 +341,8 @@ thread_local! {
 }
 
 /// One panel of MR output channels (of which `rows` are real).
+// (`stream` is only read by the x86 kernels.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Panel<'a> {
     /// `[cin][xs]`: pixel `p` of input channel `k` is `x[k·xs + p − x0]`.
     x: &'a [f32],
