@@ -42,6 +42,7 @@ fn generate_with(
         input_shape: None,
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec,
+        c_api: false,
     };
     compile::build(&req, &mut |_| {})
         .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));

@@ -283,6 +283,7 @@ impl Build {
             input_shape: self.input_shape.clone(),
             embed_limit: self.embed_limit,
             detect_spec,
+            c_api: false,
         };
         let cargo = self.cargo;
         let compiled = compile::compile_model(&req, &mut |line| {

@@ -33,6 +33,8 @@ pub struct BuildRequest {
     /// For an ONNX model: the spec whose anchors, classes, normalization and NMS settings
     /// give the crate `Model::detect` (a spec model uses its own).
     pub detect_spec: Option<PathBuf>,
+    /// Add the C ABI and header (`--c-api`); the crate is then also a static library.
+    pub c_api: bool,
 }
 
 /// What was built.
@@ -256,6 +258,7 @@ pub fn build(
             header: c.header(),
             embed_limit: req.embed_limit,
             runtime_version: env!("CARGO_PKG_VERSION"),
+            c_api: req.c_api,
         },
     )?;
     codegen::write_crate(&dir, &files)

@@ -91,6 +91,10 @@ enum Command {
         /// crate `Model::detect` (head outputs named `class_P<level>` / `box_P<level>`).
         #[arg(long, value_name = "SPEC.yaml")]
         detect_spec: Option<PathBuf>,
+        /// Add a C ABI (`src/c_api.rs`) and header (`include/<lib>.h`); the crate is then
+        /// also built as a static library.
+        #[arg(long)]
+        c_api: bool,
     },
     /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
     Postprocess {
@@ -233,6 +237,7 @@ fn run(cli: Cli) -> Result<()> {
             input_shape,
             embed_limit_mib,
             detect_spec,
+            c_api,
         } => {
             let passes = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 input_shape,
                 embed_limit: embed_limit_mib << 20,
                 detect_spec,
+                c_api,
             };
             let built = compile::build(&req, &mut |line| eprintln!("effdetc: {line}"))?;
             eprintln!(

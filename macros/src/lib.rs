@@ -159,6 +159,12 @@ impl Parse for Args {
                 "expected the module name first: `model!(d0, spec = \"specs/d0.yaml\", weights = \"w.safetensors\")`",
             )
         })?;
+        if input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                name.span(),
+                format!("expected the module name first: `model!(d0, {name} = ...)`"),
+            ));
+        }
         let mut args = Vec::new();
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
@@ -359,6 +365,7 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         input_shape,
         embed_limit: usize::MAX,
         detect_spec: detect_spec.as_ref().map(|d| d.resolved.clone()),
+        c_api: false,
     };
     let compiled = compile::compile_model(&req, &mut |_| {}).map_err(|e| {
         // Point at the argument the error is about, with the path as the user wrote it.

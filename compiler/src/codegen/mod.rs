@@ -1,6 +1,7 @@
 //! Writes a standalone crate for one model: its specialized source, its packed weights and
 //! a vendored copy of the runtime, so it builds from a copy of its directory, offline.
 
+pub mod c_api;
 pub mod emit;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct CrateOptions<'a> {
     pub embed_limit: usize,
     /// The version of the vendored runtime (the compiler's).
     pub runtime_version: &'a str,
+    /// Add the C ABI (`src/c_api.rs`, `include/<lib>.h`) and build a static library too.
+    pub c_api: bool,
 }
 
 /// The crate for `plan` with `weights` (the packed blob).
@@ -70,6 +73,9 @@ pub fn crate_files(
     }
     let bytes: Vec<u8> = weights.iter().flat_map(|v| v.to_le_bytes()).collect();
     files.push(("weights.bin".into(), bytes));
+    if opts.c_api {
+        c_api::add(&mut files, plan, opts)?;
+    }
     Ok(CrateFiles { files })
 }
 
