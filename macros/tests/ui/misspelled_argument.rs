@@ -1,0 +1,3 @@
+effdet_macros::model!(d0, spec = "../../../../specs/d0.yaml", weigths = "w.safetensors");
+
+fn main() {}

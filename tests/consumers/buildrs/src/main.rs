@@ -1,0 +1,42 @@
+//! Runs D0 compiled by build.rs on the fixture input and checks the ten head outputs.
+//! Usage: `consumer-buildrs FIXTURE_DIR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod d0 {
+    include!(concat!(env!("OUT_DIR"), "/d0.rs"));
+}
+
+#[path = "../../common/fixture.rs"]
+mod fixture;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: consumer-buildrs FIXTURE_DIR")?,
+    );
+    let (shape, input) = fixture::read_npy(&dir.join("input.npy"))?;
+    if shape != d0::INPUT_SHAPE {
+        return Err(format!(
+            "input shape {shape:?}, the model takes {:?}",
+            d0::INPUT_SHAPE
+        ));
+    }
+    let mut model = d0::Model::new();
+    let outputs = model.forward(&input).map_err(|e| e.to_string())?;
+    fixture::check_all(&dir, |name| {
+        Some((outputs.shape(name)?, outputs.get(name)?))
+    })
+}

@@ -1,0 +1,102 @@
+//! What every consumer crate shares (pulled in with `#[path]`): reading the golden fixture's
+//! `.npy` files and checking outputs against them with the suite's tolerance,
+//! `max |ours − ref| ≤ 1e-4 · max(1, max |ref − mean(ref)|)`. No dependencies, so the
+//! consumers depend on nothing but the way in they test.
+
+use std::path::Path;
+
+/// The ten head outputs of D0, in the model's order.
+pub const HEADS: [&str; 10] = [
+    "class_P3", "class_P4", "class_P5", "class_P6", "class_P7", "box_P3", "box_P4", "box_P5",
+    "box_P6", "box_P7",
+];
+
+/// Reads a little-endian f32 `.npy` (format 1.0–3.0, C order): (shape, values).
+pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bad = |what: &str| format!("{}: {what}", path.display());
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not an .npy file"));
+    }
+    let (len, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        let b = bytes.get(8..12).ok_or_else(|| bad("truncated header"))?;
+        (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12)
+    };
+    let header = bytes
+        .get(start..start + len)
+        .map(String::from_utf8_lossy)
+        .ok_or_else(|| bad("truncated header"))?;
+    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+        return Err(bad("expected little-endian f32 in C order"));
+    }
+    let dims = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no shape"))?;
+    let shape: Vec<usize> = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().map_err(|_| bad("bad shape")))
+        .collect::<Result<_, _>>()?;
+    let data = &bytes[start + len..];
+    let n: usize = shape.iter().product();
+    if data.len() != 4 * n {
+        return Err(bad("data length does not match the shape"));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((shape, values))
+}
+
+/// Compares one output with the fixture's; returns (max error, tolerance).
+pub fn check(
+    fixture: &Path,
+    name: &str,
+    shape: &[usize],
+    ours: &[f32],
+) -> Result<(f64, f64), String> {
+    let (ref_shape, reference) = read_npy(&fixture.join(format!("{name}.npy")))?;
+    if ref_shape != shape || reference.len() != ours.len() {
+        return Err(format!(
+            "{name}: shape {shape:?}, the fixture's is {ref_shape:?}"
+        ));
+    }
+    let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;
+    let spread = reference
+        .iter()
+        .map(|&v| (v as f64 - mean).abs())
+        .fold(0.0, f64::max);
+    let tol = 1e-4 * spread.max(1.0);
+    let err = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs() as f64)
+        .fold(0.0, f64::max);
+    if err <= tol {
+        Ok((err, tol))
+    } else {
+        Err(format!(
+            "{name}: max error {err:e} exceeds the tolerance {tol:e}"
+        ))
+    }
+}
+
+/// Checks every head output `get` returns (`(shape, values)` by name); prints one line per
+/// output and fails on the first mismatch.
+pub fn check_all<'a>(
+    fixture: &Path,
+    mut get: impl FnMut(&str) -> Option<(&'a [usize], &'a [f32])>,
+) -> Result<(), String> {
+    for name in HEADS {
+        let (shape, values) = get(name).ok_or_else(|| format!("no output `{name}`"))?;
+        let (err, tol) = check(fixture, name, shape, values)?;
+        println!("ok {name} max_error={err:e} tolerance={tol:e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Runs D0 compiled by `effdet_macros::model!` on the fixture input and checks the ten head
+//! outputs. Usage: `consumer-macro FIXTURE_DIR`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+// Paths are relative to this crate's directory; the golden fixture lives beside the
+// repository, in shared/.
+effdet_macros::model!(
+    d0,
+    spec = "../../../specs/d0.yaml",
+    weights = "../../../../shared/fixtures/tf_efficientdet_d0/weights.safetensors"
+);
+
+#[path = "../../common/fixture.rs"]
+mod fixture;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: consumer-macro FIXTURE_DIR")?,
+    );
+    let (shape, input) = fixture::read_npy(&dir.join("input.npy"))?;
+    if shape != d0::INPUT_SHAPE {
+        return Err(format!(
+            "input shape {shape:?}, the model takes {:?}",
+            d0::INPUT_SHAPE
+        ));
+    }
+    let mut model = d0::Model::new();
+    let outputs = model.forward(&input).map_err(|e| e.to_string())?;
+    fixture::check_all(&dir, |name| {
+        Some((outputs.shape(name)?, outputs.get(name)?))
+    })
+}
