@@ -343,8 +343,11 @@ pub mod avx2 {
     unsafe fn exp_neg(x: __m256) -> __m256 {
         // SAFETY: the caller guarantees an avx2+fma context.
         unsafe {
-            let shift = _mm256_set1_ps(SHIFT);
-            let n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(-LOG2E), shift), shift);
+            // The shift carries the exponent bias: the low mantissa bits of `kn` are n + 127
+            // (1..=253 for |x| ≤ 87), so `kn << 23` is the bit pattern of 2^n.
+            let shift = _mm256_set1_ps(SHIFT + 127.0);
+            let kn = _mm256_fmadd_ps(x, _mm256_set1_ps(-LOG2E), shift);
+            let n = _mm256_sub_ps(kn, shift);
             let r = _mm256_fmadd_ps(n, _mm256_set1_ps(LN2), x);
             let mut p = _mm256_set1_ps(-P5);
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P4));
@@ -352,11 +355,7 @@ pub mod avx2 {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P2));
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(-P1));
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P0));
-            // 2^n for n in [−126, 126]: build the exponent bits.
-            let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-                _mm256_cvtps_epi32(n),
-                _mm256_set1_epi32(127),
-            ));
+            let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(kn));
             _mm256_mul_ps(p, _mm256_castsi256_ps(e))
         }
     }
