@@ -195,6 +195,13 @@ impl Build {
         self
     }
 
+    fn weights_path(&self) -> Option<&Path> {
+        match &self.weights {
+            Some(Weights::File(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Compiles the model and writes `<out_dir>/<module>.rs` and
     /// `<out_dir>/<module>.weights.bin`. Files whose contents are unchanged are not rewritten.
     ///
@@ -294,7 +301,20 @@ impl Build {
             }
             eprintln!("effdet: {line}");
         })
-        .map_err(|e| BuildError::new(e.message))?;
+        .map_err(|e| {
+            // Name the files as the build script wrote them, not as resolved.
+            let mut message = e.message;
+            for (written, resolved) in [
+                (Some(self.model.as_path()), Some(req.model.as_path())),
+                (self.weights_path(), req_weights(&req)),
+                (self.detect_spec.as_deref(), req.detect_spec.as_deref()),
+            ] {
+                if let (Some(w), Some(r)) = (written, resolved) {
+                    message = message.replace(&*r.to_string_lossy(), &w.to_string_lossy());
+                }
+            }
+            BuildError::new(message)
+        })?;
 
         let weights_file = format!("{module}.weights.bin");
         let weights_path = out_dir.join(&weights_file);
@@ -342,6 +362,13 @@ impl Build {
             arena_bytes: compiled.plan.arena_bytes(),
             weight_bytes: bytes.len() as u64,
         })
+    }
+}
+
+fn req_weights(req: &BuildRequest) -> Option<&Path> {
+    match &req.weights {
+        WeightsChoice::File(p) => Some(p),
+        _ => None,
     }
 }
 
@@ -458,6 +485,18 @@ mod tests {
             .emit(dir.path())
             .unwrap_err();
         assert!(e.to_string().contains("unknown pass `nope`"), "{e}");
+        // Relative to CARGO_MANIFEST_DIR (compiler/), and named as written.
+        let e = Build::new("../macros/tests/ui/bad_spec.yaml")
+            .random_weights(0)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "effdet: ../macros/tests/ui/bad_spec.yaml:18:3: unknown field `cel_repeats`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

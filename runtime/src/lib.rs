@@ -1,7 +1,11 @@
 //! The tiny runtime shared by every crate that `effdetc` generates.
 //!
 //! It has no dependencies: generated crates must build offline from a copy of their own
-//! directory, and whatever they share lives here. It holds everything around the network
+//! directory, and whatever they share lives here. A standalone generated crate vendors a copy
+//! (`runtime/`); the build-script way (`effdet_compiler::Build`) and the proc-macro way
+//! (`effdet_macros::model!`) put generated code into your own crate, which then names
+//! `::effdet_runtime`: depend on this crate (`effdet-runtime = { path = ".../runtime" }`)
+//! alongside `effdet-compiler` or `effdet-macros`. It holds everything around the network
 //! itself, following the PyTorch `effdet` reference (rwightman/efficientdet-pytorch), which is
 //! this project's numerical reference:
 //!
