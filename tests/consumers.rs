@@ -88,6 +88,10 @@ fn run(program: &Path, args: &[&Path]) -> String {
 fn assert_ten_ok(stdout: &str) {
     let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
     assert!(ok >= 10, "expected ten checked outputs:\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("ok detect: ")),
+        "expected detections:\n{stdout}"
+    );
 }
 
 fn touch(path: &Path) {

@@ -100,3 +100,27 @@ pub fn check_all<'a>(
     }
     Ok(())
 }
+
+/// The synthetic RGB image every consumer (and the C program) detects on: 96×64, row-major,
+/// pixel (x, y, c) = (7x + 13y + 50c) mod 256.
+pub fn synthetic_image() -> (usize, usize, Vec<u8>) {
+    let (w, h) = (96usize, 64usize);
+    let pixels = (0..h * w * 3)
+        .map(|i| {
+            let (y, x, c) = (i / (w * 3), (i / 3) % w, i % 3);
+            ((x * 7 + y * 13 + c * 50) % 256) as u8
+        })
+        .collect();
+    (w, h, pixels)
+}
+
+/// Checks a detection count and prints it: effdet keeps the top `max_detections` (100) with no
+/// score threshold, so a synthetic image still yields some.
+pub fn check_detections(count: usize) -> Result<(), String> {
+    if (1..=100).contains(&count) {
+        println!("ok detect: {count} detections");
+        Ok(())
+    } else {
+        Err(format!("detect found {count} detections, expected 1..=100"))
+    }
+}

@@ -42,5 +42,17 @@ fn run() -> Result<(), String> {
     let outputs = model.forward(&input).map_err(|e| e.to_string())?;
     fixture::check_all(&dir, |name| {
         Some((outputs.shape(name)?, outputs.get(name)?))
-    })
+    })?;
+
+    let (width, height, data) = fixture::synthetic_image();
+    let image = d0::Image {
+        width,
+        height,
+        channels: 3,
+        data: &data,
+    };
+    let found = model
+        .detect(&image, &d0::detect_options())
+        .map_err(|e| e.to_string())?;
+    fixture::check_detections(found.len())
 }

@@ -37,18 +37,12 @@ fn run() -> Result<(), String> {
     })?;
 
     // The synthetic image the C program detects on too (tests/consumers/c/main.c).
-    let (w, h) = (96usize, 64usize);
-    let pixels: Vec<u8> = (0..h * w * 3)
-        .map(|i| {
-            let (y, x, c) = (i / (w * 3), (i / 3) % w, i % 3);
-            ((x * 7 + y * 13 + c * 50) % 256) as u8
-        })
-        .collect();
+    let (width, height, data) = fixture::synthetic_image();
     let image = effdet_d0::Image {
-        width: w,
-        height: h,
+        width,
+        height,
         channels: 3,
-        data: &pixels,
+        data: &data,
     };
     let found = model
         .detect(&image, &effdet_d0::detect_options())
@@ -61,6 +55,5 @@ fn run() -> Result<(), String> {
         bytes.extend_from_slice(&(d.class as f32).to_le_bytes());
     }
     std::fs::write(&dets_out, bytes).map_err(|e| format!("{}: {e}", dets_out.display()))?;
-    println!("ok detect: {} detections", found.len());
-    Ok(())
+    fixture::check_detections(found.len())
 }
