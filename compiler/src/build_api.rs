@@ -207,7 +207,9 @@ impl Build {
     ///
     /// Prints `cargo:rerun-if-changed` for the model, the weights and the detect spec (so the
     /// build script reruns when they change, and only then) and the spec's warnings as
-    /// `cargo:warning`.
+    /// `cargo:warning`. Like any `rerun-if-changed`, this replaces cargo's default of rerunning
+    /// when any file of the package changes: a build script that reads other files prints
+    /// their lines too. An ONNX model's external-data files are not tracked.
     pub fn emit(&self, out_dir: impl AsRef<Path>) -> Result<Emitted, BuildError> {
         let base = manifest_dir();
         let resolve = |p: &Path| {
@@ -497,6 +499,28 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn onnx_models_carry_their_weights() {
+        let onnx = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/tf_efficientdet_d0/model.onnx");
+        let dir = tempfile::tempdir().unwrap();
+        let e = Build::new(&onnx)
+            .random_weights(0)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap_err();
+        assert!(e.to_string().contains("carries its own weights"), "{e}");
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/d0.yaml");
+        let emitted = Build::new(&onnx)
+            .detect_spec(&spec)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap();
+        assert_eq!(emitted.module, dir.path().join("model.rs"));
+        let text = std::fs::read_to_string(&emitted.module).unwrap();
+        assert!(text.contains("pub fn detect("));
     }
 
     #[test]
