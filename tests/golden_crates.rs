@@ -181,12 +181,15 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join(name);
     if onnx {
-        generate(
+        // With the D0 spec's detection settings, so the ONNX crate can `detect` too.
+        let detect_spec = Some(root().join("specs/d0.yaml"));
+        generate_with(
             &fx.join("model.onnx"),
             WeightsChoice::Model,
             passes,
             &dir,
             name,
+            detect_spec,
         );
     } else {
         generate(
