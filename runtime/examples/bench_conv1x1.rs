@@ -157,6 +157,27 @@ fn alternative(isa: Isa, p: Plan, what: &str) -> Plan {
     b
 }
 
+/// `len` floats starting on a 64-byte boundary.
+struct Aligned {
+    buf: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(len: usize) -> Aligned {
+        let buf = vec![0.0f32; len + 16];
+        let off = buf.as_ptr().align_offset(64);
+        Aligned { buf, off, len }
+    }
+    fn get(&self) -> &[f32] {
+        &self.buf[self.off..][..self.len]
+    }
+    fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.off..][..self.len]
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -232,19 +253,23 @@ fn main() {
             format!("{cin}→{cout} @ {hw}")
         };
         print!("{name:<22}");
-        let x: Vec<f32> = (0..cin * hw)
-            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
-            .collect();
+        // Activations 64-byte aligned, as in the generated code's arena (a misaligned plane
+        // splits every AVX-512 load over two cache lines).
+        let mut xbuf = Aligned::new(cin * hw);
+        for (i, v) in xbuf.get_mut().iter_mut().enumerate() {
+            *v = ((i * 7919) % 1000) as f32 * 1e-3 - 0.5;
+        }
+        let x = xbuf.get();
         let w: Vec<f32> = (0..cout * cin)
             .map(|i| ((i * 104_729) % 997) as f32 * 1e-3 - 0.5)
             .collect();
         let wp = conv1x1::pack(&w, cout, cin);
         let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 1e-3).collect();
-        let res = o.with_res.then(|| vec![0.25f32; cout * hw]);
-        // 64-byte aligned, as the generated code's arena is.
-        let mut ybuf = vec![0.0f32; cout * hw + 16];
-        let off = ybuf.as_ptr().align_offset(64);
-        let y = &mut ybuf[off..off + cout * hw];
+        let mut rbuf = Aligned::new(if o.with_res { cout * hw } else { 0 });
+        rbuf.get_mut().fill(0.25);
+        let res = o.with_res.then(|| rbuf.get());
+        let mut ybuf = Aligned::new(cout * hw);
+        let y = ybuf.get_mut();
         let macs = (cin * cout * hw) as f64;
         for &isa in &o.isas {
             for act in [Act::None, Act::Swish] {
@@ -257,10 +282,10 @@ fn main() {
                     conv1x1::conv1x1_planned(
                         isa,
                         Par::new(o.threads),
-                        &x,
+                        x,
                         &wp,
                         &bias,
-                        res.as_deref(),
+                        res,
                         y,
                         cin,
                         cout,
