@@ -8,6 +8,14 @@
 //!
 //! Intra-op threads: kernels split their work over output channels with [`Par`], so each
 //! thread writes a disjoint contiguous part of the output.
+//!
+//! Allocation: kernels take their temporary buffers (padded row rings, resampled rows, index
+//! tables; conv1x1's packed blocks of x) from per-thread buffers (`scratch`) that only grow,
+//! so once every kernel of a model has run on a thread (the first forward pass), calls on
+//! that thread allocate nothing (`tests/no_alloc.rs`). With more than one thread, the
+//! threads a parallel region starts are new ones, which take their own buffers once per
+//! region. (The `pack*` functions, run at build time, and [`generic::fusion_coefficients`]
+//! return new vectors by design.)
 
 #![allow(unsafe_code)]
 
@@ -18,6 +26,7 @@ pub mod depthwise;
 pub mod fuse;
 pub mod generic;
 pub mod par;
+mod scratch;
 pub mod se;
 mod simd;
 
