@@ -3,12 +3,15 @@
 //! unusual ONNX graphs.
 //!
 //! [`conv_dense`] is vectorized along the output row. Each input plane's rows go through a
-//! ring of zero-padded rows ([`PaddedRows`], de-interleaved for column stride 2, as in the
+//! ring of zero-padded rows (`PaddedRows`, de-interleaved for column stride 2, as in the
 //! depthwise kernel); a register tile of several output channels × two vectors of pixels
 //! accumulates over every input channel and tap, each loaded input vector feeding all the
-//! tile's channels. Bias and activation are fused in the epilogue.
+//! tile's channels. Bias and activation are fused in the epilogue. The rings and the table
+//! of row pointers live in per-thread `scratch` buffers (no allocation
+//! per call).
 
-use super::depthwise::{out_len, PaddedRows};
+use super::depthwise::{out_len, PaddedRows, RingShape};
+use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
 use super::{Act, Isa, Par};
 
@@ -154,25 +157,36 @@ unsafe fn run<V: Vf32, const COB: usize, const NV: usize>(a: &mut Args, act: Act
     let n = a.bias.len();
     // Rows padded for loads of whole NV-vector tiles.
     let wide = ow.div_ceil(NV * V::LANES) * NV * V::LANES;
-    let mut rings: Vec<PaddedRows> = (0..cin)
-        .map(|_| PaddedRows::new(V::LANES, a.h, a.w_in, a.pads, kw, a.stride[1], kh, wide))
-        .collect();
-    let half = rings[0].half;
-    let mut rows = vec![std::ptr::null::<f32>(); cin * kh];
+    let shape = RingShape::new(
+        cin,
+        V::LANES,
+        a.h,
+        a.w_in,
+        a.pads,
+        kw,
+        a.stride[1],
+        kh,
+        wide,
+    );
+    let mut ring_buf = scratch::take::<f32>(shape.floats());
+    let mut rings = PaddedRows::new(shape, &mut ring_buf);
+    let half = rings.half;
+    let mut rows_buf = scratch::take::<*const f32>(cin * kh);
+    let rows: &mut [*const f32] = &mut rows_buf;
     for oy in 0..oh {
         let p0 = oy * a.stride[0];
-        for (ci, ring) in rings.iter_mut().enumerate() {
-            // SAFETY: the CPU supports V (caller).
-            unsafe { ring.fill::<V>(&a.x[ci * plane_in..(ci + 1) * plane_in], p0 + kh) };
-            for ky in 0..kh {
-                rows[ci * kh + ky] = ring.row(p0 + ky);
+        // SAFETY: the CPU supports V (caller).
+        unsafe { rings.fill_planes::<V>(&a.x[..cin * plane_in], p0 + kh) };
+        for (ci, r) in rows.chunks_exact_mut(kh).enumerate() {
+            for (ky, r) in r.iter_mut().enumerate() {
+                *r = rings.row(ci, p0 + ky);
             }
         }
         let mut co = 0;
         while co < n {
             let left = n - co;
             let t = Tile {
-                rows: &rows,
+                rows,
                 w: &a.w[co * taps..],
                 bias: &a.bias[co..],
                 kw,

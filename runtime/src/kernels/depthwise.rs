@@ -1,11 +1,15 @@
 //! Depthwise convolution (one `k×k` filter per channel) with bias and activation fused.
 //!
 //! Vectorized along the output row. Borders cost nothing in the inner loop: each input row
-//! is copied once into a small ring of zero-padded rows ([`PaddedRows`], a few KB that stay in
+//! is copied once into a small ring of zero-padded rows (`PaddedRows`, a few KB that stay in
 //! L1), and for stride 2 that copy also splits even and odd columns into two half-rows, so
 //! every tap is one contiguous vector load. Four (or eight) output rows are computed at once,
 //! sharing each loaded input vector between the rows whose windows contain it.
+//!
+//! The ring lives in a per-thread `scratch` buffer: once a call has run on
+//! a thread, later calls there allocate nothing.
 
+use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
 use super::{Act, Isa, Par};
 
@@ -164,7 +168,9 @@ fn tall_blocks(isa: Isa, k: usize, ow: usize) -> bool {
 unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &mut Args, act: Act) {
     let (oh, ow) = (a.oh, a.ow);
     let plane_in = a.h * a.w_in;
-    let mut rows = PaddedRows::new(V::LANES, a.h, a.w_in, a.pads, K, S, (RB - 1) * S + K, ow);
+    let shape = RingShape::new(1, V::LANES, a.h, a.w_in, a.pads, K, S, (RB - 1) * S + K, ow);
+    let mut buf = scratch::take::<f32>(shape.floats());
+    let mut rows = PaddedRows::new(shape, &mut buf);
     let n = a.bias.len();
     for ch in 0..n {
         rows.reset();
@@ -217,7 +223,7 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
     let span = (R - 1) * S + K;
     let mut src = [std::ptr::null::<f32>(); 24];
     for (j, p) in src.iter_mut().enumerate().take(span) {
-        *p = rows.row(p0 + j);
+        *p = rows.row(0, p0 + j);
     }
     let lanes = V::LANES;
     let half = rows.half;
@@ -270,33 +276,28 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
     }
 }
 
-/// A ring of zero-padded rows of one input plane, filled in order.
-///
-/// Padded row `p` (input row `p − pads[0]`, zeros outside the image) lives in slot
-/// `p % slots`. Stride 1: a slot is the padded row (`pads[1]` zeros, the row, zeros).
-/// Stride 2: a slot is two halves of `half` floats, the padded row's even columns then its
-/// odd columns, so padded column `2·j + t` is at `t·half + j`. Slots are long enough for
-/// every vector load of a row of `ow` outputs.
-pub(crate) struct PaddedRows {
-    buf: Vec<f32>,
+/// The geometry of [`PaddedRows`]: `planes` rings of `slots` padded rows each.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingShape {
+    planes: usize,
     slots: usize,
     pitch: usize,
     /// Stride 2: floats per half-row (a multiple of the lane count); 0 for stride 1.
-    pub(crate) half: usize,
+    half: usize,
     stride2: bool,
     h: usize,
     w: usize,
     top: usize,
     left: usize,
-    /// The next padded row to fill.
-    next: usize,
 }
 
-impl PaddedRows {
-    /// A ring of `slots` rows for a `h × w` plane read by `k`-wide windows with column stride
-    /// `stride` (1 or 2), producing rows of `ow` outputs in vectors of `lanes`.
+impl RingShape {
+    /// Rings of `slots` rows for `planes` planes of `h × w`, read by `k`-wide windows with
+    /// column stride `stride` (1 or 2), producing rows of `ow` outputs in vectors of
+    /// `lanes`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        planes: usize,
         lanes: usize,
         h: usize,
         w: usize,
@@ -305,7 +306,7 @@ impl PaddedRows {
         stride: usize,
         slots: usize,
         ow: usize,
-    ) -> PaddedRows {
+    ) -> RingShape {
         debug_assert!(stride == 1 || stride == 2);
         let padded = pads[1] + w + pads[3];
         let vec_end = ow.div_ceil(lanes) * lanes;
@@ -321,8 +322,8 @@ impl PaddedRows {
             let half = half.div_ceil(lanes) * lanes;
             (2 * half, half)
         };
-        PaddedRows {
-            buf: vec![0.0; slots * pitch],
+        RingShape {
+            planes,
             slots,
             pitch,
             half,
@@ -331,92 +332,172 @@ impl PaddedRows {
             w,
             top: pads[0],
             left: pads[1],
+        }
+    }
+
+    /// The floats of buffer the rings take.
+    pub(crate) fn floats(&self) -> usize {
+        self.planes * self.slots * self.pitch
+    }
+}
+
+/// Rings of zero-padded rows of `planes` input planes of one shape, filled in order (all
+/// planes in step), in a buffer the caller lends (a `scratch` buffer, so
+/// that no call allocates).
+///
+/// Padded row `p` of plane `i` (input row `p − pads[0]`, zeros outside the image) lives in
+/// slot `p % slots` of ring `i`. Stride 1: a slot is the padded row (`pads[1]` zeros, the
+/// row, zeros). Stride 2: a slot is two halves of `half` floats, the padded row's even
+/// columns then its odd columns, so padded column `2·j + t` is at `t·half + j`. Slots are
+/// long enough for every vector load of a row of `ow` outputs.
+pub(crate) struct PaddedRows<'a> {
+    buf: &'a mut [f32],
+    s: RingShape,
+    /// Stride 2: floats per half-row (a multiple of the lane count); 0 for stride 1.
+    pub(crate) half: usize,
+    /// The next padded row to fill.
+    next: usize,
+}
+
+impl<'a> PaddedRows<'a> {
+    /// Rings of `shape` in `buf` (at least `shape.floats()` long; its contents do not
+    /// matter: the rings' part is zeroed here).
+    pub(crate) fn new(shape: RingShape, buf: &'a mut [f32]) -> PaddedRows<'a> {
+        let buf = &mut buf[..shape.floats()];
+        buf.fill(0.0);
+        PaddedRows {
+            buf,
+            s: shape,
+            half: shape.half,
             next: 0,
         }
     }
 
-    /// Starts over for another plane of the same shape.
+    /// Starts over for other planes of the same shape.
     pub(crate) fn reset(&mut self) {
         self.next = 0;
     }
 
-    /// Fills padded rows up to (excluding) `end` from `src`, a `h × w` plane.
+    /// Fills padded rows up to (excluding) `end` from `src`, the one `h × w` plane of rings
+    /// with `planes == 1`.
     ///
     /// # Safety
-    /// The CPU must support `V`'s instructions, with `V::LANES` the `lanes` of [`Self::new`].
+    /// The CPU must support `V`'s instructions, with `V::LANES` the `lanes` of the shape.
     #[inline(always)]
     pub(crate) unsafe fn fill<V: Vf32>(&mut self, src: &[f32], end: usize) {
-        let (w, left, half, lanes) = (self.w, self.left, self.half, V::LANES);
+        debug_assert_eq!(self.s.planes, 1);
         while self.next < end {
             let p = self.next;
             self.next += 1;
-            let slot = &mut self.buf[(p % self.slots) * self.pitch..][..self.pitch];
-            let iy = p.wrapping_sub(self.top);
-            if p < self.top || iy >= self.h {
-                // A padding row. (Pad columns are zero from the start and only ever
-                // overwritten with zeros.)
-                match self.stride2 {
-                    false => slot[left..left + w].fill(0.0),
-                    true => slot.fill(0.0),
-                }
-                continue;
-            }
-            let row = &src[iy * w..(iy + 1) * w];
-            let (x, s) = (row.as_ptr(), slot.as_mut_ptr());
-            if !self.stride2 {
-                let mut j = 0;
-                while j < w {
-                    // SAFETY: reads row[j..min(j + lanes, w)], writes slot[left + j..] within
-                    // the same count; slot has left + w floats.
-                    unsafe {
-                        if j + lanes <= w {
-                            V::store(s.add(left + j), V::load(x.add(j)));
-                        } else {
-                            V::store_n(s.add(left + j), V::load_n(x.add(j), w - j, 0.0), w - j);
-                        }
-                    }
-                    j += lanes;
-                }
-                continue;
-            }
-            // Padded column c = left + i holds x[i]: with left = 2q + r, x's even elements go
-            // to half-column q + i/2 of the even half (r = 0) or the odd half (r = 1), and its
-            // odd elements to q + i/2 (odd half, r = 0) or q + 1 + i/2 (even half, r = 1).
-            let q = left / 2;
-            let (to_even, to_odd) = match left % 2 {
-                0 => (q, half + q),
-                _ => (half + q, q + 1),
-            };
-            let mut j = 0;
-            while 2 * j < w {
-                let n = w - 2 * j;
-                // SAFETY: the loads read row[2j .. 2j + min(n, 2·lanes)] (masked beyond w,
-                // filling zeros); the stores write lanes floats at j + q (+1) within each
-                // half, which `new` sized for (half ≥ q + 1 + ceil(w/2) rounded to lanes).
-                unsafe {
-                    let a = match n >= lanes {
-                        true => V::load(x.add(2 * j)),
-                        false => V::load_n(x.add(2 * j), n, 0.0),
-                    };
-                    let b = match n {
-                        _ if n >= 2 * lanes => V::load(x.add(2 * j + lanes)),
-                        _ if n > lanes => V::load_n(x.add(2 * j + lanes), n - lanes, 0.0),
-                        _ => V::splat(0.0),
-                    };
-                    let (e, o) = V::deinterleave(a, b);
-                    V::store(s.add(to_even + j), e);
-                    V::store(s.add(to_odd + j), o);
-                }
-                j += lanes;
+            // SAFETY: forwarded contract.
+            unsafe { self.fill_row::<V>(0, src, p) };
+        }
+    }
+
+    /// Fills padded rows up to (excluding) `end` of every plane from `src`, `planes`
+    /// consecutive `h × w` planes.
+    ///
+    /// # Safety
+    /// As [`Self::fill`].
+    #[inline(always)]
+    pub(crate) unsafe fn fill_planes<V: Vf32>(&mut self, src: &[f32], end: usize) {
+        while self.next < end {
+            let p = self.next;
+            self.next += 1;
+            for plane in 0..self.s.planes {
+                // SAFETY: forwarded contract.
+                unsafe { self.fill_row::<V>(plane, src, p) };
             }
         }
     }
 
-    /// The start of padded row `p`'s slot (which must have been filled and not overwritten).
+    /// Fills padded row `p` of plane `plane` (of the planes at `src`) into its slot.
+    ///
+    /// # Safety
+    /// As [`Self::fill`].
     #[inline(always)]
-    pub(crate) fn row(&self, p: usize) -> *const f32 {
-        debug_assert!(p < self.next && p + self.slots >= self.next);
-        self.buf[(p % self.slots) * self.pitch..].as_ptr()
+    unsafe fn fill_row<V: Vf32>(&mut self, plane: usize, src: &[f32], p: usize) {
+        let RingShape {
+            slots,
+            pitch,
+            half,
+            stride2,
+            h,
+            w,
+            top,
+            left,
+            ..
+        } = self.s;
+        let lanes = V::LANES;
+        let iy = p.wrapping_sub(top);
+        let slot = &mut self.buf[(plane * slots + p % slots) * pitch..][..pitch];
+        if p < top || iy >= h {
+            // A padding row. (Pad columns are zero from the start and only ever
+            // overwritten with zeros.)
+            match stride2 {
+                false => slot[left..left + w].fill(0.0),
+                true => slot.fill(0.0),
+            }
+            return;
+        }
+        let row = &src[(plane * h + iy) * w..][..w];
+        let (x, s) = (row.as_ptr(), slot.as_mut_ptr());
+        if !stride2 {
+            let mut j = 0;
+            while j < w {
+                // SAFETY: reads row[j..min(j + lanes, w)], writes slot[left + j..]
+                // within the same count; slot has left + w floats.
+                unsafe {
+                    if j + lanes <= w {
+                        V::store(s.add(left + j), V::load(x.add(j)));
+                    } else {
+                        V::store_n(s.add(left + j), V::load_n(x.add(j), w - j, 0.0), w - j);
+                    }
+                }
+                j += lanes;
+            }
+            return;
+        }
+        // Padded column c = left + i holds x[i]: with left = 2q + r, x's even elements
+        // go to half-column q + i/2 of the even half (r = 0) or the odd half (r = 1),
+        // and its odd elements to q + i/2 (odd half, r = 0) or q + 1 + i/2 (even
+        // half, r = 1).
+        let q = left / 2;
+        let (to_even, to_odd) = match left % 2 {
+            0 => (q, half + q),
+            _ => (half + q, q + 1),
+        };
+        let mut j = 0;
+        while 2 * j < w {
+            let n = w - 2 * j;
+            // SAFETY: the loads read row[2j .. 2j + min(n, 2·lanes)] (masked beyond
+            // w, filling zeros); the stores write lanes floats at j + q (+1) within
+            // each half, which the shape sized for (half ≥ q + 1 + ceil(w/2) rounded
+            // to lanes).
+            unsafe {
+                let a = match n >= lanes {
+                    true => V::load(x.add(2 * j)),
+                    false => V::load_n(x.add(2 * j), n, 0.0),
+                };
+                let b = match n {
+                    _ if n >= 2 * lanes => V::load(x.add(2 * j + lanes)),
+                    _ if n > lanes => V::load_n(x.add(2 * j + lanes), n - lanes, 0.0),
+                    _ => V::splat(0.0),
+                };
+                let (e, o) = V::deinterleave(a, b);
+                V::store(s.add(to_even + j), e);
+                V::store(s.add(to_odd + j), o);
+            }
+            j += lanes;
+        }
+    }
+
+    /// The start of padded row `p`'s slot of plane `plane` (which must have been filled and
+    /// not overwritten).
+    #[inline(always)]
+    pub(crate) fn row(&self, plane: usize, p: usize) -> *const f32 {
+        debug_assert!(p < self.next && p + self.s.slots >= self.next);
+        self.buf[(plane * self.s.slots + p % self.s.slots) * self.s.pitch..].as_ptr()
     }
 }
 
