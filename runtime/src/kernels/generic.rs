@@ -9,6 +9,7 @@
 
 use super::act::apply_slice;
 use super::depthwise::out_len;
+use super::scratch;
 use super::simd::usable;
 use super::{Act, Isa};
 
@@ -202,9 +203,10 @@ fn block_scalar(big: &[usize], small: &[usize], out: &[usize]) -> Option<usize> 
     (leading_match && split < rank && inner > 1).then_some(inner)
 }
 
-/// Strides to read a tensor of `shape` broadcast to `out`: 0 along broadcast dimensions.
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; out.len()];
+/// Strides to read a tensor of `shape` broadcast to `out` (rank ≤ 6): 0 along broadcast
+/// dimensions.
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> [usize; 6] {
+    let mut strides = [0; 6];
     let mut stride = 1;
     for (d, &len) in shape.iter().enumerate().rev() {
         let od = d + out.len() - shape.len();
@@ -225,13 +227,12 @@ fn advance(idx: &mut [usize], shape: &[usize]) {
     }
 }
 
-/// Row-major strides of a shape.
-fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
+/// Row-major strides of a shape, into `s` (`shape.len()` long).
+fn strides(shape: &[usize], s: &mut [usize]) {
+    s.fill(1);
     for d in (0..shape.len().saturating_sub(1)).rev() {
         s[d] = s[d + 1] * shape[d + 1];
     }
-    s
 }
 
 /// `y[c] = mean(x[c])` over planes of `hw` values (summed in f64).
@@ -323,11 +324,15 @@ pub fn resize_nearest(
     if oh * ow == 0 {
         return;
     }
-    let cols: Vec<usize> = (0..ow).map(|ox| ox * w / ow).collect();
+    let mut cols = scratch::take::<usize>(ow);
+    for (ox, c) in cols.iter_mut().enumerate() {
+        *c = ox * w / ow;
+    }
+    let cols: &[usize] = &cols;
     for (src, dst) in x.chunks(h * w).zip(y.chunks_mut(oh * ow)).take(c) {
         for (oy, out) in dst.chunks_mut(ow).enumerate() {
             let row = &src[(oy * h / oh) * w..][..w];
-            for (o, &ix) in out.iter_mut().zip(&cols) {
+            for (o, &ix) in out.iter_mut().zip(cols) {
                 *o = row[ix];
             }
         }
@@ -364,26 +369,41 @@ pub fn pad(x: &[f32], y: &mut [f32], c: usize, h: usize, w: usize, pads: [usize;
 }
 
 /// The coefficients a weighted sum applies to its `n` inputs (the interpreter's
-/// `fusion_coefficients`).
+/// `fusion_coefficients`): `n` values for [`FusionMethod::Sum`], one per raw weight
+/// otherwise. Returns a new vector (for build time; [`weighted_sum`] allocates nothing).
 pub fn fusion_coefficients(method: FusionMethod, raw_weights: &[f32], n: usize) -> Vec<f32> {
+    let len = match method {
+        FusionMethod::Sum => n,
+        _ => raw_weights.len(),
+    };
+    let mut coef = vec![0.0; len];
+    coefficients_into(method, raw_weights, &mut coef);
+    coef
+}
+
+/// [`fusion_coefficients`] into `coef` (one per raw weight, or any number for a sum).
+fn coefficients_into(method: FusionMethod, raw_weights: &[f32], coef: &mut [f32]) {
     match method {
         FusionMethod::FastAttention { eps } => {
             let sum: f32 = raw_weights.iter().map(|v| v.max(0.0)).sum();
-            raw_weights
-                .iter()
-                .map(|v| v.max(0.0) / (sum + eps))
-                .collect()
+            for (k, v) in coef.iter_mut().zip(raw_weights) {
+                *k = v.max(0.0) / (sum + eps);
+            }
         }
         FusionMethod::Softmax => {
             let max = raw_weights
                 .iter()
                 .cloned()
                 .fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = raw_weights.iter().map(|v| (v - max).exp()).collect();
-            let sum: f32 = e.iter().sum();
-            e.iter().map(|v| v / sum).collect()
+            for (e, v) in coef.iter_mut().zip(raw_weights) {
+                *e = (v - max).exp();
+            }
+            let sum: f32 = coef.iter().sum();
+            for e in coef.iter_mut() {
+                *e /= sum;
+            }
         }
-        FusionMethod::Sum => vec![1.0; n],
+        FusionMethod::Sum => coef.fill(1.0),
     }
 }
 
@@ -397,9 +417,10 @@ pub fn weighted_sum(method: FusionMethod, raw_weights: &[f32], inputs: &[&[f32]]
             "weighted_sum: one weight per input"
         );
     }
-    let coef = fusion_coefficients(method, raw_weights, inputs.len());
+    let mut coef = scratch::take::<f32>(inputs.len());
+    coefficients_into(method, raw_weights, &mut coef);
     y.fill(0.0);
-    for (x, k) in inputs.iter().zip(coef) {
+    for (x, &k) in inputs.iter().zip(coef.iter()) {
         assert!(x.len() >= y.len(), "weighted_sum: input too short");
         for (o, &v) in y.iter_mut().zip(x.iter()) {
             *o += k * v;
@@ -419,18 +440,25 @@ pub fn transpose(x: &[f32], shape: &[usize], perm: &[usize], y: &mut [f32]) {
         y[0] = x[0];
         return;
     }
-    let src = strides(shape);
-    let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
-    let walk: Vec<usize> = perm.iter().map(|&p| src[p]).collect();
-    let rank = out.len();
+    let rank = shape.len();
+    // Input strides, output shape, input strides in output order, output index.
+    let mut table = scratch::take::<usize>(4 * rank);
+    let (src, rest) = table.split_at_mut(rank);
+    let (out, rest) = rest.split_at_mut(rank);
+    let (walk, idx) = rest.split_at_mut(rank);
+    strides(shape, src);
+    for ((o, w), &p) in out.iter_mut().zip(walk.iter_mut()).zip(perm) {
+        (*o, *w) = (shape[p], src[p]);
+    }
     let (last, step) = (out[rank - 1], walk[rank - 1]);
-    let mut idx = vec![0usize; rank - 1];
+    let idx = &mut idx[..rank - 1];
+    idx.fill(0);
     for dst in y[..total].chunks_mut(last) {
-        let base: usize = idx.iter().zip(&walk).map(|(i, s)| i * s).sum();
+        let base: usize = idx.iter().zip(walk.iter()).map(|(i, s)| i * s).sum();
         for (i, o) in dst.iter_mut().enumerate() {
             *o = x[base + i * step];
         }
-        advance(&mut idx, &out[..rank - 1]);
+        advance(idx, &out[..rank - 1]);
     }
 }
 
@@ -455,30 +483,33 @@ pub fn concat(inputs: &[(&[f32], &[usize])], axis: usize, y: &mut [f32]) {
 /// Sums or averages `x` (of `shape`) over `axes` (sorted, distinct), accumulating in f64.
 /// `y` holds the remaining positions in order (whether or not the reduced dims are kept).
 pub fn reduce(kind: ReduceKind, x: &[f32], shape: &[usize], axes: &[usize], y: &mut [f32]) {
-    let kept: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| if axes.contains(&d) { 1 } else { n })
-        .collect();
-    let dst: Vec<usize> = strides(&kept)
-        .into_iter()
-        .enumerate()
-        .map(|(d, s)| if axes.contains(&d) { 0 } else { s })
-        .collect();
+    let rank = shape.len();
+    // The kept shape (reduced dims as 1), output strides (0 along reduced dims), index.
+    let mut table = scratch::take::<usize>(3 * rank);
+    let (kept, rest) = table.split_at_mut(rank);
+    let (dst, idx) = rest.split_at_mut(rank);
+    for (d, (k, &n)) in kept.iter_mut().zip(shape).enumerate() {
+        *k = if axes.contains(&d) { 1 } else { n };
+    }
+    strides(kept, dst);
+    for (d, s) in dst.iter_mut().enumerate() {
+        if axes.contains(&d) {
+            *s = 0;
+        }
+    }
     let total: usize = shape.iter().product();
-    assert!(
-        x.len() >= total && y.len() >= kept.iter().product(),
-        "reduce: lengths"
-    );
-    let mut acc = vec![0f64; kept.iter().product()];
-    let mut idx = vec![0usize; shape.len()];
+    let outputs: usize = kept.iter().product();
+    assert!(x.len() >= total && y.len() >= outputs, "reduce: lengths");
+    let mut acc = scratch::take::<f64>(outputs);
+    acc.fill(0.0);
+    idx.fill(0);
     for &v in &x[..total] {
-        let at: usize = idx.iter().zip(&dst).map(|(i, s)| i * s).sum();
+        let at: usize = idx.iter().zip(dst.iter()).map(|(i, s)| i * s).sum();
         acc[at] += v as f64;
-        advance(&mut idx, shape);
+        advance(idx, shape);
     }
     let count: usize = axes.iter().map(|&a| shape[a]).product();
-    for (o, v) in y.iter_mut().zip(acc) {
+    for (o, &v) in y.iter_mut().zip(acc.iter()) {
         *o = match kind {
             ReduceKind::Sum => v as f32,
             ReduceKind::Mean => (v / count.max(1) as f64) as f32,
