@@ -274,15 +274,20 @@ fn run_group(
             let len = block.min(hw - p0);
             // x as the tiles read it: the plane itself, or this block copied to `scratch`
             // with a stride of len rounded up to 16, plus 16 (rows 64 bytes apart in the
-            // cache sets).
+            // cache sets), from a 64-byte boundary (no row splits cache lines). The buffer
+            // only grows, and is not cleared: the ld − len pad columns are never read (the
+            // tiles mask them off).
             let (xb, xs, x0) = if plan.pack_x {
                 let ld = len.next_multiple_of(16) + 16;
-                scratch.clear();
-                scratch.resize(cin * ld, 0.0);
-                for (k, dst) in scratch.chunks_exact_mut(ld).enumerate() {
+                if scratch.len() < cin * ld + 16 {
+                    scratch.resize(cin * ld + 16, 0.0);
+                }
+                let at = scratch.as_ptr().align_offset(64).min(16);
+                let xb = &mut scratch[at..at + cin * ld];
+                for (k, dst) in xb.chunks_exact_mut(ld).enumerate() {
                     dst[..len].copy_from_slice(&x[k * hw + p0..][..len]);
                 }
-                (&scratch[..], ld, p0)
+                (&xb[..], ld, p0)
             } else {
                 (x, hw, 0)
             };
