@@ -17,22 +17,9 @@ use memory::{Buffer, GreedyBySize, Planner};
 /// Every tensor starts on a 64-byte boundary.
 pub const ALIGN: usize = 16;
 
-/// How one input of a fused BiFPN sum is sampled (sizes are the input's).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Sample {
-    Identity,
-    Nearest {
-        h: usize,
-        w: usize,
-    },
-    MaxPool {
-        h: usize,
-        w: usize,
-        kernel: [usize; 2],
-        stride: [usize; 2],
-        pads: Pads,
-    },
-}
+/// How one input of a fused BiFPN sum is sampled (sizes are the input's): the runtime
+/// kernel's own description, so the plan and the kernel cannot drift apart.
+pub use effdet_runtime::kernels::fuse::Sample;
 
 /// The kernel a step calls, with every shape constant it needs.
 #[derive(Clone, Debug, PartialEq)]
