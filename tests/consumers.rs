@@ -4,7 +4,9 @@
 //! * `tests/consumers/buildrs`: `effdet_compiler::Build` in build.rs + `include!`;
 //! * `tests/consumers/macro`: `effdet_macros::model!`;
 //! * `tests/consumers/standalone`: a path dependency on the crate `effdetc build --c-api`
-//!   writes, whose static library a C program (`tests/consumers/c/main.c`) also links.
+//!   writes, whose static library a C program (`tests/consumers/c/main.c`) also links;
+//!   `tests/consumers/threads` checks the same crate's thread pool (bit-identical outputs at
+//!   1–3 threads, no allocation per forward, panics as `Error::Panic`, fork).
 //!
 //! The consumers are not workspace members; they build with `cargo build --release --offline`
 //! into the target directory the generated-crate tests share (`target/generated-crates`), so
@@ -254,6 +256,25 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
         &[&fx, &rust_dets],
     );
     assert_ten_ok(&stdout);
+
+    // The same crate's threads: bit-identical outputs, no allocation per forward, panics
+    // surfaced, moves between threads, fork.
+    let dir = consumer("threads");
+    let stderr = cargo(&["build", "--release", "--offline"], &dir);
+    assert_no_warnings(&stderr, "consumer-threads");
+    let stdout = run(&target_dir().join("release/consumer-threads"), &[&fx]);
+    for check in [
+        "ok bit-identical at 1, 2 and 3 threads",
+        "ok no allocation per forward at 1 and 2 threads",
+        "ok panics surface as Error::Panic at 1 and 2 threads; the model stays usable",
+        "ok moved between threads, thread count changed between forwards",
+        "ok a forked child restarts the workers",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == check),
+            "missing `{check}`:\n{stdout}"
+        );
+    }
 
     // C: the static library and the header, from a C program.
     let include = generated.join("include");

@@ -21,7 +21,7 @@
 //! their range (min–max), so noise from other processes on the machine is visible.
 
 use effdet_runtime::kernels::conv1x1::{self, Plan, Tile};
-use effdet_runtime::kernels::{Act, Isa, Par};
+use effdet_runtime::kernels::{Act, Isa, Pool};
 use std::time::Instant;
 
 /// D0 (512×512) 1×1 convolutions: (cin, cout, hw).
@@ -225,6 +225,7 @@ fn bench_acts(o: &Opts) {
 
 fn main() {
     let o = parse();
+    let pool = Pool::new(o.threads);
     if o.acts {
         return bench_acts(&o);
     }
@@ -281,7 +282,7 @@ fn main() {
                 let mut run = |p: Plan| {
                     conv1x1::conv1x1_planned(
                         isa,
-                        Par::new(o.threads),
+                        pool.par(),
                         x,
                         &wp,
                         &bias,

@@ -98,7 +98,7 @@ fn main() {
         .unwrap_or(30)
         .max(1);
     let filter = args.next().unwrap_or_default();
-    let par = Par::new(1);
+    let par = Par::serial();
     let isas = Isa::available();
     println!("| kernel | isa | median ms | wall ms | rate |");
     println!("|---|---|---|---|---|");
@@ -255,6 +255,7 @@ fn main() {
                 let x = black_box(&mut x[..]);
                 squeeze_excite(
                     isa,
+                    par,
                     x,
                     c,
                     n * n,

@@ -2,6 +2,7 @@
 //! context its generated steps run in, and the view of its outputs.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use crate::kernels::{Isa, Par};
@@ -25,6 +26,9 @@ pub enum Error {
     },
     /// Pre- or post-processing failed (bad image, mismatched outputs).
     Detect(String),
+    /// A panic inside the network or the post-processing (on any of its threads), caught:
+    /// the outputs of that call are lost, the model and its threads stay usable.
+    Panic(String),
 }
 
 impl fmt::Display for Error {
@@ -38,11 +42,28 @@ impl fmt::Display for Error {
             }
             Error::Weights { path, message } => write!(f, "{path}: {message}"),
             Error::Detect(message) => f.write_str(message),
+            Error::Panic(message) => write!(f, "internal error (a panic in the model): {message}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// Runs `f` (a forward pass, a detection), turning a panic — on the calling thread or a
+/// pool worker, which re-raises it here — into [`Error::Panic`]. The panic hook still prints
+/// the message to stderr as usual.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "a panic with a non-string payload".to_string()
+        };
+        Error::Panic(message)
+    })
+}
 
 /// A model's packed weights: embedded in the binary (read in place) or loaded from a file.
 pub enum Weights {
@@ -88,7 +109,7 @@ pub struct Ctx<'a> {
     /// Chosen once when the model is created.
     pub isa: Isa,
     /// Intra-op threads.
-    pub par: Par,
+    pub par: Par<'a>,
     /// Per-kernel temporary space (squeeze-excite's pooled vector, ...).
     pub scratch: &'a mut [f32],
 }

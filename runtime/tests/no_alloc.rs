@@ -1,15 +1,18 @@
 //! Every kernel allocates nothing once it has run: `Model::forward` must not allocate per
 //! inference, and the generated code calls exactly these kernels.
 //!
-//! A counting global allocator (this test binary only) counts the allocations of each
-//! thread. For every instruction set this CPU runs, every kernel is called once on
-//! EfficientDet-D0-like shapes (the warm-up: its per-thread scratch buffers grow), then
-//! again, one thread, each call alone: the second round must allocate nothing and give
+//! A counting global allocator (this test binary only) counts the allocations of the
+//! threads that are marked: the test's own and its pool's workers. For every instruction
+//! set this CPU runs, at 1 and at 2 threads (a persistent pool), every kernel is called once
+//! on EfficientDet-D0-like shapes (the warm-up: each thread's scratch buffers grow), then
+//! again, each call alone: the second round must allocate nothing on any thread and give
 //! bit-identical outputs (the scratch buffers then hold other kernels' leftovers, which no
 //! kernel may depend on).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use effdet_runtime::kernels::conv1x1;
 use effdet_runtime::kernels::dense::{conv_dense, conv_generic};
@@ -17,19 +20,27 @@ use effdet_runtime::kernels::depthwise::depthwise;
 use effdet_runtime::kernels::fuse::{fuse, Sample};
 use effdet_runtime::kernels::generic::{self as g, BinOp, FusionMethod, PoolKind, ReduceKind};
 use effdet_runtime::kernels::se::squeeze_excite;
-use effdet_runtime::kernels::{Act, Isa, Par};
+use effdet_runtime::kernels::{Act, Isa, Par, Pool};
 
 /// The system allocator, counting allocations per thread.
 struct Counting;
 
 thread_local! {
-    /// Allocations (and reallocations) by this thread. A const-initialized `Cell` of a
-    /// plain integer has no destructor: touching it never allocates or registers anything.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Whether this thread's allocations are counted. A const-initialized `Cell` of a plain
+    /// value has no destructor: touching it never allocates or registers anything.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Allocations (and reallocations) by the counted threads.
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The tests count process-wide: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 fn count() {
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 // SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
@@ -63,11 +74,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The allocations `f` makes on this thread.
+/// The allocations `f` makes on the counted threads.
 fn allocations(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
     f();
-    ALLOCATIONS.with(Cell::get) - before
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+/// A pool for the rest of the test binary, each of whose threads (the caller, participant
+/// 0, included: every region's task `p` runs on participant `p`) is counted.
+fn counted_pool(threads: usize) -> &'static Pool {
+    let pool: &'static Pool = Box::leak(Box::new(Pool::new(threads)));
+    pool.run(threads, &|_| COUNTED.with(|c| c.set(true)));
+    pool
 }
 
 /// Deterministic values in [-1, 1).
@@ -113,8 +132,7 @@ fn case(name: impl Into<String>, out_len: usize, run: impl FnMut(&mut [f32]) + '
 }
 
 /// Every kernel the code generator emits, on D0-like shapes (and the unusual paths).
-fn cases(isa: Isa) -> Vec<Case> {
-    let par = Par::new(1);
+fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
     let mut v = Vec::new();
 
     // 1×1 convs: D0's expand/project shapes; 256² (a multiple of 256 pixels) takes the
@@ -244,7 +262,19 @@ fn cases(isa: Isa) -> Vec<Case> {
         let mut scratch = vec![0.0; c + r];
         v.push(case("squeeze_excite 96ch @128²", c * hw, move |y| {
             y.copy_from_slice(&x);
-            squeeze_excite(isa, y, c, hw, &rw, &rb, &ew, &eb, Act::Swish, &mut scratch)
+            squeeze_excite(
+                isa,
+                par,
+                y,
+                c,
+                hw,
+                &rw,
+                &rb,
+                &ew,
+                &eb,
+                Act::Swish,
+                &mut scratch,
+            )
         }));
     }
 
@@ -417,9 +447,14 @@ fn cases(isa: Isa) -> Vec<Case> {
 
 #[test]
 fn kernels_allocate_nothing_after_warm_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut failures = Vec::new();
-    for isa in Isa::available() {
-        let mut cases = cases(isa);
+    for (isa, threads) in Isa::available()
+        .into_iter()
+        .flat_map(|isa| [(isa, 1), (isa, 2)])
+    {
+        let pool = counted_pool(threads);
+        let mut cases = cases(isa, pool.par());
         // Warm-up: every kernel once, as the first forward pass does.
         for c in cases.iter_mut() {
             (c.run)(&mut c.out);
@@ -430,7 +465,10 @@ fn kernels_allocate_nothing_after_warm_up() {
             y.fill(f32::NAN);
             let n = allocations(|| (c.run)(y));
             if n != 0 {
-                failures.push(format!("{isa:?} {}: {n} allocations", c.name));
+                failures.push(format!(
+                    "{isa:?} {threads} threads {}: {n} allocations",
+                    c.name
+                ));
             }
             let same = y
                 .iter()
@@ -438,7 +476,7 @@ fn kernels_allocate_nothing_after_warm_up() {
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             if !same {
                 failures.push(format!(
-                    "{isa:?} {}: output differs on the second call",
+                    "{isa:?} {threads} threads {}: output differs on the second call",
                     c.name
                 ));
             }
@@ -450,8 +488,20 @@ fn kernels_allocate_nothing_after_warm_up() {
 /// The counter itself works (the test above cannot pass vacuously).
 #[test]
 fn the_counter_sees_allocations() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    COUNTED.with(|c| c.set(true));
     let n = allocations(|| {
         std::hint::black_box(vec![0u8; 100]);
+    });
+    assert_eq!(n, 1);
+    // On a worker too.
+    let pool = counted_pool(2);
+    let n = allocations(|| {
+        pool.run(2, &|t| {
+            if t == 1 {
+                std::hint::black_box(vec![0u8; 100]);
+            }
+        })
     });
     assert_eq!(n, 1);
 }

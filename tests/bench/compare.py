@@ -68,12 +68,15 @@ def main():
             file=sys.stderr)
     print("| threads | effdet median ms | ONNX Runtime median ms | effdet / ORT | effdet GMAC/s | ORT GMAC/s |")
     print("|---:|---:|---:|---:|---:|---:|")
+    med = {k: statistics.median(v) for k, v in results.items()}
     for t in threads:
-        ours = statistics.median(results[("effdet", t)])
-        theirs = statistics.median(results[("ort", t)])
+        ours, theirs = med[("effdet", t)], med[("ort", t)]
         print(f"| {t} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f} | "
               f"{args.macs / ours / 1e6:.1f} | {args.macs / theirs / 1e6:.1f} |")
-
+    base = threads[0]
+    for t in threads[1:]:
+        print(f"{t}T/{base}T: effdet {med[('effdet', t)] / med[('effdet', base)]:.2f}, "
+              f"ONNX Runtime {med[('ort', t)] / med[('ort', base)]:.2f}")
 
 if __name__ == "__main__":
     main()

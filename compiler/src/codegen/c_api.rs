@@ -197,8 +197,8 @@ pub const EFFDET_WEIGHTS: c_int = 4;
 pub const EFFDET_BUFFER_TOO_SMALL: c_int = 5;
 /// Pre- or post-processing failed (for example an image with 2 channels).
 pub const EFFDET_DETECT: c_int = 6;
-/// A panic inside the model, which is a bug: only `effdet_lib_free` may still be called on
-/// the handle.
+/// A panic inside the model (a bug), caught on whichever of its threads it happened: that
+/// call's outputs are lost; the handle and its threads stay usable.
 pub const EFFDET_PANIC: c_int = 7;
 
 /// Floats in the input (`INPUT_SHAPE`, NCHW).
@@ -207,6 +207,16 @@ const INPUT_LEN: usize = @INPUT_LEN@;
 const OUTPUT_LENS: [usize; @N@] = [@LENS@];
 /// `OUTPUT_NAMES` as C strings.
 const OUTPUT_NAMES_C: [&CStr; @N@] = [@NAMES@];
+
+/// The status code of each error variant.
+fn status_of(e: &crate::Error) -> c_int {
+    match e {
+        crate::Error::InputLength { .. } => EFFDET_BAD_LENGTH,
+        crate::Error::Weights { .. } => EFFDET_WEIGHTS,
+        crate::Error::Detect(_) => EFFDET_DETECT,
+        crate::Error::Panic(_) => EFFDET_PANIC,
+    }
+}
 
 /// Runs `f`, turning a panic into `EFFDET_PANIC`.
 fn guard(f: impl FnOnce() -> c_int) -> c_int {
@@ -340,7 +350,16 @@ pub unsafe extern "C" fn effdet_lib_free(model: *mut Model) -> c_int {
     })
 }
 
-/// Intra-op threads for forward and detect (1, the default: no thread is started).
+/// Test hook for callers' error handling: the `n`-th task run from now on by any model of
+/// this process panics (0 cancels), so a test can see `EFFDET_PANIC` and the recovery after
+/// it. Not for production use.
+#[no_mangle]
+pub extern "C" fn effdet_lib_test_inject_panic(n: usize) {
+    ::effdet_runtime::kernels::pool::inject_panic(n);
+}
+
+/// Intra-op threads for forward and detect (1, the default: no thread is started;
+/// `threads − 1` workers otherwise, parked between parallel regions).
 ///
 /// # Safety
 /// `model` must be null or a live handle not in use by another thread.
@@ -410,7 +429,7 @@ pub unsafe extern "C" fn effdet_lib_forward(
         let input = unsafe { std::slice::from_raw_parts(input, input_len) };
         let results = match model.forward(input) {
             Ok(r) => r,
-            Err(_) => return EFFDET_BAD_LENGTH,
+            Err(e) => return status_of(&e),
         };
         for (name, &buffer) in OUTPUT_NAMES.iter().zip(buffers) {
             if buffer.is_null() {
@@ -467,7 +486,7 @@ pub extern "C" fn effdet_lib_status_message(status: c_int) -> *const c_char {
         EFFDET_WEIGHTS => c"the weights file could not be read or belongs to another model",
         EFFDET_BUFFER_TOO_SMALL => c"more detections than the buffer holds",
         EFFDET_DETECT => c"pre- or post-processing failed",
-        EFFDET_PANIC => c"internal error (a panic in the model); free the handle",
+        EFFDET_PANIC => c"internal error (a panic in the model, caught); the handle is still usable",
         _ => c"unknown status",
     };
     text.as_ptr()
@@ -540,7 +559,7 @@ pub unsafe extern "C" fn effdet_lib_detect(
         options.score_threshold = (score_threshold >= 0.0).then_some(score_threshold);
         let found = match model.detect(&image, &options) {
             Ok(found) => found,
-            Err(_) => return EFFDET_DETECT,
+            Err(e) => return status_of(&e),
         };
         // SAFETY: non-null and aligned; the caller promises a writable `size_t`.
         unsafe { count.write(found.len()) };
@@ -597,7 +616,7 @@ extern "C" {
 #define EFFDET_WEIGHTS 4          /* the weights file could not be read or is another model's */
 #define EFFDET_BUFFER_TOO_SMALL 5 /* more detections than the buffer holds */
 #define EFFDET_DETECT 6           /* pre- or post-processing failed */
-#define EFFDET_PANIC 7            /* internal error: only free the handle */
+#define EFFDET_PANIC 7            /* internal error (a caught panic): that call failed, the handle stays usable */
 #endif
 
 /** The input: @INPUT_SHAPE@ floats, NCHW, normalized. */
@@ -614,7 +633,11 @@ int effdet_lib_create(effdet_lib_model **out);
 int effdet_lib_create_from_file(const char *path, effdet_lib_model **out);
 /** Frees the model (null is ignored). */
 int effdet_lib_free(effdet_lib_model *model);
-/** Intra-op threads (default 1: no thread is started); 0 is EFFDET_BAD_ARGUMENT. */
+/**
+ * Intra-op threads (default 1: no thread is started; otherwise threads - 1 workers, parked
+ * between parallel regions, joined by effdet_lib_free); 0 is EFFDET_BAD_ARGUMENT. Outputs
+ * are bit-identical at every thread count.
+ */
 int effdet_lib_set_threads(effdet_lib_model *model, size_t threads);
 /**
  * Runs the network on `input` (EFFDET_LIB_INPUT_LEN floats) and copies output i into
@@ -633,6 +656,12 @@ size_t effdet_lib_output_len(size_t index);
 const char *effdet_lib_output_name(size_t index);
 /** What a status code means (static). */
 const char *effdet_lib_status_message(int status);
+/**
+ * Test hook for callers' error handling: the n-th task run from now on by any model of this
+ * process panics (0 cancels); the call it happens in returns EFFDET_PANIC, later calls work.
+ * Not for production use.
+ */
+void effdet_lib_test_inject_panic(size_t n);
 @DETECT@
 #ifdef __cplusplus
 }

@@ -176,7 +176,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
             let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
             let scale = ::effdet_runtime::preprocess(image, [INPUT_SHAPE[2], INPUT_SHAPE[3]], &NORMALIZATION, input)
                 .map_err(|e| Error::Detect(e.to_string()))?;
-            run(state, self.weights.as_slice(), self.isa, self.threads);
+            run(state, self.weights.as_slice(), self.isa)?;
             let arena = &state.arena;
             let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off..off + len]);
             let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off..off + len]);
@@ -184,7 +184,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
             // effdet clips to the image's valid (un-padded) region before NMS.
             options.clip = Some([image.height as f32 / scale, image.width as f32 / scale]);
             let mut found = Vec::new();
-            ::effdet_runtime::postprocess_into(
+            catch_panic(|| ::effdet_runtime::postprocess_into(
                 &self.anchors,
                 NUM_CLASSES,
                 &class_outputs,
@@ -192,7 +192,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
                 &options,
                 &mut ::effdet_runtime::PostprocessScratch::default(),
                 &mut found,
-            )
+            ))?
             .map_err(|e| Error::Detect(e.to_string()))?;
             Ok(found.into_iter().map(|d| d.rescaled(scale)).collect())
         }
@@ -415,7 +415,7 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             quote! {{
                 #copy
                 let y = arena::region(cx.arena, #out_off, #out_len);
-                k::se::squeeze_excite(cx.isa, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
+                k::se::squeeze_excite(cx.isa, cx.par, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
             }}
         }
         Kernel::Fuse {
@@ -752,7 +752,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let model_doc = model_doc.map(|l| quote!(#[doc = #l]));
     let n_steps = plan.steps.len();
     let forward_doc = format!(
-        " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing."
+        " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count."
     );
     let detect = match &header.detection {
         Some(d) => detection_items(plan, d)?,
@@ -766,8 +766,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     } = detect;
     let file = quote! {
         use ::effdet_runtime::arena;
-        use ::effdet_runtime::kernels::{self as k, Act, Isa, Par};
-        use ::effdet_runtime::model::{Ctx, OutputSlot, Weights};
+        use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
+        use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, Weights};
         pub use ::effdet_runtime::model::{Error, Outputs};
 
         /// Input shape, NCHW.
@@ -786,10 +786,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         #weights_static
         #detect_items
 
-        /// What one inference works in: the arena and the kernels' scratch.
+        /// What one inference works in: the arena, the kernels' scratch and the threads.
         struct State {
             arena: Vec<f32>,
             scratch: Vec<f32>,
+            pool: Pool,
         }
 
         #(#model_doc)*
@@ -799,7 +800,6 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             state: std::sync::Mutex<State>,
             weights: Weights,
             isa: Isa,
-            threads: usize,
             #detect_field
         }
 
@@ -825,17 +825,20 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                     state: std::sync::Mutex::new(State {
                         arena: vec![0.0; ARENA_LEN],
                         scratch: vec![0.0; SCRATCH_LEN],
+                        pool: Pool::new(1),
                     }),
                     weights,
                     isa: Isa::detect(),
-                    threads: 1,
                     #detect_init
                 }
             }
 
-            /// Intra-op threads for `forward` (1: no thread is started).
+            /// Intra-op threads for `forward` and `detect`: starts `threads − 1` workers, parked
+            /// between parallel regions, joined when the model is dropped (1: no thread is
+            /// started). Outputs are bit-identical at every thread count.
             pub fn set_threads(&mut self, threads: usize) {
-                self.threads = threads.max(1);
+                let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+                state.pool.set_threads(threads);
             }
 
             /// The instruction set the kernels use.
@@ -850,23 +853,27 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 }
                 let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
                 state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
-                run(state, self.weights.as_slice(), self.isa, self.threads);
+                run(state, self.weights.as_slice(), self.isa)?;
                 Ok(Outputs::new(&state.arena, &OUTPUTS))
             }
 
             #detect_methods
         }
 
-        /// The network: every kernel call, on the input already in the arena.
-        fn run(state: &mut State, weights: &[f32], isa: Isa, threads: usize) {
-            let mut cx = Ctx {
-                arena: &mut state.arena,
-                weights,
-                isa,
-                par: Par::new(threads),
-                scratch: &mut state.scratch,
-            };
-            #(#calls)*
+        /// The network: every kernel call, on the input already in the arena. A panic on
+        /// any thread becomes `Error::Panic`.
+        fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
+            state.pool.restart_after_fork();
+            catch_panic(|| {
+                let mut cx = Ctx {
+                    arena: &mut state.arena,
+                    weights,
+                    isa,
+                    par: state.pool.par(),
+                    scratch: &mut state.scratch,
+                };
+                #(#calls)*
+            })
         }
 
         // `Model` must stay `Send` (it moves between threads with its arena).

@@ -757,6 +757,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Pool;
 
     /// Small deterministic generator (xorshift), values in [−1, 1).
     struct Rng(u64);
@@ -856,7 +857,7 @@ mod tests {
                     let y = &mut ybuf[off..][..cout * hw];
                     conv1x1_planned(
                         isa,
-                        Par::new(threads),
+                        Pool::new(threads).par(),
                         &x,
                         &wp,
                         &bias,
@@ -971,7 +972,7 @@ mod tests {
                     let mut y = vec![0.0; cout * hw];
                     conv1x1(
                         isa,
-                        Par::new(threads),
+                        Pool::new(threads).par(),
                         &x,
                         &w,
                         &b,
@@ -1000,7 +1001,7 @@ mod tests {
             let r = vec![1.0; 3 * 4];
             conv1x1(
                 isa,
-                Par::new(1),
+                Par::serial(),
                 &[],
                 &[],
                 &[1.0, -1.0, 2.0],
@@ -1018,7 +1019,7 @@ mod tests {
             // hw = 0 and cout = 0: nothing to do.
             conv1x1(
                 isa,
-                Par::new(2),
+                Pool::new(2).par(),
                 &[],
                 &pack(&[1.0; 6], 3, 2),
                 &[],
@@ -1031,7 +1032,7 @@ mod tests {
             );
             conv1x1(
                 isa,
-                Par::new(2),
+                Pool::new(2).par(),
                 &[1.0; 8],
                 &[],
                 &[],
@@ -1052,7 +1053,7 @@ mod tests {
         let mut y = vec![0.0; 6];
         conv1x1(
             Isa::Scalar,
-            Par::new(1),
+            Par::serial(),
             &[0.0; 5],
             &w,
             &[],
@@ -1072,7 +1073,7 @@ mod tests {
         let mut y = vec![0.0; 6];
         conv1x1(
             Isa::Scalar,
-            Par::new(1),
+            Par::serial(),
             &[0.0; 6],
             &w,
             &[1.0],
@@ -1091,7 +1092,7 @@ mod tests {
         let mut y = vec![0.0; 6];
         conv1x1(
             Isa::Scalar,
-            Par::new(1),
+            Par::serial(),
             &[0.0; 6],
             &[1.0; 4],
             &[],

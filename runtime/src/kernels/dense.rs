@@ -402,6 +402,7 @@ fn valid_range(out: usize, stride: usize, offset: isize, len: usize) -> (usize, 
 mod tests {
     use super::*;
     use crate::kernels::simd::test_util::{assert_close, Rng};
+    use crate::kernels::Pool;
 
     /// f64 reference of `act(conv + bias) + residual`.
     #[allow(clippy::too_many_arguments)]
@@ -506,7 +507,7 @@ mod tests {
                         let mut y = vec![f32::NAN; want.len()];
                         conv_dense(
                             isa,
-                            Par::new(threads),
+                            Pool::new(threads).par(),
                             &x,
                             &w,
                             &b,
@@ -561,7 +562,7 @@ mod tests {
                 for threads in [1, 2] {
                     let mut y = vec![f32::NAN; want.len()];
                     conv_generic(
-                        Par::new(threads),
+                        Pool::new(threads).par(),
                         &x,
                         &w,
                         bias,

@@ -533,6 +533,7 @@ fn depthwise_any(a: &mut Args) {
 mod tests {
     use super::*;
     use crate::kernels::simd::test_util::{assert_close, Rng};
+    use crate::kernels::Pool;
 
     #[allow(clippy::too_many_arguments)]
     fn reference(
@@ -626,7 +627,7 @@ mod tests {
                         let mut y = vec![f32::NAN; want.len()];
                         depthwise(
                             isa,
-                            Par::new(threads),
+                            Pool::new(threads).par(),
                             &x,
                             &wt,
                             &b,

@@ -627,6 +627,7 @@ unsafe fn weighted_row<V: Vf32>(rows: &[*const f32], coef: &[f32], out: &mut [f3
 mod tests {
     use super::*;
     use crate::kernels::simd::test_util::{assert_close, Rng};
+    use crate::kernels::Pool;
 
     /// f64 reference of one input's sampled plane.
     fn sampled(x: &[f32], s: Sample, oh: usize, ow: usize) -> Vec<f64> {
@@ -836,7 +837,7 @@ mod tests {
                         let mut y = vec![f32::NAN; c * oh * ow];
                         fuse(
                             isa,
-                            Par::new(threads),
+                            Pool::new(threads).par(),
                             &inputs,
                             &coef,
                             &mut y,

@@ -6,15 +6,15 @@
 //! each kernel wants. Every kernel writes its whole output and reads only its inputs; the
 //! caller guarantees output and inputs do not overlap (they are disjoint slices).
 //!
-//! Intra-op threads: kernels split their work over output channels with [`Par`], so each
-//! thread writes a disjoint contiguous part of the output.
+//! Intra-op threads: kernels split their work over output channels with [`Par`], a handle
+//! on the model's persistent [`Pool`], so each thread writes a disjoint contiguous part of
+//! the output, always the same part: results are bit-identical at every thread count.
 //!
 //! Allocation: kernels take their temporary buffers (padded row rings, resampled rows, index
 //! tables; conv1x1's packed blocks of x) from per-thread buffers (`scratch`) that only grow,
 //! so once every kernel of a model has run on a thread (the first forward pass), calls on
-//! that thread allocate nothing (`tests/no_alloc.rs`). With more than one thread, the
-//! threads a parallel region starts are new ones, which take their own buffers once per
-//! region. (The `pack*` functions, run at build time, and [`generic::fusion_coefficients`]
+//! that thread allocate nothing (`tests/no_alloc.rs`). The pool's workers live as long as
+//! the pool and always get the same parts of the same kernels, so the same holds for them. (The `pack*` functions, run at build time, and [`generic::fusion_coefficients`]
 //! return new vectors by design.)
 
 #![allow(unsafe_code)]
@@ -25,13 +25,13 @@ pub mod dense;
 pub mod depthwise;
 pub mod fuse;
 pub mod generic;
-pub mod par;
+pub mod pool;
 mod scratch;
 pub mod se;
 mod simd;
 
 pub use act::Act;
-pub use par::Par;
+pub use pool::{Par, Pool};
 
 /// The instruction set a model runs with, detected once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

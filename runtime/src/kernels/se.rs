@@ -2,10 +2,12 @@
 //!
 //! Four short vectorized passes: the channel means, the `r × c` reduce matrix-vector
 //! product (with its activation), the `c × r` expand product and sigmoid, and the channel
-//! scale of `x`. Only the first and the last touch the feature map.
+//! scale of `x`. Only the first and the last touch the feature map: those two are split
+//! over the threads by channel groups (each channel's mean and scale do not depend on the
+//! split, so outputs are the same at every thread count).
 
 use super::simd::{usable, Vf32};
-use super::{Act, Isa};
+use super::{Act, Isa, Par};
 
 /// Squeeze-excite on `x` (`[c][hw]`) in place.
 ///
@@ -15,6 +17,7 @@ use super::{Act, Isa};
 #[allow(clippy::too_many_arguments)]
 pub fn squeeze_excite(
     isa: Isa,
+    par: Par,
     x: &mut [f32],
     c: usize,
     hw: usize,
@@ -26,7 +29,8 @@ pub fn squeeze_excite(
     scratch: &mut [f32],
 ) {
     let r = reduce_b.len();
-    assert!(x.len() >= c * hw, "squeeze_excite: input too short");
+    let len = c.checked_mul(hw).expect("squeeze_excite: c·hw overflows");
+    assert!(x.len() >= len, "squeeze_excite: input too short");
     assert!(
         reduce_w.len() >= r * c,
         "squeeze_excite: reduce weights too short"
@@ -40,82 +44,133 @@ pub fn squeeze_excite(
         "squeeze_excite: scratch needs c + r = {} floats",
         c + r
     );
-    let a = Args {
-        x: &mut x[..c * hw],
-        c,
-        hw,
-        reduce_w,
-        reduce_b,
-        expand_w,
-        expand_b,
-        act,
-        scratch,
+    if c == 0 || hw == 0 {
+        return;
+    }
+    let isa = usable(isa);
+    let x = &mut x[..len];
+    let (gate, rest) = scratch.split_at_mut(c);
+    let hidden = &mut rest[..r];
+    // Channel groups, one per thread: the means and the scale touch the whole map.
+    let group = c.div_ceil(par.threads());
+    {
+        let x: &[f32] = x;
+        par.for_each_chunk(gate, group, len, |gi, g| {
+            let c0 = gi * group;
+            means(isa, &x[c0 * hw..(c0 + g.len()) * hw], g, hw);
+        });
+    }
+    excite(
+        isa, gate, hidden, reduce_w, reduce_b, expand_w, expand_b, act,
+    );
+    let gate: &[f32] = gate;
+    par.for_each_chunk(x, group * hw, len, |gi, xc| {
+        let c0 = gi * group;
+        scale(isa, xc, &gate[c0..c0 + xc.len() / hw], hw);
+    });
+}
+
+/// Defines `$name(isa, args…)`, which runs `$generic::<V>(args…)` with the vector type of
+/// `isa` (already checked by `usable`) in a `#[target_feature]` context.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,fma")]
+            unsafe fn avx512($($arg: $ty),*) {
+                // SAFETY: this function only runs where AVX-512F is available.
+                unsafe { $generic::<std::arch::x86_64::__m512>($($arg),*) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                // SAFETY: this function only runs where AVX2 and FMA are available.
+                unsafe { $generic::<std::arch::x86_64::__m256>($($arg),*) }
+            }
+            match isa {
+                // SAFETY: the caller took `isa` from `usable`, which checked this CPU.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2($($arg),*) },
+                // SAFETY: the one-lane f32 path runs on any CPU.
+                _ => unsafe { $generic::<f32>($($arg),*) },
+            }
+        }
     };
-    match usable(isa) {
-        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { run_avx512(a) },
-        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { run_avx2(a) },
-        // SAFETY: the one-lane f32 path runs on any CPU.
-        _ => unsafe { run::<f32>(a) },
+}
+
+dispatch!(
+    /// `gate[j]` = the mean of plane `j` of `x`.
+    means => means_v(x: &[f32], gate: &mut [f32], hw: usize)
+);
+dispatch!(
+    /// The reduce and expand products and the sigmoid, from the means in `gate` to the
+    /// gates in `gate`.
+    excite => excite_v(
+        gate: &mut [f32],
+        hidden: &mut [f32],
+        reduce_w: &[f32],
+        reduce_b: &[f32],
+        expand_w: &[f32],
+        expand_b: &[f32],
+        act: Act
+    )
+);
+dispatch!(
+    /// Plane `j` of `x` times `gate[j]`.
+    scale => scale_v(x: &mut [f32], gate: &[f32], hw: usize)
+);
+
+/// # Safety
+/// The CPU must support `V`'s instructions; `x` holds `gate.len()` planes of `hw`.
+#[inline(always)]
+unsafe fn means_v<V: Vf32>(x: &[f32], gate: &mut [f32], hw: usize) {
+    let inv = 1.0 / hw as f32;
+    for (ch, m) in gate.iter_mut().enumerate() {
+        // SAFETY: the CPU supports V (caller).
+        *m = unsafe { sum::<V>(&x[ch * hw..(ch + 1) * hw]) } * inv;
     }
 }
 
-struct Args<'a> {
-    x: &'a mut [f32],
-    c: usize,
-    hw: usize,
-    reduce_w: &'a [f32],
-    reduce_b: &'a [f32],
-    expand_w: &'a [f32],
-    expand_b: &'a [f32],
+/// # Safety
+/// The CPU must support `V`'s instructions; the weights have the sizes
+/// [`squeeze_excite`] checks for `c = gate.len()`, `r = hidden.len()`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn excite_v<V: Vf32>(
+    gate: &mut [f32],
+    hidden: &mut [f32],
+    reduce_w: &[f32],
+    reduce_b: &[f32],
+    expand_w: &[f32],
+    expand_b: &[f32],
     act: Act,
-    scratch: &'a mut [f32],
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn run_avx512(a: Args) {
-    // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { run::<std::arch::x86_64::__m512>(a) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2(a: Args) {
-    // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { run::<std::arch::x86_64::__m256>(a) }
+) {
+    let (c, r) = (gate.len(), hidden.len());
+    // SAFETY (whole body): the CPU supports V (caller); every slice passed is in bounds.
+    unsafe {
+        for (j, v) in hidden.iter_mut().enumerate() {
+            *v = act.apply(reduce_b[j] + dot::<V>(&reduce_w[j * c..(j + 1) * c], gate));
+        }
+        for (i, g) in gate.iter_mut().enumerate() {
+            *g = expand_b[i] + dot::<V>(&expand_w[i * r..(i + 1) * r], hidden);
+        }
+        map::<V>(gate, |v| V::act(v, Act::Sigmoid));
+    }
 }
 
 /// # Safety
-/// The CPU must support `V`'s instructions; the slices have the sizes [`squeeze_excite`]
-/// checks.
+/// The CPU must support `V`'s instructions; `x` holds `gate.len()` planes of `hw`.
 #[inline(always)]
-unsafe fn run<V: Vf32>(a: Args) {
-    let (c, hw, r) = (a.c, a.hw, a.reduce_b.len());
-    let (gate, rest) = a.scratch.split_at_mut(c);
-    let hidden = &mut rest[..r];
-    // SAFETY (whole body): the CPU supports V (caller); every slice passed is in bounds.
-    unsafe {
-        let inv = 1.0 / hw as f32;
-        for (ch, m) in gate.iter_mut().enumerate() {
-            *m = sum::<V>(&a.x[ch * hw..(ch + 1) * hw]) * inv;
-        }
-        for (j, v) in hidden.iter_mut().enumerate() {
-            *v = a
-                .act
-                .apply(a.reduce_b[j] + dot::<V>(&a.reduce_w[j * c..(j + 1) * c], gate));
-        }
-        for (i, g) in gate.iter_mut().enumerate() {
-            *g = a.expand_b[i] + dot::<V>(&a.expand_w[i * r..(i + 1) * r], hidden);
-        }
-        map::<V>(gate, |v| V::act(v, Act::Sigmoid));
-        for (ch, &g) in gate.iter().enumerate() {
-            let gv = V::splat(g);
-            map::<V>(&mut a.x[ch * hw..(ch + 1) * hw], |v| V::mul(v, gv));
-        }
+unsafe fn scale_v<V: Vf32>(x: &mut [f32], gate: &[f32], hw: usize) {
+    for (ch, &g) in gate.iter().enumerate() {
+        let gv = V::splat(g);
+        // SAFETY: the CPU supports V (caller).
+        unsafe { map::<V>(&mut x[ch * hw..(ch + 1) * hw], |v| V::mul(v, gv)) };
     }
 }
 
@@ -211,6 +266,7 @@ pub(crate) unsafe fn map<V: Vf32>(x: &mut [f32], f: impl Fn(V) -> V) {
 mod tests {
     use super::*;
     use crate::kernels::simd::test_util::{assert_close, Rng};
+    use crate::kernels::Pool;
 
     #[test]
     fn matches_reference_on_every_isa() {
@@ -253,15 +309,29 @@ mod tests {
                     let g = 1.0 / (1.0 + (-s).exp());
                     want.extend(x[ch * hw..(ch + 1) * hw].iter().map(|&v| v as f64 * g));
                 }
-                for isa in Isa::available() {
+                for (isa, threads) in Isa::available().into_iter().flat_map(|i| [(i, 1), (i, 3)]) {
+                    let pool = Pool::new(threads);
+                    let par = pool.par();
                     let mut y = x.clone();
                     let mut scratch = vec![f32::NAN; c + r];
-                    squeeze_excite(isa, &mut y, c, hw, &rw, &rb, &ew, &eb, act, &mut scratch);
+                    squeeze_excite(
+                        isa,
+                        par,
+                        &mut y,
+                        c,
+                        hw,
+                        &rw,
+                        &rb,
+                        &ew,
+                        &eb,
+                        act,
+                        &mut scratch,
+                    );
                     assert_close(
                         &y,
                         &want,
                         2e-5,
-                        &format!("{isa:?} c{c} hw{hw} r{r} {act:?}"),
+                        &format!("{isa:?} {threads} threads c{c} hw{hw} r{r} {act:?}"),
                     );
                 }
             }

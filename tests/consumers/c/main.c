@@ -2,7 +2,8 @@
  * A C program on the C ABI of the generated D0 crate (`effdetc build ... --c-api`): runs the
  * fixture input, writes every output as raw little-endian floats (OUT_DIR/<name>.f32) for the
  * test to compare with the fixture, checks the status codes of bad calls, and detects on the
- * synthetic image the Rust consumer uses (OUT_DIR/detections.f32).
+ * synthetic image the Rust consumer uses (OUT_DIR/detections.f32). A panic injected by the
+ * test hook must come back as EFFDET_PANIC, with the handle still usable.
  * Usage: main INPUT.npy OUT_DIR
  */
 #include <stdint.h>
@@ -109,6 +110,12 @@ int main(int argc, char **argv) {
     skip[EFFDET_D0_OUTPUT_BOX_P7] = outputs[EFFDET_D0_OUTPUT_BOX_P7];
     s = effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, skip, lens, EFFDET_D0_NUM_OUTPUTS);
     CHECK(s == EFFDET_OK, "forward with skipped outputs: %s", effdet_d0_status_message(s));
+
+    /* A panic inside (the test hook, on a worker at 2 threads) is EFFDET_PANIC; the handle
+     * stays usable, and the real run below uses it. */
+    effdet_d0_test_inject_panic(2);
+    s = effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, outputs, lens, EFFDET_D0_NUM_OUTPUTS);
+    CHECK(s == EFFDET_PANIC, "injected panic: %s", effdet_d0_status_message(s));
 
     /* The real run. */
     s = effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, outputs, lens, EFFDET_D0_NUM_OUTPUTS);

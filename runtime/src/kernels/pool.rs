@@ -1,0 +1,571 @@
+//! A persistent intra-op thread pool: workers start once and are parked between parallel
+//! regions, so a forward pass of a few hundred kernel calls pays a wake-up per call instead
+//! of a thread start (which costs tens of microseconds and a fresh set of thread-local
+//! scratch buffers).
+//!
+//! # Design
+//! * [`Pool::new(n)`](Pool::new) starts `n − 1` workers; the calling thread is participant
+//!   0 of every region. One thread starts none. [`Pool::set_threads`] resizes (joins the old
+//!   workers, starts new ones); dropping the pool joins its workers.
+//! * A region is `tasks` calls of one closure, `f(task)`. The assignment is static —
+//!   participant `p` runs tasks `p, p + n, p + 2n, …` — so a task always runs on the same
+//!   thread: results never depend on timing, and each thread's scratch buffers settle after
+//!   the first forward pass (no allocation afterwards, at any thread count).
+//! * Waiting: workers spin briefly on an epoch counter (regions of one forward pass follow
+//!   each other within microseconds), then block on a condition variable; the caller waits
+//!   for the last worker the same way.
+//! * Panics: every task runs under `catch_unwind`. The region still waits for every worker,
+//!   then re-raises the first panic on the calling thread (the generated `forward` turns it
+//!   into `Error::Panic`). Workers survive, so the pool stays usable.
+//! * Nesting and sharing: a region started while the pool is busy (a task that starts a
+//!   region, or two threads sharing a pool) runs its tasks on the calling thread.
+//! * `fork`: a pool records the process id that started its workers; in a child process
+//!   (Python's multiprocessing forks) [`Pool::restart_after_fork`] finds the id changed and
+//!   starts new workers instead of waiting for threads that do not exist there.
+//!
+//! This is the one module where `unsafe` serves threads rather than SIMD: a region hands
+//! its workers a pointer to a closure on the caller's stack (its lifetime erased) and a way
+//! to cut one output slice into disjoint parts. Both are sound because a region returns —
+//! normally or by unwinding — only after every worker has finished with it.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a parked participant spins before it blocks: longer than the gap between two
+/// kernel calls of a forward pass, short enough not to burn a core between forward passes.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// Tasks (process-wide) to run before one panics; 0: none. See [`inject_panic`].
+static INJECT: AtomicUsize = AtomicUsize::new(0);
+
+/// Test hook: the `n`-th task or chunk run from now on, by any pool or serial [`Par`] of
+/// this process, panics (0 cancels). It lets tests prove that a panic inside `forward`
+/// reaches the caller as an error and leaves the model usable; costs one relaxed load per
+/// task otherwise.
+#[doc(hidden)]
+pub fn inject_panic(n: usize) {
+    INJECT.store(n, Ordering::Relaxed);
+}
+
+#[inline]
+fn injected() {
+    if INJECT.load(Ordering::Relaxed) != 0 && INJECT.fetch_sub(1, Ordering::Relaxed) == 1 {
+        panic!("effdet: injected panic (test hook)");
+    }
+}
+
+/// A task function with its lifetime erased (see [`Pool::run`] for why that is sound).
+#[derive(Clone, Copy)]
+struct Job {
+    f: *const (dyn Fn(usize) + Sync + 'static),
+    tasks: usize,
+}
+
+// SAFETY: `Job` only carries a pointer to a `Sync` closure between threads; the closure is
+// called through a shared reference, which `Sync` allows from any thread.
+unsafe impl Send for Job {}
+
+/// What the caller and the workers share, behind a mutex.
+struct State {
+    /// Bumped once per region (and once to shut down).
+    epoch: u64,
+    job: Option<Job>,
+    shutdown: bool,
+    /// Workers blocked on `wake`, so that a region only signals when someone sleeps.
+    sleepers: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// `state.epoch`, readable without the lock, for spinning.
+    epoch: AtomicU64,
+    /// Workers that have not yet finished the current region.
+    pending: AtomicUsize,
+    done_lock: Mutex<()>,
+    done: Condvar,
+    /// The first panic of the current region.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    panicked: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing runs user code while holding these locks, so a poisoned one is still sound.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Runs `job`'s tasks of participant `me` of `n`, catching panics.
+    fn run_tasks(&self, job: Job, me: usize, n: usize) {
+        for task in (me..job.tasks).step_by(n) {
+            // SAFETY: the pointer came from a live `&dyn Fn` in `Pool::run`, which does
+            // not return before every participant is done with this region.
+            let f = unsafe { &*job.f };
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                injected();
+                f(task)
+            }));
+            if let Err(payload) = r {
+                let mut slot = lock(&self.panic);
+                if slot.is_none() {
+                    *slot = Some(payload);
+                }
+                self.panicked.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Spins until `ready()` or [`SPIN`] has passed; `true` if ready.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return ready();
+        }
+    }
+}
+
+fn worker(shared: Arc<Shared>, me: usize, n: usize) {
+    let mut seen = 0u64;
+    loop {
+        if !spin_until(|| shared.epoch.load(Ordering::Acquire) != seen) {
+            let mut st = lock(&shared.state);
+            while st.epoch == seen {
+                st.sleepers += 1;
+                st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+                st.sleepers -= 1;
+            }
+        }
+        let (job, epoch, shutdown) = {
+            let st = lock(&shared.state);
+            (st.job, st.epoch, st.shutdown)
+        };
+        if shutdown {
+            return;
+        }
+        seen = epoch;
+        if let Some(job) = job {
+            shared.run_tasks(job, me, n);
+        }
+        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one out wakes the caller, should it be blocked.
+            let _g = lock(&shared.done_lock);
+            shared.done.notify_one();
+        }
+    }
+}
+
+/// Started workers and the process that started them.
+struct Workers {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    pid: u32,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Option<Workers> {
+        if threads <= 1 {
+            return None;
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                epoch: 0,
+                job: None,
+                shutdown: false,
+                sleepers: 0,
+            }),
+            wake: Condvar::new(),
+            epoch: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            done_lock: Mutex::new(()),
+            done: Condvar::new(),
+            panic: Mutex::new(None),
+            panicked: AtomicBool::new(false),
+        });
+        let handles = (1..threads)
+            .map(|me| {
+                let s = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("effdet-{me}"))
+                    .spawn(move || worker(s, me, threads))
+                    .expect("effdet pool: cannot start a worker thread")
+            })
+            .collect();
+        Some(Workers {
+            shared,
+            handles,
+            pid: std::process::id(),
+        })
+    }
+
+    fn stop(self) {
+        {
+            let mut st = lock(&self.shared.state);
+            st.shutdown = true;
+            st.epoch += 1;
+            self.shared.epoch.store(st.epoch, Ordering::Release);
+            self.shared.wake.notify_all();
+        }
+        for h in self.handles {
+            // Workers catch task panics, so a join error is impossible; nothing to report.
+            let _ = h.join();
+        }
+    }
+}
+
+/// Intra-op threads: the caller plus `threads − 1` parked workers.
+pub struct Pool {
+    threads: usize,
+    workers: Option<Workers>,
+    /// One region at a time; a region started while busy runs serially.
+    busy: AtomicBool,
+}
+
+impl Pool {
+    /// A pool of `threads` participants (clamped to at least 1): starts `threads − 1`
+    /// workers now.
+    pub fn new(threads: usize) -> Pool {
+        let threads = threads.max(1);
+        Pool {
+            threads,
+            workers: Workers::start(threads),
+            busy: AtomicBool::new(false),
+        }
+    }
+
+    /// The participant count (the calling thread included).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Resizes the pool: joins the workers and starts `threads − 1` new ones (nothing
+    /// changes if the count is the same).
+    pub fn set_threads(&mut self, threads: usize) {
+        let threads = threads.max(1);
+        if threads == self.threads {
+            return;
+        }
+        if let Some(w) = self.workers.take() {
+            w.stop();
+        }
+        self.threads = threads;
+        self.workers = Workers::start(threads);
+    }
+
+    /// In a child process after `fork`, the workers do not exist: forgets them (without
+    /// touching their possibly-locked state) and starts new ones. Cheap otherwise (one
+    /// `getpid`). Returns whether it restarted.
+    pub fn restart_after_fork(&mut self) -> bool {
+        match &self.workers {
+            Some(w) if w.pid != std::process::id() => {
+                // The handles name threads of the parent: joining or detaching them here
+                // would act on threads that do not exist. Leak them with the shared state.
+                std::mem::forget(self.workers.take());
+                self.workers = Workers::start(self.threads);
+                *self.busy.get_mut() = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A handle for kernels.
+    pub fn par(&self) -> Par<'_> {
+        Par {
+            pool: Some(self),
+            threads: self.threads,
+        }
+    }
+
+    /// Runs `f(0) … f(tasks − 1)`, spread over the participants (task `t` on participant
+    /// `t mod threads`, the caller being participant 0), and returns when all have run. A
+    /// panic in any task is re-raised here after every task has finished.
+    pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let serial = |f: &(dyn Fn(usize) + Sync)| {
+            for t in 0..tasks {
+                injected();
+                f(t);
+            }
+        };
+        let Some(w) = &self.workers else {
+            return serial(f);
+        };
+        if tasks <= 1
+            || self
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return serial(f);
+        }
+        let shared = &*w.shared;
+        // SAFETY: erases the closure's lifetime so workers can hold it. They use it only
+        // between the epoch bump below and their `pending` decrement, and this function
+        // waits for `pending == 0` before it returns or unwinds (the caller's own tasks run
+        // under `catch_unwind`), so the closure outlives every use.
+        let job = Job {
+            f: unsafe {
+                std::mem::transmute::<
+                    *const (dyn Fn(usize) + Sync + '_),
+                    *const (dyn Fn(usize) + Sync + 'static),
+                >(f)
+            },
+            tasks,
+        };
+        shared.pending.store(self.threads - 1, Ordering::Relaxed);
+        {
+            let mut st = lock(&shared.state);
+            st.job = Some(job);
+            st.epoch += 1;
+            shared.epoch.store(st.epoch, Ordering::Release);
+            if st.sleepers > 0 {
+                shared.wake.notify_all();
+            }
+        }
+        shared.run_tasks(job, 0, self.threads);
+        if !spin_until(|| shared.pending.load(Ordering::Acquire) == 0) {
+            let mut g = lock(&shared.done_lock);
+            while shared.pending.load(Ordering::Acquire) != 0 {
+                g = shared.done.wait(g).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        lock(&shared.state).job = None;
+        let payload = if shared.panicked.swap(false, Ordering::Acquire) {
+            lock(&shared.panic).take()
+        } else {
+            None
+        };
+        self.busy.store(false, Ordering::Release);
+        if let Some(p) = payload {
+            panic::resume_unwind(p);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(w) = self.workers.take() {
+            if w.pid == std::process::id() {
+                w.stop();
+            } else {
+                std::mem::forget(w);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+/// How kernels reach the threads: a copyable handle on a [`Pool`], or serial.
+#[derive(Clone, Copy, Debug)]
+pub struct Par<'a> {
+    pool: Option<&'a Pool>,
+    threads: usize,
+}
+
+impl Par<'static> {
+    /// Everything on the calling thread.
+    pub fn serial() -> Par<'static> {
+        Par {
+            pool: None,
+            threads: 1,
+        }
+    }
+}
+
+/// Below this many multiply-adds (or element operations) an op stays on the calling
+/// thread: a region costs a few microseconds of wake-up and cache traffic.
+const MIN_PARALLEL_WORK: usize = 64 * 1024;
+
+impl<'a> Par<'a> {
+    /// The thread count.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(task)` for every task in `0..tasks` side by side (see [`Pool::run`]). Tasks
+    /// must be independent; each should use [`Par::serial`] for its own kernels.
+    pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        match self.pool {
+            Some(p) if self.threads > 1 => p.run(tasks, f),
+            _ => {
+                for t in 0..tasks {
+                    injected();
+                    f(t);
+                }
+            }
+        }
+    }
+
+    /// Splits `out` into consecutive chunks of `chunk` elements (the last may be shorter),
+    /// and calls `f(chunk_index, chunk)` for each, spread over the threads in contiguous
+    /// runs of chunks (run `r` on participant `r`, so a chunk is always computed by the
+    /// same code on the same thread). `work` is the op's cost in multiply-adds (or element
+    /// operations): small ops stay on the calling thread.
+    pub fn for_each_chunk<T, F>(&self, out: &mut [T], chunk: usize, work: usize, f: F)
+    where
+        T: Send,
+        F: Fn(usize, &mut [T]) + Sync,
+    {
+        let chunk = chunk.max(1);
+        let n = out.len().div_ceil(chunk);
+        let threads = self.threads.min(n);
+        if threads <= 1 || work < MIN_PARALLEL_WORK || self.pool.is_none() {
+            for (i, c) in out.chunks_mut(chunk).enumerate() {
+                injected();
+                f(i, c);
+            }
+            return;
+        }
+        let per_run = n.div_ceil(threads);
+        let runs = n.div_ceil(per_run);
+        let parts = Disjoint::new(out, per_run * chunk);
+        self.run(runs, &|r| {
+            let part = parts.part(r);
+            for (i, c) in part.chunks_mut(chunk).enumerate() {
+                f(r * per_run + i, c);
+            }
+        });
+    }
+}
+
+/// A slice cut into consecutive parts of `len` elements (the last may be shorter), handed
+/// out by index to the tasks of one region: task `r` takes part `r`.
+struct Disjoint<'a, T> {
+    ptr: *mut T,
+    total: usize,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: parts are disjoint `&mut [T]`, which may be sent to other threads for `T: Send`.
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    fn new(slice: &'a mut [T], len: usize) -> Self {
+        Disjoint {
+            ptr: slice.as_mut_ptr(),
+            total: slice.len(),
+            len: len.max(1),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Part `r`: elements `[r·len, (r+1)·len)` clamped to the slice. Only called once per
+    /// index, by the task of that index ([`Pool::run`] runs each task exactly once).
+    #[allow(clippy::mut_from_ref)]
+    fn part(&self, r: usize) -> &mut [T] {
+        let start = r.saturating_mul(self.len).min(self.total);
+        let end = start.saturating_add(self.len).min(self.total);
+        // SAFETY: `start..end` lies within the slice borrowed for `'a`; parts of distinct
+        // indices do not overlap, and each index is taken by exactly one task of the
+        // region, which ends before the borrow does.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_output_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            let mut out = vec![0.0f32; 1000];
+            pool.par().for_each_chunk(&mut out, 64, usize::MAX, |i, c| {
+                for v in c.iter_mut() {
+                    *v += i as f32 + 1.0;
+                }
+            });
+            for (j, v) in out.iter().enumerate() {
+                assert_eq!(*v, (j / 64) as f32 + 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn tasks_run_once_on_a_fixed_thread() {
+        let pool = Pool::new(3);
+        let first: Vec<Mutex<Option<std::thread::ThreadId>>> =
+            (0..10).map(|_| Mutex::new(None)).collect();
+        for _ in 0..50 {
+            let count = AtomicUsize::new(0);
+            pool.run(10, &|t| {
+                count.fetch_add(1, Ordering::Relaxed);
+                let me = std::thread::current().id();
+                let mut seen = first[t].lock().unwrap();
+                assert_eq!(*seen.get_or_insert(me), me, "task {t} moved threads");
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 10);
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_is_reraised_and_the_pool_survives() {
+        let pool = Pool::new(2);
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(4, &|t| {
+                if t == 1 {
+                    panic!("task one");
+                }
+            })
+        }));
+        let msg = r.unwrap_err();
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"task one"));
+        let sum = AtomicUsize::new(0);
+        pool.run(4, &|t| {
+            sum.fetch_add(t, Ordering::Relaxed);
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 6);
+    }
+
+    #[test]
+    fn nested_regions_run_serially() {
+        let pool = Pool::new(2);
+        let sum = AtomicUsize::new(0);
+        pool.run(2, &|_| {
+            pool.run(3, &|t| {
+                sum.fetch_add(t + 1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(sum.load(Ordering::Relaxed), 12);
+    }
+
+    #[test]
+    fn resizing_and_parking() {
+        let mut pool = Pool::new(1);
+        for threads in [2, 4, 1, 3, 2] {
+            pool.set_threads(threads);
+            assert_eq!(pool.threads(), threads);
+            // Long enough apart that workers block between regions.
+            for _ in 0..3 {
+                let n = AtomicUsize::new(0);
+                pool.run(7, &|_| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(n.load(Ordering::Relaxed), 7);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(!pool.restart_after_fork());
+    }
+}
