@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use effdet_d0::{Error, Model};
 
+// (`check_detections` is for the other consumers.)
+#[allow(dead_code)]
 #[path = "../../common/fixture.rs"]
 mod fixture;
 
@@ -170,11 +172,12 @@ fn run() -> Result<(), String> {
     println!("ok panics surface as Error::Panic at 1 and 2 threads; the model stays usable");
 
     // 4. Thread counts changing between forwards, the model moved between threads.
+    let expected = reference.clone();
     let mut model = std::thread::spawn(move || -> Result<Model, String> {
         for threads in [4, 1, 2, 2, 3] {
             model.set_threads(threads);
             let ours = forward(&mut model, &input).map_err(err)?;
-            same_bits(&format!("moved, {threads} threads"), &ours, &reference)?;
+            same_bits(&format!("moved, {threads} threads"), &ours, &expected)?;
         }
         Ok(model)
     })
