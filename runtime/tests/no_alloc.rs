@@ -349,13 +349,13 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         let (gm, bt, mn) = (data(c, 41), data(c, 42), data(c, 43));
         let var: Vec<f32> = data(c, 44).iter().map(|v| v.abs() + 0.5).collect();
         v.push(case("batch_norm", c * n * n, move |y| {
-            g::batch_norm(&x, y, c, n * n, &gm, &bt, &mn, &var, 1e-3)
+            g::batch_norm(par, &x, y, c, n * n, &gm, &bt, &mn, &var, 1e-3)
         }));
     }
     {
         let x = x.clone();
         v.push(case("activation", c * n * n, move |y| {
-            g::activation(isa, &x, y, Act::Swish)
+            g::activation(isa, par, &x, y, Act::Swish)
         }));
     }
     for (a_shape, b_shape, y_shape) in [
@@ -369,13 +369,13 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         v.push(case(
             format!("binary {a_shape:?} {b_shape:?}"),
             len,
-            move |y| g::binary(BinOp::Mul, &a, &a_shape, &b, &b_shape, y, &y_shape),
+            move |y| g::binary(par, BinOp::Mul, &a, &a_shape, &b, &b_shape, y, &y_shape),
         ));
     }
     {
         let x = x.clone();
         v.push(case("global_avg_pool", c, move |y| {
-            g::global_avg_pool(&x, y, c, n * n)
+            g::global_avg_pool(par, &x, y, c, n * n)
         }));
     }
     for kind in [
@@ -388,19 +388,19 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         let pads = same(n, 3, 2);
         let on = out_len(n, pads, 3, 2);
         v.push(case(format!("pool2d {kind:?}"), c * on * on, move |y| {
-            g::pool2d(kind, &x, y, c, n, n, [3, 3], [2, 2], pads)
+            g::pool2d(par, kind, &x, y, c, n, n, [3, 3], [2, 2], pads)
         }));
     }
     {
         let x = x.clone();
         v.push(case("resize_nearest 32²→50²", c * 50 * 50, move |y| {
-            g::resize_nearest(&x, y, c, n, n, 50, 50)
+            g::resize_nearest(par, &x, y, c, n, n, 50, 50)
         }));
     }
     {
         let x = x.clone();
         v.push(case("pad", c * 35 * 35, move |y| {
-            g::pad(&x, y, c, n, n, [1, 1, 2, 2], 0.0)
+            g::pad(par, &x, y, c, n, n, [1, 1, 2, 2], 0.0)
         }));
     }
     for method in [
@@ -417,7 +417,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         v.push(case(
             format!("weighted_sum {method:?}"),
             c * n * n,
-            move |y| g::weighted_sum(method, &raw, &[&a, &b, &d], y),
+            move |y| g::weighted_sum(par, method, &raw, &[&a, &b, &d], y),
         ));
     }
     {

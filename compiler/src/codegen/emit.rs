@@ -451,14 +451,14 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             let (c, hw, eps) = (lit(*c), lit(*hw), f32_lit(*eps));
             quote! {{
                 #split
-                k::generic::batch_norm(#x0, y, #c, #hw, #g, #b, #m, #v, #eps);
+                k::generic::batch_norm(cx.par, #x0, y, #c, #hw, #g, #b, #m, #v, #eps);
             }}
         }
         Kernel::Activation { act: a, .. } => {
             let a = act(Some(*a));
             quote! {{
                 #split
-                k::generic::activation(cx.isa, #x0, y, #a);
+                k::generic::activation(cx.isa, cx.par, #x0, y, #a);
             }}
         }
         Kernel::Binary { op, a, b, y: ys } => {
@@ -471,14 +471,14 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             let (a, b, ys) = (lits(a), lits(b), lits(ys));
             quote! {{
                 #split
-                k::generic::binary(#op, x0, &#a, x1, &#b, y, &#ys);
+                k::generic::binary(cx.par, #op, x0, &#a, x1, &#b, y, &#ys);
             }}
         }
         Kernel::GlobalAvgPool { c, hw } => {
             let (c, hw) = (lit(*c), lit(*hw));
             quote! {{
                 #split
-                k::generic::global_avg_pool(#x0, y, #c, #hw);
+                k::generic::global_avg_pool(cx.par, #x0, y, #c, #hw);
             }}
         }
         Kernel::Pool {
@@ -506,14 +506,14 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             );
             quote! {{
                 #split
-                k::generic::pool2d(#kind, #x0, y, #c, #h, #w, #kernel, #stride, #pads);
+                k::generic::pool2d(cx.par, #kind, #x0, y, #c, #h, #w, #kernel, #stride, #pads);
             }}
         }
         Kernel::Resize { c, h, w, oh, ow } => {
             let (c, h, w, oh, ow) = (lit(*c), lit(*h), lit(*w), lit(*oh), lit(*ow));
             quote! {{
                 #split
-                k::generic::resize_nearest(#x0, y, #c, #h, #w, #oh, #ow);
+                k::generic::resize_nearest(cx.par, #x0, y, #c, #h, #w, #oh, #ow);
             }}
         }
         Kernel::Pad {
@@ -526,7 +526,7 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             let (c, h, w, pads, value) = (lit(*c), lit(*h), lit(*w), lits(pads), f32_lit(*value));
             quote! {{
                 #split
-                k::generic::pad(#x0, y, #c, #h, #w, #pads, #value);
+                k::generic::pad(cx.par, #x0, y, #c, #h, #w, #pads, #value);
             }}
         }
         Kernel::WeightedSum { method, .. } => {
@@ -541,7 +541,7 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             let raw = ws.first().cloned().unwrap_or_else(|| quote!(&[]));
             quote! {{
                 #split
-                k::generic::weighted_sum(#method, #raw, &[#(#names),*], y);
+                k::generic::weighted_sum(cx.par, #method, #raw, &[#(#names),*], y);
             }}
         }
         Kernel::Copy => quote! {{

@@ -1488,6 +1488,7 @@ fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 4096));
         k::generic::pool2d(
+            cx.par,
             k::generic::PoolKind::Max,
             x0,
             y,
@@ -1505,6 +1506,7 @@ fn block_14(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 1024));
         k::generic::pool2d(
+            cx.par,
             k::generic::PoolKind::Max,
             x0,
             y,

@@ -6,12 +6,44 @@
 //! Plain loops that the compiler vectorizes (elementwise ops, batch norm, weighted sums,
 //! copies); the activation uses the SIMD [`apply_slice`]. Shapes are row-major; the
 //! vision ops take NCHW planes with `c` counting every `(n, c)` plane.
+//!
+//! Threads: the per-plane ops (batch norm, pools, resize, pad) split whole output planes,
+//! the elementwise ones (activation, same-shape binary ops, weighted sums) runs of 16
+//! elements, over [`Par`]; every output value is computed by the same code whatever the
+//! split, so results do not depend on the thread count. Transpose, concat, reductions,
+//! softmax and broadcasting binary ops run on the calling thread.
 
 use super::act::apply_slice;
 use super::depthwise::out_len;
 use super::scratch;
 use super::simd::usable;
-use super::{Act, Isa};
+use super::{Act, Isa, Par};
+
+/// Calls `f(first_plane, planes_of_y)` for groups of whole planes of `plane` values of `y`
+/// (`planes` of them), one group per thread. `work`: the op's element operations.
+fn by_planes(
+    par: Par,
+    y: &mut [f32],
+    planes: usize,
+    plane: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if planes == 0 || plane == 0 {
+        return;
+    }
+    let group = planes.div_ceil(par.threads());
+    par.for_each_chunk(&mut y[..planes * plane], group * plane, work, |gi, yc| {
+        f(gi * group, yc)
+    });
+}
+
+/// Calls `f(offset, part_of_y)` for consecutive runs of `y` (multiples of 16 values, so SIMD
+/// tails fall where they would serially), one per thread.
+fn by_runs(par: Par, y: &mut [f32], work: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let run = y.len().div_ceil(par.threads()).next_multiple_of(16);
+    par.for_each_chunk(y, run, work, |i, yc| f(i * run, yc));
+}
 
 /// An elementwise binary op with numpy broadcasting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +111,7 @@ pub enum ReduceKind {
 /// batches): `y = (x − mean)·gamma/√(var + eps) + beta`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
+    par: Par,
     x: &[f32],
     y: &mut [f32],
     c: usize,
@@ -99,29 +132,39 @@ pub fn batch_norm(
         return;
     }
     assert_eq!(x.len() % (c * hw), 0, "batch_norm: input is not [n][c][hw]");
-    for (i, (src, dst)) in x.chunks(hw).zip(y.chunks_mut(hw)).enumerate() {
-        let ch = i % c;
-        let (m, b) = (mean[ch], beta[ch]);
-        let scale = gamma[ch] / (var[ch] + eps).sqrt();
-        for (o, &v) in dst.iter_mut().zip(src) {
-            *o = (v - m) * scale + b;
+    let len = y.len();
+    by_planes(par, y, len / hw, hw, len, |p0, yc| {
+        let x = &x[p0 * hw..];
+        for (i, (src, dst)) in x.chunks(hw).zip(yc.chunks_mut(hw)).enumerate() {
+            let ch = (p0 + i) % c;
+            let (m, b) = (mean[ch], beta[ch]);
+            let scale = gamma[ch] / (var[ch] + eps).sqrt();
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = (v - m) * scale + b;
+            }
         }
-    }
+    });
 }
 
 /// `y = act(x)`, out of place.
-pub fn activation(isa: Isa, x: &[f32], y: &mut [f32], act: Act) {
+pub fn activation(isa: Isa, par: Par, x: &[f32], y: &mut [f32], act: Act) {
     assert_eq!(
         x.len(),
         y.len(),
         "activation: input and output differ in length"
     );
-    y.copy_from_slice(x);
-    apply_slice(usable(isa), act, y);
+    let isa = usable(isa);
+    let len = y.len();
+    by_runs(par, y, len, |off, yc| {
+        yc.copy_from_slice(&x[off..off + yc.len()]);
+        apply_slice(isa, act, yc);
+    });
 }
 
 /// `y = a op b` with numpy broadcasting (rank ≤ 6). `y_shape` must be the broadcast shape.
+#[allow(clippy::too_many_arguments)]
 pub fn binary(
+    par: Par,
     op: BinOp,
     a: &[f32],
     a_shape: &[usize],
@@ -135,24 +178,31 @@ pub fn binary(
     assert_eq!(y.len(), total, "binary: output length");
     assert!(y_shape.len() <= 6 && a_shape.len() <= y_shape.len() && b_shape.len() <= y_shape.len());
     if a_shape == b_shape {
-        return elementwise(op, &a[..total], &b[..total], y);
+        return by_runs(par, y, total, |off, yc| {
+            let n = yc.len();
+            elementwise(op, &a[off..off + n], &b[off..off + n], yc)
+        });
     }
     // One side is one value per leading block, e.g. [1,C,H,W] · [1,C,1,1].
     if let Some(inner) = block_scalar(a_shape, b_shape, y_shape) {
-        for ((dst, src), &s) in y.chunks_mut(inner).zip(a.chunks(inner)).zip(b) {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = op.apply(v, s);
+        return by_planes(par, y, total / inner, inner, total, |p0, yc| {
+            let src = &a[p0 * inner..];
+            for ((dst, src), &s) in yc.chunks_mut(inner).zip(src.chunks(inner)).zip(&b[p0..]) {
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = op.apply(v, s);
+                }
             }
-        }
-        return;
+        });
     }
     if let Some(inner) = block_scalar(b_shape, a_shape, y_shape) {
-        for ((dst, src), &s) in y.chunks_mut(inner).zip(b.chunks(inner)).zip(a) {
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = op.apply(s, v);
+        return by_planes(par, y, total / inner, inner, total, |p0, yc| {
+            let src = &b[p0 * inner..];
+            for ((dst, src), &s) in yc.chunks_mut(inner).zip(src.chunks(inner)).zip(&a[p0..]) {
+                for (o, &v) in dst.iter_mut().zip(src) {
+                    *o = op.apply(s, v);
+                }
             }
-        }
-        return;
+        });
     }
     // General: an odometer over all but the last output dimension.
     let sa = broadcast_strides(a_shape, y_shape);
@@ -236,7 +286,7 @@ fn strides(shape: &[usize], s: &mut [usize]) {
 }
 
 /// `y[c] = mean(x[c])` over planes of `hw` values (summed in f64).
-pub fn global_avg_pool(x: &[f32], y: &mut [f32], c: usize, hw: usize) {
+pub fn global_avg_pool(par: Par, x: &[f32], y: &mut [f32], c: usize, hw: usize) {
     assert!(
         x.len() >= c * hw && y.len() >= c,
         "global_avg_pool: lengths"
@@ -244,15 +294,19 @@ pub fn global_avg_pool(x: &[f32], y: &mut [f32], c: usize, hw: usize) {
     if hw == 0 {
         return y[..c].fill(f32::NAN);
     }
-    for (o, plane) in y.iter_mut().zip(x.chunks(hw)).take(c) {
-        *o = (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
-    }
+    // Output "planes" of one value each, grouped by channel.
+    by_planes(par, y, c, 1, c * hw, |c0, yc| {
+        for (o, plane) in yc.iter_mut().zip(x[c0 * hw..].chunks(hw)) {
+            *o = (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
+        }
+    });
 }
 
 /// 2-D pooling of `c` planes of `h × w` into `oh × ow` with
 /// `oh = (h + pads[0] + pads[2] − kernel[0]) / stride[0] + 1` (and `ow` likewise).
 #[allow(clippy::too_many_arguments)]
 pub fn pool2d(
+    par: Par,
     kind: PoolKind,
     x: &[f32],
     y: &mut [f32],
@@ -269,46 +323,52 @@ pub fn pool2d(
         x.len() >= c * h * w && y.len() >= c * oh * ow,
         "pool2d: lengths"
     );
-    for (src, dst) in x.chunks(h * w).zip(y.chunks_mut(oh * ow)).take(c) {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0f32, 0usize);
-                for ky in 0..kernel[0] {
-                    for kx in 0..kernel[1] {
-                        let iy = (oy * stride[0] + ky) as isize - pads[0] as isize;
-                        let ix = (ox * stride[1] + kx) as isize - pads[1] as isize;
-                        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
-                            // Padding beyond the padded frame never counts.
-                            let framed = iy < (h + pads[2]) as isize && ix < (w + pads[3]) as isize;
-                            if kind
-                                == (PoolKind::Avg {
-                                    count_include_pad: true,
-                                })
-                                && framed
-                            {
-                                count += 1;
+    let work = c * oh * ow * kernel[0] * kernel[1];
+    by_planes(par, y, c, oh * ow, work, |c0, yc| {
+        let x = &x[c0 * h * w..];
+        for (src, dst) in x.chunks(h * w).zip(yc.chunks_mut(oh * ow)) {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0f32, 0usize);
+                    for ky in 0..kernel[0] {
+                        for kx in 0..kernel[1] {
+                            let iy = (oy * stride[0] + ky) as isize - pads[0] as isize;
+                            let ix = (ox * stride[1] + kx) as isize - pads[1] as isize;
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                // Padding beyond the padded frame never counts.
+                                let framed =
+                                    iy < (h + pads[2]) as isize && ix < (w + pads[3]) as isize;
+                                if kind
+                                    == (PoolKind::Avg {
+                                        count_include_pad: true,
+                                    })
+                                    && framed
+                                {
+                                    count += 1;
+                                }
+                                continue;
                             }
-                            continue;
+                            let v = src[iy as usize * w + ix as usize];
+                            max = max.max(v);
+                            sum += v;
+                            count += 1;
                         }
-                        let v = src[iy as usize * w + ix as usize];
-                        max = max.max(v);
-                        sum += v;
-                        count += 1;
                     }
+                    dst[oy * ow + ox] = match kind {
+                        PoolKind::Max => max,
+                        PoolKind::Avg { .. } => sum / count.max(1) as f32,
+                    };
                 }
-                dst[oy * ow + ox] = match kind {
-                    PoolKind::Max => max,
-                    PoolKind::Avg { .. } => sum / count.max(1) as f32,
-                };
             }
         }
-    }
+    });
 }
 
 /// Nearest-neighbour resize of `c` planes from `h × w` to `oh × ow`: output `(oy, ox)`
 /// reads `(⌊oy·h/oh⌋, ⌊ox·w/ow⌋)`.
 #[allow(clippy::too_many_arguments)]
 pub fn resize_nearest(
+    par: Par,
     x: &[f32],
     y: &mut [f32],
     c: usize,
@@ -324,24 +384,37 @@ pub fn resize_nearest(
     if oh * ow == 0 {
         return;
     }
-    let mut cols = scratch::take::<usize>(ow);
-    for (ox, c) in cols.iter_mut().enumerate() {
-        *c = ox * w / ow;
-    }
-    let cols: &[usize] = &cols;
-    for (src, dst) in x.chunks(h * w).zip(y.chunks_mut(oh * ow)).take(c) {
-        for (oy, out) in dst.chunks_mut(ow).enumerate() {
-            let row = &src[(oy * h / oh) * w..][..w];
-            for (o, &ix) in out.iter_mut().zip(cols) {
-                *o = row[ix];
+    by_planes(par, y, c, oh * ow, c * oh * ow, |c0, yc| {
+        // Per thread: each takes its own scratch table.
+        let mut cols = scratch::take::<usize>(ow);
+        for (ox, c) in cols.iter_mut().enumerate() {
+            *c = ox * w / ow;
+        }
+        let cols: &[usize] = &cols;
+        for (src, dst) in x[c0 * h * w..].chunks(h * w).zip(yc.chunks_mut(oh * ow)) {
+            for (oy, out) in dst.chunks_mut(ow).enumerate() {
+                let row = &src[(oy * h / oh) * w..][..w];
+                for (o, &ix) in out.iter_mut().zip(cols) {
+                    *o = row[ix];
+                }
             }
         }
-    }
+    });
 }
 
 /// Constant padding of `c` planes of `h × w` by `pads` (`[top, left, bottom, right]`).
 #[allow(clippy::too_many_arguments)]
-pub fn pad(x: &[f32], y: &mut [f32], c: usize, h: usize, w: usize, pads: [usize; 4], value: f32) {
+#[allow(clippy::too_many_arguments)]
+pub fn pad(
+    par: Par,
+    x: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pads: [usize; 4],
+    value: f32,
+) {
     let (oh, ow) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
     assert!(
         x.len() >= c * h * w && y.len() >= c * oh * ow,
@@ -354,18 +427,20 @@ pub fn pad(x: &[f32], y: &mut [f32], c: usize, h: usize, w: usize, pads: [usize;
         // Nothing to copy: every output is padding.
         return y[..c * oh * ow].fill(value);
     }
-    for (src, dst) in x.chunks(h * w).zip(y.chunks_mut(oh * ow)).take(c) {
-        for (oy, out) in dst.chunks_mut(ow).enumerate() {
-            let iy = oy.wrapping_sub(pads[0]);
-            if iy >= h {
-                out.fill(value);
-                continue;
+    by_planes(par, y, c, oh * ow, c * oh * ow, |c0, yc| {
+        for (src, dst) in x[c0 * h * w..].chunks(h * w).zip(yc.chunks_mut(oh * ow)) {
+            for (oy, out) in dst.chunks_mut(ow).enumerate() {
+                let iy = oy.wrapping_sub(pads[0]);
+                if iy >= h {
+                    out.fill(value);
+                    continue;
+                }
+                out[..pads[1]].fill(value);
+                out[pads[1]..pads[1] + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
+                out[pads[1] + w..].fill(value);
             }
-            out[..pads[1]].fill(value);
-            out[pads[1]..pads[1] + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
-            out[pads[1] + w..].fill(value);
         }
-    }
+    });
 }
 
 /// The coefficients a weighted sum applies to its `n` inputs (the interpreter's
@@ -409,7 +484,13 @@ fn coefficients_into(method: FusionMethod, raw_weights: &[f32], coef: &mut [f32]
 
 /// `y = Σ_i k_i · inputs[i]` with the coefficients of `method` from `raw_weights` (one
 /// per input; ignored for [`FusionMethod::Sum`]).
-pub fn weighted_sum(method: FusionMethod, raw_weights: &[f32], inputs: &[&[f32]], y: &mut [f32]) {
+pub fn weighted_sum(
+    par: Par,
+    method: FusionMethod,
+    raw_weights: &[f32],
+    inputs: &[&[f32]],
+    y: &mut [f32],
+) {
     if method != FusionMethod::Sum {
         assert_eq!(
             raw_weights.len(),
@@ -417,15 +498,21 @@ pub fn weighted_sum(method: FusionMethod, raw_weights: &[f32], inputs: &[&[f32]]
             "weighted_sum: one weight per input"
         );
     }
+    for x in inputs {
+        assert!(x.len() >= y.len(), "weighted_sum: input too short");
+    }
     let mut coef = scratch::take::<f32>(inputs.len());
     coefficients_into(method, raw_weights, &mut coef);
-    y.fill(0.0);
-    for (x, &k) in inputs.iter().zip(coef.iter()) {
-        assert!(x.len() >= y.len(), "weighted_sum: input too short");
-        for (o, &v) in y.iter_mut().zip(x.iter()) {
-            *o += k * v;
+    let coef: &[f32] = &coef;
+    let len = y.len();
+    by_runs(par, y, len * inputs.len(), |off, yc| {
+        yc.fill(0.0);
+        for (x, &k) in inputs.iter().zip(coef) {
+            for (o, &v) in yc.iter_mut().zip(&x[off..]) {
+                *o += k * v;
+            }
         }
-    }
+    });
 }
 
 /// Permutes dimensions: output dimension `i` is input dimension `perm[i]`.
@@ -608,7 +695,7 @@ mod tests {
                 .collect();
             for op in [BinOp::Add, BinOp::Sub, BinOp::Mul, BinOp::Div] {
                 let mut y = vec![f32::NAN; so.iter().product()];
-                binary(op, &a, sa, &b, sb, &mut y, so);
+                binary(Par::serial(), op, &a, sa, &b, sb, &mut y, so);
                 let want = broadcast_ref(op, &a, sa, &b, sb, so);
                 assert_close(&y, &want, 1e-6, &format!("{op:?} {sa:?} {sb:?}"));
             }
@@ -623,7 +710,7 @@ mod tests {
         let (g, b, m) = (rng.vec(c), rng.vec(c), rng.vec(c));
         let v: Vec<f32> = rng.vec(c).iter().map(|v| v.abs() + 0.1).collect();
         let mut y = vec![0.0; x.len()];
-        batch_norm(&x, &mut y, c, hw, &g, &b, &m, &v, 1e-3);
+        batch_norm(Par::serial(), &x, &mut y, c, hw, &g, &b, &m, &v, 1e-3);
         let want: Vec<f64> = x
             .iter()
             .enumerate()
@@ -643,7 +730,7 @@ mod tests {
                     max: 0.25,
                 },
             ] {
-                activation(isa, &x, &mut y, act);
+                activation(isa, Par::serial(), &x, &mut y, act);
                 let want: Vec<f64> = x.iter().map(|&v| act.apply(v) as f64).collect();
                 assert_close(&y, &want, 1e-5, &format!("{isa:?} {act:?}"));
             }
@@ -660,7 +747,7 @@ mod tests {
                 .then(|| x[(ch * h + iy as usize) * w + ix as usize] as f64)
         };
         let mut avg = vec![0.0; x.len()];
-        global_avg_pool(&x, &mut avg[..c], c, h * w);
+        global_avg_pool(Par::serial(), &x, &mut avg[..c], c, h * w);
         for ch in 0..c {
             let m = x[ch * h * w..(ch + 1) * h * w]
                 .iter()
@@ -687,7 +774,7 @@ mod tests {
                 let oh = (h + p[0] + p[2] - k[0]) / s[0] + 1;
                 let ow = (w + p[1] + p[3] - k[1]) / s[1] + 1;
                 let mut y = vec![f32::NAN; c * oh * ow];
-                pool2d(kind, &x, &mut y, c, h, w, k, s, p);
+                pool2d(Par::serial(), kind, &x, &mut y, c, h, w, k, s, p);
                 let mut want = Vec::new();
                 for ch in 0..c {
                     for oy in 0..oh {
@@ -725,7 +812,7 @@ mod tests {
         }
         for &(oh, ow) in &[(5, 9), (14, 12), (3, 2), (7, 6)] {
             let mut y = vec![f32::NAN; c * oh * ow];
-            resize_nearest(&x, &mut y, c, h, w, oh, ow);
+            resize_nearest(Par::serial(), &x, &mut y, c, h, w, oh, ow);
             let mut want = Vec::new();
             for ch in 0..c {
                 for oy in 0..oh {
@@ -739,7 +826,7 @@ mod tests {
         let p = [1, 0, 2, 3];
         let (oh, ow) = (h + 3, w + 3);
         let mut y = vec![f32::NAN; c * oh * ow];
-        pad(&x, &mut y, c, h, w, p, -2.5);
+        pad(Par::serial(), &x, &mut y, c, h, w, p, -2.5);
         let mut want = Vec::new();
         for ch in 0..c {
             for oy in 0..oh {
@@ -750,7 +837,7 @@ mod tests {
         }
         assert_close(&y, &want, 0.0, "pad");
         let mut y = vec![f32::NAN; 2 * 3 * 2];
-        pad(&[], &mut y, 2, 0, 2, [1, 0, 2, 0], 4.0);
+        pad(Par::serial(), &[], &mut y, 2, 0, 2, [1, 0, 2, 0], 4.0);
         assert_eq!(y, vec![4.0; 12]);
     }
 
@@ -775,6 +862,7 @@ mod tests {
         for (method, k) in cases {
             let mut y = vec![f32::NAN; 50];
             weighted_sum(
+                Par::serial(),
                 method,
                 if method == FusionMethod::Sum {
                     &[]
@@ -850,5 +938,120 @@ mod tests {
         let s: f64 = e.iter().sum();
         let row: Vec<f64> = e.iter().map(|v| v / s).collect();
         assert_close(&y, &[row.clone(), row].concat(), 1e-6, "softmax axis 1");
+    }
+
+    /// Every op that splits over threads gives the serial result bit for bit, on sizes
+    /// large enough to be split (uneven plane counts and lengths included).
+    #[test]
+    fn thread_splits_match_serial_bit_for_bit() {
+        let pool = crate::kernels::Pool::new(3);
+        // Above the split threshold (64K element operations) for every op.
+        let (c, h, w) = (37, 61, 67);
+        let n = c * h * w;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 997) as f32 * 1e-3)
+            .collect();
+        let per_c: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.01).collect();
+        let shape = [1, c, h, w];
+        type Op<'a> = Box<dyn Fn(Par, &mut [f32]) + 'a>;
+        let ops: Vec<(&str, usize, Op)> = vec![
+            (
+                "batch_norm",
+                n,
+                Box::new(|p, y| {
+                    batch_norm(p, &x, y, c, h * w, &per_c, &per_c, &per_c, &per_c, 1e-3)
+                }),
+            ),
+            (
+                "activation",
+                n,
+                Box::new(|p, y| activation(Isa::detect(), p, &x, y, Act::Swish)),
+            ),
+            (
+                "binary same",
+                n,
+                Box::new(|p, y| binary(p, BinOp::Div, &x, &shape, &b, &shape, y, &shape)),
+            ),
+            (
+                "binary per channel",
+                n,
+                Box::new(|p, y| {
+                    binary(p, BinOp::Mul, &x, &shape, &per_c, &[1, c, 1, 1], y, &shape)
+                }),
+            ),
+            (
+                "binary per channel, swapped",
+                n,
+                Box::new(|p, y| {
+                    binary(p, BinOp::Sub, &per_c, &[1, c, 1, 1], &x, &shape, y, &shape)
+                }),
+            ),
+            (
+                "global_avg_pool",
+                c,
+                Box::new(|p, y| global_avg_pool(p, &x, y, c, h * w)),
+            ),
+            (
+                "max pool",
+                c * 31 * 34,
+                Box::new(|p, y| {
+                    pool2d(
+                        p,
+                        PoolKind::Max,
+                        &x,
+                        y,
+                        c,
+                        h,
+                        w,
+                        [3, 3],
+                        [2, 2],
+                        [1, 1, 1, 1],
+                    )
+                }),
+            ),
+            (
+                "resize",
+                c * 122 * 134,
+                Box::new(|p, y| resize_nearest(p, &x, y, c, h, w, 122, 134)),
+            ),
+            (
+                "pad",
+                c * 64 * 70,
+                Box::new(|p, y| pad(p, &x, y, c, h, w, [1, 2, 2, 1], -1.0)),
+            ),
+            (
+                "weighted_sum",
+                n,
+                Box::new(|p, y| {
+                    weighted_sum(
+                        p,
+                        FusionMethod::FastAttention { eps: 1e-4 },
+                        &[0.3, 1.2],
+                        &[&x, &b],
+                        y,
+                    )
+                }),
+            ),
+        ];
+        for (name, len, op) in ops {
+            let mut serial = vec![f32::NAN; len];
+            op(Par::serial(), &mut serial);
+            let mut split = vec![f32::NAN; len];
+            op(pool.par(), &mut split);
+            assert!(
+                serial.iter().all(|v| !v.is_nan()),
+                "{name}: serial left NaN"
+            );
+            assert!(
+                serial
+                    .iter()
+                    .zip(&split)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{name}: 3 threads differ from 1"
+            );
+        }
     }
 }

@@ -36,9 +36,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long a parked participant spins before it blocks: longer than the gap between two
-/// kernel calls of a forward pass, short enough not to burn a core between forward passes.
-const SPIN: Duration = Duration::from_micros(200);
+/// How long a parked participant spins before it blocks: longer than the serial stretches
+/// of a forward pass (the small ops of the last pyramid levels run on the caller), since
+/// waking a blocked worker costs tens of microseconds on a virtual machine; short enough
+/// not to burn a core for long after the last forward pass.
+const SPIN: Duration = Duration::from_millis(1);
+
+/// The part of [`SPIN`] spent without yielding the core.
+const PURE_SPIN: Duration = Duration::from_micros(50);
 
 /// Tasks (process-wide) to run before one panics; 0: none. See [`inject_panic`].
 static INJECT: AtomicUsize = AtomicUsize::new(0);
@@ -121,7 +126,10 @@ impl Shared {
     }
 }
 
-/// Spins until `ready()` or [`SPIN`] has passed; `true` if ready.
+/// Spins until `ready()` or [`SPIN`] has passed; `true` if ready. After the first
+/// [`PURE_SPIN`] it yields between checks, so that with more threads than cores (several
+/// models in one process, or a thread count above the core count) the thread it waits for
+/// gets the core.
 fn spin_until(ready: impl Fn() -> bool) -> bool {
     let start = Instant::now();
     loop {
@@ -131,8 +139,12 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             }
             std::hint::spin_loop();
         }
-        if start.elapsed() > SPIN {
+        let waited = start.elapsed();
+        if waited > SPIN {
             return ready();
+        }
+        if waited > PURE_SPIN {
+            std::thread::yield_now();
         }
     }
 }
@@ -392,8 +404,9 @@ impl Par<'static> {
 }
 
 /// Below this many multiply-adds (or element operations) an op stays on the calling
-/// thread: a region costs a few microseconds of wake-up and cache traffic.
-const MIN_PARALLEL_WORK: usize = 64 * 1024;
+/// thread: a region costs a microsecond or two of hand-over and cache traffic, about what
+/// 64K multiply-adds take on one core.
+const MIN_PARALLEL_WORK: usize = 128 * 1024;
 
 impl<'a> Par<'a> {
     /// The thread count.
