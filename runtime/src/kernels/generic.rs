@@ -404,7 +404,6 @@ pub fn resize_nearest(
 
 /// Constant padding of `c` planes of `h × w` by `pads` (`[top, left, bottom, right]`).
 #[allow(clippy::too_many_arguments)]
-#[allow(clippy::too_many_arguments)]
 pub fn pad(
     par: Par,
     x: &[f32],
