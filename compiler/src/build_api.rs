@@ -271,7 +271,7 @@ impl Build {
             }
             (None, _) => {
                 return Err(BuildError::new(format!(
-                    "{}: a spec has no weights: add `.weights(\"FILE.safetensors\")` (a state_dict with effdet's parameter names), or `.random_weights(SEED)` for benchmarks",
+                    "{}: a spec has no weights: add `.weights(\"FILE.safetensors\")` or `.weights(\"FILE.pth\")` (a state_dict with effdet's parameter names), or `.random_weights(SEED)` for benchmarks",
                     model.display()
                 )))
             }

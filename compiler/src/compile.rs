@@ -12,7 +12,7 @@ use crate::weights;
 /// Where a compiled model's weights come from.
 #[derive(Clone, Debug)]
 pub enum WeightsChoice {
-    /// A safetensors `state_dict` (specs).
+    /// A `state_dict` (specs): a safetensors file or a PyTorch checkpoint (`.pth` / `.pt`).
     File(PathBuf),
     /// Deterministic random values from this seed (benchmarks and compile tests only).
     Random(u64),
@@ -181,7 +181,8 @@ pub fn compile_model(
     }
     match (&m.source, weights) {
         (Source::Spec { .. }, WeightsChoice::File(path)) => {
-            weights::bind_safetensors(&mut m.graph, path).map_err(|e| fail(Input::Weights, e))?
+            progress(&format!("reading weights {}", path.display()));
+            weights::bind_file(&mut m.graph, path, progress).map_err(|e| fail(Input::Weights, e))?
         }
         (Source::Spec { .. }, WeightsChoice::Random(seed)) => {
             progress(&format!("random weights (seed {seed}): for benchmarks and compile tests, not detection"));
@@ -191,7 +192,7 @@ pub fn compile_model(
             return Err(fail(
                 Input::Weights,
                 format!(
-                    "{}: a spec has no weights: give --weights FILE.safetensors, or --random-weights SEED for benchmarks",
+                    "{}: a spec has no weights: give --weights FILE.safetensors or FILE.pth, or --random-weights SEED for benchmarks",
                     model_path.display()
                 ),
             ))
@@ -208,8 +209,9 @@ pub fn compile_model(
         }
     }
     let fused = !passes.is_empty();
+    progress("running the passes");
     let report = passes::run(&mut m.graph, passes).map_err(|e| fail(Input::Model, e))?;
-    progress(&format!("passes: {} rewrites", report.total()));
+    progress(&format!("passes: {} rewrites; planning", report.total()));
     let plan = Plan::build(&m.graph).map_err(|e| fail(Input::Model, e))?;
     let blob = plan
         .pack_weights(&m.graph)
@@ -250,6 +252,7 @@ pub fn build(
         .clone()
         .unwrap_or_else(|| Path::new("generated").join(&name));
     let c = compile_model(req, progress)?;
+    progress(&format!("writing {} to {}", name, dir.display()));
     let files = codegen::crate_files(
         &c.plan,
         &c.weights,

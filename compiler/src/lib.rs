@@ -11,7 +11,7 @@
 //! // build.rs; Cargo.toml: effdet-compiler in [build-dependencies], effdet-runtime in [dependencies]
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     effdet_compiler::Build::new("specs/d0.yaml")
-//!         .weights("weights/d0.safetensors")
+//!         .weights("weights/d0.safetensors") // or a PyTorch checkpoint (.pth)
 //!         .module("d0")
 //!         .emit(std::env::var("OUT_DIR")?)?;
 //!     Ok(())
@@ -25,7 +25,8 @@
 //! # As a library
 //!
 //! [`model::load`] reads a spec or ONNX file into an [`ir::Graph`];
-//! [`weights::bind_safetensors`] binds a `state_dict`; [`interp::run`] executes the graph;
+//! [`weights::bind_file`] binds a `state_dict` (safetensors or a PyTorch checkpoint);
+//! [`interp::run`] executes the graph;
 //! [`compile::compile_model`] runs the whole pipeline (load, weights, passes, plan, packed
 //! weights) that `effdetc build`, [`Build`] and `effdet_macros::model!` share, and
 //! [`codegen`] prints the result.

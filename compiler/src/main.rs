@@ -46,7 +46,8 @@ enum Command {
     Run {
         /// A YAML spec (`specs/d0.yaml`) or an ONNX file.
         model: PathBuf,
-        /// A safetensors `state_dict` with effdet's parameter names (specs only).
+        /// The `state_dict` with effdet's parameter names (specs only): safetensors, or a PyTorch
+        /// checkpoint (`.pth`/`.pt`, a bare state_dict or a training checkpoint holding one).
         #[arg(long, value_name = "FILE")]
         weights: Option<PathBuf>,
         /// The input: a `[1, 3, H, W]` float32 `.npy`, already normalized.
@@ -63,7 +64,8 @@ enum Command {
     Build {
         /// A YAML spec (`specs/d0.yaml`) or an ONNX file.
         model: PathBuf,
-        /// A safetensors `state_dict` with effdet's parameter names (specs).
+        /// The `state_dict` with effdet's parameter names (specs): safetensors, or a PyTorch
+        /// checkpoint (`.pth`/`.pt`, a bare state_dict or a training checkpoint holding one).
         #[arg(long, value_name = "FILE", conflicts_with = "random_weights")]
         weights: Option<PathBuf>,
         /// Deterministic random weights from SEED: for benchmarks and compile tests only.
@@ -190,10 +192,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let mut m = load(&model, input_shape)?;
             match (&m.source, weights) {
-                (Source::Spec { .. }, Some(w)) => weights::bind_safetensors(&mut m.graph, &w)?,
+                (Source::Spec { .. }, Some(w)) => {
+                    eprintln!("effdetc: reading weights {}", w.display());
+                    weights::bind_file(&mut m.graph, &w, &mut |line| eprintln!("effdetc: {line}"))?
+                }
                 (Source::Spec { .. }, None) => {
                     return Err(format!(
-                        "{}: a spec has no weights: give --weights FILE.safetensors (a state_dict with effdet's parameter names)",
+                        "{}: a spec has no weights: give --weights FILE.safetensors or FILE.pth (a state_dict with effdet's parameter names)",
                         model.display()
                     )
                     .into())

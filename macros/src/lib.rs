@@ -24,7 +24,7 @@
 //! | key | value | |
 //! |---|---|---|
 //! | `spec` (or `model`) | `"path"` | a YAML spec or an `.onnx` file (by extension); required, one of the two |
-//! | `weights` | `"path"` | a safetensors `state_dict` with effdet's names (specs) |
+//! | `weights` | `"path"` | a `state_dict` with effdet's names, safetensors or a PyTorch checkpoint (`.pth`/`.pt`) (specs) |
 //! | `random_weights` | integer | random weights from this seed, for benchmarks (specs) |
 //! | `fuse` | `true`/`false` | `false` runs no fusion pass (default `true`) |
 //! | `passes` | `"a,b"` | only these passes (as `effdetc build --passes`) |
@@ -322,7 +322,7 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         (None, None, false) => {
             return Err(syn::Error::new(
                 model.lit.span(),
-                "a spec has no weights: add `weights = \"FILE.safetensors\"` (a state_dict with effdet's parameter names), or `random_weights = SEED` for benchmarks",
+                "a spec has no weights: add `weights = \"FILE.safetensors\"` or `\"FILE.pth\"` (a state_dict with effdet's parameter names), or `random_weights = SEED` for benchmarks",
             ))
         }
     };
