@@ -1,6 +1,9 @@
-//! Micro-benchmarks of the non-GEMM kernels on EfficientDet-D0's shapes, one thread.
+//! Micro-benchmarks of the non-GEMM kernels on EfficientDet-D0's shapes.
 //!
-//! `cargo run --release -p effdet-runtime --example bench_kernels [-- RUNS [FILTER]]`
+//! `cargo run --release -p effdet-runtime --example bench_kernels [-- RUNS [FILTER [THREADS]]]`
+//!
+//! With `THREADS` > 1 the kernels run on a pool of that many threads: compare the wall
+//! column with a 1-thread run (the CPU-time column then counts the calling thread only).
 //!
 //! Prints one Markdown table row per shape and instruction set: the median of `RUNS`
 //! (default 30) timed runs after two warm-up runs, and the rate at that median (G
@@ -16,7 +19,7 @@ use effdet_runtime::kernels::dense::conv_dense;
 use effdet_runtime::kernels::depthwise::depthwise;
 use effdet_runtime::kernels::fuse::{fuse, Sample};
 use effdet_runtime::kernels::se::squeeze_excite;
-use effdet_runtime::kernels::{Act, Isa, Par};
+use effdet_runtime::kernels::{Act, Isa, Pool};
 
 /// Deterministic values in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -98,7 +101,9 @@ fn main() {
         .unwrap_or(30)
         .max(1);
     let filter = args.next().unwrap_or_default();
-    let par = Par::serial();
+    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let pool = Pool::new(threads);
+    let par = pool.par();
     let isas = Isa::available();
     println!("| kernel | isa | median ms | wall ms | rate |");
     println!("|---|---|---|---|---|");
