@@ -42,6 +42,7 @@ pub mod npy;
 pub mod onnx;
 pub mod passes;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod spec;
 pub mod weights;

@@ -10,6 +10,7 @@ use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
 use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
 use effdet_compiler::passes::{self, PassSet};
+use effdet_compiler::progress::Progress;
 use effdet_compiler::report::Report;
 use effdet_compiler::{interp, npy, weights};
 
@@ -191,10 +192,11 @@ fn run(cli: Cli) -> Result<()> {
             input_shape,
         } => {
             let mut m = load(&model, input_shape)?;
+            let mut progress = Progress::stderr("effdetc");
             match (&m.source, weights) {
                 (Source::Spec { .. }, Some(w)) => {
-                    eprintln!("effdetc: reading weights {}", w.display());
-                    weights::bind_file(&mut m.graph, &w, &mut |line| eprintln!("effdetc: {line}"))?
+                    progress.step(&format!("reading weights {}", w.display()));
+                    weights::bind_file(&mut m.graph, &w, &mut |line| progress.step(line))?
                 }
                 (Source::Spec { .. }, None) => {
                     return Err(format!(
@@ -214,21 +216,22 @@ fn run(cli: Cli) -> Result<()> {
                 .map(<[usize]>::to_vec)
                 .unwrap_or_default();
             let x = npy::read_f32(&input, &shape)?;
-            eprintln!(
-                "effdetc: running {} ({} ops) on the reference interpreter...",
+            progress.step(&format!(
+                "running {} ({} ops) on the reference interpreter...",
                 m.graph.name,
                 m.graph.graph.node_count()
-            );
+            ));
             let start = Instant::now();
             let outputs = interp::run(&m.graph, &[x])?;
             let files = npy::write_outputs(&out_dir, &outputs)
                 .map_err(|e| format!("{}: cannot write the outputs: {e}", out_dir.display()))?;
-            eprintln!(
-                "effdetc: wrote {} outputs to {} in {:.1} s",
+            progress.step(&format!(
+                "wrote {} outputs to {} in {:.1} s",
                 files.len(),
                 out_dir.display(),
                 start.elapsed().as_secs_f64()
-            );
+            ));
+            progress.finish();
             Ok(())
         }
         Command::Build {
@@ -265,7 +268,9 @@ fn run(cli: Cli) -> Result<()> {
                 detect_spec,
                 c_api,
             };
-            let built = compile::build(&req, &mut |line| eprintln!("effdetc: {line}"))?;
+            let mut progress = Progress::stderr("effdetc");
+            let built = compile::build(&req, &mut |line| progress.step(line))?;
+            progress.finish();
             eprintln!(
                 "effdetc: build it with `cargo build --release --manifest-path {}/Cargo.toml`",
                 built.dir.display()

@@ -1,5 +1,8 @@
 
-/// `detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--threads N]`.
+/// `detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--max-detections N]
+/// [--threads N]`. Prints the time of one forward pass (`forward_ms=`, the network alone, timed
+/// on a separate call because `detect` does preprocessing, network and post-processing in one
+/// call) and of the whole `detect` call (`detect_ms=`) to stderr.
 fn detect_cmd(args: &[String]) -> Result<(), String> {
     let (image_path, rest) = match args.split_first() {
         Some((p, rest)) if !p.starts_with("--") => (Path::new(p), rest),
@@ -11,7 +14,7 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--out" | "--score-threshold" | "--threads" => {
+            "--out" | "--score-threshold" | "--max-detections" | "--threads" => {
                 let v = it.next().ok_or_else(|| format!("`{a}` needs a value\n{USAGE}"))?;
                 pairs.push((a.clone(), v.clone()));
             }
@@ -26,6 +29,7 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
             .filter(|t| (0.0..=1.0).contains(t))
             .ok_or_else(|| format!("--score-threshold takes a score in [0, 1], got `{v}`"))?,
     };
+    let max_detections = number(&pairs, "--max-detections", effdet_model_lib::detect_options().max_detections)?;
     let decoded = image::open(image_path).map_err(|e| format!("{}: {e}", image_path.display()))?;
     // Grey and RGBA go to the model as they are (it replicates grey and drops alpha); other
     // layouts (16-bit, grey+alpha) become 8-bit RGB.
@@ -39,8 +43,17 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
     model.set_threads(number(&pairs, "--threads", 1)?);
     let mut options = effdet_model_lib::detect_options();
     options.score_threshold = Some(threshold);
+    options.max_detections = max_detections;
+    // The network alone, on the image-like input `bench` uses (the kernels' speed does not
+    // depend on values); this call also settles the model's buffers before `detect`.
+    let warm: Vec<f32> = (0..INPUT_SHAPE.iter().product::<usize>()).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
+    let start = Instant::now();
+    model.forward(&warm).map_err(|e| e.to_string())?;
+    let forward_ms = start.elapsed().as_secs_f64() * 1e3;
     let image = effdet_model_lib::Image { width, height, channels, data: &pixels };
+    let start = Instant::now();
     let detections = model.detect(&image, &options).map_err(|e| format!("{}: {e}", image_path.display()))?;
+    let detect_ms = start.elapsed().as_secs_f64() * 1e3;
     if json {
         println!("{}", detections_json(&detections));
     }
@@ -51,7 +64,8 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
         }
         save_atomically(&canvas, Path::new(out))?;
     }
-    eprintln!("{} detection(s) scoring at least {threshold}", detections.len());
+    eprintln!("{} detection(s) scoring at least {threshold} (at most {max_detections})", detections.len());
+    eprintln!("forward_ms={forward_ms:.3} detect_ms={detect_ms:.3}");
     Ok(())
 }
 

@@ -11,8 +11,9 @@ use effdet_model_lib::{Model, INPUT_SHAPE};
 const USAGE: &str = concat!(
     "usage:\n",
     "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output\n",
-    "  detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--threads N]\n", // @detect
-    "                                                   detect objects in a PNG/JPEG image\n", // @detect
+    "  detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--max-detections N]\n", // @detect
+    "         [--threads N]                             detect objects in a PNG/JPEG image;\n", // @detect
+    "                                                   stderr: forward_ms=<float> detect_ms=<float>\n", // @detect
     "  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>"
 );
 
