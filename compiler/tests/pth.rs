@@ -287,27 +287,62 @@ fn zip_checkpoint(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
 /// tensor in storage "0">, <extra>}, "epoch": 1}`; `extra` is pickle ops for further
 /// key/value pairs.
 fn checkpoint_pickle(extra: &[u8]) -> Vec<u8> {
-    fn s(text: &str) -> Vec<u8> {
-        let mut v = vec![b'X'];
-        v.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        v.extend_from_slice(text.as_bytes());
-        v
-    }
     let mut p = b"\x80\x02}(".to_vec();
     p.extend(s("epoch"));
     p.extend(b"K\x01");
     p.extend(s("state_dict"));
     p.extend(b"}(");
     p.extend(s("backbone.conv_stem.weight"));
-    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    p.extend(one_float_tensor());
+    p.extend_from_slice(extra);
+    p.extend(b"uu.");
+    p
+}
+
+/// Pickle ops pushing a string (`BINUNICODE`).
+fn s(text: &str) -> Vec<u8> {
+    let mut v = vec![b'X'];
+    v.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v
+}
+
+/// Pickle ops pushing a 1-element float tensor in storage "0", as `torch.save` writes it.
+fn one_float_tensor() -> Vec<u8> {
+    let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
     p.extend(s("storage"));
     p.extend(b"ctorch\nFloatStorage\n");
     p.extend(s("0"));
     p.extend(s("cpu"));
     p.extend(b"K\x01tQK\x00K\x01\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR");
-    p.extend_from_slice(extra);
-    p.extend(b"uu.");
     p
+}
+
+#[test]
+fn an_ordered_dict_state_dict_with_metadata_counts_as_tensors_only() {
+    // `model.state_dict()` is an OrderedDict whose `_metadata` attribute (torch's per-module
+    // version table) is pickled as BUILD state; released checkpoints carry it.
+    let mut p = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    p.extend(s("backbone.conv_stem.weight"));
+    p.extend(one_float_tensor());
+    p.extend(b"u}(");
+    p.extend(s("_metadata"));
+    p.extend(b"ccollections\nOrderedDict\n)R(");
+    p.extend(s(""));
+    p.extend(b"}(");
+    p.extend(s("version"));
+    p.extend(b"K\x01uuub.");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ordered.pth");
+    std::fs::write(&path, zip_checkpoint(&p, &[("0", &1.5f32.to_le_bytes())])).unwrap();
+    let o = run_d0(&path, &dir.path().join("out"));
+    let err = stderr(&o);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    assert!(!err.contains("only tensors"), "{err}");
+    assert!(
+        err.contains("wrong shape backbone.conv_stem.weight: expected [32, 3, 3, 3], found [1]"),
+        "{err}"
+    );
 }
 
 #[test]
