@@ -135,8 +135,9 @@ impl Build {
         }
     }
 
-    /// A safetensors `state_dict` with effdet's parameter names (specs; an ONNX file carries
-    /// its own weights).
+    /// A `state_dict` with effdet's parameter names (specs; an ONNX file carries its own
+    /// weights): a safetensors file or a PyTorch checkpoint (`.pth` / `.pt`, a bare
+    /// `state_dict` or a training checkpoint holding one; see `weights::bind_checkpoint`).
     pub fn weights(mut self, path: impl AsRef<Path>) -> Build {
         self.weights = Some(Weights::File(path.as_ref().to_path_buf()));
         self
