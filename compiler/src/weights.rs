@@ -25,6 +25,8 @@ pub enum WeightsError {
     Format { path: PathBuf, message: String },
     #[error("{path}: not a readable PyTorch checkpoint: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: not a weights file: neither safetensors nor a PyTorch checkpoint (.pth/.pt as torch.save writes it)")]
+    Unknown { path: PathBuf },
     #[error("{path}: the weights do not match the model `{model}`:\n{details}")]
     Mismatch {
         path: PathBuf,
@@ -70,17 +72,22 @@ pub fn bind_file(
     path: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), WeightsError> {
-    if is_safetensors(path)? {
-        bind_safetensors(graph, path)
-    } else {
-        bind_checkpoint(graph, path, progress)
+    match sniff(path)? {
+        Format::Safetensors => bind_safetensors(graph, path),
+        Format::Checkpoint => bind_checkpoint(graph, path, progress),
     }
 }
 
-/// Whether `path` is (or is named as) a safetensors file: an 8-byte little-endian header
-/// length followed by the JSON header's `{`, or the `.safetensors` extension when the file
-/// is too short to tell (so an empty `w.safetensors` gets the safetensors error).
-fn is_safetensors(path: &Path) -> Result<bool, WeightsError> {
+enum Format {
+    Safetensors,
+    Checkpoint,
+}
+
+/// Tells the format by the first bytes (a safetensors file opens with an 8-byte
+/// little-endian header length and the JSON header's `{`; a checkpoint with a ZIP or pickle
+/// signature), then by the extension, so a misnamed file is read as what it is and a file
+/// too broken to tell gets the error of the format its name claims.
+fn sniff(path: &Path) -> Result<Format, WeightsError> {
     use std::io::Read as _;
     let mut head = Vec::with_capacity(9);
     std::fs::File::open(path)
@@ -89,20 +96,25 @@ fn is_safetensors(path: &Path) -> Result<bool, WeightsError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let named = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     if head.len() == 9 {
         let len = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
         if head[8] == b'{' && len < 100_000_000 {
-            return Ok(true);
-        }
-        // Zip or pickle magic: a checkpoint whatever its name says.
-        if head.starts_with(b"PK") || head[0] == 0x80 {
-            return Ok(false);
+            return Ok(Format::Safetensors);
         }
     }
-    Ok(named)
+    if head.starts_with(b"PK") || head.first() == Some(&0x80) {
+        return Ok(Format::Checkpoint);
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("safetensors") => Ok(Format::Safetensors),
+        Some("pth" | "pt" | "bin" | "ckpt" | "tar") => Ok(Format::Checkpoint),
+        _ => Err(WeightsError::Unknown {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 /// Loads every parameter of `graph` from the safetensors file at `path` (f32, f16, bf16 or

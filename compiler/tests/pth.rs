@@ -365,6 +365,10 @@ fn corrupted_checkpoints_are_one_line_errors() {
         "not a readable PyTorch checkpoint",
     );
     fails_cleanly(
+        &write("notes.txt", b"this is not a checkpoint at all\n"),
+        "not a weights file: neither safetensors nor a PyTorch checkpoint",
+    );
+    fails_cleanly(
         &write("truncated_zip.pth", &zip_bytes[..zip_bytes.len() / 2]),
         "not a readable PyTorch checkpoint",
     );
