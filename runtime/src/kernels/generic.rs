@@ -38,6 +38,28 @@ fn by_planes(
     });
 }
 
+/// Calls `f(plane_index, x_plane, y_plane)` for each of the `planes` pairs of an input plane
+/// of `x` (`in_plane` values) and an output plane of `y` (`out_plane` values), over groups
+/// of planes as [`by_planes`] splits them.
+#[allow(clippy::too_many_arguments)]
+fn by_plane_pairs(
+    par: Par,
+    x: &[f32],
+    in_plane: usize,
+    y: &mut [f32],
+    planes: usize,
+    out_plane: usize,
+    work: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) {
+    by_planes(par, y, planes, out_plane, work, |p0, yc| {
+        let src = x[p0 * in_plane..].chunks(in_plane.max(1));
+        for (i, (src, dst)) in src.zip(yc.chunks_mut(out_plane)).enumerate() {
+            f(p0 + i, src, dst);
+        }
+    });
+}
+
 /// Calls `f(offset, part_of_y)` for consecutive runs of `y` (multiples of 16 values, so SIMD
 /// tails fall where they would serially), one per thread.
 fn by_runs(par: Par, y: &mut [f32], work: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
@@ -133,15 +155,12 @@ pub fn batch_norm(
     }
     assert_eq!(x.len() % (c * hw), 0, "batch_norm: input is not [n][c][hw]");
     let len = y.len();
-    by_planes(par, y, len / hw, hw, len, |p0, yc| {
-        let x = &x[p0 * hw..];
-        for (i, (src, dst)) in x.chunks(hw).zip(yc.chunks_mut(hw)).enumerate() {
-            let ch = (p0 + i) % c;
-            let (m, b) = (mean[ch], beta[ch]);
-            let scale = gamma[ch] / (var[ch] + eps).sqrt();
-            for (o, &v) in dst.iter_mut().zip(src) {
-                *o = (v - m) * scale + b;
-            }
+    by_plane_pairs(par, x, hw, y, len / hw, hw, len, |plane, src, dst| {
+        let ch = plane % c;
+        let (m, b) = (mean[ch], beta[ch]);
+        let scale = gamma[ch] / (var[ch] + eps).sqrt();
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = (v - m) * scale + b;
         }
     });
 }
@@ -185,24 +204,36 @@ pub fn binary(
     }
     // One side is one value per leading block, e.g. [1,C,H,W] · [1,C,1,1].
     if let Some(inner) = block_scalar(a_shape, b_shape, y_shape) {
-        return by_planes(par, y, total / inner, inner, total, |p0, yc| {
-            let src = &a[p0 * inner..];
-            for ((dst, src), &s) in yc.chunks_mut(inner).zip(src.chunks(inner)).zip(&b[p0..]) {
+        return by_plane_pairs(
+            par,
+            a,
+            inner,
+            y,
+            total / inner,
+            inner,
+            total,
+            |i, src, dst| {
                 for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = op.apply(v, s);
+                    *o = op.apply(v, b[i]);
                 }
-            }
-        });
+            },
+        );
     }
     if let Some(inner) = block_scalar(b_shape, a_shape, y_shape) {
-        return by_planes(par, y, total / inner, inner, total, |p0, yc| {
-            let src = &b[p0 * inner..];
-            for ((dst, src), &s) in yc.chunks_mut(inner).zip(src.chunks(inner)).zip(&a[p0..]) {
+        return by_plane_pairs(
+            par,
+            b,
+            inner,
+            y,
+            total / inner,
+            inner,
+            total,
+            |i, src, dst| {
                 for (o, &v) in dst.iter_mut().zip(src) {
-                    *o = op.apply(s, v);
+                    *o = op.apply(a[i], v);
                 }
-            }
-        });
+            },
+        );
     }
     // General: an odometer over all but the last output dimension.
     let sa = broadcast_strides(a_shape, y_shape);
@@ -294,11 +325,9 @@ pub fn global_avg_pool(par: Par, x: &[f32], y: &mut [f32], c: usize, hw: usize) 
     if hw == 0 {
         return y[..c].fill(f32::NAN);
     }
-    // Output "planes" of one value each, grouped by channel.
-    by_planes(par, y, c, 1, c * hw, |c0, yc| {
-        for (o, plane) in yc.iter_mut().zip(x[c0 * hw..].chunks(hw)) {
-            *o = (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
-        }
+    // Output "planes" of one value each.
+    by_plane_pairs(par, x, hw, y, c, 1, c * hw, |_, plane, out| {
+        out[0] = (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32;
     });
 }
 
@@ -324,41 +353,37 @@ pub fn pool2d(
         "pool2d: lengths"
     );
     let work = c * oh * ow * kernel[0] * kernel[1];
-    by_planes(par, y, c, oh * ow, work, |c0, yc| {
-        let x = &x[c0 * h * w..];
-        for (src, dst) in x.chunks(h * w).zip(yc.chunks_mut(oh * ow)) {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0f32, 0usize);
-                    for ky in 0..kernel[0] {
-                        for kx in 0..kernel[1] {
-                            let iy = (oy * stride[0] + ky) as isize - pads[0] as isize;
-                            let ix = (ox * stride[1] + kx) as isize - pads[1] as isize;
-                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
-                                // Padding beyond the padded frame never counts.
-                                let framed =
-                                    iy < (h + pads[2]) as isize && ix < (w + pads[3]) as isize;
-                                if kind
-                                    == (PoolKind::Avg {
-                                        count_include_pad: true,
-                                    })
-                                    && framed
-                                {
-                                    count += 1;
-                                }
-                                continue;
+    by_plane_pairs(par, x, h * w, y, c, oh * ow, work, |_, src, dst| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (mut max, mut sum, mut count) = (f32::NEG_INFINITY, 0f32, 0usize);
+                for ky in 0..kernel[0] {
+                    for kx in 0..kernel[1] {
+                        let iy = (oy * stride[0] + ky) as isize - pads[0] as isize;
+                        let ix = (ox * stride[1] + kx) as isize - pads[1] as isize;
+                        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                            // Padding beyond the padded frame never counts.
+                            let framed = iy < (h + pads[2]) as isize && ix < (w + pads[3]) as isize;
+                            if kind
+                                == (PoolKind::Avg {
+                                    count_include_pad: true,
+                                })
+                                && framed
+                            {
+                                count += 1;
                             }
-                            let v = src[iy as usize * w + ix as usize];
-                            max = max.max(v);
-                            sum += v;
-                            count += 1;
+                            continue;
                         }
+                        let v = src[iy as usize * w + ix as usize];
+                        max = max.max(v);
+                        sum += v;
+                        count += 1;
                     }
-                    dst[oy * ow + ox] = match kind {
-                        PoolKind::Max => max,
-                        PoolKind::Avg { .. } => sum / count.max(1) as f32,
-                    };
                 }
+                dst[oy * ow + ox] = match kind {
+                    PoolKind::Max => max,
+                    PoolKind::Avg { .. } => sum / count.max(1) as f32,
+                };
             }
         }
     });
@@ -426,18 +451,16 @@ pub fn pad(
         // Nothing to copy: every output is padding.
         return y[..c * oh * ow].fill(value);
     }
-    by_planes(par, y, c, oh * ow, c * oh * ow, |c0, yc| {
-        for (src, dst) in x[c0 * h * w..].chunks(h * w).zip(yc.chunks_mut(oh * ow)) {
-            for (oy, out) in dst.chunks_mut(ow).enumerate() {
-                let iy = oy.wrapping_sub(pads[0]);
-                if iy >= h {
-                    out.fill(value);
-                    continue;
-                }
-                out[..pads[1]].fill(value);
-                out[pads[1]..pads[1] + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
-                out[pads[1] + w..].fill(value);
+    by_plane_pairs(par, x, h * w, y, c, oh * ow, c * oh * ow, |_, src, dst| {
+        for (oy, out) in dst.chunks_mut(ow).enumerate() {
+            let iy = oy.wrapping_sub(pads[0]);
+            if iy >= h {
+                out.fill(value);
+                continue;
             }
+            out[..pads[1]].fill(value);
+            out[pads[1]..pads[1] + w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
+            out[pads[1] + w..].fill(value);
         }
     });
 }

@@ -57,6 +57,14 @@ pub fn inject_panic(n: usize) {
     INJECT.store(n, Ordering::Relaxed);
 }
 
+/// The tasks of a region, in order, on the calling thread.
+fn run_serial(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    for t in 0..tasks {
+        injected();
+        f(t);
+    }
+}
+
 #[inline]
 fn injected() {
     if INJECT.load(Ordering::Relaxed) != 0 && INJECT.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -305,14 +313,8 @@ impl Pool {
     /// `t mod threads`, the caller being participant 0), and returns when all have run. A
     /// panic in any task is re-raised here after every task has finished.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        let serial = |f: &(dyn Fn(usize) + Sync)| {
-            for t in 0..tasks {
-                injected();
-                f(t);
-            }
-        };
         let Some(w) = &self.workers else {
-            return serial(f);
+            return run_serial(tasks, f);
         };
         if tasks <= 1
             || self
@@ -320,7 +322,7 @@ impl Pool {
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
-            return serial(f);
+            return run_serial(tasks, f);
         }
         let shared = &*w.shared;
         // SAFETY: erases the closure's lifetime so workers can hold it. They use it only
@@ -418,13 +420,8 @@ impl<'a> Par<'a> {
     /// must be independent; each should use [`Par::serial`] for its own kernels.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         match self.pool {
-            Some(p) if self.threads > 1 => p.run(tasks, f),
-            _ => {
-                for t in 0..tasks {
-                    injected();
-                    f(t);
-                }
-            }
+            Some(p) => p.run(tasks, f),
+            None => run_serial(tasks, f),
         }
     }
 
