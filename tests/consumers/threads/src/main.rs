@@ -172,14 +172,13 @@ fn run() -> Result<(), String> {
     println!("ok panics surface as Error::Panic at 1 and 2 threads; the model stays usable");
 
     // 4. Thread counts changing between forwards, the model moved between threads.
-    let expected = reference.clone();
-    let mut model = std::thread::spawn(move || -> Result<Model, String> {
+    let (mut model, input, reference) = std::thread::spawn(move || {
         for threads in [4, 1, 2, 2, 3] {
             model.set_threads(threads);
             let ours = forward(&mut model, &input).map_err(err)?;
-            same_bits(&format!("moved, {threads} threads"), &ours, &expected)?;
+            same_bits(&format!("moved, {threads} threads"), &ours, &reference)?;
         }
-        Ok(model)
+        Ok::<_, String>((model, input, reference))
     })
     .join()
     .map_err(|_| "the moved model's thread panicked")??;
@@ -187,7 +186,6 @@ fn run() -> Result<(), String> {
 
     // 5. A forked child restarts the workers (their threads are not in the child).
     model.set_threads(2);
-    let (_, input) = fixture::read_npy(&dir.join("input.npy"))?;
     forward(&mut model, &input).map_err(err)?;
     // SAFETY: fork in a process whose other threads (the pool's workers) are parked; the
     // child only runs this crate's code, which restarts the workers before using them,
