@@ -30,12 +30,19 @@ pub fn tolerance(reference: &[f32]) -> f64 {
     1e-4 * spread.max(1.0)
 }
 
-/// Max absolute difference.
+/// Max absolute difference; infinite when either side holds a NaN or an infinity (a
+/// plain `fold(0.0, f64::max)` would drop NaN and let an all-NaN output pass).
 pub fn max_error(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
+        .map(|(x, y)| {
+            if x.is_finite() && y.is_finite() {
+                (x - y).abs() as f64
+            } else {
+                f64::INFINITY
+            }
+        })
         .fold(0.0, f64::max)
 }
 
@@ -48,4 +55,19 @@ pub fn assert_close(name: &str, ours: &[f32], reference: &[f32]) -> f64 {
         "{name}: max error {err:e} exceeds tolerance {tol:e}"
     );
     err
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[should_panic(expected = "exceeds tolerance")]
+    fn an_all_nan_output_fails() {
+        super::assert_close("nan", &[f32::NAN; 4], &[0.0; 4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds tolerance")]
+    fn a_nan_reference_fails() {
+        super::assert_close("nan", &[0.0; 4], &[0.0, f32::NAN, 0.0, 0.0]);
+    }
 }

@@ -73,10 +73,17 @@ pub fn check(
         .map(|&v| (v as f64 - mean).abs())
         .fold(0.0, f64::max);
     let tol = 1e-4 * spread.max(1.0);
+    // A NaN or infinity on either side is an infinite error (f64::max alone drops NaN).
     let err = ours
         .iter()
         .zip(&reference)
-        .map(|(a, b)| (a - b).abs() as f64)
+        .map(|(a, b)| {
+            if a.is_finite() && b.is_finite() {
+                (a - b).abs() as f64
+            } else {
+                f64::INFINITY
+            }
+        })
         .fold(0.0, f64::max);
     if err <= tol {
         Ok((err, tol))
