@@ -73,18 +73,8 @@ pub fn pack(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
 }
 
 /// `y[co][p] = act(Σ_ci w[co][ci]·x[ci][p] + bias[co]) + residual[co][p]`, for `p < hw`.
-/// x: `[cin][hw]`, y and residual: `[cout][hw]`, NCHW planes (batch 1). `w` packed by
-/// [`pack`].
-///
-/// `bias` is either empty (no bias) or has `cout` values. `isa` must be one this CPU runs
-/// ([`Isa::detect`] / [`Isa::available`]). Threads split the output channels (whole panels
-/// of [`MR`] channels); the result does not depend on `par`.
-///
-/// # Panics
-/// Once at entry, with a message naming the argument, if a slice length does not match the
-/// shape (`x.len() != cin·hw`, `w.len() != packed_len(cout, cin)`, `bias` neither empty nor
-/// `cout` long, `residual` or `y` not `cout·hw` long), or if `isa` is not supported by this
-/// CPU. Nothing is checked per element after that.
+/// x: `[cin][hw]`, y and residual: `[cout][hw]`, NCHW planes (one image). `w` packed by
+/// [`pack`]. [`conv1x1_batch`] with a batch of one.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1x1(
     isa: Isa,
@@ -99,8 +89,41 @@ pub fn conv1x1(
     hw: usize,
     act: Act,
 ) {
+    conv1x1_batch(isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act);
+}
+
+/// [`conv1x1`] over a batch of `n` images: x `[n][cin][hw]`, y and residual `[n][cout][hw]`.
+///
+/// `bias` is either empty (no bias) or has `cout` values. `isa` must be one this CPU runs
+/// ([`Isa::detect`] / [`Isa::available`]). Threads split the output channels (whole panels
+/// of [`MR`] channels); each thread runs its channels for every image in turn, so its
+/// panels of `w` come from memory once per call, not once per image. Each image's result
+/// is bit-identical to a batch of one, whatever `par`.
+///
+/// # Panics
+/// Once at entry, with a message naming the argument, if a slice length does not match the
+/// shape (`x.len() != n·cin·hw`, `w.len() != packed_len(cout, cin)`, `bias` neither empty
+/// nor `cout` long, `residual` or `y` not `n·cout·hw` long), or if `isa` is not supported by
+/// this CPU. Nothing is checked per element after that.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
     let plan = Plan::new(isa, cin, cout, hw, par.threads());
-    conv1x1_planned(isa, par, x, w, bias, residual, y, cin, cout, hw, act, plan);
+    run_batch(
+        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
 }
 
 /// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
@@ -192,18 +215,39 @@ pub fn conv1x1_planned(
     act: Act,
     plan: Plan,
 ) {
-    let xlen = cin.checked_mul(hw);
-    let ylen = cout.checked_mul(hw);
+    run_batch(
+        isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act, plan,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
+    let xlen = n.checked_mul(cin).and_then(|v| v.checked_mul(hw));
+    let ylen = n.checked_mul(cout).and_then(|v| v.checked_mul(hw));
     assert_eq!(
         Some(x.len()),
         xlen,
-        "conv1x1: x has {} floats, expected cin·hw = {cin}·{hw}",
+        "conv1x1: x has {} floats, expected n·cin·hw = {n}·{cin}·{hw}",
         x.len()
     );
     assert_eq!(
         Some(y.len()),
         ylen,
-        "conv1x1: y has {} floats, expected cout·hw = {cout}·{hw}",
+        "conv1x1: y has {} floats, expected n·cout·hw = {n}·{cout}·{hw}",
         y.len()
     );
     assert_eq!(
@@ -221,20 +265,24 @@ pub fn conv1x1_planned(
         assert_eq!(
             Some(r.len()),
             ylen,
-            "conv1x1: residual has {} floats, expected cout·hw = {cout}·{hw}",
+            "conv1x1: residual has {} floats, expected n·cout·hw = {n}·{cout}·{hw}",
             r.len()
         );
     }
     assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
-    if cout == 0 || hw == 0 {
+    if n == 0 || cout == 0 || hw == 0 {
         return;
     }
     let group = plan.group.max(1);
-    let work = cout.saturating_mul(cin).saturating_mul(hw);
-    par.for_each_chunk(y, group * MR * hw, work, |i, yc| {
+    let work = n
+        .saturating_mul(cout)
+        .saturating_mul(cin)
+        .saturating_mul(hw);
+    par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
         let row0 = i * group * MR;
         let rows = yc.len() / hw;
-        let res = residual.map(|r| &r[row0 * hw..][..rows * hw]);
+        let x = &x[image * cin * hw..][..cin * hw];
+        let res = residual.map(|r| &r[(image * cout + row0) * hw..][..rows * hw]);
         let w = &w[row0 * cin..][..rows.div_ceil(MR) * MR * cin];
         let bias = if bias.is_empty() {
             bias
@@ -994,6 +1042,82 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_gives_each_image_the_single_image_result() {
+        let mut rng = Rng(7);
+        for &(n, cin, cout, hw) in &[(3, 16, 96, 1024), (4, 64, 40, 64), (2, 37, 2 * MR + 3, 333)] {
+            let x = rng.vec(n * cin * hw);
+            let w = pack(&rng.vec(cout * cin), cout, cin);
+            let b = rng.vec(cout);
+            let r = rng.vec(n * cout * hw);
+            for isa in Isa::available() {
+                for threads in [1, 2, 3] {
+                    let pool = Pool::new(threads);
+                    let mut batch = vec![f32::NAN; n * cout * hw];
+                    conv1x1_batch(
+                        isa,
+                        pool.par(),
+                        &x,
+                        &w,
+                        &b,
+                        Some(&r),
+                        &mut batch,
+                        n,
+                        cin,
+                        cout,
+                        hw,
+                        Act::Swish,
+                    );
+                    for i in 0..n {
+                        let mut one = vec![0.0; cout * hw];
+                        let (xi, ri) = (
+                            &x[i * cin * hw..][..cin * hw],
+                            &r[i * cout * hw..][..cout * hw],
+                        );
+                        conv1x1(
+                            isa,
+                            pool.par(),
+                            xi,
+                            &w,
+                            &b,
+                            Some(ri),
+                            &mut one,
+                            cin,
+                            cout,
+                            hw,
+                            Act::Swish,
+                        );
+                        assert!(
+                            one == batch[i * cout * hw..][..cout * hw],
+                            "{isa:?} {threads}T image {i} of {n}: {cin}→{cout}@{hw}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "expected n·cin·hw = 2·4·8")]
+    fn a_batch_checks_its_lengths() {
+        let w = pack(&[0.0; 12], 3, 4);
+        let mut y = vec![0.0; 2 * 3 * 8];
+        conv1x1_batch(
+            Isa::Scalar,
+            Par::serial(),
+            &[0.0; 4 * 8],
+            &w,
+            &[],
+            None,
+            &mut y,
+            2,
+            4,
+            3,
+            8,
+            Act::None,
+        );
+    }
+
+    #[test]
     fn degenerate_shapes() {
         for isa in Isa::available() {
             // cin = 0: y = act(bias) + residual.
@@ -1047,7 +1171,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "conv1x1: x has 5 floats, expected cin·hw = 2·3")]
+    #[should_panic(expected = "conv1x1: x has 5 floats, expected n·cin·hw = 1·2·3")]
     fn bad_x_length_panics_clearly() {
         let w = pack(&[1.0; 4], 2, 2);
         let mut y = vec![0.0; 6];

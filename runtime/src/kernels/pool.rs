@@ -435,33 +435,69 @@ impl<'a> Par<'a> {
         T: Send,
         F: Fn(usize, &mut [T]) + Sync,
     {
+        self.for_each_chunk_of_images(out, 1, chunk, work, |i, _, c| f(i, c));
+    }
+
+    /// [`Par::for_each_chunk`] over a batch: `out` holds `images` equal rows (one per
+    /// image), each split into chunks of `chunk` elements; `f(chunk_index, image, chunk)`
+    /// runs for every chunk of every image. Chunk `i` of every image goes to the same
+    /// task, which runs them one image after the other: a kernel whose chunk reads its own
+    /// part of the weights (a 1×1 conv's output channels) reads it from memory once for
+    /// the whole batch. With one image this is `for_each_chunk`.
+    ///
+    /// # Panics
+    /// If `out.len()` is not a multiple of `images`.
+    pub fn for_each_chunk_of_images<T, F>(
+        &self,
+        out: &mut [T],
+        images: usize,
+        chunk: usize,
+        work: usize,
+        f: F,
+    ) where
+        T: Send,
+        F: Fn(usize, usize, &mut [T]) + Sync,
+    {
+        let images = images.max(1);
+        assert!(
+            out.len().is_multiple_of(images),
+            "for_each_chunk_of_images: {} elements are not {images} equal images",
+            out.len()
+        );
+        let row = out.len() / images;
         let chunk = chunk.max(1);
-        let n = out.len().div_ceil(chunk);
+        let n = row.div_ceil(chunk);
         let threads = self.threads.min(n);
         if threads <= 1 || work < MIN_PARALLEL_WORK || self.pool.is_none() {
-            for (i, c) in out.chunks_mut(chunk).enumerate() {
-                injected();
-                f(i, c);
+            for i in 0..n {
+                for (image, r) in out.chunks_exact_mut(row).enumerate() {
+                    injected();
+                    f(i, image, &mut r[i * chunk..((i + 1) * chunk).min(row)]);
+                }
             }
             return;
         }
         let per_run = n.div_ceil(threads);
         let runs = n.div_ceil(per_run);
-        let parts = Disjoint::new(out, per_run * chunk);
+        let parts = Disjoint::new(out, row, per_run * chunk);
         self.run(runs, &|r| {
-            let part = parts.part(r);
-            for (i, c) in part.chunks_mut(chunk).enumerate() {
-                f(r * per_run + i, c);
+            for image in 0..images {
+                let part = parts.part(image, r);
+                for (i, c) in part.chunks_mut(chunk).enumerate() {
+                    f(r * per_run + i, image, c);
+                }
             }
         });
     }
 }
 
-/// A slice cut into consecutive parts of `len` elements (the last may be shorter), handed
-/// out by index to the tasks of one region: task `r` takes part `r`.
+/// A slice of equal rows, each cut into consecutive parts of `len` elements (the last of a
+/// row may be shorter), handed out by (row, index) to the tasks of one region: task `r`
+/// takes part `r` of every row.
 struct Disjoint<'a, T> {
     ptr: *mut T,
-    total: usize,
+    rows: usize,
+    row: usize,
     len: usize,
     _borrow: PhantomData<&'a mut [T]>,
 }
@@ -470,25 +506,37 @@ struct Disjoint<'a, T> {
 unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
 
 impl<'a, T> Disjoint<'a, T> {
-    fn new(slice: &'a mut [T], len: usize) -> Self {
+    /// `slice` as rows of `row` elements (its length a multiple of `row`, or one row when
+    /// `row` is 0), each in parts of `len`.
+    fn new(slice: &'a mut [T], row: usize, len: usize) -> Self {
+        let rows = slice.len().checked_div(row).unwrap_or(0);
+        debug_assert_eq!(rows * row, slice.len());
         Disjoint {
             ptr: slice.as_mut_ptr(),
-            total: slice.len(),
+            rows,
+            row,
             len: len.max(1),
             _borrow: PhantomData,
         }
     }
 
-    /// Part `r`: elements `[r·len, (r+1)·len)` clamped to the slice. Only called once per
-    /// index, by the task of that index ([`Pool::run`] runs each task exactly once).
+    /// Part `r` of row `image`: its elements `[r·len, (r+1)·len)` clamped to the row (empty
+    /// for a row past the end). Each (row, index) is taken once, by the task of that index
+    /// ([`Pool::run`] runs each task exactly once).
     #[allow(clippy::mut_from_ref)]
-    fn part(&self, r: usize) -> &mut [T] {
-        let start = r.saturating_mul(self.len).min(self.total);
-        let end = start.saturating_add(self.len).min(self.total);
-        // SAFETY: `start..end` lies within the slice borrowed for `'a`; parts of distinct
-        // indices do not overlap, and each index is taken by exactly one task of the
-        // region, which ends before the borrow does.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    fn part(&self, image: usize, r: usize) -> &mut [T] {
+        if image >= self.rows {
+            return &mut [];
+        }
+        let start = r.saturating_mul(self.len).min(self.row);
+        let end = start.saturating_add(self.len).min(self.row);
+        // SAFETY: `image·row + start .. image·row + end` lies within row `image` of the
+        // slice borrowed for `'a`; parts of distinct (row, index) pairs do not overlap, and
+        // each index is taken by exactly one task of the region, which ends before the
+        // borrow does.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.add(image * self.row + start), end - start)
+        }
     }
 }
 
@@ -508,6 +556,30 @@ mod tests {
             });
             for (j, v) in out.iter().enumerate() {
                 assert_eq!(*v, (j / 64) as f32 + 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_of_images_cover_each_image_once_on_a_fixed_task() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            let mut out = vec![0.0f32; 3 * 1000];
+            let owner: Vec<Mutex<Option<std::thread::ThreadId>>> =
+                (0..16).map(|_| Mutex::new(None)).collect();
+            pool.par()
+                .for_each_chunk_of_images(&mut out, 3, 64, usize::MAX, |i, image, c| {
+                    assert!(c.len() == 64 || i == 15 && c.len() == 1000 - 15 * 64);
+                    // Every image's chunk `i` is computed on the same thread.
+                    let me = std::thread::current().id();
+                    assert_eq!(*owner[i].lock().unwrap().get_or_insert(me), me);
+                    for v in c.iter_mut() {
+                        *v += (image * 100 + i) as f32 + 1.0;
+                    }
+                });
+            for (j, v) in out.iter().enumerate() {
+                let (image, k) = (j / 1000, j % 1000);
+                assert_eq!(*v, (image * 100 + k / 64) as f32 + 1.0, "element {j}");
             }
         }
     }
