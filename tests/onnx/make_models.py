@@ -11,6 +11,8 @@ Small models, checked in under tests/onnx/models/ (default mode):
   tf_d0_export18_opt  same model, torch.export-based exporter with its default optimize=True, opset 18
   tf_lite0_ts17       tf_efficientdet_lite0 config (relu6, 'sum' fusion), TorchScript exporter, opset 17
   pt_d0_ts17          efficientdet_d0 config (PyTorch-native symmetric padding), TorchScript, opset 17
+  tf_d0_ts17_batch    tf_d0_ts17 (same weights) exported with a symbolic batch axis: input [N,3,128,128]
+                      and every output [N,...] with dim_param N; its reference input has batch 2
 
   To keep the files small (1.3-3.5 MB each), the small models use effdet's real configs with
   these overrides: image_size (128x128 for tf_d0, 160x160 for tf_lite0, 96x96 for pt_d0),
@@ -36,12 +38,15 @@ Full-size models, never checked in (--big [DIR], default /tmp/onnx-big), written
 
 For every model NAME it writes NAME.onnx, NAME.input.npy (seeded N(0,1) f32, NCHW, batch 1) and
 NAME.<output>.npy for the 10 outputs class_P3..class_P7, box_P3..box_P7, as computed by ONNX
-Runtime on the written file (ORT_ENABLE_ALL, 1 thread). It asserts that ORT and PyTorch eager
-agree, per output tensor, within the project's tolerance 1e-4 * max(1, max|ref - mean(ref)|)
-(see /work/shared/fixtures/README.md; for the small D0-style models that is an absolute 1e-4,
-for the Lite0 ones up to 5.5e-4 since their outputs spread wider; every small model passes with
-max |diff| <= 4e-5 absolute), and writes MANIFEST.json with the file sizes, node counts,
-op-type histograms, opsets and shapes.
+Runtime on the written file (ORT_ENABLE_ALL, 1 thread). A model whose table entry gives a batch
+(only tf_d0_ts17_batch: 2) is exported with batch axis N symbolic (TorchScript: dynamic_axes;
+torch.export: dynamic_shapes), its input holds that many seeded images (the first is the batch-1
+model's) and ORT is also run on it at batch 1 and 3, which must reproduce the per-image outputs.
+It asserts that ORT and PyTorch eager agree, per output tensor, within the project's tolerance
+1e-4 * max(1, max|ref - mean(ref)|) (see /work/shared/fixtures/README.md; for the small D0-style
+models that is an absolute 1e-4, for the Lite0 ones up to 5.5e-4 since their outputs spread
+wider; every small model passes with max |diff| <= 4e-5 absolute), and writes MANIFEST.json
+with the file sizes, node counts, op-type histograms, opsets and shapes.
 
 No exporter-side simplification is done beyond the exporters' own defaults: the TorchScript
 exporter runs with its defaults (do_constant_folding=True, which folds BatchNorm into Conv in
@@ -65,6 +70,7 @@ How to run
   python3 tests/onnx/make_models.py                 # small models -> tests/onnx/models/
   python3 tests/onnx/make_models.py --big           # full-size -> /tmp/onnx-big/ (not for git)
   python3 tests/onnx/make_models.py --only tf_d0_ts13 [--big]
+  python3 tests/onnx/make_models.py --only tf_d0_ts17_batch   # the symbolic-batch model alone
 
 Requires: pip install torch==2.15.0 timm==1.0.31 effdet==0.4.1 onnxscript==0.7.2
 (plus numpy, onnx, onnxruntime). Run with: python 3.11.7, torch 2.15.0 (+cu132 wheel from PyPI,
@@ -99,6 +105,8 @@ OUTPUT_NAMES = [f"class_P{l}" for l in range(3, 8)] + [f"box_P{l}" for l in rang
 TOL = 1e-4
 BN_EPS_TF = 1e-3
 NARROW = 0.2  # channel_multiplier of the narrowed backbones of the small models
+BATCH_DIM = "N"  # dim_param of the symbolic batch axis (models whose table entry gives a batch)
+OTHER_BATCHES = (1, 3)  # batch sizes ORT is also run at for a symbolic-batch model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,10 +141,12 @@ def efficientnet_b0_w20(pretrained=False, **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# name -> (effdet config, overrides, exporter, opset, seed)
+# name -> (effdet config, overrides, exporter, opset, seed[, batch])
 # exporter: "torchscript" = torch.onnx.export(dynamo=False), defaults otherwise;
 #           "torch.export" = torch.onnx.export(dynamo=True, optimize=False);
 #           "torch.export+opt" = torch.onnx.export(dynamo=True), i.e. optimize=True (the default).
+# batch (optional): export with a symbolic batch axis named BATCH_DIM on the input and on every
+#           output, and make the reference input with this many images (no batch: static batch 1).
 D0_SMALL = dict(image_size=(128, 128), num_classes=3, fpn_channels=32, backbone_name="tf_efficientnet_b0_w20")
 SMALL = {
     "tf_d0_ts13": ("tf_efficientdet_d0", D0_SMALL, "torchscript", 13, 1),
@@ -150,6 +160,7 @@ SMALL = {
     "pt_d0_ts17": ("efficientdet_d0",
                    dict(image_size=(96, 96), num_classes=3, fpn_channels=32, backbone_name="efficientnet_b0_w20"),
                    "torchscript", 17, 3),
+    "tf_d0_ts17_batch": ("tf_efficientdet_d0", D0_SMALL, "torchscript", 17, 1, 2),
 }
 BIG = {
     "tf_d1_ts17": ("tf_efficientdet_d1", {}, "torchscript", 17, 11),
@@ -225,19 +236,29 @@ def check_same_topology(config_name, small):
         raise AssertionError(f"small {config_name} differs in structure from the full one: {diff}")
 
 
-def export(wrapper, x, path, exporter, opset, strip_stack_traces):
+def export(wrapper, x, path, exporter, opset, strip_stack_traces, symbolic_batch=False):
+    # Only a symbolic-batch export passes dynamic_axes/dynamic_shapes at all, so that the other
+    # models are exported exactly as before.
+    dyn = {}
     if exporter == "torchscript":
+        if symbolic_batch:
+            dyn["dynamic_axes"] = {n: {0: BATCH_DIM} for n in ["input"] + OUTPUT_NAMES}
         torch.onnx.export(
             wrapper, (x,), path, dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=OUTPUT_NAMES)
-        return {"dynamo": False, "do_constant_folding": True}
+            input_names=["input"], output_names=OUTPUT_NAMES, **dyn)
+        return {"dynamo": False, "do_constant_folding": True, **dyn}
     assert exporter in ("torch.export", "torch.export+opt"), exporter
     optimize = exporter == "torch.export+opt"
+    if symbolic_batch:
+        # Keyed by HeadsAsTuple.forward's argument name; the outputs' batch follows the input's.
+        dyn["dynamic_shapes"] = {"x": {0: torch.export.Dim(BATCH_DIM)}}
     prog = torch.onnx.export(
         wrapper, (x,), dynamo=True, opset_version=opset, optimize=optimize, external_data=False,
-        input_names=["input"], output_names=OUTPUT_NAMES)
+        input_names=["input"], output_names=OUTPUT_NAMES, **dyn)
     prog.save(path, external_data=False)
     opts = {"dynamo": True, "optimize": optimize}
+    if symbolic_batch:
+        opts["dynamic_shapes"] = {"x": {0: BATCH_DIM}}
     if strip_stack_traces:
         # The exporter stores a Python stack trace (absolute paths of the exporting machine)
         # in every node's metadata_props; it is most of the file. Blank it, as the exporter
@@ -284,19 +305,23 @@ def describe(path):
 
 
 def make(name, spec, out_dir, strip_stack_traces):
-    config_name, overrides, exporter, opset, seed = spec
+    config_name, overrides, exporter, opset, seed = spec[:5]
+    batch = spec[5] if len(spec) > 5 else None  # None: static batch 1
     wrapper, config = build(config_name, overrides, seed)
     if overrides:
         check_same_topology(config_name, wrapper.model)
     h, w = config.image_size
     rng = np.random.default_rng(seed)
-    x_np = rng.standard_normal((1, 3, h, w), dtype=np.float32)
+    # With batch B the B images are drawn in one go from the same seeded stream, so image 0 is
+    # the batch-1 input of the model with the same seed and the others differ from it.
+    x_np = rng.standard_normal((batch or 1, 3, h, w), dtype=np.float32)
     x = torch.from_numpy(x_np)
     with torch.no_grad():
         ref = [t.numpy() for t in wrapper(x)]
 
     path = os.path.join(out_dir, f"{name}.onnx")
-    export_opts = export(wrapper, x, path, exporter, opset, strip_stack_traces)
+    export_opts = export(wrapper, x, path, exporter, opset, strip_stack_traces,
+                         symbolic_batch=batch is not None)
     onnx.checker.check_model(path)
 
     so = ort.SessionOptions()
@@ -324,6 +349,25 @@ def make(name, spec, out_dir, strip_stack_traces):
           f"worst diff/tolerance = {worst_ratio:.3f}", flush=True)
     assert worst_ratio <= 1.0, f"{name}: ORT and PyTorch differ beyond tolerance: {diffs}"
 
+    other_batches = {}
+    if batch is not None:
+        # The symbolic batch must really be free: run the same session at other batch sizes
+        # (images cycled from the reference input) and compare image by image with the
+        # reference batch's ORT outputs, within the same tolerance.
+        for b in OTHER_BATCHES:
+            idx = [i % batch for i in range(b)]
+            outs_b = sess.run(None, {"input": np.ascontiguousarray(x_np[idx])})
+            d_b, ratio_b = 0.0, 0.0
+            for oname, ob, o in zip(out_names, outs_b, outs):
+                assert ob.shape == (b,) + o.shape[1:], (oname, b, ob.shape, o.shape)
+                r = o[idx]
+                tol = TOL * max(1.0, float(np.max(np.abs(r - r.mean()))))
+                d = float(np.max(np.abs(ob - r)))
+                d_b, ratio_b = max(d_b, d), max(ratio_b, d / tol)
+            print(f"{name}: ORT at batch {b} vs batch {batch}, per image: max |diff| = {d_b:.3g}", flush=True)
+            assert ratio_b <= 1.0, f"{name}: ORT at batch {b} differs from batch {batch}: {d_b}"
+            other_batches[str(b)] = d_b
+
     info = describe(path)
     info.update(
         exporter=exporter, export_options=export_opts, opset=opset, effdet_config=config_name,
@@ -332,6 +376,8 @@ def make(name, spec, out_dir, strip_stack_traces):
         input_shape=list(x_np.shape),
         output_shapes={n: list(o.shape) for n, o in zip(out_names, outs)},
         ort_vs_torch_max_abs_diff=maxd, ort_vs_torch_worst_diff_over_tolerance=worst_ratio)
+    if batch is not None:
+        info.update(symbolic_batch=BATCH_DIM, ort_other_batches_max_abs_diff=other_batches)
     return info
 
 
