@@ -88,12 +88,26 @@ fn run(program: &Path, args: &[&Path]) -> String {
 
 /// A consumer that checks the ten outputs itself prints one `ok <name>` line per output.
 fn assert_ten_ok(stdout: &str) {
-    let ok = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    let ok = stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("ok ") && !l.starts_with("ok detect") && !l.starts_with("ok batch ")
+        })
+        .count();
     assert!(ok >= 10, "expected ten checked outputs:\n{stdout}");
     assert!(
         stdout.lines().any(|l| l.starts_with("ok detect: ")),
         "expected detections:\n{stdout}"
     );
+}
+
+/// The batch-2 module (`Build::batch`, `model!(batch = 2)`) checked its ten outputs.
+fn assert_batch_ok(stdout: &str) {
+    let ok = stdout
+        .lines()
+        .filter(|l| l.starts_with("ok batch "))
+        .count();
+    assert_eq!(ok, 10, "expected ten checked batch-2 outputs:\n{stdout}");
 }
 
 fn touch(path: &Path) {
@@ -149,7 +163,9 @@ fn build_script_consumer_matches_the_fixture_and_rebuilds_only_on_change() {
     let stderr = cargo(&["build", "--release", "--offline"], &dir);
     assert_no_warnings(&stderr, "consumer-buildrs");
     let bin = target_dir().join("release/consumer-buildrs");
-    assert_ten_ok(&run(&bin, &[&fx]));
+    let stdout = run(&bin, &[&fx]);
+    assert_ten_ok(&stdout);
+    assert_batch_ok(&stdout);
 
     let module = out_file("consumer-buildrs", "d0.rs");
     let before = modified(&module);
@@ -176,7 +192,9 @@ fn macro_consumer_matches_the_fixture_and_rebuilds_only_on_change() {
     let stderr = cargo(&["build", "--release", "--offline"], &dir);
     assert_no_warnings(&stderr, "consumer-macro");
     let bin = target_dir().join("release/consumer-macro");
-    assert_ten_ok(&run(&bin, &[&fx]));
+    let stdout = run(&bin, &[&fx]);
+    assert_ten_ok(&stdout);
+    assert_batch_ok(&stdout);
 
     assert_fresh(&dir, "consumer-macro");
     // The expansion `include_bytes!`s the spec: touching it re-expands the macro.
@@ -233,6 +251,7 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
         name: Some("effdet-d0".into()),
         passes: PassSet::all(),
         input_shape: None,
+        batch: None,
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec: None,
         c_api: true,

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
 use effdet_compiler::passes::PassSet;
-use effdet_tests::{assert_close, fixture_dir, read_npy};
+use effdet_tests::{assert_close, fixture_dir, max_error, read_npy, write_npy};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -33,6 +33,18 @@ fn generate_with(
     name: &str,
     detect_spec: Option<PathBuf>,
 ) {
+    generate_batch(model, weights, passes, dir, name, detect_spec, None)
+}
+
+fn generate_batch(
+    model: &Path,
+    weights: WeightsChoice,
+    passes: PassSet,
+    dir: &Path,
+    name: &str,
+    detect_spec: Option<PathBuf>,
+    batch: Option<usize>,
+) {
     let req = BuildRequest {
         model: model.to_path_buf(),
         weights,
@@ -40,6 +52,7 @@ fn generate_with(
         name: Some(name.to_string()),
         passes,
         input_shape: None,
+        batch,
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec,
         c_api: false,
@@ -304,4 +317,190 @@ fn checked_in_generated_source_is_current_and_deterministic() {
     let w0 = std::fs::read(outputs[0].join("weights.bin")).unwrap();
     let w1 = std::fs::read(outputs[1].join("weights.bin")).unwrap();
     assert!(w0 == w1, "packed weights differ between two generations");
+}
+
+/// Runs a generated binary's `detect` with `args`; returns its stdout as JSON.
+fn detect_json(binary: &Path, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(binary)
+        .arg("detect")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "detect {args:?}: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "detect --json printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A `--batch 4` D0 crate against the batch-1 crate of the same spec and weights: each of
+/// the four output slices equals the batch-1 output of the same image bit for bit (at two
+/// threads, too), and `detect` on four images (one JSON object keyed by path, annotated
+/// copies in `--out-dir`) gives each image the detections of a single call.
+#[test]
+fn d0_batch_crate_gives_each_image_the_batch1_result() {
+    let fx = fixture_dir("tf_efficientdet_d0");
+    let work = tempfile::tempdir().unwrap();
+    let weights = WeightsChoice::File(fx.join("weights.safetensors"));
+    let spec = root().join("specs/d0.yaml");
+    let (one, four) = ("effdet-d0-batch1", "effdet-d0-batch4");
+    for (name, batch) in [(one, None), (four, Some(4))] {
+        let dir = work.path().join(name);
+        generate_batch(
+            &spec,
+            weights.clone(),
+            PassSet::all(),
+            &dir,
+            name,
+            None,
+            batch,
+        );
+        let stderr = cargo(&["build", "--release", "--offline"], &dir);
+        assert_no_warnings(&stderr, name);
+    }
+    let (bin1, bin4) = (
+        target_dir().join("release").join(one),
+        target_dir().join("release").join(four),
+    );
+
+    // Four different images: the fixture input, mirrored, upside down, and rescaled.
+    let (shape, x) = read_npy(&fx.join("input.npy"));
+    let [_, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
+    let at = |ch: usize, y: usize, xx: usize| x[(ch * h + y) * w + xx];
+    let images: Vec<Vec<f32>> = vec![
+        x.clone(),
+        (0..c * h * w)
+            .map(|i| at(i / (h * w), i / w % h, w - 1 - i % w))
+            .collect(),
+        (0..c * h * w)
+            .map(|i| at(i / (h * w), h - 1 - i / w % h, i % w))
+            .collect(),
+        x.iter().map(|v| 0.1 - 0.5 * v).collect(),
+    ];
+    let batch: Vec<f32> = images.concat();
+    write_npy(&work.path().join("batch.npy"), &[4, c, h, w], &batch);
+    let run = |bin: &Path, input: &Path, out: &Path, threads: &str| {
+        let status = Command::new(bin)
+            .args(["run", "--threads", threads, "--input"])
+            .arg(input)
+            .arg("--out-dir")
+            .arg(out)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{} run {}",
+            bin.display(),
+            input.display()
+        );
+    };
+    for (i, img) in images.iter().enumerate() {
+        let input = work.path().join(format!("image{i}.npy"));
+        write_npy(&input, &[1, c, h, w], img);
+        run(&bin1, &input, &work.path().join(format!("out1_{i}")), "1");
+    }
+    for threads in ["1", "2"] {
+        let out4 = work.path().join(format!("out4_{threads}"));
+        run(&bin4, &work.path().join("batch.npy"), &out4, threads);
+        for head in ["class", "box"] {
+            for level in 3..=7 {
+                let name = format!("{head}_P{level}");
+                let (shape4, all) = read_npy(&out4.join(format!("{name}.npy")));
+                assert_eq!(shape4[0], 4, "{name} has the batch first");
+                let per = all.len() / 4;
+                for (i, slice) in all.chunks_exact(per).enumerate() {
+                    let (shape1, single) =
+                        read_npy(&work.path().join(format!("out1_{i}/{name}.npy")));
+                    assert_eq!(shape1[1..], shape4[1..], "{name}");
+                    // The bound is 1e-5·max(1, spread); the schedule promises more.
+                    let err = max_error(slice, &single);
+                    assert!(
+                        err <= 0.1 * effdet_tests::tolerance(&single),
+                        "{name} image {i} at {threads} thread(s): error {err:e}"
+                    );
+                    assert!(
+                        slice == single.as_slice(),
+                        "{name} image {i} at {threads} thread(s) is not bit-identical to batch 1 (max error {err:e})"
+                    );
+                }
+            }
+        }
+    }
+
+    // detect: four images in one call against four single calls of the batch-1 crate.
+    let photo = root().join("tests/data/grace_hopper.jpg");
+    let decoded = image::open(&photo).unwrap();
+    let paths = [
+        photo.clone(),
+        work.path().join("mirrored.png"),
+        work.path().join("gradient.png"),
+        work.path().join("gray.png"),
+    ];
+    decoded.fliph().save(&paths[1]).unwrap();
+    image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 40])
+    })
+    .save(&paths[2])
+    .unwrap();
+    decoded.to_luma8().save(&paths[3]).unwrap();
+    let out_dir = work.path().join("annotated");
+    let mut args: Vec<&std::ffi::OsStr> = paths.iter().map(|p| p.as_os_str()).collect();
+    args.extend(
+        [
+            "--json",
+            "--score-threshold",
+            "0",
+            "--max-detections",
+            "20",
+            "--out-dir",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    args.push(out_dir.as_os_str());
+    let together = detect_json(&bin4, &args);
+    let object = together.as_object().expect("several images: a JSON object");
+    assert_eq!(object.len(), 4);
+    for p in &paths {
+        let single = detect_json(
+            &bin1,
+            &[
+                p.as_os_str(),
+                "--json".as_ref(),
+                "--score-threshold".as_ref(),
+                "0".as_ref(),
+                "--max-detections".as_ref(),
+                "20".as_ref(),
+            ],
+        );
+        let key = p.to_str().unwrap();
+        let found = &object[key];
+        assert!(
+            !single.as_array().unwrap().is_empty(),
+            "{key}: detections at threshold 0"
+        );
+        assert_eq!(found, &single, "{key}: batch detect vs a single call");
+        let annotated = out_dir.join(format!("{}.png", p.file_stem().unwrap().to_str().unwrap()));
+        assert_eq!(
+            image::image_dimensions(&annotated).unwrap(),
+            image::image_dimensions(p).unwrap(),
+            "{}",
+            annotated.display()
+        );
+    }
+    // One image on the batch crate: still the array a batch-1 crate prints.
+    let alone = detect_json(
+        &bin4,
+        &[
+            paths[1].as_os_str(),
+            "--json".as_ref(),
+            "--score-threshold".as_ref(),
+            "0".as_ref(),
+            "--max-detections".as_ref(),
+            "20".as_ref(),
+        ],
+    );
+    assert_eq!(alone, object[paths[1].to_str().unwrap()]);
 }

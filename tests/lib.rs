@@ -20,6 +20,27 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
     (shape, npy.into_vec().expect("f32 data"))
 }
 
+/// Writes an f32 `.npy` file.
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    use npyz::WriterBuilder;
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "{}",
+        path.display()
+    );
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create .npy"));
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()
+        .expect("npy header");
+    w.extend(data.iter().copied()).expect("npy data");
+    w.finish().expect("npy written");
+}
+
 /// The tolerance for one reference tensor.
 pub fn tolerance(reference: &[f32]) -> f64 {
     let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;

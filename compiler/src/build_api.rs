@@ -46,6 +46,7 @@ pub struct Build {
     module: Option<String>,
     passes: Passes,
     input_shape: Option<Vec<usize>>,
+    batch: Option<usize>,
     detect_spec: Option<PathBuf>,
     embed_limit: usize,
     cargo: bool,
@@ -129,6 +130,7 @@ impl Build {
             module: None,
             passes: Passes::All,
             input_shape: None,
+            batch: None,
             detect_spec: None,
             embed_limit: DEFAULT_EMBED_LIMIT,
             cargo: true,
@@ -171,6 +173,14 @@ impl Build {
     /// The input shape `[N, C, H, W]` of an ONNX model whose graph leaves it open.
     pub fn input_shape(mut self, shape: impl Into<Vec<usize>>) -> Build {
         self.input_shape = Some(shape.into());
+        self
+    }
+
+    /// Images per forward pass (1..=1024, default 1): the input becomes `[n, 3, H, W]`,
+    /// every output `[n, ...]`, and the module gets `Model::detect_batch` (an ONNX model's
+    /// symbolic batch dimension is set to `n`).
+    pub fn batch(mut self, n: usize) -> Build {
+        self.batch = Some(n);
         self
     }
 
@@ -291,6 +301,7 @@ impl Build {
             name: None,
             passes,
             input_shape: self.input_shape.clone(),
+            batch: self.batch,
             embed_limit: self.embed_limit,
             detect_spec,
             c_api: false,

@@ -29,6 +29,8 @@ pub struct BuildRequest {
     pub name: Option<String>,
     pub passes: PassSet,
     pub input_shape: Option<Vec<usize>>,
+    /// Images per forward pass (`--batch`); `None` is the model's own (1 for a spec).
+    pub batch: Option<usize>,
     pub embed_limit: usize,
     /// For an ONNX model: the spec whose anchors, classes, normalization and NMS settings
     /// give the crate `Model::detect` (a spec model uses its own).
@@ -156,6 +158,7 @@ pub fn compile_model(
         model_path,
         &LoadOptions {
             input_shape: req.input_shape.clone(),
+            batch: req.batch,
         },
     )
     .map_err(|e| fail(Input::Model, e))?;

@@ -36,6 +36,10 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
+        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch: Option<u64>,
         /// Report `ops_fused` after only these passes (comma-separated) instead of all.
         #[arg(long, value_name = "LIST")]
         passes: Option<String>,
@@ -51,7 +55,7 @@ enum Command {
         /// checkpoint (`.pth`/`.pt`, a bare state_dict or a training checkpoint holding one).
         #[arg(long, value_name = "FILE")]
         weights: Option<PathBuf>,
-        /// The input: a `[1, 3, H, W]` float32 `.npy`, already normalized.
+        /// The input: an `[N, 3, H, W]` float32 `.npy` (N = --batch, default 1), already normalized.
         #[arg(long, value_name = "IN.npy")]
         input: PathBuf,
         /// Directory for the outputs (created if missing).
@@ -60,6 +64,10 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
+        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch: Option<u64>,
     },
     /// Compile a model into a standalone crate of specialized Rust code.
     Build {
@@ -87,6 +95,10 @@ enum Command {
         /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
         #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
         input_shape: Option<Vec<usize>>,
+        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
+        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        batch: Option<u64>,
         /// Embed packed weights up to this many MiB; larger ones are read from weights.bin at run time.
         #[arg(long, value_name = "MIB", default_value_t = 64)]
         embed_limit_mib: usize,
@@ -140,8 +152,9 @@ fn main() -> ExitCode {
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
-fn load(path: &Path, input_shape: Option<Vec<usize>>) -> Result<Model> {
-    let model = model::load(path, &LoadOptions { input_shape })?;
+fn load(path: &Path, input_shape: Option<Vec<usize>>, batch: Option<u64>) -> Result<Model> {
+    let batch = batch.map(|b| b as usize);
+    let model = model::load(path, &LoadOptions { input_shape, batch })?;
     for w in &model.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
@@ -155,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             dot,
             input_shape,
+            batch,
             passes,
             no_fuse,
         } => {
@@ -163,7 +177,7 @@ fn run(cli: Cli) -> Result<()> {
                 (false, Some(list)) => PassSet::parse(&list)?,
                 (false, None) => PassSet::all(),
             };
-            let m = load(&model, input_shape)?;
+            let m = load(&model, input_shape, batch)?;
             // The passes rewrite structure without weights, so a spec needs none here.
             let mut fused = m.graph.clone();
             let done = passes::run(&mut fused, &set)?;
@@ -190,8 +204,9 @@ fn run(cli: Cli) -> Result<()> {
             input,
             out_dir,
             input_shape,
+            batch,
         } => {
-            let mut m = load(&model, input_shape)?;
+            let mut m = load(&model, input_shape, batch)?;
             let mut progress = Progress::stderr("effdetc");
             match (&m.source, weights) {
                 (Source::Spec { .. }, Some(w)) => {
@@ -243,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             no_fuse,
             passes,
             input_shape,
+            batch,
             embed_limit_mib,
             detect_spec,
             c_api,
@@ -264,6 +280,7 @@ fn run(cli: Cli) -> Result<()> {
                 name,
                 passes,
                 input_shape,
+                batch: batch.map(|b| b as usize),
                 embed_limit: embed_limit_mib << 20,
                 detect_spec,
                 c_api,
@@ -294,7 +311,7 @@ fn postprocess(
     json: bool,
     threshold: Option<f32>,
 ) -> Result<()> {
-    let m = load(model, None)?;
+    let m = load(model, None, None)?;
     let Source::Spec { spec, .. } = &m.source else {
         return Err(format!(
             "{}: post-processing needs a spec (anchors, classes, NMS settings); an ONNX file has none",

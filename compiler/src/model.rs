@@ -40,6 +40,8 @@ pub enum LoadError {
     UnknownFormat { path: PathBuf },
     #[error("{path}: --input-shape applies to ONNX models only; a spec sets `input.image_size`")]
     InputShapeForSpec { path: PathBuf },
+    #[error("{path}: --batch {batch} is out of range: a batch holds 1..={MAX_BATCH} images")]
+    BatchRange { path: PathBuf, batch: usize },
 }
 
 /// Options that apply while loading.
@@ -47,7 +49,14 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Overrides an ONNX graph's input shape (`[N, C, H, W]`).
     pub input_shape: Option<Vec<usize>>,
+    /// Images per forward pass (`--batch N`): a spec's input becomes `[N, 3, H, W]`; an ONNX
+    /// graph's symbolic batch dimension becomes `N` (a fixed batch must equal it). `None`
+    /// is a batch of one for a spec and the graph's own for ONNX.
+    pub batch: Option<usize>,
 }
+
+/// The largest `--batch`: enough for any CPU batch, small enough that no shape overflows.
+pub const MAX_BATCH: usize = 1024;
 
 /// Loads `path` through the front end its extension names.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
@@ -55,6 +64,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
+    if let Some(batch) = options.batch {
+        if !(1..=MAX_BATCH).contains(&batch) {
+            return Err(LoadError::BatchRange {
+                path: path.to_path_buf(),
+                batch,
+            });
+        }
+    }
     match ext.as_deref() {
         Some("yaml" | "yml") => {
             if options.input_shape.is_some() {
@@ -64,10 +81,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
             }
             let loaded = spec::load(path)?;
             let arch = spec::resolve::resolve(&loaded.spec);
-            let graph = spec::lower::lower(&arch).map_err(|source| LoadError::Shape {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let graph =
+                spec::lower::lower(&arch, options.batch.unwrap_or(1)).map_err(|source| {
+                    LoadError::Shape {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
             Ok(Model {
                 path: path.to_path_buf(),
                 graph,
@@ -80,7 +100,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
         }
         Some("onnx") => Ok(Model {
             path: path.to_path_buf(),
-            graph: onnx::import(path, options.input_shape.as_deref())?,
+            graph: onnx::import_with(path, options.input_shape.as_deref(), options.batch)?,
             source: Source::Onnx,
             warnings: Vec::new(),
         }),

@@ -332,13 +332,94 @@ fn run_reproduces_the_fixture_outputs() {
                 .map(|&v| (v as f64 - mean).abs())
                 .fold(0.0, f64::max);
             let tol = 1e-4 * spread.max(1.0);
-            let err = ours
-                .1
-                .iter()
-                .zip(&reference.1)
-                .map(|(a, b)| (a - b).abs() as f64)
-                .fold(0.0, f64::max);
+            let err = max_error(&ours.1, &reference.1);
             assert!(err <= tol, "{name}: max error {err} > {tol}");
+        }
+    }
+}
+
+/// Max |a − b|; infinite when either side is NaN or infinite (`f64::max` would drop NaN).
+fn max_error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_finite() && y.is_finite() {
+                (x - y).abs() as f64
+            } else {
+                f64::INFINITY
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn batch_flag_sets_the_batch_of_specs_and_symbolic_onnx_inputs() {
+    // A spec: the input gets the batch, the conv MACs scale with it.
+    let one = String::from_utf8(effdetc(&["inspect", "specs/d0.yaml", "--json"]).stdout).unwrap();
+    let two = effdetc(&["inspect", "specs/d0.yaml", "--batch", "2", "--json"]);
+    assert!(two.status.success(), "{}", stderr(&two));
+    let (one, two): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_str(&one).unwrap(),
+        serde_json::from_slice(&two.stdout).unwrap(),
+    );
+    assert_eq!(two["input_shape"], serde_json::json!([2, 3, 512, 512]));
+    assert_eq!(
+        two["macs"].as_u64().unwrap(),
+        2 * one["macs"].as_u64().unwrap()
+    );
+    // Out of range: refused before anything runs.
+    for bad in ["0", "2000"] {
+        let o = effdetc(&["inspect", "specs/d0.yaml", "--batch", bad]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("1..=1024"), "{}", stderr(&o));
+    }
+    // `run` on an input without the batch names the file and both shapes.
+    let fx = fixtures();
+    let input = fx.join("input.npy");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = effdetc(&[
+        "run",
+        "specs/d0.yaml",
+        "--batch",
+        "2",
+        "--weights",
+        fx.join("weights.safetensors").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: ") && err.contains("input.npy") && err.contains("[2, 3, 512, 512]"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no partial output");
+    // An ONNX export with a symbolic batch axis, run at batch 2 against ORT's outputs.
+    let models = root().join("tests/onnx/models");
+    let o = effdetc(&[
+        "run",
+        models.join("tf_d0_ts17_batch.onnx").to_str().unwrap(),
+        "--batch",
+        "2",
+        "--input",
+        models.join("tf_d0_ts17_batch.input.npy").to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for head in ["class", "box"] {
+        for level in 3..=7 {
+            let name = format!("{head}_P{level}");
+            let ours = read(&out.join(format!("{name}.npy")));
+            let reference = read(&models.join(format!("tf_d0_ts17_batch.{name}.npy")));
+            assert_eq!(ours.0, reference.0, "{name} shape");
+            assert_eq!(ours.0[0], 2, "{name}: the batch first");
+            let err = max_error(&ours.1, &reference.1);
+            assert!(err <= 1e-4, "{name}: max error {err}");
         }
     }
 }

@@ -44,7 +44,11 @@ fn check(dir: &Path, name: &str) -> bool {
         eprintln!("{}: not present, skipped", path.display());
         return false;
     }
-    let g = effdet_compiler::onnx::import(&path, None)
+    let input = onnx_common::read_npy(&dir.join(format!("{name}.input.npy")));
+    // The reference input's batch: a model with a symbolic batch axis is imported for it
+    // (`--batch N`); a fixed batch must equal it.
+    let batch = input.shape[0];
+    let g = effdet_compiler::onnx::import_with(&path, None, Some(batch))
         .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
     assert_eq!(g.outputs.len(), 10, "{name}: outputs");
     assert_eq!(
@@ -52,7 +56,6 @@ fn check(dir: &Path, name: &str) -> bool {
         float_initializer_elements(&path),
         "{name}: params"
     );
-    let input = onnx_common::read_npy(&dir.join(format!("{name}.input.npy")));
     onnx_common::check_outputs(&g, input, dir, &format!("{name}."));
     true
 }
@@ -82,6 +85,41 @@ fn torchscript_opset17_pytorch_native_d0() {
     check(&models_dir(), "pt_d0_ts17");
 }
 
+/// A TorchScript export with a symbolic batch axis (`N`), checked at batch 2; without
+/// `--batch` the error says how to set it, and a batch that contradicts the graph or
+/// `--input-shape` is refused.
+#[test]
+fn torchscript_opset17_symbolic_batch() {
+    let dir = models_dir();
+    check(&dir, "tf_d0_ts17_batch");
+    let path = dir.join("tf_d0_ts17_batch.onnx");
+    let g = effdet_compiler::onnx::import_with(&path, None, Some(3)).expect("batch 3");
+    assert_eq!(g.input_shape(), Some(&[3, 3, 128, 128][..]));
+    for (_, out) in &g.outputs {
+        assert_eq!(g.node(*out).shape[0], 3, "every output has the batch first");
+    }
+    let err = |shape: Option<&[usize]>, batch: Option<usize>, model: &str| {
+        effdet_compiler::onnx::import_with(&dir.join(model), shape, batch)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(None, None, "tf_d0_ts17_batch.onnx");
+    assert!(e.contains("--batch N"), "{e}");
+    let e = err(Some(&[1, 3, 128, 128]), Some(2), "tf_d0_ts17_batch.onnx");
+    assert!(
+        e.contains("--input-shape 1,3,128,128 and --batch 2 disagree"),
+        "{e}"
+    );
+    let e = err(None, Some(2), "tf_d0_ts17.onnx");
+    assert!(
+        e.contains("fixed batch of 1") && e.contains("--batch 2"),
+        "{e}"
+    );
+    // `--input-shape` with the batch in it works as before.
+    let g = effdet_compiler::onnx::import_with(&path, Some(&[2, 3, 128, 128]), Some(2)).unwrap();
+    assert_eq!(g.input_shape(), Some(&[2, 3, 128, 128][..]));
+}
+
 /// Every other model in the directory (new exporter variants need no code here).
 #[test]
 fn any_other_checked_in_model() {
@@ -91,6 +129,7 @@ fn any_other_checked_in_model() {
         "tf_d0_export18",
         "tf_lite0_ts17",
         "pt_d0_ts17",
+        "tf_d0_ts17_batch",
     ];
     let Ok(entries) = std::fs::read_dir(models_dir()) else {
         return;

@@ -38,7 +38,7 @@ fn load_spec_at(name: &str, from: &str, to: &str) -> Graph {
     assert!(text.contains(from), "{name} has no `{from}`");
     let loaded = spec::parse(&path, text.replace(from, to).as_bytes()).unwrap();
     let arch = spec::resolve::resolve(&loaded.spec);
-    spec::lower::lower(&arch).unwrap()
+    spec::lower::lower(&arch, 1).unwrap()
 }
 
 fn histogram(g: &Graph) -> BTreeMap<&'static str, usize> {

@@ -178,6 +178,7 @@ fn compile_and_build_accept_a_checkpoint() {
         name: None,
         passes: PassSet::all(),
         input_shape: None,
+        batch: None,
         embed_limit: 64 << 20,
         detect_spec: None,
         c_api: false,

@@ -29,6 +29,7 @@
 //! | `fuse` | `true`/`false` | `false` runs no fusion pass (default `true`) |
 //! | `passes` | `"a,b"` | only these passes (as `effdetc build --passes`) |
 //! | `input_shape` | `[1, 3, H, W]` | the input shape of an ONNX model that leaves it open |
+//! | `batch` | integer | images per forward pass, 1..=1024 (default 1): input `[N, 3, H, W]`, `Model::detect_batch` |
 //! | `detect_spec` | `"path"` | a spec giving an ONNX model `Model::detect` |
 //!
 //! Paths are relative to the calling crate's directory (`CARGO_MANIFEST_DIR`). A misspelled
@@ -98,6 +99,7 @@ const KEYS: &[&str] = &[
     "fuse",
     "passes",
     "input_shape",
+    "batch",
     "detect_spec",
 ];
 
@@ -135,7 +137,7 @@ impl Parse for Arg {
         }
         input.parse::<Token![=]>()?;
         let value = match name.as_str() {
-            "random_weights" => Value::Int(input.parse()?),
+            "random_weights" | "batch" => Value::Int(input.parse()?),
             "fuse" => Value::Bool(input.parse()?),
             "input_shape" => {
                 let content;
@@ -358,6 +360,22 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         }
         _ => None,
     };
+    let batch = match get("batch").map(|a| &a.value) {
+        Some(Value::Int(n)) => {
+            let v = n.base10_parse::<usize>()?;
+            if !(1..=effdet_compiler::model::MAX_BATCH).contains(&v) {
+                return Err(syn::Error::new(
+                    n.span(),
+                    format!(
+                        "`batch` is the number of images per forward pass: 1..={}",
+                        effdet_compiler::model::MAX_BATCH
+                    ),
+                ));
+            }
+            Some(v)
+        }
+        _ => None,
+    };
     let detect_spec = str_arg("detect_spec")?;
 
     let req = BuildRequest {
@@ -367,6 +385,7 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         name: None,
         passes,
         input_shape,
+        batch,
         embed_limit: usize::MAX,
         detect_spec: detect_spec.as_ref().map(|d| d.resolved.clone()),
         c_api: false,

@@ -707,6 +707,7 @@ mod tests {
             name: None,
             passes: PassSet::all(),
             input_shape: None,
+            batch: None,
             embed_limit: crate::codegen::DEFAULT_EMBED_LIMIT,
             detect_spec: None,
             c_api,

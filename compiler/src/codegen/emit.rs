@@ -82,14 +82,15 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
             (bn, per_location * 4, &mut box_slots),
         ] {
             let slot = find(name)?;
-            if slot.shape != [1, channels, h, w] {
+            if slot.shape != [plan.batch, channels, h, w] {
                 return Err(format!(
                     "head output `{name}` has shape {:?}, the detection settings expect {:?}",
                     slot.shape,
-                    [1, channels, h, w]
+                    [plan.batch, channels, h, w]
                 ));
             }
-            let (off, len) = (lit(slot.offset), lit(slot.len));
+            // One image's part of the output.
+            let (off, len) = (lit(slot.offset), lit(slot.len / plan.batch.max(1)));
             out.push(quote!((#off, #len)));
         }
     }
@@ -171,30 +172,58 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
         /// the network, then `options`' post-processing (see [`detect_options`]); boxes are
         /// clipped to the image and given in its pixels.
         pub fn detect(&self, image: &Image<'_>, options: &DetectOptions) -> Result<Vec<Detection>, Error> {
+            let mut found = self.detect_batch(std::slice::from_ref(image), options)?;
+            Ok(found.pop().unwrap_or_default())
+        }
+
+        /// [`Model::detect`] for each of `images`, [`BATCH`] per forward pass (a last, short
+        /// group is padded with blank images whose results are dropped): one list of
+        /// detections per image, in order. Each image's detections are those `detect` gives
+        /// it alone.
+        pub fn detect_batch(&self, images: &[Image<'_>], options: &DetectOptions) -> Result<Vec<Vec<Detection>>, Error> {
+            const PER_IMAGE: usize = INPUT_SLOT.1 / BATCH;
             let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let state = &mut *guard;
-            let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
-            let scale = ::effdet_runtime::preprocess(image, [INPUT_SHAPE[2], INPUT_SHAPE[3]], &NORMALIZATION, input)
-                .map_err(|e| Error::Detect(e.to_string()))?;
-            run(state, self.weights.as_slice(), self.isa)?;
-            let arena = &state.arena;
-            let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off..off + len]);
-            let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off..off + len]);
-            let mut options = *options;
-            // effdet clips to the image's valid (un-padded) region before NMS.
-            options.clip = Some([image.height as f32 / scale, image.width as f32 / scale]);
-            let mut found = Vec::new();
-            catch_panic(|| ::effdet_runtime::postprocess_into(
-                &self.anchors,
-                NUM_CLASSES,
-                &class_outputs,
-                &box_outputs,
-                &options,
-                &mut ::effdet_runtime::PostprocessScratch::default(),
-                &mut found,
-            ))?
-            .map_err(|e| Error::Detect(e.to_string()))?;
-            Ok(found.into_iter().map(|d| d.rescaled(scale)).collect())
+            let mut all = Vec::with_capacity(images.len());
+            let mut scratch = ::effdet_runtime::PostprocessScratch::default();
+            let name = |i: usize, e: &dyn std::fmt::Display| {
+                if images.len() > 1 {
+                    Error::Detect(format!("image {i}: {e}"))
+                } else {
+                    Error::Detect(e.to_string())
+                }
+            };
+            for (g, group) in images.chunks(BATCH).enumerate() {
+                let mut scales = [1.0f32; BATCH];
+                let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
+                for (b, (image, x)) in group.iter().zip(input.chunks_exact_mut(PER_IMAGE)).enumerate() {
+                    scales[b] = ::effdet_runtime::preprocess(image, [INPUT_SHAPE[2], INPUT_SHAPE[3]], &NORMALIZATION, x)
+                        .map_err(|e| name(g * BATCH + b, &e))?;
+                }
+                input[group.len() * PER_IMAGE..].fill(0.0);
+                run(state, self.weights.as_slice(), self.isa)?;
+                let arena = &state.arena;
+                for (b, image) in group.iter().enumerate() {
+                    let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off + b * len..][..len]);
+                    let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off + b * len..][..len]);
+                    let mut options = *options;
+                    // effdet clips to the image's valid (un-padded) region before NMS.
+                    options.clip = Some([image.height as f32 / scales[b], image.width as f32 / scales[b]]);
+                    let mut found = Vec::new();
+                    catch_panic(|| ::effdet_runtime::postprocess_into(
+                        &self.anchors,
+                        NUM_CLASSES,
+                        &class_outputs,
+                        &box_outputs,
+                        &options,
+                        &mut scratch,
+                        &mut found,
+                    ))?
+                    .map_err(|e| name(g * BATCH + b, &e))?;
+                    all.push(found.into_iter().map(|d| d.rescaled(scales[b])).collect());
+                }
+            }
+            Ok(all)
         }
     };
     Ok(DetectTokens {
@@ -251,6 +280,8 @@ fn act(a: Option<Activation>) -> TokenStream {
 struct Locals {
     slots: Vec<usize>,
     weights: Vec<usize>,
+    /// Some offset depends on the image index `b`.
+    uses_image: bool,
 }
 
 impl Locals {
@@ -276,8 +307,35 @@ impl Locals {
     }
 }
 
-/// The body of one step: borrow its regions, call its kernel.
-fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
+/// The body of one step: borrow its regions, call its kernel (once per image for a
+/// per-image kernel of a batch). In an image-major segment (`per_image`), the segment loops
+/// over the images and every step works on image `b`'s part of its tensors.
+fn step_body(plan: &Plan, step: usize, loc: &mut Locals, per_image: bool) -> TokenStream {
+    let images = plan.steps[step].images;
+    let (prologue, call) = kernel_call(plan, step, loc, per_image);
+    if images > 1 && !per_image {
+        let images = lit(images);
+        quote! {{
+            #prologue
+            for b in 0..#images {
+                #call
+            }
+        }}
+    } else if prologue.is_empty() {
+        call
+    } else {
+        quote!({ #prologue #call })
+    }
+}
+
+/// What runs once before the per-image calls (a whole-tensor copy), and one kernel call
+/// on image `b`'s regions (the only image when the step is not per-image).
+fn kernel_call(
+    plan: &Plan,
+    step: usize,
+    loc: &mut Locals,
+    per_image: bool,
+) -> (TokenStream, TokenStream) {
     let s = &plan.steps[step];
     let len = |slot: usize| lit(plan.slots[slot].len);
     let ws: Vec<TokenStream> = s
@@ -289,10 +347,30 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             quote!(&cx.weights[#off..#off + #n])
         })
         .collect();
-    let out_off = loc.slot(s.output);
-    let out_len = len(s.output);
-    let ins: Vec<(TokenStream, Literal)> =
-        s.inputs.iter().map(|&i| (loc.slot(i), len(i))).collect();
+    // A per-image kernel runs in a loop over the batch, on image `b`'s part of each tensor.
+    let images = if per_image { plan.batch } else { s.images }.max(1);
+    let part = |slot: usize, loc: &mut Locals| {
+        let sl = &plan.slots[slot];
+        let (off, n) = if sl.per_image {
+            (loc.slot(slot), sl.len)
+        } else {
+            (loc.slot(slot), sl.len / images)
+        };
+        let l = lit(n);
+        if images > 1 && !sl.per_image {
+            loc.uses_image = true;
+            (quote!(#off + b * #l), l)
+        } else {
+            (off, l)
+        }
+    };
+    let (whole_out, whole_len) = if per_image {
+        part(s.output, loc)
+    } else {
+        (loc.slot(s.output), len(s.output))
+    };
+    let (out_off, out_len) = part(s.output, loc);
+    let ins: Vec<(TokenStream, Literal)> = s.inputs.iter().map(|&i| part(i, loc)).collect();
     let in_pairs = ins.iter().map(|(o, l)| quote!((#o, #l)));
     let names: Vec<proc_macro2::Ident> = (0..ins.len()).map(|i| format_ident!("x{}", i)).collect();
     // `let ([x0, x1], y) = split(...)`: the common prologue of out-of-place kernels.
@@ -303,8 +381,10 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
         .first()
         .cloned()
         .unwrap_or_else(|| format_ident!("x0"));
-    match &s.kernel {
+    let mut prologue = quote!();
+    let call = match &s.kernel {
         Kernel::Conv1x1 {
+            n,
             cin,
             cout,
             hw,
@@ -316,10 +396,11 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
             } else {
                 quote!(None)
             };
-            let (cin, cout, hw, a) = (lit(*cin), lit(*cout), lit(*hw), act(*a));
+            let n = if per_image { 1 } else { *n };
+            let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
             quote! {{
                 #split
-                k::conv1x1::conv1x1(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #hw, #a);
+                k::conv1x1::conv1x1_batch(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
             }}
         }
         Kernel::Depthwise {
@@ -405,15 +486,12 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
         Kernel::SqueezeExcite { c, hw, r, act: a } => {
             let (rw, rb, ew, eb) = (&ws[0], &ws[1], &ws[2], &ws[3]);
             let in_place = plan.slots[s.inputs[0]].offset == plan.slots[s.output].offset;
-            let copy = if in_place {
-                quote!()
-            } else {
-                let from = loc.slot(s.inputs[0]);
-                quote!(arena::copy(cx.arena, #from, #out_off, #out_len);)
-            };
+            if !in_place {
+                let from = part(s.inputs[0], loc).0;
+                prologue = quote!(arena::copy(cx.arena, #from, #whole_out, #whole_len););
+            }
             let (c, hw, scratch, a) = (lit(*c), lit(*hw), lit(c + r), act(Some(*a)));
             quote! {{
-                #copy
                 let y = arena::region(cx.arena, #out_off, #out_len);
                 k::se::squeeze_excite(cx.isa, cx.par, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
             }}
@@ -591,48 +669,8 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals) -> TokenStream {
                 y.copy_from_slice(#w0);
             }}
         }
-    }
-}
-
-/// The block a node belongs to, from its name: everything up to its last numeric path
-/// component (`backbone.blocks.1.0.conv_pw` → `backbone.blocks.1.0`), with a head's level
-/// suffix kept (`class_net.conv_rep.0.conv_dw@P3` → `class_net@P3`).
-pub fn block_key(name: &str) -> String {
-    if let Some((path, level)) = name.split_once('@') {
-        let net = path
-            .split(['.', '/'])
-            .find(|c| !c.is_empty())
-            .unwrap_or(path);
-        return format!("{net}@{level}");
-    }
-    let mut end = 0;
-    let mut pos = 0;
-    for part in name.split_inclusive(['.', '/']) {
-        let comp = part.trim_end_matches(['.', '/']);
-        pos += part.len();
-        if !comp.is_empty() && comp.chars().all(|c| c.is_ascii_digit()) {
-            end = pos;
-        }
-    }
-    name[..end].trim_end_matches(['.', '/']).to_string()
-}
-
-/// Most steps one segment function holds, so no function grows large.
-const MAX_SEGMENT: usize = 24;
-
-/// Splits the schedule into segments of consecutive steps of one block.
-fn segments(plan: &Plan) -> Vec<Vec<usize>> {
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut key = None;
-    for (i, s) in plan.steps.iter().enumerate() {
-        let k = block_key(&s.name);
-        match out.last_mut() {
-            Some(seg) if key.as_ref() == Some(&k) && seg.len() < MAX_SEGMENT => seg.push(i),
-            _ => out.push(vec![i]),
-        }
-        key = Some(k);
-    }
-    out
+    };
+    (prologue, call)
 }
 
 /// The whole module source, formatted.
@@ -640,11 +678,16 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let mut functions: Vec<TokenStream> = Vec::new();
     let mut by_body: HashMap<String, usize> = HashMap::new();
     let mut calls = Vec::new();
-    for seg in segments(plan) {
+    for seg in &plan.segments {
         let mut loc = Locals::default();
-        let steps: Vec<TokenStream> = seg.iter().map(|&i| step_body(plan, i, &mut loc)).collect();
+        let per_image = seg.image_major;
+        let seg: Vec<usize> = seg.steps.clone().collect();
+        let steps: Vec<TokenStream> = seg
+            .iter()
+            .map(|&i| step_body(plan, i, &mut loc, per_image))
+            .collect();
         let body = quote!(#(#steps)*);
-        let key = body.to_string();
+        let key = format!("{per_image} {body}");
         let next = by_body.len();
         let index = *by_body.entry(key).or_insert(next);
         let name = format_ident!("block_{}", index);
@@ -661,17 +704,47 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             } else {
                 quote!(w)
             };
+            // An image-major segment works on image `b` (its caller loops over the batch).
+            let b_param = match (per_image, loc.uses_image) {
+                (false, _) => quote!(),
+                (true, true) => quote!(, b: usize),
+                (true, false) => quote!(, _b: usize),
+            };
             functions.push(quote! {
                 #[doc = #doc]
-                fn #name(cx: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw]) {
+                fn #name(cx: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw] #b_param) {
                     #body
                 }
             });
         }
         let t = loc.slots.iter().map(|&s| lit(plan.slots[s].offset));
         let w = loc.weights.iter().map(|&e| lit(plan.weights[e].offset));
-        calls.push(quote!(#name(&mut cx, [#(#t),*], [#(#w),*]);));
+        let b_arg = if per_image { quote!(, b) } else { quote!() };
+        calls.push((
+            per_image,
+            quote!(#name(&mut cx, [#(#t),*], [#(#w),*] #b_arg);),
+        ));
     }
+    // Consecutive image-major segments run inside one loop over the images.
+    let images = lit(plan.batch);
+    let mut grouped: Vec<TokenStream> = Vec::new();
+    let mut run: Vec<TokenStream> = Vec::new();
+    for (per_image, call) in calls.into_iter().chain([(false, quote!())]) {
+        if per_image {
+            run.push(call);
+            continue;
+        }
+        if !run.is_empty() {
+            grouped.push(quote! {
+                for b in 0..#images {
+                    #(#run)*
+                }
+            });
+            run.clear();
+        }
+        grouped.push(call);
+    }
+    let calls = grouped;
 
     let input = &plan.slots[plan.input];
     let input_shape: Vec<usize> = input.shape.clone();
@@ -679,6 +752,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         return Err(format!("the model input must be NCHW, got {input_shape:?}"));
     }
     let input_shape_tokens = lits(&input_shape);
+    let batch = lit(input_shape[0]);
     let (input_off, input_len) = (lit(input.offset), lit(input.len));
     let n_out = lit(plan.outputs.len());
     let out_names = plan.outputs.iter().map(|(n, _)| n.as_str());
@@ -772,6 +846,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
         /// Input shape, NCHW.
         pub const INPUT_SHAPE: [usize; 4] = #input_shape_tokens;
+        /// Images per forward pass (`INPUT_SHAPE[0]`; every output's first dimension).
+        pub const BATCH: usize = #batch;
         /// Output names, in order.
         pub const OUTPUT_NAMES: [&str; #n_out] = [#(#out_names),*];
         /// Bytes of the arena holding every intermediate tensor.
@@ -892,31 +968,4 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         header.source
     );
     Ok(banner + &prettyplease::unparse(&parsed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::block_key;
-
-    #[test]
-    fn block_keys() {
-        assert_eq!(
-            block_key("backbone.blocks.1.0.conv_pw"),
-            "backbone.blocks.1.0"
-        );
-        assert_eq!(
-            block_key("backbone.blocks.1.0.se.conv_reduce.act"),
-            "backbone.blocks.1.0"
-        );
-        assert_eq!(
-            block_key("fpn.cell.0.fnode.3.after_combine.conv.conv_dw"),
-            "fpn.cell.0.fnode.3"
-        );
-        assert_eq!(block_key("class_net.conv_rep.0.conv_dw@P3"), "class_net@P3");
-        assert_eq!(
-            block_key("/model/backbone/blocks.1/blocks.1.0/conv_pw/Conv"),
-            "/model/backbone/blocks.1/blocks.1.0"
-        );
-        assert_eq!(block_key("input"), "");
-    }
 }

@@ -1,26 +1,53 @@
 
-/// `detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--max-detections N]
-/// [--threads N]`. Prints to stderr the time of the whole `detect` call (`detect_ms=`, the
-/// model's first call) and of one forward pass of the network alone (`forward_ms=`, a second,
-/// warm call: `detect` cannot be split from outside).
+/// `detect IMAGE... [--out ANNOTATED.png | --out-dir DIR] [--json] [--score-threshold T]
+/// [--max-detections N] [--threads N]`. Images go through the network `BATCH` at a time.
+/// With one image `--json` prints its detections as an array; with several, an object keyed
+/// by each path as given. Prints to stderr the time of the first `detect_batch` call
+/// (`detect_ms=`, the model's first call: preprocessing, network, post-processing) and of
+/// one forward pass of the network alone (`forward_ms=`, a later, warm call: `detect`
+/// cannot be split from outside).
 fn detect_cmd(args: &[String]) -> Result<(), String> {
-    let (image_path, rest) = match args.split_first() {
-        Some((p, rest)) if !p.starts_with("--") => (Path::new(p), rest),
-        _ => return Err(format!("detect needs an IMAGE\n{USAGE}")),
-    };
     let mut json = false;
     let mut pairs = Vec::new();
-    let mut it = rest.iter();
+    let mut paths: Vec<&str> = Vec::new();
+    let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => json = true,
-            "--out" | "--score-threshold" | "--max-detections" | "--threads" => {
+            "--out" | "--out-dir" | "--score-threshold" | "--max-detections" | "--threads" => {
                 let v = it.next().ok_or_else(|| format!("`{a}` needs a value\n{USAGE}"))?;
                 pairs.push((a.clone(), v.clone()));
             }
-            _ => return Err(format!("unknown argument `{a}`\n{USAGE}")),
+            s if s.starts_with("--") => return Err(format!("unknown argument `{a}`\n{USAGE}")),
+            p => paths.push(p),
         }
     }
+    if paths.is_empty() {
+        return Err(format!("detect needs an IMAGE\n{USAGE}"));
+    }
+    let out = get(&pairs, "--out");
+    let out_dir = get(&pairs, "--out-dir").map(Path::new);
+    if out.is_some() && out_dir.is_some() {
+        return Err("--out and --out-dir exclude each other".into());
+    }
+    if out.is_some() && paths.len() > 1 {
+        return Err(format!("--out names one annotated image; with {} images use --out-dir DIR", paths.len()));
+    }
+    // Annotated copies: `DIR/<image file stem>.png`, which must not collide.
+    let mut targets: Vec<Option<PathBuf>> = vec![out.map(PathBuf::from); paths.len().min(1)];
+    if let Some(dir) = out_dir {
+        targets = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for p in &paths {
+            let stem = Path::new(p).file_stem().map_or("image".into(), |s| s.to_string_lossy().into_owned());
+            if let Some(prev) = seen.insert(stem.clone(), *p) {
+                return Err(format!("{prev} and {p} would both be annotated as {}", dir.join(format!("{stem}.png")).display()));
+            }
+            targets.push(Some(dir.join(format!("{stem}.png"))));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    targets.resize(paths.len(), None);
     let threshold = match get(&pairs, "--score-threshold") {
         None => 0.4,
         Some(v) => v
@@ -30,44 +57,100 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
             .ok_or_else(|| format!("--score-threshold takes a score in [0, 1], got `{v}`"))?,
     };
     let max_detections = number(&pairs, "--max-detections", effdet_model_lib::detect_options().max_detections)?;
-    let decoded = image::open(image_path).map_err(|e| format!("{}: {e}", image_path.display()))?;
-    // Grey and RGBA go to the model as they are (it replicates grey and drops alpha); other
-    // layouts (16-bit, grey+alpha) become 8-bit RGB.
-    let (channels, pixels) = match &decoded {
-        image::DynamicImage::ImageLuma8(g) => (1, g.as_raw().clone()),
-        image::DynamicImage::ImageRgba8(g) => (4, g.as_raw().clone()),
-        other => (3, other.to_rgb8().into_raw()),
-    };
-    let (width, height) = (decoded.width() as usize, decoded.height() as usize);
     let mut model = Model::new();
     model.set_threads(number(&pairs, "--threads", 1)?);
     let mut options = effdet_model_lib::detect_options();
     options.score_threshold = Some(threshold);
     options.max_detections = max_detections;
-    let image = effdet_model_lib::Image { width, height, channels, data: &pixels };
-    let start = Instant::now();
-    let detections = model.detect(&image, &options).map_err(|e| format!("{}: {e}", image_path.display()))?;
-    let detect_ms = start.elapsed().as_secs_f64() * 1e3;
-    // `detect` runs preprocessing, the network and post-processing in one call, so the
-    // network alone is timed on a second, warm call with the image-like input `bench` uses
-    // (the kernels' speed does not depend on values).
+    let mut detect_ms = None;
+    let mut results: Vec<String> = Vec::new();
+    let mut found = 0;
+    let groups = paths.len().div_ceil(BATCH);
+    for (g, (group, targets)) in paths.chunks(BATCH).zip(targets.chunks(BATCH)).enumerate() {
+        let mut decoded = Vec::with_capacity(group.len());
+        for p in group {
+            decoded.push(decode(Path::new(p))?);
+        }
+        let images: Vec<effdet_model_lib::Image<'_>> = decoded
+            .iter()
+            .map(|(img, channels, pixels)| effdet_model_lib::Image {
+                width: img.width() as usize,
+                height: img.height() as usize,
+                channels: *channels,
+                data: pixels,
+            })
+            .collect();
+        let start = Instant::now();
+        let detections = model.detect_batch(&images, &options).map_err(|e| match group {
+            [one] => format!("{one}: {e}"),
+            _ => e.to_string(),
+        })?;
+        detect_ms.get_or_insert(start.elapsed().as_secs_f64() * 1e3);
+        for (((p, (img, _, _)), dets), target) in group.iter().zip(&decoded).zip(&detections).zip(targets) {
+            found += dets.len();
+            if json {
+                results.push(if paths.len() == 1 {
+                    detections_json(dets)
+                } else {
+                    format!("{}: {}", json_string(p), detections_json(dets))
+                });
+            }
+            if let Some(target) = target {
+                let mut canvas = img.to_rgb8();
+                for d in dets {
+                    draw_detection(&mut canvas, d);
+                }
+                save_atomically(&canvas, target)?;
+            }
+        }
+        if groups > 1 {
+            eprintln!("detect: {}/{} images", (g * BATCH + group.len()), paths.len());
+        }
+    }
+    // The network alone, timed on a warm call with the image-like input `bench` uses (the
+    // kernels' speed does not depend on values).
     let input: Vec<f32> = (0..INPUT_SHAPE.iter().product::<usize>()).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
     let start = Instant::now();
     model.forward(&input).map_err(|e| e.to_string())?;
     let forward_ms = start.elapsed().as_secs_f64() * 1e3;
     if json {
-        println!("{}", detections_json(&detections));
-    }
-    if let Some(out) = get(&pairs, "--out") {
-        let mut canvas = decoded.to_rgb8();
-        for d in &detections {
-            draw_detection(&mut canvas, d);
+        if paths.len() == 1 {
+            println!("{}", results[0]);
+        } else {
+            println!("{{{}}}", results.join(", "));
         }
-        save_atomically(&canvas, Path::new(out))?;
     }
-    eprintln!("{} detection(s) scoring at least {threshold} (at most {max_detections})", detections.len());
-    eprintln!("forward_ms={forward_ms:.3} detect_ms={detect_ms:.3}");
+    let what = if paths.len() == 1 { String::new() } else { format!(" in {} images", paths.len()) };
+    eprintln!("{found} detection(s){what} scoring at least {threshold} (at most {max_detections} per image)");
+    eprintln!("forward_ms={forward_ms:.3} detect_ms={:.3}", detect_ms.unwrap_or(0.0));
     Ok(())
+}
+
+/// An image as the model takes it: grey and RGBA as they are (the model replicates grey
+/// and drops alpha); other layouts (16-bit, grey+alpha) as 8-bit RGB.
+fn decode(path: &Path) -> Result<(image::DynamicImage, usize, Vec<u8>), String> {
+    let decoded = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (channels, pixels) = match &decoded {
+        image::DynamicImage::ImageLuma8(g) => (1, g.as_raw().clone()),
+        image::DynamicImage::ImageRgba8(g) => (4, g.as_raw().clone()),
+        other => (3, other.to_rgb8().into_raw()),
+    };
+    Ok((decoded, channels, pixels))
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `[{"bbox": [x1, y1, x2, y2], "score": s, "class": c, "label": "name"}, ...]`.
@@ -75,15 +158,9 @@ fn detections_json(detections: &[effdet_model_lib::Detection]) -> String {
     let items: Vec<String> = detections
         .iter()
         .map(|d| {
-            let label: String = effdet_model_lib::coco_label(d.class)
-                .chars()
-                .flat_map(|c| match c {
-                    '"' | '\\' => vec!['\\', c],
-                    c => vec![c],
-                })
-                .collect();
+            let label = json_string(effdet_model_lib::coco_label(d.class));
             format!(
-                "{{\"bbox\": [{}, {}, {}, {}], \"score\": {}, \"class\": {}, \"label\": \"{label}\"}}",
+                "{{\"bbox\": [{}, {}, {}, {}], \"score\": {}, \"class\": {}, \"label\": {label}}}",
                 d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3], d.score, d.class
             )
         })

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use effdet_model_lib::{Model, INPUT_SHAPE};
+use effdet_model_lib::{Model, BATCH, INPUT_SHAPE};
 
 const USAGE: &str = concat!(
     "usage:\n",
     "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output\n",
-    "  detect IMAGE [--out ANNOTATED.png] [--json] [--score-threshold T] [--max-detections N]\n", // @detect
-    "         [--threads N]                             detect objects in a PNG/JPEG image;\n", // @detect
+    "  detect IMAGE... [--out ANNOTATED.png | --out-dir DIR] [--json] [--score-threshold T]\n", // @detect
+    "         [--max-detections N] [--threads N]        detect objects in PNG/JPEG images (BATCH per pass);\n", // @detect
     "                                                   stderr: forward_ms=<float> detect_ms=<float>\n", // @detect
     "  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>"
 );
@@ -149,8 +149,9 @@ fn bench(model: &mut Model, iters: usize, threads: usize) -> Result<(), String> 
     } else {
         (times[iters / 2 - 1] + times[iters / 2]) / 2.0
     };
-    println!("isa={:?} threads={threads} iters={iters}", model.isa());
+    println!("isa={:?} threads={threads} iters={iters} batch={BATCH}", model.isa());
     println!("min_ms={:.3} max_ms={:.3}", times[0], times[iters - 1]);
+    println!("images_per_s={:.2}", BATCH as f64 * 1e3 / median);
     println!("median_ms={median:.3}");
     Ok(())
 }

@@ -160,6 +160,8 @@ pub struct Source<'a> {
     pub file: &'a str,
     pub dir: DataDir<'a>,
     pub input_shape: Option<&'a [usize]>,
+    /// `--batch`: the first input's batch dimension.
+    pub batch: Option<usize>,
 }
 
 /// The ONNX opset of the default domain.
@@ -456,6 +458,31 @@ fn add_inputs(
                 })
                 .collect()
         });
+        // `--batch N` fills a symbolic batch dimension; a fixed one (declared, or given by
+        // `--input-shape`) must agree with it.
+        let mut declared = declared;
+        if let (true, Some(n)) = (first, src.batch) {
+            if let Some(given) = src.input_shape {
+                if given.first() != Some(&n) {
+                    return Err(err(format!(
+                        "--input-shape {} and --batch {n} disagree on the batch dimension",
+                        join(given)
+                    )));
+                }
+            }
+            if let Some(decl) = declared.as_mut().filter(|d| !d.is_empty()) {
+                match decl[0] {
+                    Some(b) if b as usize != n => {
+                        return Err(err(format!(
+                            "is declared [{}] with a fixed batch of {b}; --batch {n} needs a \
+                             symbolic batch dimension (re-export with a dynamic axis 0)",
+                            labels.join(", ")
+                        )))
+                    }
+                    _ => decl[0] = Some(n as i64),
+                }
+            }
+        }
         let shape: Vec<usize> = match (first, src.input_shape) {
             (true, Some(given)) => {
                 if let Some(decl) = &declared {
@@ -487,7 +514,12 @@ fn add_inputs(
                         .enumerate()
                         .map(|(i, d)| d.map_or(if i == 0 { 1 } else { 512 }, |v| v as usize))
                         .collect();
-                    let how = if first {
+                    let how = if first && unknown == [0] {
+                        format!(
+                            "set the batch with --batch N (e.g. --batch 1), or the whole shape with --input-shape, e.g. --input-shape {}",
+                            join(&example)
+                        )
+                    } else if first {
                         format!(
                             "set the input shape with --input-shape, e.g. --input-shape {}",
                             join(&example)

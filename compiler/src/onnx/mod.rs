@@ -39,11 +39,21 @@ pub const MAX_OPSET: i64 = 21;
 /// Imports the ONNX model at `path`; `input_shape` overrides the graph's declared input shape
 /// (of its first input) and is required when that shape has symbolic dims.
 pub fn import(path: &Path, input_shape: Option<&[usize]>) -> Result<Graph, OnnxError> {
+    import_with(path, input_shape, None)
+}
+
+/// [`import`] for `batch` images per pass: the first input's symbolic batch dimension
+/// becomes `batch`; a fixed batch, or an `input_shape` batch, other than it is an error.
+pub fn import_with(
+    path: &Path,
+    input_shape: Option<&[usize]>,
+    batch: Option<usize>,
+) -> Result<Graph, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         file: path.display().to_string(),
         source,
     })?;
-    import_bytes(&bytes, path, input_shape)
+    import_bytes_with(&bytes, path, input_shape, batch)
 }
 
 /// Imports a model from its bytes. `origin` names the file in errors, and its directory is
@@ -52,6 +62,16 @@ pub fn import_bytes(
     bytes: &[u8],
     origin: &Path,
     input_shape: Option<&[usize]>,
+) -> Result<Graph, OnnxError> {
+    import_bytes_with(bytes, origin, input_shape, None)
+}
+
+/// [`import_bytes`] with a batch size (see [`import_with`]).
+pub fn import_bytes_with(
+    bytes: &[u8],
+    origin: &Path,
+    input_shape: Option<&[usize]>,
+    batch: Option<usize>,
 ) -> Result<Graph, OnnxError> {
     let file = origin.display().to_string();
     let model = load::decode_model(bytes).map_err(|reason| OnnxError::NotOnnx {
@@ -66,6 +86,7 @@ pub fn import_bytes(
             file: &file,
             dir: load::DataDir(dir),
             input_shape,
+            batch,
         },
     )
 }

@@ -5,6 +5,7 @@
 //! [`memory::Planner`], and lays out the packed weights. The code generator only prints it.
 
 pub mod memory;
+pub mod segments;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,6 +14,7 @@ use crate::ir::{
     Sampling,
 };
 use memory::{Buffer, GreedyBySize, Planner};
+pub use segments::{block_key, Segment};
 
 /// Every tensor starts on a 64-byte boundary.
 pub const ALIGN: usize = 16;
@@ -24,8 +26,10 @@ pub use effdet_runtime::kernels::fuse::Sample;
 /// The kernel a step calls, with every shape constant it needs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// 1×1, stride 1, no padding, dense; optional residual as the second input.
+    /// 1×1, stride 1, no padding, dense; optional residual as the second input. Runs the
+    /// whole batch of `n` images in one call (each thread's weights read once).
     Conv1x1 {
+        n: usize,
         cin: usize,
         cout: usize,
         hw: usize,
@@ -174,8 +178,12 @@ pub struct WeightEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Slot {
     pub offset: usize,
+    /// Floats the region holds: the whole tensor, or one image of it when `per_image`.
     pub len: usize,
     pub shape: Vec<usize>,
+    /// Made and used only inside one image-major run of segments: the region holds one
+    /// image at a time, reused by the next image's pass (see [`Segment::image_major`]).
+    pub per_image: bool,
 }
 
 /// One kernel call.
@@ -189,14 +197,14 @@ pub struct Step {
     pub output: usize,
     /// Weight entries read, in the kernel's order.
     pub weights: Vec<usize>,
+    /// The kernel describes one image and runs once per image of the batch, on the
+    /// `1/images` part of every input and of the output (per-image NCHW kernels); 1 for
+    /// kernels that take the whole tensor (shapes with the batch, elementwise, 1×1 convs).
+    pub images: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "model `{model}`: batch size {batch} is not supported; effdet compiles batch-1 models"
-    )]
-    Batch { model: String, batch: usize },
     #[error("model `{model}` has {found} inputs; a compiled model takes exactly one image tensor")]
     Inputs { model: String, found: usize },
     #[error("node `{node}`: {message}")]
@@ -211,14 +219,14 @@ pub struct Plan {
     pub slots: Vec<Slot>,
     /// The slot the caller's input is copied into.
     pub input: usize,
+    /// Images per forward pass: the input's first dimension.
+    pub batch: usize,
     pub outputs: Vec<(String, usize)>,
+    /// The steps in order, cut into the functions the code generator prints.
+    pub segments: Vec<Segment>,
     pub arena_len: usize,
     pub weights: Vec<WeightEntry>,
     pub weights_len: usize,
-}
-
-fn is_nchw_batch1(shape: &[usize]) -> bool {
-    shape.len() == 4 && shape[0] == 1
 }
 
 impl Plan {
@@ -233,12 +241,7 @@ impl Plan {
         }
         let input_node = graph.inputs[0];
         let input_shape = graph.node(input_node).shape.clone();
-        if input_shape.first() != Some(&1) {
-            return Err(PlanError::Batch {
-                model: graph.name.clone(),
-                batch: input_shape.first().copied().unwrap_or(0),
-            });
-        }
+        let batch = input_shape.first().copied().unwrap_or(1);
         let order = graph.topo_order();
         let mut slot_of: HashMap<NodeId, usize> = HashMap::new();
         let mut slots: Vec<Slot> = Vec::new();
@@ -247,6 +250,7 @@ impl Plan {
                 offset: 0,
                 len: shape.iter().product(),
                 shape: shape.to_vec(),
+                per_image: false,
             });
             slots.len() - 1
         };
@@ -285,15 +289,16 @@ impl Plan {
                 node: node.name.clone(),
                 message,
             };
+            // A per-image NCHW kernel: 4-D tensors whose first dimension is the image count
+            // (which becomes the step's `images`).
             let need4 = |s: &[usize]| {
-                if is_nchw_batch1(s) {
-                    Ok(())
+                if s.len() == 4 && s[0] > 0 {
+                    Ok(s[0])
                 } else {
-                    Err(unsupported(format!(
-                        "needs a batch-1 NCHW tensor, got {s:?}"
-                    )))
+                    Err(unsupported(format!("needs an NCHW tensor, got {s:?}")))
                 }
             };
+            let mut images = 1;
             let mut step_weights = Vec::new();
             let kernel = match &node.op {
                 Op::Input => unreachable!(),
@@ -302,7 +307,7 @@ impl Plan {
                     Kernel::Constant
                 }
                 Op::Conv2d(c) => {
-                    need4(in_shapes[0])?;
+                    images = need4(in_shapes[0])?;
                     let [_, cin, h, w] = [
                         in_shapes[0][0],
                         in_shapes[0][1],
@@ -337,7 +342,9 @@ impl Plan {
                             effdet_runtime::kernels::conv1x1::packed_len(cout, cin),
                         ));
                         step_weights.push(bias(&mut weight));
+                        let n = std::mem::replace(&mut images, 1);
                         Kernel::Conv1x1 {
+                            n,
                             cin,
                             cout,
                             hw: h * w,
@@ -389,7 +396,7 @@ impl Plan {
                     }
                 }
                 Op::SqueezeExcite(se) => {
-                    need4(out)?;
+                    images = need4(out)?;
                     for p in [
                         se.reduce_weight,
                         se.reduce_bias,
@@ -406,7 +413,7 @@ impl Plan {
                     }
                 }
                 Op::Fuse(f) => {
-                    need4(out)?;
+                    images = need4(out)?;
                     step_weights.push(weight(Packing::Raw(f.coefficients), plen(f.coefficients)));
                     let samples = f
                         .inputs
@@ -460,14 +467,14 @@ impl Plan {
                     y: out.clone(),
                 },
                 Op::GlobalAvgPool => {
-                    need4(in_shapes[0])?;
+                    images = need4(in_shapes[0])?;
                     Kernel::GlobalAvgPool {
                         c: out[1],
                         hw: in_shapes[0][2] * in_shapes[0][3],
                     }
                 }
                 Op::Pool2d(p) => {
-                    need4(in_shapes[0])?;
+                    images = need4(in_shapes[0])?;
                     Kernel::Pool {
                         kind: p.kind,
                         c: out[1],
@@ -479,7 +486,7 @@ impl Plan {
                     }
                 }
                 Op::ResizeNearest { size } => {
-                    need4(in_shapes[0])?;
+                    images = need4(in_shapes[0])?;
                     Kernel::Resize {
                         c: out[1],
                         h: in_shapes[0][2],
@@ -489,7 +496,7 @@ impl Plan {
                     }
                 }
                 Op::Pad { pads, value } => {
-                    need4(in_shapes[0])?;
+                    images = need4(in_shapes[0])?;
                     Kernel::Pad {
                         c: out[1],
                         h: in_shapes[0][2],
@@ -534,6 +541,7 @@ impl Plan {
                 inputs: ins.iter().map(|i| slot_of[i]).collect(),
                 output,
                 weights: step_weights,
+                images,
             });
         }
         let outputs: Vec<(String, usize)> = graph
@@ -542,9 +550,57 @@ impl Plan {
             .map(|(n, id)| (n.clone(), slot_of[id]))
             .collect();
 
+        let mut plan = Plan {
+            name: graph.name.clone(),
+            steps,
+            slots,
+            input,
+            batch,
+            outputs,
+            segments: Vec::new(),
+            arena_len: 0,
+            weights,
+            weights_len,
+        };
+        plan.segments = segments::segments(&plan);
+        let runs = segments::image_major_runs(&plan.segments);
+        let Plan {
+            steps,
+            slots,
+            outputs,
+            batch,
+            ..
+        } = &mut plan;
+        // A tensor made and used only inside one image-major run holds one image at a time.
+        let mut run_of = vec![None::<usize>; steps.len()];
+        for (r, range) in runs.iter().enumerate() {
+            for i in range.clone() {
+                run_of[i] = Some(r);
+            }
+        }
+        let mut used_in: Vec<Option<Option<usize>>> = vec![None; slots.len()];
+        let mut mixed = vec![false; slots.len()];
+        for (i, s) in steps.iter().enumerate() {
+            for &x in s.inputs.iter().chain([&s.output]) {
+                match used_in[x] {
+                    None => used_in[x] = Some(run_of[i]),
+                    Some(r) if r != run_of[i] => mixed[x] = true,
+                    _ => {}
+                }
+            }
+        }
+        for (x, slot) in slots.iter_mut().enumerate() {
+            let internal = matches!(used_in[x], Some(Some(_))) && !mixed[x];
+            if internal && x != input && !outputs.iter().any(|&(_, o)| o == x) {
+                slot.per_image = true;
+                slot.len /= *batch;
+            }
+        }
+
         // Lifetimes in step indices; the input is live from the start (step 0 is "copy in"),
         // outputs to the end. Squeeze-excite works in place: when its input dies there, both
-        // share one buffer.
+        // share one buffer. An image-major segment runs its steps once per image, so every
+        // tensor it touches lives through the whole segment.
         let end = steps.len() + 1;
         let mut first = vec![usize::MAX; slots.len()];
         let mut last = vec![0usize; slots.len()];
@@ -557,15 +613,34 @@ impl Plan {
                 last[x] = last[x].max(t);
             }
         }
-        for &(_, o) in &outputs {
+        for &(_, o) in outputs.iter() {
             last[o] = end;
+        }
+        // An image-major run repeats its steps once per image: a whole-batch tensor it
+        // touches lives through the whole run (one image's part is read or written on
+        // every pass). One-image tensors keep their lifetime within a pass, which is the
+        // same on every pass.
+        for range in &runs {
+            let (a, b) = (range.start + 1, range.end);
+            for s in &steps[range.clone()] {
+                for &x in s.inputs.iter().chain([&s.output]) {
+                    if !slots[x].per_image {
+                        first[x] = first[x].min(a);
+                        last[x] = last[x].max(b);
+                    }
+                }
+            }
         }
         // Union-find of slots sharing a buffer.
         let mut root: Vec<usize> = (0..slots.len()).collect();
         for (i, s) in steps.iter().enumerate() {
             if let Kernel::SqueezeExcite { .. } = s.kernel {
                 let x = s.inputs[0];
-                if last[x] == i + 1 && root[x] == x && x != input {
+                if last[x] == i + 1
+                    && root[x] == x
+                    && x != input
+                    && slots[x].per_image == slots[s.output].per_image
+                {
                     root[s.output] = x;
                 }
             }
@@ -597,17 +672,8 @@ impl Plan {
         for (s, slot) in slots.iter_mut().enumerate() {
             slot.offset = offsets[buffer_of[s]];
         }
-        let arena_len = memory::arena_len(&buffers, &offsets).div_ceil(ALIGN) * ALIGN;
-        Ok(Plan {
-            name: graph.name.clone(),
-            steps,
-            slots,
-            input,
-            outputs,
-            arena_len,
-            weights,
-            weights_len,
-        })
+        plan.arena_len = memory::arena_len(&buffers, &offsets).div_ceil(ALIGN) * ALIGN;
+        Ok(plan)
     }
 
     /// The packed weights, in the layout the kernels read. Needs every parameter bound.

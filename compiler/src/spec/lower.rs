@@ -9,15 +9,15 @@ use crate::ir::{
     Pool2d, PoolKind, ShapeError,
 };
 
-/// Builds the graph of `arch`: input `input` `[1, 3, H, W]`, outputs `class_P<l>` then
-/// `box_P<l>` for each level, effdet's NCHW head layout.
-pub fn lower(arch: &Arch) -> Result<Graph, ShapeError> {
+/// Builds the graph of `arch` for `batch` images: input `input` `[batch, 3, H, W]`, outputs
+/// `class_P<l>` then `box_P<l>` for each level, effdet's NCHW head layout.
+pub fn lower(arch: &Arch, batch: usize) -> Result<Graph, ShapeError> {
     let mut b = Builder {
         g: Graph::new(arch.name.clone()),
         padding: arch.padding,
     };
     let [h, w] = arch.image_size;
-    let input = b.g.add_input("input", &[1, 3, h, w]);
+    let input = b.g.add_input("input", &[batch, 3, h, w]);
     let features = b.backbone(arch, input)?;
     let pyramid = b.fpn(arch, features)?;
     let class = b.head(

@@ -6,6 +6,8 @@ use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, Weights};
 pub use ::effdet_runtime::model::{Error, Outputs};
 /// Input shape, NCHW.
 pub const INPUT_SHAPE: [usize; 4] = [1, 3, 512, 512];
+/// Images per forward pass (`INPUT_SHAPE[0]`; every output's first dimension).
+pub const BATCH: usize = 1;
 /// Output names, in order.
 pub const OUTPUT_NAMES: [&str; 10] = [
     "class_P3",
@@ -220,34 +222,74 @@ impl Model {
         image: &Image<'_>,
         options: &DetectOptions,
     ) -> Result<Vec<Detection>, Error> {
+        let mut found = self.detect_batch(std::slice::from_ref(image), options)?;
+        Ok(found.pop().unwrap_or_default())
+    }
+    /// [`Model::detect`] for each of `images`, [`BATCH`] per forward pass (a last, short
+    /// group is padded with blank images whose results are dropped): one list of
+    /// detections per image, in order. Each image's detections are those `detect` gives
+    /// it alone.
+    pub fn detect_batch(
+        &self,
+        images: &[Image<'_>],
+        options: &DetectOptions,
+    ) -> Result<Vec<Vec<Detection>>, Error> {
+        const PER_IMAGE: usize = INPUT_SLOT.1 / BATCH;
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
-        let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
-        let scale = ::effdet_runtime::preprocess(
-                image,
-                [INPUT_SHAPE[2], INPUT_SHAPE[3]],
-                &NORMALIZATION,
-                input,
-            )
-            .map_err(|e| Error::Detect(e.to_string()))?;
-        run(state, self.weights.as_slice(), self.isa)?;
-        let arena = &state.arena;
-        let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off..off + len]);
-        let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off..off + len]);
-        let mut options = *options;
-        options.clip = Some([image.height as f32 / scale, image.width as f32 / scale]);
-        let mut found = Vec::new();
-        catch_panic(|| ::effdet_runtime::postprocess_into(
-                &self.anchors,
-                NUM_CLASSES,
-                &class_outputs,
-                &box_outputs,
-                &options,
-                &mut ::effdet_runtime::PostprocessScratch::default(),
-                &mut found,
-            ))?
-            .map_err(|e| Error::Detect(e.to_string()))?;
-        Ok(found.into_iter().map(|d| d.rescaled(scale)).collect())
+        let mut all = Vec::with_capacity(images.len());
+        let mut scratch = ::effdet_runtime::PostprocessScratch::default();
+        let name = |i: usize, e: &dyn std::fmt::Display| {
+            if images.len() > 1 {
+                Error::Detect(format!("image {i}: {e}"))
+            } else {
+                Error::Detect(e.to_string())
+            }
+        };
+        for (g, group) in images.chunks(BATCH).enumerate() {
+            let mut scales = [1.0f32; BATCH];
+            let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
+            for (b, (image, x)) in group
+                .iter()
+                .zip(input.chunks_exact_mut(PER_IMAGE))
+                .enumerate()
+            {
+                scales[b] = ::effdet_runtime::preprocess(
+                        image,
+                        [INPUT_SHAPE[2], INPUT_SHAPE[3]],
+                        &NORMALIZATION,
+                        x,
+                    )
+                    .map_err(|e| name(g * BATCH + b, &e))?;
+            }
+            input[group.len() * PER_IMAGE..].fill(0.0);
+            run(state, self.weights.as_slice(), self.isa)?;
+            let arena = &state.arena;
+            for (b, image) in group.iter().enumerate() {
+                let class_outputs = CLASS_SLOTS
+                    .map(|(off, len)| &arena[off + b * len..][..len]);
+                let box_outputs = BOX_SLOTS
+                    .map(|(off, len)| &arena[off + b * len..][..len]);
+                let mut options = *options;
+                options.clip = Some([
+                    image.height as f32 / scales[b],
+                    image.width as f32 / scales[b],
+                ]);
+                let mut found = Vec::new();
+                catch_panic(|| ::effdet_runtime::postprocess_into(
+                        &self.anchors,
+                        NUM_CLASSES,
+                        &class_outputs,
+                        &box_outputs,
+                        &options,
+                        &mut scratch,
+                        &mut found,
+                    ))?
+                    .map_err(|e| name(g * BATCH + b, &e))?;
+                all.push(found.into_iter().map(|d| d.rescaled(scales[b])).collect());
+            }
+        }
+        Ok(all)
     }
 }
 /// The network: every kernel call, on the input already in the arena. A panic on
@@ -673,7 +715,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 2097152)], (t[3], 1048576));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -681,6 +723,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             &cx.weights[w[7]..w[7] + 16],
             None,
             y,
+            1,
             32,
             16,
             65536,
@@ -692,7 +735,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
 fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1048576)], (t[0], 6291456));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -700,6 +743,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 96],
             None,
             y,
+            1,
             16,
             96,
             65536,
@@ -742,7 +786,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1572864)], (t[4], 393216));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -750,6 +794,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 24],
             None,
             y,
+            1,
             96,
             24,
             16384,
@@ -761,7 +806,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -769,6 +814,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 144],
             None,
             y,
+            1,
             24,
             144,
             16384,
@@ -815,7 +861,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[3], 2359296), (t[1], 393216)],
             (t[4], 393216),
         );
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -823,6 +869,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 24],
             Some(x1),
             y,
+            1,
             144,
             24,
             16384,
@@ -834,7 +881,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -842,6 +889,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 144],
             None,
             y,
+            1,
             24,
             144,
             16384,
@@ -884,7 +932,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 589824)], (t[4], 163840));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -892,6 +940,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 40],
             None,
             y,
+            1,
             144,
             40,
             4096,
@@ -903,7 +952,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -911,6 +960,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 240],
             None,
             y,
+            1,
             40,
             240,
             4096,
@@ -957,7 +1007,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[3], 983040), (t[1], 163840)],
             (t[4], 163840),
         );
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -965,6 +1015,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 40],
             Some(x1),
             y,
+            1,
             240,
             40,
             4096,
@@ -976,7 +1027,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -984,6 +1035,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 240],
             None,
             y,
+            1,
             40,
             240,
             4096,
@@ -1026,7 +1078,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 245760)], (t[4], 81920));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1034,6 +1086,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 80],
             None,
             y,
+            1,
             240,
             80,
             1024,
@@ -1045,7 +1098,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1053,6 +1106,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 480],
             None,
             y,
+            1,
             80,
             480,
             1024,
@@ -1099,7 +1153,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[3], 491520), (t[1], 81920)],
             (t[4], 81920),
         );
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1107,6 +1161,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 80],
             Some(x1),
             y,
+            1,
             480,
             80,
             1024,
@@ -1118,7 +1173,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1126,6 +1181,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 480],
             None,
             y,
+            1,
             80,
             480,
             1024,
@@ -1168,7 +1224,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 491520)], (t[4], 114688));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1176,6 +1232,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 112],
             None,
             y,
+            1,
             480,
             112,
             1024,
@@ -1187,7 +1244,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1195,6 +1252,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 672],
             None,
             y,
+            1,
             112,
             672,
             1024,
@@ -1241,7 +1299,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[3], 688128), (t[1], 114688)],
             (t[4], 114688),
         );
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1249,6 +1307,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 112],
             Some(x1),
             y,
+            1,
             672,
             112,
             1024,
@@ -1260,7 +1319,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1268,6 +1327,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 672],
             None,
             y,
+            1,
             112,
             672,
             1024,
@@ -1310,7 +1370,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 172032)], (t[4], 49152));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1318,6 +1378,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 192],
             None,
             y,
+            1,
             672,
             192,
             256,
@@ -1329,7 +1390,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1337,6 +1398,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 1152],
             None,
             y,
+            1,
             192,
             1152,
             256,
@@ -1383,7 +1445,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[3], 294912), (t[1], 49152)],
             (t[4], 49152),
         );
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1391,6 +1453,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 192],
             Some(x1),
             y,
+            1,
             1152,
             192,
             256,
@@ -1402,7 +1465,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1410,6 +1473,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[1]..w[1] + 1152],
             None,
             y,
+            1,
             192,
             1152,
             256,
@@ -1452,7 +1516,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 294912)], (t[4], 81920));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1460,6 +1524,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 320],
             None,
             y,
+            1,
             1152,
             320,
             256,
@@ -1471,7 +1536,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1479,6 +1544,7 @@ fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
+            1,
             320,
             64,
             256,
@@ -1568,7 +1634,7 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1576,6 +1642,7 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -1587,7 +1654,7 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1595,6 +1662,7 @@ fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
+            1,
             320,
             64,
             256,
@@ -1651,7 +1719,7 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1659,6 +1727,7 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -1670,7 +1739,7 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1678,6 +1747,7 @@ fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
+            1,
             112,
             64,
             1024,
@@ -1734,7 +1804,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1742,6 +1812,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -1753,7 +1824,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1761,6 +1832,7 @@ fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
+            1,
             40,
             64,
             4096,
@@ -1817,7 +1889,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1825,6 +1897,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -1885,7 +1958,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1893,6 +1966,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -1953,7 +2027,7 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -1961,6 +2035,7 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -2021,7 +2096,7 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2029,6 +2104,7 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -2088,7 +2164,7 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2096,6 +2172,7 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             &cx.weights[w[4]..w[4] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -2125,7 +2202,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2133,6 +2210,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2159,7 +2237,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2167,6 +2245,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2193,7 +2272,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2201,6 +2280,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2227,7 +2307,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 3317760));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2235,6 +2315,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 810],
             None,
             y,
+            1,
             64,
             810,
             4096,
@@ -2264,7 +2345,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2272,6 +2353,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -2298,7 +2380,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2306,6 +2388,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -2332,7 +2415,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2340,6 +2423,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -2366,7 +2450,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 829440));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2374,6 +2458,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 810],
             None,
             y,
+            1,
             64,
             810,
             1024,
@@ -2403,7 +2488,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2411,6 +2496,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -2437,7 +2523,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2445,6 +2531,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -2471,7 +2558,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2479,6 +2566,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -2505,7 +2593,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 207360));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2513,6 +2601,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 810],
             None,
             y,
+            1,
             64,
             810,
             256,
@@ -2542,7 +2631,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2550,6 +2639,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -2576,7 +2666,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2584,6 +2674,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -2610,7 +2701,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2618,6 +2709,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -2644,7 +2736,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 51840));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2652,6 +2744,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 810],
             None,
             y,
+            1,
             64,
             810,
             64,
@@ -2681,7 +2774,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2689,6 +2782,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -2715,7 +2809,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2723,6 +2817,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -2749,7 +2844,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2757,6 +2852,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -2783,7 +2879,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 12960));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2791,6 +2887,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 810],
             None,
             y,
+            1,
             64,
             810,
             16,
@@ -2820,7 +2917,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2828,6 +2925,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2854,7 +2952,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2862,6 +2960,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2888,7 +2987,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2896,6 +2995,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             4096,
@@ -2922,7 +3022,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 147456));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2930,6 +3030,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 36],
             None,
             y,
+            1,
             64,
             36,
             4096,
@@ -2959,7 +3060,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -2967,6 +3068,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -2993,7 +3095,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3001,6 +3103,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -3027,7 +3130,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3035,6 +3138,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             1024,
@@ -3061,7 +3165,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 36864));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3069,6 +3173,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 36],
             None,
             y,
+            1,
             64,
             36,
             1024,
@@ -3098,7 +3203,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3106,6 +3211,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -3132,7 +3238,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3140,6 +3246,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -3166,7 +3273,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3174,6 +3281,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             256,
@@ -3200,7 +3308,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 9216));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3208,6 +3316,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 36],
             None,
             y,
+            1,
             64,
             36,
             256,
@@ -3237,7 +3346,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3245,6 +3354,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -3271,7 +3381,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3279,6 +3389,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -3305,7 +3416,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3313,6 +3424,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             64,
@@ -3339,7 +3451,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 2304));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3347,6 +3459,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 36],
             None,
             y,
+            1,
             64,
             36,
             64,
@@ -3376,7 +3489,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3384,6 +3497,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[3]..w[3] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -3410,7 +3524,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3418,6 +3532,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[6]..w[6] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -3444,7 +3559,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3452,6 +3567,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[9]..w[9] + 64],
             None,
             y,
+            1,
             64,
             64,
             16,
@@ -3478,7 +3594,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 576));
-        k::conv1x1::conv1x1(
+        k::conv1x1::conv1x1_batch(
             cx.isa,
             cx.par,
             x0,
@@ -3486,6 +3602,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             &cx.weights[w[12]..w[12] + 36],
             None,
             y,
+            1,
             64,
             36,
             16,

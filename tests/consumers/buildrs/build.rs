@@ -5,5 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .weights("../../../../shared/fixtures/tf_efficientdet_d0/weights.safetensors")
         .module("d0")
         .emit(std::env::var("OUT_DIR")?)?;
+    // A small ONNX export with a symbolic batch axis, compiled for two images per pass.
+    effdet_compiler::Build::new("../../onnx/models/tf_d0_ts17_batch.onnx")
+        .batch(2)
+        .module("batch2")
+        .emit(std::env::var("OUT_DIR")?)?;
     Ok(())
 }

@@ -108,6 +108,32 @@ pub fn check_all<'a>(
     Ok(())
 }
 
+/// Outputs by name: (name, shape, values).
+pub type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Checks a model compiled with a batch of 2 from `tests/onnx/models/tf_d0_ts17_batch.onnx`:
+/// its constants, then `forward` on the model's reference input against its reference
+/// outputs (both with the batch first). Prints `ok batch <name>` per output.
+#[allow(dead_code)]
+pub fn check_batch_model(
+    batch: usize,
+    input_shape: &[usize],
+    mut forward: impl FnMut(&[f32]) -> Result<Named, String>,
+) -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../onnx/models");
+    let (shape, input) = read_npy(&dir.join("tf_d0_ts17_batch.input.npy"))?;
+    if batch != 2 || input_shape != shape || shape[0] != 2 {
+        return Err(format!(
+            "batch {batch}, input shape {input_shape:?}; the reference input is {shape:?}"
+        ));
+    }
+    for (name, shape, values) in forward(&input)? {
+        let (err, tol) = check(&dir, &format!("tf_d0_ts17_batch.{name}"), &shape, &values)?;
+        println!("ok batch {name} max_error={err:e} tolerance={tol:e}");
+    }
+    Ok(())
+}
+
 /// The synthetic RGB image every consumer (and the C program) detects on: 96×64, row-major,
 /// pixel (x, y, c) = (7x + 13y + 50c) mod 256.
 pub fn synthetic_image() -> (usize, usize, Vec<u8>) {

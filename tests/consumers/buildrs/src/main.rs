@@ -8,6 +8,10 @@ mod d0 {
     include!(concat!(env!("OUT_DIR"), "/d0.rs"));
 }
 
+mod batch2 {
+    include!(concat!(env!("OUT_DIR"), "/batch2.rs"));
+}
+
 #[path = "../../common/fixture.rs"]
 mod fixture;
 
@@ -50,5 +54,15 @@ fn run() -> Result<(), String> {
     let found = model
         .detect(&image, &d0::detect_options())
         .map_err(|e| e.to_string())?;
-    fixture::check_detections(found.len())
+    fixture::check_detections(found.len())?;
+
+    // `Build::batch(2)`: input and outputs with the batch first, against the reference.
+    let mut small = batch2::Model::new();
+    fixture::check_batch_model(batch2::BATCH, &batch2::INPUT_SHAPE, |input| {
+        let outputs = small.forward(input).map_err(|e| e.to_string())?;
+        Ok(batch2::OUTPUT_NAMES
+            .iter()
+            .map(|&n| (n.to_string(), outputs.shape(n).unwrap().to_vec(), outputs.get(n).unwrap().to_vec()))
+            .collect())
+    })
 }

@@ -12,6 +12,9 @@ effdet_macros::model!(
     weights = "../../../../shared/fixtures/tf_efficientdet_d0/weights.safetensors"
 );
 
+// A small ONNX export with a symbolic batch axis, compiled for two images per pass.
+effdet_macros::model!(batch2, model = "../../onnx/models/tf_d0_ts17_batch.onnx", batch = 2);
+
 #[path = "../../common/fixture.rs"]
 mod fixture;
 
@@ -54,5 +57,15 @@ fn run() -> Result<(), String> {
     let found = model
         .detect(&image, &d0::detect_options())
         .map_err(|e| e.to_string())?;
-    fixture::check_detections(found.len())
+    fixture::check_detections(found.len())?;
+
+    // `batch = 2`: input and outputs with the batch first, against the reference.
+    let mut small = batch2::Model::new();
+    fixture::check_batch_model(batch2::BATCH, &batch2::INPUT_SHAPE, |input| {
+        let outputs = small.forward(input).map_err(|e| e.to_string())?;
+        Ok(batch2::OUTPUT_NAMES
+            .iter()
+            .map(|&n| (n.to_string(), outputs.shape(n).unwrap().to_vec(), outputs.get(n).unwrap().to_vec()))
+            .collect())
+    })
 }
