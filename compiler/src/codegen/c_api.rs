@@ -148,6 +148,7 @@ fn header(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> Stri
         .replace("@CRATE@", opts.name)
         .replace("@INPUT_SHAPE@", &format!("{:?}", input.shape))
         .replace("@INPUT_LEN@", &input.len.to_string())
+        .replace("@BATCH@", &plan.batch.to_string())
         .replace("@N@", &plan.outputs.len().to_string())
         .replace("@OUTPUT_DEFINES@", &defines);
     let detect_decls = if detect {
@@ -621,6 +622,8 @@ extern "C" {
 
 /** The input: @INPUT_SHAPE@ floats, NCHW, normalized. */
 #define EFFDET_LIB_INPUT_LEN @INPUT_LEN@
+/** Images per forward pass (the input's and every output's first dimension). */
+#define EFFDET_LIB_BATCH @BATCH@
 /** Outputs, in this order (indices into effdet_lib_forward's buffers). */
 #define EFFDET_LIB_NUM_OUTPUTS @N@
 @OUTPUT_DEFINES@
@@ -686,7 +689,8 @@ typedef struct effdet_lib_detection {
  * (1 grey, 3 RGB, 4 RGBA): the spec's preprocessing, the network, its post-processing;
  * keeps scores >= score_threshold (negative: keep all). Writes up to `capacity` detections,
  * best first, to `out` and the number found to *count; EFFDET_BUFFER_TOO_SMALL if that
- * exceeds capacity.
+ * exceeds capacity. One image per call (with EFFDET_LIB_BATCH > 1 the other images of the
+ * pass are blank; batches of images go through effdet_lib_forward).
  */
 int effdet_lib_detect(effdet_lib_model *model, const uint8_t *pixels, size_t width,
                       size_t height, size_t channels, float score_threshold,

@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
 
     /* Metadata. */
     CHECK(effdet_d0_input_len() == EFFDET_D0_INPUT_LEN, "input len");
+    CHECK(EFFDET_D0_BATCH == 1, "batch");
     CHECK(effdet_d0_num_outputs() == EFFDET_D0_NUM_OUTPUTS, "num outputs");
     CHECK(strcmp(effdet_d0_output_name(EFFDET_D0_OUTPUT_CLASS_P3), "class_P3") == 0, "name");
     CHECK(strcmp(effdet_d0_output_name(EFFDET_D0_OUTPUT_BOX_P7), "box_P7") == 0, "name");
