@@ -252,6 +252,7 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
         passes: PassSet::all(),
         input_shape: None,
         batch: None,
+        limits: Default::default(),
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec: None,
         c_api: true,

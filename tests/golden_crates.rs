@@ -53,6 +53,7 @@ fn generate_batch(
         passes,
         input_shape: None,
         batch,
+        limits: Default::default(),
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec,
         c_api: false,

@@ -47,6 +47,8 @@ pub struct Build {
     passes: Passes,
     input_shape: Option<Vec<usize>>,
     batch: Option<usize>,
+    max_memory_mib: Option<u64>,
+    max_gmacs: Option<u64>,
     detect_spec: Option<PathBuf>,
     embed_limit: usize,
     cargo: bool,
@@ -131,6 +133,8 @@ impl Build {
             passes: Passes::All,
             input_shape: None,
             batch: None,
+            max_memory_mib: None,
+            max_gmacs: None,
             detect_spec: None,
             embed_limit: DEFAULT_EMBED_LIMIT,
             cargo: true,
@@ -181,6 +185,21 @@ impl Build {
     /// symbolic batch dimension is set to `n`).
     pub fn batch(mut self, n: usize) -> Build {
         self.batch = Some(n);
+        self
+    }
+
+    /// The memory budget in MiB (default 4096), as `effdetc --max-memory-mib`: a model whose
+    /// parameters, arena or packed weights would need more is refused with a message saying
+    /// how much it needs.
+    pub fn max_memory_mib(mut self, mib: u64) -> Build {
+        self.max_memory_mib = Some(mib);
+        self
+    }
+
+    /// The budget of conv multiply-accumulates per forward pass, in G (default 2000), as
+    /// `effdetc --max-gmacs`.
+    pub fn max_gmacs(mut self, gmacs: u64) -> Build {
+        self.max_gmacs = Some(gmacs);
         self
     }
 
@@ -302,6 +321,8 @@ impl Build {
             passes,
             input_shape: self.input_shape.clone(),
             batch: self.batch,
+            limits: crate::budget::Limits::with(self.max_memory_mib, self.max_gmacs)
+                .map_err(BuildError::new)?,
             embed_limit: self.embed_limit,
             detect_spec,
             c_api: false,
@@ -510,6 +531,43 @@ mod tests {
                 "effdet: ../macros/tests/ui/bad_spec.yaml:18:3: unknown field `cel_repeats`"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_budget_is_settable_and_its_errors_say_what_is_needed() {
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/d0.yaml");
+        let dir = tempfile::tempdir().unwrap();
+        let e = Build::new(&spec)
+            .random_weights(0)
+            .max_memory_mib(4)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("would need") && e.to_string().contains("--max-memory-mib"),
+            "{e}"
+        );
+        let e = Build::new(&spec)
+            .random_weights(0)
+            .batch(1024)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap_err();
+        assert!(e.to_string().contains("--max-gmacs"), "{e}");
+        let e = Build::new(&spec)
+            .random_weights(0)
+            .max_gmacs(0)
+            .cargo_metadata(false)
+            .emit(dir.path())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("--max-gmacs 0 is out of range"),
+            "{e}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing written"
         );
     }
 

@@ -31,6 +31,8 @@ pub struct BuildRequest {
     pub input_shape: Option<Vec<usize>>,
     /// Images per forward pass (`--batch`); `None` is the model's own (1 for a spec).
     pub batch: Option<usize>,
+    /// The resource budget (`--max-memory-mib`, `--max-gmacs`).
+    pub limits: crate::budget::Limits,
     pub embed_limit: usize,
     /// For an ONNX model: the spec whose anchors, classes, normalization and NMS settings
     /// give the crate `Model::detect` (a spec model uses its own).
@@ -159,6 +161,7 @@ pub fn compile_model(
         &LoadOptions {
             input_shape: req.input_shape.clone(),
             batch: req.batch,
+            limits: req.limits,
         },
     )
     .map_err(|e| fail(Input::Model, e))?;
@@ -216,6 +219,8 @@ pub fn compile_model(
     let report = passes::run(&mut m.graph, passes).map_err(|e| fail(Input::Model, e))?;
     progress(&format!("passes: {} rewrites; planning", report.total()));
     let plan = Plan::build(&m.graph).map_err(|e| fail(Input::Model, e))?;
+    crate::budget::check_plan(&plan, &req.limits)
+        .map_err(|e| fail(Input::Model, format!("{}: {e}", model_path.display())))?;
     let blob = plan
         .pack_weights(&m.graph)
         .map_err(|e| fail(Input::Model, e))?;

@@ -31,6 +31,7 @@
 //! weights) that `effdetc build`, [`Build`] and `effdet_macros::model!` share, and
 //! [`codegen`] prints the result.
 
+pub mod budget;
 pub mod build_api;
 pub mod codegen;
 pub mod compile;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use effdet_compiler::budget::{self, Limits};
 use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
 use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
@@ -40,6 +41,13 @@ enum Command {
         /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch: Option<u64>,
+        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
+        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
+        #[arg(long, value_name = "MIB")]
+        max_memory_mib: Option<u64>,
+        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
+        #[arg(long, value_name = "G")]
+        max_gmacs: Option<u64>,
         /// Report `ops_fused` after only these passes (comma-separated) instead of all.
         #[arg(long, value_name = "LIST")]
         passes: Option<String>,
@@ -68,6 +76,13 @@ enum Command {
         /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch: Option<u64>,
+        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
+        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
+        #[arg(long, value_name = "MIB")]
+        max_memory_mib: Option<u64>,
+        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
+        #[arg(long, value_name = "G")]
+        max_gmacs: Option<u64>,
     },
     /// Compile a model into a standalone crate of specialized Rust code.
     Build {
@@ -99,6 +114,13 @@ enum Command {
         /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
         batch: Option<u64>,
+        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
+        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
+        #[arg(long, value_name = "MIB")]
+        max_memory_mib: Option<u64>,
+        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
+        #[arg(long, value_name = "G")]
+        max_gmacs: Option<u64>,
         /// Embed packed weights up to this many MiB; larger ones are read from weights.bin at run time.
         #[arg(long, value_name = "MIB", default_value_t = 64)]
         embed_limit_mib: usize,
@@ -152,9 +174,21 @@ fn main() -> ExitCode {
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
-fn load(path: &Path, input_shape: Option<Vec<usize>>, batch: Option<u64>) -> Result<Model> {
+fn load(
+    path: &Path,
+    input_shape: Option<Vec<usize>>,
+    batch: Option<u64>,
+    limits: Limits,
+) -> Result<Model> {
     let batch = batch.map(|b| b as usize);
-    let model = model::load(path, &LoadOptions { input_shape, batch })?;
+    let model = model::load(
+        path,
+        &LoadOptions {
+            input_shape,
+            batch,
+            limits,
+        },
+    )?;
     for w in &model.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
@@ -169,15 +203,18 @@ fn run(cli: Cli) -> Result<()> {
             dot,
             input_shape,
             batch,
+            max_memory_mib,
+            max_gmacs,
             passes,
             no_fuse,
         } => {
+            let limits = Limits::with(max_memory_mib, max_gmacs)?;
             let set = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
                 (false, Some(list)) => PassSet::parse(&list)?,
                 (false, None) => PassSet::all(),
             };
-            let m = load(&model, input_shape, batch)?;
+            let m = load(&model, input_shape, batch, limits)?;
             // The passes rewrite structure without weights, so a spec needs none here.
             let mut fused = m.graph.clone();
             let done = passes::run(&mut fused, &set)?;
@@ -205,8 +242,13 @@ fn run(cli: Cli) -> Result<()> {
             out_dir,
             input_shape,
             batch,
+            max_memory_mib,
+            max_gmacs,
         } => {
-            let mut m = load(&model, input_shape, batch)?;
+            let limits = Limits::with(max_memory_mib, max_gmacs)?;
+            let mut m = load(&model, input_shape, batch, limits)?;
+            budget::check_run(&m.graph, &limits)
+                .map_err(|e| format!("{}: {e}", model.display()))?;
             let mut progress = Progress::stderr("effdetc");
             match (&m.source, weights) {
                 (Source::Spec { .. }, Some(w)) => {
@@ -259,6 +301,8 @@ fn run(cli: Cli) -> Result<()> {
             passes,
             input_shape,
             batch,
+            max_memory_mib,
+            max_gmacs,
             embed_limit_mib,
             detect_spec,
             c_api,
@@ -281,6 +325,7 @@ fn run(cli: Cli) -> Result<()> {
                 passes,
                 input_shape,
                 batch: batch.map(|b| b as usize),
+                limits: Limits::with(max_memory_mib, max_gmacs)?,
                 embed_limit: embed_limit_mib << 20,
                 detect_spec,
                 c_api,
@@ -311,7 +356,7 @@ fn postprocess(
     json: bool,
     threshold: Option<f32>,
 ) -> Result<()> {
-    let m = load(model, None, None)?;
+    let m = load(model, None, None, Limits::default())?;
     let Source::Spec { spec, .. } = &m.source else {
         return Err(format!(
             "{}: post-processing needs a spec (anchors, classes, NMS settings); an ONNX file has none",

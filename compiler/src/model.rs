@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::budget::{self, BudgetError, Limits};
 use crate::ir::{Graph, ShapeError};
 use crate::onnx::{self, OnnxError};
 use crate::spec::{self, resolve::Arch, SpecError};
@@ -42,6 +43,8 @@ pub enum LoadError {
     InputShapeForSpec { path: PathBuf },
     #[error("{path}: --batch {batch} is out of range: a batch holds 1..={MAX_BATCH} images")]
     BatchRange { path: PathBuf, batch: usize },
+    #[error("{path}: {source}")]
+    Budget { path: PathBuf, source: BudgetError },
 }
 
 /// Options that apply while loading.
@@ -53,17 +56,16 @@ pub struct LoadOptions {
     /// graph's symbolic batch dimension becomes `N` (a fixed batch must equal it). `None`
     /// is a batch of one for a spec and the graph's own for ONNX.
     pub batch: Option<usize>,
+    /// The resource budget the model must fit (see [`crate::budget`]).
+    pub limits: Limits,
 }
 
 /// The largest `--batch`: enough for any CPU batch, small enough that no shape overflows.
 pub const MAX_BATCH: usize = 1024;
 
 /// Loads `path` through the front end its extension names.
+/// Checks the model against `options.limits` (parameters, multiply-accumulates).
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
     if let Some(batch) = options.batch {
         if !(1..=MAX_BATCH).contains(&batch) {
             return Err(LoadError::BatchRange {
@@ -72,6 +74,19 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
             });
         }
     }
+    let model = load_unchecked(path, options)?;
+    budget::check_model(&model.graph, &options.limits).map_err(|source| LoadError::Budget {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(model)
+}
+
+fn load_unchecked(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("yaml" | "yml") => {
             if options.input_shape.is_some() {
@@ -100,7 +115,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Model, LoadError> {
         }
         Some("onnx") => Ok(Model {
             path: path.to_path_buf(),
-            graph: onnx::import_with(path, options.input_shape.as_deref(), options.batch)?,
+            graph: onnx::import_with(
+                path,
+                &onnx::ImportOptions {
+                    input_shape: options.input_shape.as_deref(),
+                    batch: options.batch,
+                    limits: options.limits,
+                },
+            )?,
             source: Source::Onnx,
             warnings: Vec::new(),
         }),

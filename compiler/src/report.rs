@@ -28,6 +28,8 @@ pub struct Report {
     /// Bytes of all intermediates of the unfused graph: what a runtime without a memory
     /// plan would allocate.
     pub naive_bytes: u64,
+    /// The reference interpreter's peak (`effdetc run`), checked against the memory budget.
+    pub interpreter_peak_bytes: Option<u64>,
     /// Output name → shape, in output order.
     pub outputs: Vec<(String, Vec<usize>)>,
 }
@@ -48,6 +50,7 @@ impl Report {
             nodes: graph.graph.node_count(),
             arena_bytes: Plan::build(graph).ok().map(|p| p.arena_bytes()),
             naive_bytes: Plan::naive_bytes(graph),
+            interpreter_peak_bytes: crate::budget::interpreter_peak(graph),
             outputs: graph
                 .outputs
                 .iter()
@@ -80,6 +83,7 @@ impl Report {
             "nodes": self.nodes,
             "arena_bytes": self.arena_bytes,
             "naive_bytes": self.naive_bytes,
+            "interpreter_peak_bytes": self.interpreter_peak_bytes,
             "outputs": outputs,
         });
         serde_json::to_string_pretty(&value).unwrap_or_default()

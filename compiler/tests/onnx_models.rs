@@ -36,6 +36,17 @@ fn spec_macs(variant: &str) -> u64 {
     model.graph.macs()
 }
 
+fn opts(
+    input_shape: Option<&[usize]>,
+    batch: Option<usize>,
+) -> effdet_compiler::onnx::ImportOptions<'_> {
+    effdet_compiler::onnx::ImportOptions {
+        input_shape,
+        batch,
+        ..Default::default()
+    }
+}
+
 /// Imports `dir/name.onnx`, runs it on `name.input.npy` and compares with `name.<out>.npy`.
 /// Returns false when the model is not there.
 fn check(dir: &Path, name: &str) -> bool {
@@ -48,7 +59,7 @@ fn check(dir: &Path, name: &str) -> bool {
     // The reference input's batch: a model with a symbolic batch axis is imported for it
     // (`--batch N`); a fixed batch must equal it.
     let batch = input.shape[0];
-    let g = effdet_compiler::onnx::import_with(&path, None, Some(batch))
+    let g = effdet_compiler::onnx::import_with(&path, &opts(None, Some(batch)))
         .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
     assert_eq!(g.outputs.len(), 10, "{name}: outputs");
     assert_eq!(
@@ -93,13 +104,13 @@ fn torchscript_opset17_symbolic_batch() {
     let dir = models_dir();
     check(&dir, "tf_d0_ts17_batch");
     let path = dir.join("tf_d0_ts17_batch.onnx");
-    let g = effdet_compiler::onnx::import_with(&path, None, Some(3)).expect("batch 3");
+    let g = effdet_compiler::onnx::import_with(&path, &opts(None, Some(3))).expect("batch 3");
     assert_eq!(g.input_shape(), Some(&[3, 3, 128, 128][..]));
     for (_, out) in &g.outputs {
         assert_eq!(g.node(*out).shape[0], 3, "every output has the batch first");
     }
     let err = |shape: Option<&[usize]>, batch: Option<usize>, model: &str| {
-        effdet_compiler::onnx::import_with(&dir.join(model), shape, batch)
+        effdet_compiler::onnx::import_with(&dir.join(model), &opts(shape, batch))
             .unwrap_err()
             .to_string()
     };
@@ -116,7 +127,8 @@ fn torchscript_opset17_symbolic_batch() {
         "{e}"
     );
     // `--input-shape` with the batch in it works as before.
-    let g = effdet_compiler::onnx::import_with(&path, Some(&[2, 3, 128, 128]), Some(2)).unwrap();
+    let g =
+        effdet_compiler::onnx::import_with(&path, &opts(Some(&[2, 3, 128, 128]), Some(2))).unwrap();
     assert_eq!(g.input_shape(), Some(&[2, 3, 128, 128][..]));
 }
 

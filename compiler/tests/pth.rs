@@ -179,6 +179,7 @@ fn compile_and_build_accept_a_checkpoint() {
         passes: PassSet::all(),
         input_shape: None,
         batch: None,
+        limits: Default::default(),
         embed_limit: 64 << 20,
         detect_spec: None,
         c_api: false,

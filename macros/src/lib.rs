@@ -30,6 +30,8 @@
 //! | `passes` | `"a,b"` | only these passes (as `effdetc build --passes`) |
 //! | `input_shape` | `[1, 3, H, W]` | the input shape of an ONNX model that leaves it open |
 //! | `batch` | integer | images per forward pass, 1..=1024 (default 1): input `[N, 3, H, W]`, `Model::detect_batch` |
+//! | `max_memory_mib` | integer | the memory budget (default 4096), as `effdetc --max-memory-mib` |
+//! | `max_gmacs` | integer | the multiply-accumulate budget in G (default 2000), as `effdetc --max-gmacs` |
 //! | `detect_spec` | `"path"` | a spec giving an ONNX model `Model::detect` |
 //!
 //! Paths are relative to the calling crate's directory (`CARGO_MANIFEST_DIR`). A misspelled
@@ -100,6 +102,8 @@ const KEYS: &[&str] = &[
     "passes",
     "input_shape",
     "batch",
+    "max_memory_mib",
+    "max_gmacs",
     "detect_spec",
 ];
 
@@ -137,7 +141,9 @@ impl Parse for Arg {
         }
         input.parse::<Token![=]>()?;
         let value = match name.as_str() {
-            "random_weights" | "batch" => Value::Int(input.parse()?),
+            "random_weights" | "batch" | "max_memory_mib" | "max_gmacs" => {
+                Value::Int(input.parse()?)
+            }
             "fuse" => Value::Bool(input.parse()?),
             "input_shape" => {
                 let content;
@@ -376,6 +382,18 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         }
         _ => None,
     };
+    let budget_arg = |key: &str| -> syn::Result<Option<(u64, Span)>> {
+        match get(key).map(|a| &a.value) {
+            Some(Value::Int(n)) => Ok(Some((n.base10_parse::<u64>()?, n.span()))),
+            _ => Ok(None),
+        }
+    };
+    let (memory, gmacs) = (budget_arg("max_memory_mib")?, budget_arg("max_gmacs")?);
+    let limits = effdet_compiler::budget::Limits::with(memory.map(|m| m.0), gmacs.map(|g| g.0))
+        .map_err(|e| {
+            let span = memory.or(gmacs).map_or_else(Span::call_site, |(_, s)| s);
+            syn::Error::new(span, e)
+        })?;
     let detect_spec = str_arg("detect_spec")?;
 
     let req = BuildRequest {
@@ -386,6 +404,7 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         passes,
         input_shape,
         batch,
+        limits,
         embed_limit: usize::MAX,
         detect_spec: detect_spec.as_ref().map(|d| d.resolved.clone()),
         c_api: false,

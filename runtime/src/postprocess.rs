@@ -56,6 +56,39 @@ pub struct DetectOptions {
     pub clip: Option<[f32; 2]>,
 }
 
+impl DetectOptions {
+    /// Checks every field's range: `score_threshold` and `iou_threshold` in [0, 1] (a
+    /// negative threshold keeps everything, as in the C ABI), soft-NMS `sigma` positive and
+    /// finite, `clip` positive and finite. [`postprocess_into`] calls it first.
+    pub fn validate(&self) -> Result<(), PostprocessError> {
+        let bad = |m: String| Err(PostprocessError::Options(m));
+        if let Some(t) = self.score_threshold {
+            if t.is_nan() || t > 1.0 {
+                return bad(format!("score_threshold {t} is not a score in [0, 1]"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.iou_threshold) {
+            return bad(format!(
+                "iou_threshold {} is not in [0, 1]",
+                self.iou_threshold
+            ));
+        }
+        if let NmsMethod::SoftGaussian { sigma } = self.nms {
+            if !(sigma > 0.0 && sigma.is_finite()) {
+                return bad(format!(
+                    "soft-NMS sigma {sigma} must be positive and finite"
+                ));
+            }
+        }
+        if let Some(c) = self.clip {
+            if c.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
+                return bad(format!("clip {c:?} must be positive and finite"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for DetectOptions {
     fn default() -> Self {
         DetectOptions {
@@ -124,6 +157,8 @@ pub enum PostprocessError {
     },
     /// `num_classes` does not fit the `u32` class ids.
     TooManyClasses(usize),
+    /// A [`DetectOptions`] field is out of its range (the message names it).
+    Options(String),
 }
 
 impl fmt::Display for PostprocessError {
@@ -157,6 +192,7 @@ impl fmt::Display for PostprocessError {
             PostprocessError::TooManyClasses(n) => {
                 write!(f, "{n} classes do not fit 32-bit class ids")
             }
+            PostprocessError::Options(m) => write!(f, "invalid detect options: {m}"),
         }
     }
 }
@@ -227,6 +263,7 @@ pub fn postprocess_into(
     out: &mut Vec<Detection>,
 ) -> Result<(), PostprocessError> {
     out.clear();
+    opts.validate()?;
     validate(anchors, num_classes, class_outputs, box_outputs)?;
     let a_count = anchors.num_anchors_per_location();
     let total = anchors.len() * num_classes;
@@ -378,6 +415,48 @@ fn validate(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn out_of_range_options_are_errors_not_panics() {
+        let ok = DetectOptions::default();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            DetectOptions {
+                clip: Some([-1.0, 5.0]),
+                ..ok
+            },
+            DetectOptions {
+                clip: Some([f32::NAN, 5.0]),
+                ..ok
+            },
+            DetectOptions {
+                score_threshold: Some(f32::NAN),
+                ..ok
+            },
+            DetectOptions {
+                score_threshold: Some(2.0),
+                ..ok
+            },
+            DetectOptions {
+                iou_threshold: -0.1,
+                ..ok
+            },
+            DetectOptions {
+                nms: NmsMethod::SoftGaussian { sigma: 0.0 },
+                ..ok
+            },
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(e.to_string().starts_with("invalid detect options: "), "{e}");
+        }
+        // Negative thresholds keep everything (the C ABI's convention).
+        assert!(DetectOptions {
+            score_threshold: Some(-1.0),
+            ..ok
+        }
+        .validate()
+        .is_ok());
+    }
+
     use super::*;
     use crate::anchors::AnchorConfig;
 

@@ -712,6 +712,7 @@ mod tests {
             passes: PassSet::all(),
             input_shape: None,
             batch: None,
+            limits: Default::default(),
             embed_limit: crate::codegen::DEFAULT_EMBED_LIMIT,
             detect_spec: None,
             c_api,

@@ -12,6 +12,17 @@ use super::op::Op;
 /// A node of the graph (one op, one output tensor).
 pub type NodeId = NodeIndex<u32>;
 
+/// The largest tensor a graph may hold, in bytes (2^40: far beyond any variant, small
+/// enough that every count derived from it fits in u64).
+pub const MAX_TENSOR_BYTES: u64 = 1 << 40;
+
+/// Bytes of an f32 tensor of `shape`, or `None` if that overflows `u64`.
+pub fn tensor_bytes(shape: &[usize]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(4u64, |acc, &d| acc.checked_mul(d as u64))
+}
+
 /// An index into the graph's parameter table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParamId(pub usize);
@@ -110,6 +121,13 @@ impl Graph {
         &self.params[id.0]
     }
 
+    /// Bytes of the parameters' values (f32), or `None` on overflow.
+    pub fn param_bytes(&self) -> Option<u64> {
+        self.params
+            .iter()
+            .try_fold(0u64, |total, p| total.checked_add(tensor_bytes(&p.shape)?))
+    }
+
     pub fn add_input(&mut self, name: impl Into<String>, shape: &[usize]) -> NodeId {
         let id = self.graph.add_node(Node {
             name: name.into(),
@@ -141,6 +159,33 @@ impl Graph {
             kind: op.kind(),
             message,
         })?;
+        // Every size and count later stages compute from a node is exact in u64: its bytes
+        // and its multiply-accumulates (whose sum over the graph the budget checks).
+        let fail = |message: String| ShapeError {
+            node: name.clone(),
+            kind: op.kind(),
+            message,
+        };
+        if tensor_bytes(&shape).is_none_or(|b| b > MAX_TENSOR_BYTES) {
+            return Err(fail(format!(
+                "the output {shape:?} is larger than any tensor effdet handles (2^40 bytes)"
+            )));
+        }
+        {
+            let shapes: Vec<&[usize]> = inputs
+                .iter()
+                .map(|&i| self.graph[i].shape.as_slice())
+                .collect();
+            let params = &self.params;
+            if op
+                .macs(&shapes, &shape, &|p| params[p.0].shape.clone())
+                .is_none_or(|m| m > MAX_TENSOR_BYTES * 1024)
+            {
+                return Err(fail(
+                    "its multiply-accumulate count overflows (more than 2^50)".into(),
+                ));
+            }
+        }
         let id = self.graph.add_node(Node { name, op, shape });
         for (slot, &input) in inputs.iter().enumerate() {
             self.graph.add_edge(input, id, slot);
@@ -216,23 +261,29 @@ impl Graph {
             .sum()
     }
 
-    /// Conv multiply-accumulates of one forward pass.
+    /// Conv multiply-accumulates of one forward pass. Exact: every node's count is below
+    /// 2^50 ([`Graph::add`] refuses more), so the sum of fewer than 2^14 nodes fits; beyond
+    /// that, see [`Graph::try_macs`].
     pub fn macs(&self) -> u64 {
-        self.graph
-            .node_indices()
-            .map(|id| {
-                let inputs = self.inputs_of(id);
-                let shapes: Vec<&[usize]> = inputs
-                    .iter()
-                    .map(|&i| self.graph[i].shape.as_slice())
-                    .collect();
-                self.graph[id]
-                    .op
-                    .macs(&shapes, &self.graph[id].shape, &|p| {
-                        self.params[p.0].shape.clone()
-                    })
-            })
-            .sum()
+        self.try_macs().unwrap_or(u64::MAX)
+    }
+
+    /// Conv multiply-accumulates of one forward pass; `None` if the sum overflows `u64`
+    /// (the resource budget refuses such a model before anything runs).
+    pub fn try_macs(&self) -> Option<u64> {
+        self.graph.node_indices().try_fold(0u64, |total, id| {
+            let inputs = self.inputs_of(id);
+            let shapes: Vec<&[usize]> = inputs
+                .iter()
+                .map(|&i| self.graph[i].shape.as_slice())
+                .collect();
+            let node = self.graph[id]
+                .op
+                .macs(&shapes, &self.graph[id].shape, &|p| {
+                    self.params[p.0].shape.clone()
+                })?;
+            total.checked_add(node)
+        })
     }
 
     /// Node count per op kind (graph inputs and constants included).

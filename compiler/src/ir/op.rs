@@ -305,25 +305,32 @@ impl Op {
         }
     }
 
-    /// Multiply-accumulates of one execution with this output shape (convolutions only).
+    /// Multiply-accumulates of one execution with this output shape (convolutions only);
+    /// `None` when the count overflows `u64`.
     pub fn macs(
         &self,
         inputs: &[&[usize]],
         output: &[usize],
         param_shape: &dyn Fn(ParamId) -> Vec<usize>,
-    ) -> u64 {
+    ) -> Option<u64> {
+        let product = |dims: &[usize]| {
+            dims.iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        };
         match self {
             Op::Conv2d(c) => {
                 let cin = inputs.first().map_or(0, |s| s.get(1).copied().unwrap_or(0));
-                let per_output = (cin / c.groups.max(1)) * c.kernel[0] * c.kernel[1];
-                output.iter().product::<usize>() as u64 * per_output as u64
+                let per_output = product(&[cin / c.groups.max(1), c.kernel[0], c.kernel[1]])?;
+                product(output)?.checked_mul(per_output)
             }
             // The two 1×1 convs on the pooled vector, as counted before fusion.
             Op::SqueezeExcite(se) => {
-                let batch = output.first().copied().unwrap_or(0);
-                2 * (batch * param_shape(se.reduce_weight).iter().product::<usize>()) as u64
+                let batch = output.first().copied().unwrap_or(0) as u64;
+                product(&param_shape(se.reduce_weight))?
+                    .checked_mul(batch)?
+                    .checked_mul(2)
             }
-            _ => 0,
+            _ => Some(0),
         }
     }
 

@@ -162,6 +162,8 @@ pub struct Source<'a> {
     pub input_shape: Option<&'a [usize]>,
     /// `--batch`: the first input's batch dimension.
     pub batch: Option<usize>,
+    /// The most bytes of folded constants held at once.
+    pub max_folded: u64,
 }
 
 /// The ONNX opset of the default domain.
@@ -226,6 +228,19 @@ pub fn import_model(mut model: ModelProto, src: &Source) -> Result<Graph, OnnxEr
         values.insert(name, Value::Const(c));
     }
     add_inputs(&mut cx, &graph, &mut values, src)?;
+    // Values are dropped after their last reader; folded constants (not initializers)
+    // count against the folding budget while they live.
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in &graph.node {
+        for name in n.input.iter().filter(|n| !n.is_empty()) {
+            *readers.entry(name.clone()).or_default() += 1;
+        }
+    }
+    for out in &graph.output {
+        *readers.entry(out.name().to_string()).or_default() += 1;
+    }
+    let mut folded: HashMap<String, u64> = HashMap::new();
+    let mut folded_live = 0u64;
 
     // Outputs a handler does not compute (MaxPool indices, Dropout masks), with their node.
     let mut missing: HashMap<String, (String, String)> = HashMap::new();
@@ -259,12 +274,35 @@ pub fn import_model(mut model: ModelProto, src: &Source) -> Result<Graph, OnnxEr
         let handler =
             ops::handler(proto.op_type()).ok_or_else(|| node_err("unsupported".into()))?;
         let outs = handler(&mut cx, &view).map_err(node_err)?;
+        drop(view);
+        for name in proto.input.iter().filter(|n| !n.is_empty()) {
+            if let Some(left) = readers.get_mut(name) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    values.remove(name);
+                    folded_live -= folded.remove(name).unwrap_or(0);
+                }
+            }
+        }
         for (k, name) in proto.output.iter().enumerate() {
             if name.is_empty() {
                 continue;
             }
             match outs.get(k) {
                 Some(v) => {
+                    if let Value::Const(c) = v {
+                        let bytes = c.bytes();
+                        folded_live += bytes;
+                        if folded_live > src.max_folded {
+                            return Err(node_err(format!(
+                                "constant folding would hold {:.1} MiB at once, over its budget of {:.1} MiB \
+                                 (a sixteenth of --max-memory-mib)",
+                                folded_live as f64 / (1u64 << 20) as f64,
+                                src.max_folded as f64 / (1u64 << 20) as f64
+                            )));
+                        }
+                        folded.insert(name.clone(), bytes);
+                    }
                     values.insert(name.clone(), v.clone());
                 }
                 None => {

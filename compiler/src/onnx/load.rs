@@ -8,9 +8,9 @@ use prost::Message;
 use super::proto::{self, tensor_proto::DataLocation, ModelProto, TensorProto};
 use super::tensor::{Const, DType, Data};
 
-/// The largest tensor the importer builds (elements). Far above any EfficientDet weight; it
-/// keeps a corrupt file from asking for terabytes.
-pub const MAX_ELEMENTS: usize = 1 << 28;
+/// The largest tensor the importer builds (elements: 256 MiB of f32). A hundred times any
+/// EfficientDet weight; it keeps a corrupt or hostile file from asking for gigabytes.
+pub const MAX_ELEMENTS: usize = 1 << 26;
 
 /// Decodes a serialized model. Protobuf accepts many byte strings (an empty file is a valid
 /// empty message), so a model without a graph is rejected here too.

@@ -39,21 +39,34 @@ pub const MAX_OPSET: i64 = 21;
 /// Imports the ONNX model at `path`; `input_shape` overrides the graph's declared input shape
 /// (of its first input) and is required when that shape has symbolic dims.
 pub fn import(path: &Path, input_shape: Option<&[usize]>) -> Result<Graph, OnnxError> {
-    import_with(path, input_shape, None)
+    import_with(
+        path,
+        &ImportOptions {
+            input_shape,
+            ..Default::default()
+        },
+    )
 }
 
-/// [`import`] for `batch` images per pass: the first input's symbolic batch dimension
-/// becomes `batch`; a fixed batch, or an `input_shape` batch, other than it is an error.
-pub fn import_with(
-    path: &Path,
-    input_shape: Option<&[usize]>,
-    batch: Option<usize>,
-) -> Result<Graph, OnnxError> {
+/// How to import: the input's shape and batch, and the budget constant folding keeps to.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions<'a> {
+    /// Overrides the first input's declared shape (`--input-shape`).
+    pub input_shape: Option<&'a [usize]>,
+    /// Sets the first input's symbolic batch dimension (`--batch`); a fixed batch, or an
+    /// `input_shape` batch, other than it is an error.
+    pub batch: Option<usize>,
+    /// The memory budget; constant folding holds at most a sixteenth of it at once.
+    pub limits: crate::budget::Limits,
+}
+
+/// [`import`] with every option.
+pub fn import_with(path: &Path, options: &ImportOptions) -> Result<Graph, OnnxError> {
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
         file: path.display().to_string(),
         source,
     })?;
-    import_bytes_with(&bytes, path, input_shape, batch)
+    import_bytes_with(&bytes, path, options)
 }
 
 /// Imports a model from its bytes. `origin` names the file in errors, and its directory is
@@ -63,15 +76,21 @@ pub fn import_bytes(
     origin: &Path,
     input_shape: Option<&[usize]>,
 ) -> Result<Graph, OnnxError> {
-    import_bytes_with(bytes, origin, input_shape, None)
+    import_bytes_with(
+        bytes,
+        origin,
+        &ImportOptions {
+            input_shape,
+            ..Default::default()
+        },
+    )
 }
 
-/// [`import_bytes`] with a batch size (see [`import_with`]).
+/// [`import_bytes`] with every option.
 pub fn import_bytes_with(
     bytes: &[u8],
     origin: &Path,
-    input_shape: Option<&[usize]>,
-    batch: Option<usize>,
+    options: &ImportOptions,
 ) -> Result<Graph, OnnxError> {
     let file = origin.display().to_string();
     let model = load::decode_model(bytes).map_err(|reason| OnnxError::NotOnnx {
@@ -85,8 +104,9 @@ pub fn import_bytes_with(
         &import::Source {
             file: &file,
             dir: load::DataDir(dir),
-            input_shape,
-            batch,
+            input_shape: options.input_shape,
+            batch: options.batch,
+            max_folded: options.limits.max_memory / 16,
         },
     )
 }

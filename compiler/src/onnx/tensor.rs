@@ -149,6 +149,16 @@ pub struct Const {
 }
 
 impl Const {
+    /// Bytes its values take in memory (as stored: integers as i64, floats as f32 or f64).
+    pub fn bytes(&self) -> u64 {
+        let per = match &self.data {
+            Data::F32(_) => 4,
+            Data::F64(_) | Data::I64(_) => 8,
+            Data::Bool(_) => 1,
+        };
+        self.len() as u64 * per
+    }
+
     pub fn len(&self) -> usize {
         self.data.len()
     }

@@ -145,13 +145,31 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
             ),
         );
     }
+    // Every number has a range (specs/README.md lists them): far beyond any official
+    // variant, small enough that no size derived from the spec overflows.
     let size = &s.input.image_size;
-    if size.value.contains(&0) {
+    if size.value.iter().any(|d| !(1..=MAX_IMAGE_SIDE).contains(d)) {
         return err(
             size.referenced,
-            format!("input.image_size {:?} must be positive", size.value),
+            format!(
+                "input.image_size {:?} is out of range: each side must be 1..={MAX_IMAGE_SIDE}",
+                size.value
+            ),
         );
     }
+    if let Some(m) = s.input.mean.value.iter().find(|v| v.is_nan() || v.abs() > 1000.0) {
+        return err(
+            s.input.mean.referenced,
+            format!("input.mean {m} is out of range: -1000..=1000 (0..255 pixel domain)"),
+        );
+    }
+    if let Some(v) = s.input.std.value.iter().find(|v| v.is_nan() || **v > 1000.0) {
+        return err(
+            s.input.std.referenced,
+            format!("input.std {v} is out of range: (0, 1000]"),
+        );
+    }
+    check_ranges(path, s)?;
     if let Some(std) = s.input.std.value.iter().find(|v| !positive(**v as f64)) {
         return err(
             s.input.std.referenced,
@@ -343,6 +361,135 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
     }
 
     Ok(rule_warnings(s))
+}
+
+/// Longest side of the network input.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// The ranges of the numbers [`validate`] does not check otherwise (see specs/README.md).
+fn check_ranges(path: &Path, s: &Spec) -> Result<(), SpecError> {
+    let int = |name: &str, v: &Spanned<u32>, lo: u32, hi: u32| {
+        if (lo..=hi).contains(&v.value) {
+            Ok(())
+        } else {
+            Err(SpecError::at(
+                path,
+                v.referenced,
+                format!("{name} {} is out of range: {lo}..={hi}", v.value),
+            ))
+        }
+    };
+    let real = |name: &str, v: &Spanned<f64>, hi: f64| {
+        if positive(v.value) && v.value <= hi {
+            Ok(())
+        } else {
+            Err(SpecError::at(
+                path,
+                v.referenced,
+                format!("{name} {} is out of range: (0, {hi}]", v.value),
+            ))
+        }
+    };
+    let plain = |message: String| {
+        Err(SpecError {
+            path: path.to_path_buf(),
+            location: None,
+            message,
+        })
+    };
+    let b = &s.backbone;
+    real("backbone.width_coefficient", &b.width_coefficient, 8.0)?;
+    real("backbone.depth_coefficient", &b.depth_coefficient, 8.0)?;
+    int("backbone.depth_divisor", &b.depth_divisor, 1, 1024)?;
+    int("backbone.stem_channels", &b.stem_channels, 1, 4096)?;
+    if b.min_depth.is_some_and(|m| m > 4096) {
+        return plain(format!(
+            "backbone.min_depth {} is out of range: 0..=4096",
+            b.min_depth.unwrap_or(0)
+        ));
+    }
+    for (name, eps) in [
+        ("backbone.bn_eps", &b.bn_eps),
+        ("fpn.bn_eps", &s.fpn.bn_eps),
+        ("head.bn_eps", &s.head.bn_eps),
+    ] {
+        real(name, eps, 1.0)?;
+    }
+    if b.stages.len() > 32 {
+        return plain(format!(
+            "backbone.stages has {} stages; at most 32",
+            b.stages.len()
+        ));
+    }
+    for (i, st) in b.stages.iter().enumerate() {
+        let v = &st.value;
+        for (field, value, hi) in [
+            ("kernel", v.kernel, 15),
+            ("stride", v.stride, 8),
+            ("expand", v.expand, 32),
+            ("in", v.in_channels, 4096),
+            ("out", v.out_channels, 4096),
+            ("repeats", v.repeats, 64),
+        ] {
+            if !(1..=hi).contains(&value) {
+                return Err(SpecError::at(
+                    path,
+                    st.referenced,
+                    format!("backbone.stages[{i}].{field} {value} is out of range: 1..={hi}"),
+                ));
+            }
+        }
+    }
+    let f = &s.fpn;
+    int("fpn.num_filters", &f.num_filters, 1, 4096)?;
+    int("fpn.cell_repeats", &f.cell_repeats, 1, 32)?;
+    if !(positive(f.fusion_eps) && f.fusion_eps <= 1.0) {
+        return plain(format!(
+            "fpn.fusion_eps {} is out of range: (0, 1]",
+            f.fusion_eps
+        ));
+    }
+    let h = &s.head;
+    int("head.repeats", &h.repeats, 0, 32)?;
+    int("head.num_filters", &h.num_filters, 1, 4096)?;
+    int("head.num_classes", &h.num_classes, 1, 10_000)?;
+    let a = &s.anchors;
+    int("anchors.num_scales", &a.num_scales, 1, 16)?;
+    real("anchors.anchor_scale", &a.anchor_scale, 1000.0)?;
+    let ratios = &a.aspect_ratios;
+    if ratios.value.len() > 32 || ratios.value.iter().flatten().any(|v| v.is_nan() || *v > 100.0) {
+        return Err(SpecError::at(
+            path,
+            ratios.referenced,
+            "anchors.aspect_ratios: at most 32 pairs, each value in (0, 100]",
+        ));
+    }
+    let p = &s.postprocess;
+    if !(1..=1_000_000).contains(&p.pre_nms_topk) {
+        return plain(format!(
+            "postprocess.pre_nms_topk {} is out of range: 1..=1000000",
+            p.pre_nms_topk
+        ));
+    }
+    if !(1..=100_000).contains(&p.max_detections) {
+        return plain(format!(
+            "postprocess.max_detections {} is out of range: 1..=100000",
+            p.max_detections
+        ));
+    }
+    if !(0.0..=1.0).contains(&p.nms.iou_threshold) {
+        return plain(format!(
+            "postprocess.nms.iou_threshold {} is out of range: [0, 1]",
+            p.nms.iou_threshold
+        ));
+    }
+    if !(p.nms.sigma > 0.0 && p.nms.sigma <= 10.0) {
+        return plain(format!(
+            "postprocess.nms.sigma {} is out of range: (0, 10]",
+            p.nms.sigma
+        ));
+    }
+    Ok(())
 }
 
 /// Rules every official variant follows; breaking one is allowed but probably a mistake.
