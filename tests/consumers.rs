@@ -256,6 +256,7 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec: None,
         c_api: true,
+        python: false,
     };
     compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build --c-api: {e}"));
     let lock = generated.join("Cargo.lock");

@@ -57,6 +57,7 @@ fn generate_batch(
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
         detect_spec,
         c_api: false,
+        python: false,
     };
     compile::build(&req, &mut |_| {})
         .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));

@@ -326,6 +326,7 @@ impl Build {
             embed_limit: self.embed_limit,
             detect_spec,
             c_api: false,
+            python: false,
         };
         let cargo = self.cargo;
         let compiled = compile::compile_model(&req, &mut |line| {

@@ -39,6 +39,8 @@ pub struct BuildRequest {
     pub detect_spec: Option<PathBuf>,
     /// Add the C ABI and header (`--c-api`); the crate is then also a static library.
     pub c_api: bool,
+    /// Add the Python binding (`--python`): a PyO3 module and `pyproject.toml` for maturin.
+    pub python: bool,
 }
 
 /// What was built.
@@ -270,6 +272,7 @@ pub fn build(
             embed_limit: req.embed_limit,
             runtime_version: env!("CARGO_PKG_VERSION"),
             c_api: req.c_api,
+            python: req.python,
         },
     )?;
     codegen::write_crate(&dir, &files)

@@ -132,6 +132,10 @@ enum Command {
         /// also built as a static library.
         #[arg(long)]
         c_api: bool,
+        /// Add a Python binding: a PyO3 extension module (`src/python.rs`, feature `python`)
+        /// and a `pyproject.toml` for maturin, so `pip install DIR` gives `import <lib>`.
+        #[arg(long)]
+        python: bool,
     },
     /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
     Postprocess {
@@ -306,6 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             embed_limit_mib,
             detect_spec,
             c_api,
+            python,
         } => {
             let passes = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
@@ -329,6 +334,7 @@ fn run(cli: Cli) -> Result<()> {
                 embed_limit: embed_limit_mib << 20,
                 detect_spec,
                 c_api,
+                python,
             };
             let mut progress = Progress::stderr("effdetc");
             let built = compile::build(&req, &mut |line| progress.step(line))?;

@@ -183,6 +183,7 @@ fn compile_and_build_accept_a_checkpoint() {
         embed_limit: 64 << 20,
         detect_spec: None,
         c_api: false,
+        python: false,
     };
     let packed = |w: &str| {
         let mut lines = Vec::new();

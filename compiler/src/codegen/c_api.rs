@@ -716,6 +716,7 @@ mod tests {
             embed_limit: crate::codegen::DEFAULT_EMBED_LIMIT,
             detect_spec: None,
             c_api,
+            python: false,
         };
         let c = compile_model(&req, &mut |_| {}).unwrap();
         let opts = CrateOptions {
@@ -724,6 +725,7 @@ mod tests {
             embed_limit: req.embed_limit,
             runtime_version: "0.1.0",
             c_api,
+            python: false,
         };
         crate::codegen::crate_files(&c.plan, &c.weights, &opts)
             .unwrap()

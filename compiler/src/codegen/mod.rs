@@ -3,6 +3,7 @@
 
 pub mod c_api;
 pub mod emit;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,9 @@ pub struct CrateOptions<'a> {
     pub runtime_version: &'a str,
     /// Add the C ABI (`src/c_api.rs`, `include/<lib>.h`) and build a static library too.
     pub c_api: bool,
+    /// Add the Python binding (`src/python.rs` behind the `python` feature, `pyproject.toml`
+    /// for maturin, `<lib>.pyi`).
+    pub python: bool,
 }
 
 /// The crate for `plan` with `weights` (the packed blob).
@@ -75,6 +79,9 @@ pub fn crate_files(
     files.push(("weights.bin".into(), bytes));
     if opts.c_api {
         c_api::add(&mut files, plan, opts)?;
+    }
+    if opts.python {
+        python::add(&mut files, plan, opts)?;
     }
     Ok(CrateFiles { files })
 }
