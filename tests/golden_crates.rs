@@ -506,3 +506,65 @@ fn d0_batch_crate_gives_each_image_the_batch1_result() {
     );
     assert_eq!(alone, object[paths[1].to_str().unwrap()]);
 }
+
+/// A model too large to embed (here: an embed limit of 0) reads its weights.bin when
+/// created; with the file gone or cut short, the binary (which uses `Model::try_new`) exits
+/// with a one-line error, not a panic.
+#[test]
+fn missing_external_weights_are_an_error_not_a_panic() {
+    let models = root().join("tests/onnx/models");
+    let work = tempfile::tempdir().unwrap();
+    let name = "effdet-external-weights";
+    let dir = work.path().join(name);
+    let req = BuildRequest {
+        model: models.join("tf_d0_ts17.onnx"),
+        weights: WeightsChoice::Model,
+        out_dir: Some(dir.clone()),
+        name: Some(name.to_string()),
+        passes: PassSet::all(),
+        input_shape: None,
+        batch: None,
+        limits: Default::default(),
+        embed_limit: 0,
+        detect_spec: None,
+        c_api: false,
+        python: false,
+    };
+    compile::build(&req, &mut |_| {}).unwrap();
+    let stderr = cargo(&["build", "--release", "--offline"], &dir);
+    assert_no_warnings(&stderr, name);
+    let bin = target_dir().join("release").join(name);
+    let run = |what: &str| {
+        let out = Command::new(&bin)
+            .args(["run", "--input"])
+            .arg(models.join("tf_d0_ts17.input.npy"))
+            .arg("--out-dir")
+            .arg(work.path().join("out"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            what.to_string(),
+        )
+    };
+    let (code, stderr, _) = run("present");
+    assert_eq!(code, Some(0), "{stderr}");
+    let weights = dir.join("weights.bin");
+    let full = std::fs::read(&weights).unwrap();
+    for (what, bytes) in [("short", Some(&full[..full.len() / 2])), ("missing", None)] {
+        match bytes {
+            Some(b) => std::fs::write(&weights, b).unwrap(),
+            None => std::fs::remove_file(&weights).unwrap(),
+        }
+        let (code, stderr, what) = run(what);
+        assert_eq!(code, Some(1), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ")
+                && stderr.contains("weights.bin")
+                && stderr.lines().count() == 1,
+            "{what}: {stderr}"
+        );
+    }
+}

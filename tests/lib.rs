@@ -41,31 +41,9 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
     w.finish().expect("npy written");
 }
 
-/// The tolerance for one reference tensor.
-pub fn tolerance(reference: &[f32]) -> f64 {
-    let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;
-    let spread = reference
-        .iter()
-        .map(|&v| (v as f64 - mean).abs())
-        .fold(0.0, f64::max);
-    1e-4 * spread.max(1.0)
-}
-
-/// Max absolute difference; infinite when either side holds a NaN or an infinity (a
-/// plain `fold(0.0, f64::max)` would drop NaN and let an all-NaN output pass).
-pub fn max_error(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() && y.is_finite() {
-                (x - y).abs() as f64
-            } else {
-                f64::INFINITY
-            }
-        })
-        .fold(0.0, f64::max)
-}
+#[path = "compare.rs"]
+mod compare;
+pub use compare::{max_error, spread, tolerance, within};
 
 /// Asserts `ours` matches `reference` within [`tolerance`]; returns the error.
 pub fn assert_close(name: &str, ours: &[f32], reference: &[f32]) -> f64 {

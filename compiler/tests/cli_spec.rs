@@ -2,6 +2,9 @@
 //! counts of every variant, and a clear error (file, place, problem; no panic, no partial
 //! output) for every kind of bad input.
 
+#[path = "../../tests/compare.rs"]
+mod compare;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -147,9 +150,9 @@ fn bad_specs_name_file_line_and_column() {
         (
             d0_with("  depth_coefficient: 1.0\n", "  depth_coefficient: 1.0\n  stages:\n    - {kernel: 3, stride: 0, expand: 1, in: 32, out: 16, repeats: 1}\n"),
             ":15:",
-            "stride must be positive",
+            "backbone.stages[0].stride 0 is out of range: 1..=8",
         ),
-        (d0_with("width_coefficient: 1.0", "width_coefficient: -1.0"), ":12:", "must be positive"),
+        (d0_with("width_coefficient: 1.0", "width_coefficient: -1.0"), ":12:", "backbone.width_coefficient -1 is out of range: (0, 8]"),
     ];
     for (text, place, words) in cases {
         let (_dir, path) = spec_file(&text);
@@ -324,33 +327,9 @@ fn run_reproduces_the_fixture_outputs() {
             let ours = read(&out.join(&name));
             let reference = read(&fx.join(&name));
             assert_eq!(ours.0, reference.0, "{name} shape");
-            let mean =
-                reference.1.iter().map(|&v| v as f64).sum::<f64>() / reference.1.len() as f64;
-            let spread = reference
-                .1
-                .iter()
-                .map(|&v| (v as f64 - mean).abs())
-                .fold(0.0, f64::max);
-            let tol = 1e-4 * spread.max(1.0);
-            let err = max_error(&ours.1, &reference.1);
-            assert!(err <= tol, "{name}: max error {err} > {tol}");
+            compare::within(&name, &ours.1, &reference.1, 1.0).unwrap_or_else(|e| panic!("{e}"));
         }
     }
-}
-
-/// Max |a − b|; infinite when either side is NaN or infinite (`f64::max` would drop NaN).
-fn max_error(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_finite() && y.is_finite() {
-                (x - y).abs() as f64
-            } else {
-                f64::INFINITY
-            }
-        })
-        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -418,7 +397,7 @@ fn batch_flag_sets_the_batch_of_specs_and_symbolic_onnx_inputs() {
             let reference = read(&models.join(format!("tf_d0_ts17_batch.{name}.npy")));
             assert_eq!(ours.0, reference.0, "{name} shape");
             assert_eq!(ours.0[0], 2, "{name}: the batch first");
-            let err = max_error(&ours.1, &reference.1);
+            let err = compare::max_error(&ours.1, &reference.1);
             assert!(err <= 1e-4, "{name}: max error {err}");
         }
     }

@@ -26,9 +26,8 @@ fn seeds() -> &'static [Vec<u8>] {
         let mut s = vec![build::bytes(&build::small_net())];
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/onnx/models"));
         for name in ["pt_d0_ts17", "tf_d0_ts13", "tf_d0_export18"] {
-            if let Ok(b) = std::fs::read(dir.join(format!("{name}.onnx"))) {
-                s.push(b);
-            }
+            let path = dir.join(format!("{name}.onnx"));
+            s.push(std::fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display())));
         }
         s
     })

@@ -7,6 +7,9 @@
 //! relative to the tensor's largest magnitude. Run with `--nocapture` to see the measured
 //! errors.
 
+#[path = "../../tests/compare.rs"]
+mod compare;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,22 +130,17 @@ enum Tolerance {
 fn error(a: &[f32], b: &[f32], tol: Tolerance) -> (f32, f32) {
     assert_eq!(a.len(), b.len());
     let scale = match tol {
-        Tolerance::Golden => {
-            let mean = b.iter().map(|&v| v as f64).sum::<f64>() / b.len() as f64;
-            let spread = b
-                .iter()
-                .map(|&v| (v as f64 - mean).abs())
-                .fold(0.0, f64::max);
-            spread.max(1.0) as f32
-        }
-        Tolerance::Relative => b.iter().fold(0f32, |m, v| m.max(v.abs())),
+        Tolerance::Golden => compare::spread(b) as f32,
+        // NaN-proof too: a NaN in the reference makes the scale NaN and the check fail.
+        Tolerance::Relative => b.iter().map(|v| v.abs()).fold(0f32, |m, v| {
+            if v.is_nan() || m.is_nan() {
+                f32::NAN
+            } else {
+                m.max(v)
+            }
+        }),
     };
-    let err = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    (err, scale)
+    (compare::max_error(a, b) as f32, scale)
 }
 
 /// Asserts every output of `ours` is within `1e-4 · scale` of `reference` and prints the

@@ -7,6 +7,9 @@
 //! The checkpoints are read from `../shared/fixtures/`, never copied into the repository; a
 //! missing fixture fails the tests.
 
+#[path = "../../tests/compare.rs"]
+mod compare;
+
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -126,19 +129,8 @@ fn assert_matches_fixture_outputs(out: &Path, what: &str) {
                 ours.iter().all(|v| v.is_finite()),
                 "{what}: {name} holds NaN or infinity"
             );
-            let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len() as f64;
-            let spread = reference
-                .iter()
-                .map(|&v| (v as f64 - mean).abs())
-                .fold(0.0, f64::max);
-            let tol = 1e-4 * spread.max(1.0);
-            let mut err = 0.0f64;
-            for (a, b) in ours.iter().zip(&reference) {
-                let d = (*a as f64 - *b as f64).abs();
-                assert!(!d.is_nan(), "{what}: {name}: NaN");
-                err = err.max(d);
-            }
-            assert!(err <= tol, "{what}: {name}: max error {err} > {tol}");
+            compare::within(&format!("{what}: {name}"), &ours, &reference, 1.0)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }

@@ -71,17 +71,32 @@ pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
 }
 
 /// Reads a packed weights file (little-endian f32) into memory.
-pub fn read_f32_file(path: &std::path::Path) -> std::io::Result<Vec<f32>> {
-    let bytes = std::fs::read(path)?;
-    if !bytes.len().is_multiple_of(4) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{}: length {} is not a whole number of f32",
-                path.display(),
-                bytes.len()
-            ),
-        ));
+pub fn read_f32_file(path: &std::path::Path, expected_len: usize) -> std::io::Result<Vec<f32>> {
+    use std::io::Read;
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let file = std::fs::File::open(path)?;
+    // The size first, so a wrong file (another model's, a device, a huge one) is refused
+    // before anything is read; then a bounded read, in case it changes meanwhile.
+    let meta = file.metadata()?;
+    let want = (expected_len as u64)
+        .checked_mul(4)
+        .ok_or_else(|| bad("size overflows".into()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() != want {
+        return Err(bad(format!(
+            "holds {} bytes, this model's packed weights are {want}: the file belongs to another model or build",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(want as usize);
+    file.take(want + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != want {
+        return Err(bad(format!(
+            "changed while being read ({} bytes, expected {want})",
+            bytes.len()
+        )));
     }
     Ok(bytes
         .chunks_exact(4)

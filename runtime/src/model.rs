@@ -80,13 +80,8 @@ impl Weights {
             path: path.display().to_string(),
             message,
         };
-        let data = crate::arena::read_f32_file(path).map_err(|e| err(e.to_string()))?;
-        if data.len() != expected_len {
-            return Err(err(format!(
-                "holds {} values, this model's packed weights have {expected_len}: the file belongs to another model or build",
-                data.len()
-            )));
-        }
+        let data =
+            crate::arena::read_f32_file(path, expected_len).map_err(|e| err(e.to_string()))?;
         Ok(Weights::Owned(data))
     }
 

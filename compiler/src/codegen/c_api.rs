@@ -262,9 +262,14 @@ pub unsafe extern "C" fn effdet_lib_create(out: *mut *mut Model) -> c_int {
         if let Err(status) = unsafe { clear(out) } {
             return status;
         }
-        // SAFETY: `out` passed `clear`.
-        unsafe { give(out, Model::new()) };
-        EFFDET_OK
+        match Model::try_new() {
+            Ok(model) => {
+                // SAFETY: `out` passed `clear`.
+                unsafe { give(out, model) };
+                EFFDET_OK
+            }
+            Err(e) => status_of(&e),
+        }
     })
 }
 
@@ -298,7 +303,7 @@ pub unsafe extern "C" fn effdet_lib_create_from_file(
                 unsafe { give(out, model) };
                 EFFDET_OK
             }
-            Err(_) => EFFDET_WEIGHTS,
+            Err(e) => status_of(&e),
         }
     })
 }
@@ -426,13 +431,40 @@ pub unsafe extern "C" fn effdet_lib_forward(
                 return EFFDET_BAD_ARGUMENT;
             }
         }
+        // Every region this call reads or writes, as byte ranges: an output that overlaps
+        // another output, the input or the pointer and length arrays is refused (writing it
+        // would change memory the call still reads, or alias a live reference).
+        let span = |p: usize, bytes: usize| (p, p.saturating_add(bytes));
+        let word = std::mem::size_of::<usize>();
+        let mut regions = vec![
+            span(input as usize, input_len * 4),
+            span(outputs as usize, num_outputs * word),
+            span(output_lens as usize, num_outputs * word),
+        ];
+        let fixed = regions.len();
+        for (&buffer, &needed) in buffers.iter().zip(&OUTPUT_LENS) {
+            if !buffer.is_null() {
+                regions.push(span(buffer as usize, needed * 4));
+            }
+        }
+        for (i, a) in regions.iter().enumerate().skip(fixed) {
+            let clash = regions
+                .iter()
+                .enumerate()
+                .any(|(j, b)| j != i && a.0 < b.1 && b.0 < a.1 && a.1 > a.0 && b.1 > b.0);
+            if clash {
+                return EFFDET_BAD_ARGUMENT;
+            }
+        }
+        // The output pointers, copied out of the caller's array before anything is written.
+        let buffers: Vec<*mut f32> = buffers.to_vec();
         // SAFETY: non-null, aligned; the caller promises `input_len` readable floats.
         let input = unsafe { std::slice::from_raw_parts(input, input_len) };
         let results = match model.forward(input) {
             Ok(r) => r,
             Err(e) => return status_of(&e),
         };
-        for (name, &buffer) in OUTPUT_NAMES.iter().zip(buffers) {
+        for (name, &buffer) in OUTPUT_NAMES.iter().zip(&buffers) {
             if buffer.is_null() {
                 continue;
             }
@@ -440,8 +472,9 @@ pub unsafe extern "C" fn effdet_lib_forward(
                 return EFFDET_PANIC;
             };
             // SAFETY: non-null, aligned, and the caller promises `output_lens[i]` writable
-            // floats, checked above to be at least `values.len()`; no other reference to
-            // this memory is alive (the input slice is no longer used).
+            // floats, checked above to be at least `values.len()`; checked above not to
+            // overlap the input, the other outputs or the caller's arrays, and no reference
+            // to those is alive (the pointers were copied, the input is no longer used).
             let out = unsafe { std::slice::from_raw_parts_mut(buffer, values.len()) };
             out.copy_from_slice(values);
         }
@@ -613,7 +646,7 @@ extern "C" {
 #define EFFDET_OK 0
 #define EFFDET_NULL_POINTER 1     /* a required pointer was null */
 #define EFFDET_BAD_LENGTH 2       /* input length, output count or an output buffer's length */
-#define EFFDET_BAD_ARGUMENT 3     /* zero threads, misaligned pointer, image size overflow, bad path */
+#define EFFDET_BAD_ARGUMENT 3     /* zero threads, misaligned or overlapping buffers, image size overflow, bad path */
 #define EFFDET_WEIGHTS 4          /* the weights file could not be read or is another model's */
 #define EFFDET_BUFFER_TOO_SMALL 5 /* more detections than the buffer holds */
 #define EFFDET_DETECT 6           /* pre- or post-processing failed */
@@ -630,9 +663,16 @@ extern "C" {
 /** A model: its weights, arena and threads. Opaque. */
 typedef struct effdet_lib_model effdet_lib_model;
 
-/** Creates the model with the weights built into the library; *out is null on failure. */
+/**
+ * Creates the model with the weights built into the library (or, for a model too large to
+ * embed, read from the weights.bin it was built with: EFFDET_WEIGHTS if that file is
+ * missing or not the right size); *out is null on failure.
+ */
 int effdet_lib_create(effdet_lib_model **out);
-/** Creates the model with packed weights read from `path` (a copy of the crate's weights.bin). */
+/**
+ * Creates the model with packed weights read from `path` (a copy of the crate's weights.bin);
+ * its size is checked before anything is read: EFFDET_WEIGHTS if missing, short or long.
+ */
 int effdet_lib_create_from_file(const char *path, effdet_lib_model **out);
 /** Frees the model (null is ignored). */
 int effdet_lib_free(effdet_lib_model *model);

@@ -774,7 +774,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         .unwrap_or(0)
         .max(1));
     let weight_bytes = 4 * plan.weights_len;
-    let (weights_static, weights_new) = match weights {
+    let (weights_static, constructors) = match weights {
         WeightsSource::Embedded(path) => {
             let n = lit(weight_bytes);
             (
@@ -782,15 +782,39 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                     /// The packed weights, embedded and 64-byte aligned so they are read in place.
                     static WEIGHTS: &arena::Aligned<[u8; #n]> = &arena::Aligned(*include_bytes!(#path));
                 },
-                quote!(Weights::Embedded(arena::as_f32(&WEIGHTS.0))),
+                quote! {
+                    /// The model with its built-in weights, on the best instruction set this CPU has, one thread.
+                    pub fn new() -> Self {
+                        Self::with_weights(Weights::Embedded(arena::as_f32(&WEIGHTS.0)))
+                    }
+
+                    /// [`Model::new`]; never fails for this model (its weights are embedded).
+                    pub fn try_new() -> Result<Self, Error> {
+                        Ok(Self::new())
+                    }
+                },
             )
         }
         WeightsSource::File(path) => (
             quote!(),
             quote! {
-                match Weights::from_file(std::path::Path::new(#path), WEIGHTS_LEN) {
-                    Ok(w) => w,
-                    Err(e) => panic!("{e} (this model's weights are too large to embed; use Model::from_file)"),
+                /// The model with the weights file it was built with (too large to embed), on the
+                /// best instruction set this CPU has, one thread.
+                ///
+                /// # Panics
+                /// If that file is gone or changed; [`Model::try_new`] and [`Model::from_file`]
+                /// return the error instead.
+                pub fn new() -> Self {
+                    match Self::try_new() {
+                        Ok(m) => m,
+                        Err(e) => panic!("{e} (this model's weights are too large to embed; use Model::try_new or Model::from_file)"),
+                    }
+                }
+
+                /// The model with the weights file it was built with; `Error::Weights` if it is
+                /// missing or not this model's.
+                pub fn try_new() -> Result<Self, Error> {
+                    Self::from_file(#path)
                 }
             },
         ),
@@ -886,10 +910,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         }
 
         impl Model {
-            /// The model with its built-in weights, on the best instruction set this CPU has, one thread.
-            pub fn new() -> Self {
-                Self::with_weights(#weights_new)
-            }
+            #constructors
 
             /// The model with packed weights read from `path` (the `weights.bin` its crate was generated with).
             pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {

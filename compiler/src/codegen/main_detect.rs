@@ -57,7 +57,7 @@ fn detect_cmd(args: &[String]) -> Result<(), String> {
             .ok_or_else(|| format!("--score-threshold takes a score in [0, 1], got `{v}`"))?,
     };
     let max_detections = number(&pairs, "--max-detections", effdet_model_lib::detect_options().max_detections)?;
-    let mut model = Model::new();
+    let mut model = Model::try_new().map_err(|e| e.to_string())?;
     model.set_threads(number(&pairs, "--threads", 1)?);
     let mut options = effdet_model_lib::detect_options();
     options.score_threshold = Some(threshold);

@@ -63,7 +63,7 @@ fn cli(args: &[String]) -> Result<(), String> {
             let f = flags(&args[1..], &["--input", "--out-dir", "--threads"])?;
             let input = get(&f, "--input").ok_or_else(|| format!("run needs --input\n{USAGE}"))?;
             let out_dir = get(&f, "--out-dir").ok_or_else(|| format!("run needs --out-dir\n{USAGE}"))?;
-            let mut model = Model::new();
+            let mut model = Model::try_new().map_err(|e| e.to_string())?;
             model.set_threads(number(&f, "--threads", 1)?);
             run(&mut model, Path::new(input), Path::new(out_dir))
         }
@@ -72,7 +72,7 @@ fn cli(args: &[String]) -> Result<(), String> {
             let f = flags(&args[1..], &["--iters", "--threads"])?;
             let iters = number(&f, "--iters", 20)?;
             let threads = number(&f, "--threads", 1)?;
-            let mut model = Model::new();
+            let mut model = Model::try_new().map_err(|e| e.to_string())?;
             model.set_threads(threads);
             bench(&mut model, iters, threads)
         }

@@ -157,13 +157,25 @@ fn validate(path: &Path, s: &Spec) -> Result<Vec<String>, SpecError> {
             ),
         );
     }
-    if let Some(m) = s.input.mean.value.iter().find(|v| v.is_nan() || v.abs() > 1000.0) {
+    if let Some(m) = s
+        .input
+        .mean
+        .value
+        .iter()
+        .find(|v| v.is_nan() || v.abs() > 1000.0)
+    {
         return err(
             s.input.mean.referenced,
             format!("input.mean {m} is out of range: -1000..=1000 (0..255 pixel domain)"),
         );
     }
-    if let Some(v) = s.input.std.value.iter().find(|v| v.is_nan() || **v > 1000.0) {
+    if let Some(v) = s
+        .input
+        .std
+        .value
+        .iter()
+        .find(|v| v.is_nan() || **v > 1000.0)
+    {
         return err(
             s.input.std.referenced,
             format!("input.std {v} is out of range: (0, 1000]"),
@@ -457,7 +469,13 @@ fn check_ranges(path: &Path, s: &Spec) -> Result<(), SpecError> {
     int("anchors.num_scales", &a.num_scales, 1, 16)?;
     real("anchors.anchor_scale", &a.anchor_scale, 1000.0)?;
     let ratios = &a.aspect_ratios;
-    if ratios.value.len() > 32 || ratios.value.iter().flatten().any(|v| v.is_nan() || *v > 100.0) {
+    if ratios.value.len() > 32
+        || ratios
+            .value
+            .iter()
+            .flatten()
+            .any(|v| v.is_nan() || *v > 100.0)
+    {
         return Err(SpecError::at(
             path,
             ratios.referenced,

@@ -14,24 +14,19 @@ pub fn read_npy(path: &Path) -> Tensor {
     Tensor::new(shape, npy.into_vec::<f32>().expect("f32 data"))
 }
 
-/// The tolerance: `1e-4 · max(1, max |ref − mean(ref)|)`.
+#[path = "../../../tests/compare.rs"]
+mod compare;
+
+/// The fixtures' tolerance (the shared rule of `tests/compare.rs`).
 pub fn tolerance(reference: &[f32]) -> f32 {
-    let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;
-    let spread = reference
-        .iter()
-        .map(|&v| (v as f64 - mean).abs())
-        .fold(0.0, f64::max);
-    (1e-4 * spread.max(1.0)) as f32
+    compare::tolerance(reference) as f32
 }
 
-/// Max |ours − ref| of one output, after checking the shapes agree.
+/// Max |ours − ref| of one output after checking the shapes agree; infinite for NaN or
+/// infinity on either side (`tests/compare.rs`).
 pub fn max_error(name: &str, ours: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(ours.shape, reference.shape, "{name}: shape");
-    ours.data
-        .iter()
-        .zip(&reference.data)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
+    compare::max_error(&ours.data, &reference.data) as f32
 }
 
 /// Runs `graph` on `input` and checks every output against `dir/<prefix><output>.npy`;

@@ -173,6 +173,10 @@ impl Model {
     pub fn new() -> Self {
         Self::with_weights(Weights::Embedded(arena::as_f32(&WEIGHTS.0)))
     }
+    /// [`Model::new`]; never fails for this model (its weights are embedded).
+    pub fn try_new() -> Result<Self, Error> {
+        Ok(Self::new())
+    }
     /// The model with packed weights read from `path` (the `weights.bin` its crate was generated with).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))

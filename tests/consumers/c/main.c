@@ -84,6 +84,19 @@ int main(int argc, char **argv) {
     s = effdet_d0_create_from_file("/nonexistent/weights.bin", &model);
     CHECK(s == EFFDET_WEIGHTS && model == NULL, "create_from_file: %s", effdet_d0_status_message(s));
     CHECK(effdet_d0_create_from_file(NULL, &model) == EFFDET_NULL_POINTER, "null path");
+    {
+        /* A short file, and a device that never ends: refused by size, nothing read. */
+        char path[4096];
+        FILE *f;
+        snprintf(path, sizeof path, "%s/short-weights.bin", argv[2]);
+        f = fopen(path, "wb");
+        CHECK(f != NULL && fwrite("12345678", 1, 8, f) == 8 && fclose(f) == 0, "write %s", path);
+        s = effdet_d0_create_from_file(path, &model);
+        CHECK(s == EFFDET_WEIGHTS && model == NULL, "short weights: %s", effdet_d0_status_message(s));
+        s = effdet_d0_create_from_file("/dev/zero", &model);
+        CHECK(s == EFFDET_WEIGHTS && model == NULL, "/dev/zero: %s", effdet_d0_status_message(s));
+        remove(path);
+    }
     s = effdet_d0_create(&model);
     CHECK(s == EFFDET_OK && model != NULL, "create: %s", effdet_d0_status_message(s));
     CHECK(effdet_d0_set_threads(model, 0) == EFFDET_BAD_ARGUMENT, "0 threads");
@@ -106,6 +119,18 @@ int main(int argc, char **argv) {
     lens[EFFDET_D0_OUTPUT_BOX_P5] -= 1;
     CHECK(effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, outputs, lens, EFFDET_D0_NUM_OUTPUTS) == EFFDET_BAD_LENGTH, "short buffer");
     lens[EFFDET_D0_OUTPUT_BOX_P5] += 1;
+
+    /* Overlapping buffers: two outputs in one buffer, an output over the length array or
+     * over the input. */
+    skip[0] = outputs[1];
+    skip[1] = outputs[1];
+    CHECK(effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, skip, lens, EFFDET_D0_NUM_OUTPUTS) == EFFDET_BAD_ARGUMENT, "two outputs in one buffer");
+    skip[0] = NULL;
+    skip[1] = (float *)(void *)lens;
+    CHECK(effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, skip, lens, EFFDET_D0_NUM_OUTPUTS) == EFFDET_BAD_ARGUMENT, "output over the lengths");
+    skip[1] = input;
+    CHECK(effdet_d0_forward(model, input, EFFDET_D0_INPUT_LEN, skip, lens, EFFDET_D0_NUM_OUTPUTS) == EFFDET_BAD_ARGUMENT, "output over the input");
+    skip[1] = NULL;
 
     /* Only some outputs: null buffers are skipped. */
     skip[EFFDET_D0_OUTPUT_BOX_P7] = outputs[EFFDET_D0_OUTPUT_BOX_P7];

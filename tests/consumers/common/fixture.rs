@@ -3,6 +3,9 @@
 //! `max |ours − ref| ≤ 1e-4 · max(1, max |ref − mean(ref)|)`. No dependencies, so the
 //! consumers depend on nothing but the way in they test.
 
+#[path = "../../compare.rs"]
+mod compare;
+
 use std::path::Path;
 
 /// The ten head outputs of D0, in the model's order.
@@ -67,31 +70,8 @@ pub fn check(
             "{name}: shape {shape:?}, the fixture's is {ref_shape:?}"
         ));
     }
-    let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / reference.len().max(1) as f64;
-    let spread = reference
-        .iter()
-        .map(|&v| (v as f64 - mean).abs())
-        .fold(0.0, f64::max);
-    let tol = 1e-4 * spread.max(1.0);
-    // A NaN or infinity on either side is an infinite error (f64::max alone drops NaN).
-    let err = ours
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| {
-            if a.is_finite() && b.is_finite() {
-                (a - b).abs() as f64
-            } else {
-                f64::INFINITY
-            }
-        })
-        .fold(0.0, f64::max);
-    if err <= tol {
-        Ok((err, tol))
-    } else {
-        Err(format!(
-            "{name}: max error {err:e} exceeds the tolerance {tol:e}"
-        ))
-    }
+    // The one comparison of every golden test (NaN or infinity on either side fails).
+    compare::within(name, ours, &reference, 1.0)
 }
 
 /// Checks every head output `get` returns (`(shape, values)` by name); prints one line per

@@ -84,7 +84,11 @@ fn same_bits(what: &str, a: &[f32], b: &[f32]) -> Result<(), String> {
     if a.len() != b.len() {
         return Err(format!("{what}: {} values vs {}", a.len(), b.len()));
     }
-    match a.iter().zip(b).position(|(x, y)| x.to_bits() != y.to_bits()) {
+    match a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
+    {
         None => Ok(()),
         Some(i) => Err(format!("{what}: value {i} differs: {} vs {}", a[i], b[i])),
     }
@@ -96,6 +100,13 @@ fn run() -> Result<(), String> {
             .nth(1)
             .ok_or("usage: consumer-threads FIXTURE_DIR")?,
     );
+    if std::env::args().nth(2).is_some_and(|a| a == "load") {
+        let total = std::env::args()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .ok_or("usage: consumer-threads FIXTURE_DIR load CALLS")?;
+        return load(total);
+    }
     let (_, input) = fixture::read_npy(&dir.join("input.npy"))?;
     let err = |e: Error| e.to_string();
 
@@ -104,7 +115,9 @@ fn run() -> Result<(), String> {
     let reference = forward(&mut model, &input).map_err(err)?;
     {
         let outputs = model.forward(&input).map_err(err)?;
-        fixture::check_all(&dir, |name| Some((outputs.shape(name)?, outputs.get(name)?)))?;
+        fixture::check_all(&dir, |name| {
+            Some((outputs.shape(name)?, outputs.get(name)?))
+        })?;
     }
     for threads in [2, 3, 1, 3, 2] {
         model.set_threads(threads);
@@ -157,7 +170,11 @@ fn run() -> Result<(), String> {
                 Ok(_) => return Err(format!("{threads} threads: a panic was lost")),
             }
             let ours = forward(&mut model, &input).map_err(err)?;
-            same_bits(&format!("forward after a panic, {threads} threads"), &ours, &reference)?;
+            same_bits(
+                &format!("forward after a panic, {threads} threads"),
+                &ours,
+                &reference,
+            )?;
         }
         effdet_runtime::kernels::pool::inject_panic(5);
         match model.detect(&image, &options) {
@@ -210,7 +227,155 @@ fn run() -> Result<(), String> {
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(format!("the forked child failed (status {status})"));
     }
-    same_bits("parent after fork", &forward(&mut model, &input).map_err(err)?, &reference)?;
+    same_bits(
+        "parent after fork",
+        &forward(&mut model, &input).map_err(err)?,
+        &reference,
+    )?;
     println!("ok a forked child restarts the workers");
+    Ok(())
+}
+
+/// Resident set of this process, from /proc (bytes).
+fn resident_bytes() -> Result<u64, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+}
+
+/// Varied images: sizes from tiny to larger than the input, grey, RGB and RGBA.
+fn load_images() -> Vec<(usize, usize, usize, Vec<u8>)> {
+    let sizes = [
+        (640, 480, 3),
+        (300, 200, 3),
+        (1, 1, 3),
+        (1000, 40, 3),
+        (37, 701, 3),
+        (512, 512, 1),
+        (256, 320, 4),
+        (96, 64, 3),
+    ];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &(w, h, c))| {
+            let data = (0..w * h * c)
+                .map(|i| {
+                    let (y, x, ch) = (i / (w * c), (i / c) % w, i % c);
+                    ((x * (3 + k) + y * (5 + 2 * k) + ch * 70 + k * 31) % 256) as u8
+                })
+                .collect();
+            (w, h, c, data)
+        })
+        .collect()
+}
+
+/// 4 threads, each with its own model, through `total` detect calls on varied images at
+/// score threshold 0: every result non-empty and identical for the same image, and the
+/// resident set flat after the first round.
+fn load(total: usize) -> Result<(), String> {
+    let images = load_images();
+    let threads = 4;
+    let per_thread = total.div_ceil(threads);
+    let mut options = effdet_d0::detect_options();
+    options.score_threshold = Some(0.0);
+    // Reference results, one per image, from a model of its own.
+    let reference: Vec<Vec<effdet_d0::Detection>> = {
+        let model = Model::new();
+        images
+            .iter()
+            .map(|(w, h, c, data)| {
+                let img = effdet_d0::Image {
+                    width: *w,
+                    height: *h,
+                    channels: *c,
+                    data,
+                };
+                model.detect(&img, &options).map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if let Some(i) = reference.iter().position(Vec::is_empty) {
+        return Err(format!("image {i}: no detection at threshold 0"));
+    }
+    let start = std::time::Instant::now();
+    let warm = std::sync::Barrier::new(threads + 1);
+    let done = std::sync::Barrier::new(threads + 1);
+    let (rss_warm, rss_end) = std::thread::scope(|scope| -> Result<(u64, u64), String> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (images, reference, warm, done) = (&images, &reference, &warm, &done);
+                scope.spawn(move || -> Result<usize, String> {
+                    let model = Model::new();
+                    let mut calls = 0;
+                    // A failure is kept, not returned, so every thread reaches both barriers.
+                    let mut failure = None;
+                    for i in 0..per_thread {
+                        // After one pass over the images, everyone waits for the RSS reading.
+                        if i == images.len() {
+                            warm.wait();
+                        }
+                        let k = (i + t) % images.len();
+                        let (w, h, c, data) = &images[k];
+                        let img = effdet_d0::Image {
+                            width: *w,
+                            height: *h,
+                            channels: *c,
+                            data,
+                        };
+                        match model.detect(&img, &options) {
+                            Ok(found) if found == reference[k] => calls += 1,
+                            Ok(_) => {
+                                failure.get_or_insert(format!(
+                                    "thread {t}, call {i}: image {k} detected differently"
+                                ));
+                            }
+                            Err(e) => {
+                                failure.get_or_insert(format!("thread {t}, call {i}: {e}"));
+                            }
+                        }
+                    }
+                    if per_thread <= images.len() {
+                        warm.wait();
+                    }
+                    done.wait();
+                    failure.map_or(Ok(calls), Err)
+                })
+            })
+            .collect();
+        warm.wait();
+        let rss_warm = resident_bytes()?;
+        done.wait();
+        let rss_end = resident_bytes()?;
+        let mut calls = 0;
+        for h in handles {
+            calls += h.join().map_err(|_| "a load thread panicked")??;
+        }
+        if calls < total {
+            return Err(format!("{calls} calls instead of {total}"));
+        }
+        Ok((rss_warm, rss_end))
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    let growth = rss_end.saturating_sub(rss_warm);
+    println!(
+        "load: {} detect calls on {threads} threads in {secs:.1} s ({:.1} calls/s); resident {:.1} MiB after warm-up, {:.1} MiB at the end",
+        per_thread * threads,
+        (per_thread * threads) as f64 / secs,
+        rss_warm as f64 / (1 << 20) as f64,
+        rss_end as f64 / (1 << 20) as f64
+    );
+    // Allocator noise aside, nothing may accumulate per call.
+    if growth > 8 << 20 {
+        return Err(format!(
+            "the resident set grew by {:.1} MiB after warm-up",
+            growth as f64 / (1 << 20) as f64
+        ));
+    }
+    println!("ok load: identical non-empty detections per image, resident set flat");
     Ok(())
 }
