@@ -215,7 +215,7 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
             name,
         );
     }
-    let stderr = cargo(&["build", "--release", "--offline"], &dir);
+    let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
     assert_no_warnings(&stderr, name);
     let out = work.path().join("out");
     let status = Command::new(target_dir().join("release").join(name))
@@ -277,7 +277,7 @@ fn every_spec_builds_a_crate_that_compiles() {
         let name = compile::default_crate_name(&spec);
         let dir = work.path().join(&name);
         generate(&spec, WeightsChoice::Random(0), PassSet::all(), &dir, &name);
-        let stderr = cargo(&["check", "--offline", "--lib"], &dir);
+        let stderr = cargo(&["check", "--offline", "--locked", "--lib"], &dir);
         assert_no_warnings(&stderr, &name);
         // The weights are large; free the disk before the next variant.
         std::fs::remove_dir_all(&dir).unwrap();
@@ -302,6 +302,7 @@ fn checked_in_generated_source_is_current_and_deterministic() {
     let checked_in = root().join("generated/effdet-d0");
     for file in [
         "Cargo.toml",
+        "Cargo.lock",
         ".gitignore",
         "src/lib.rs",
         "src/model.rs",
@@ -360,7 +361,7 @@ fn d0_batch_crate_gives_each_image_the_batch1_result() {
             None,
             batch,
         );
-        let stderr = cargo(&["build", "--release", "--offline"], &dir);
+        let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
         assert_no_warnings(&stderr, name);
     }
     let (bin1, bin4) = (
@@ -531,7 +532,7 @@ fn missing_external_weights_are_an_error_not_a_panic() {
         python: false,
     };
     compile::build(&req, &mut |_| {}).unwrap();
-    let stderr = cargo(&["build", "--release", "--offline"], &dir);
+    let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
     assert_no_warnings(&stderr, name);
     let bin = target_dir().join("release").join(name);
     let run = |what: &str| {

@@ -55,7 +55,7 @@ fn reproduces_the_reference_detections() {
         })
         .count();
     assert!(
-        matched >= 98,
+        matched == 100,
         "only {matched} of 100 reference rows matched"
     );
 

@@ -3,6 +3,7 @@
 
 pub mod c_api;
 pub mod emit;
+pub mod lockfile;
 pub mod python;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,10 @@ pub fn crate_files(
     if opts.python {
         python::add(&mut files, plan, opts)?;
     }
+    files.push((
+        "Cargo.lock".into(),
+        lockfile::lockfile(opts.name, opts.python).into_bytes(),
+    ));
     Ok(CrateFiles { files })
 }
 
