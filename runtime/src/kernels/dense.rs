@@ -13,7 +13,7 @@
 use super::depthwise::{out_len, PaddedRows, RingShape};
 use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
-use super::{Act, Isa, Par};
+use super::{size, Act, Isa, Par};
 
 /// Dense 2-D convolution: `y[co] = act(bias[co] + Σ_ci conv(x[ci], w[co][ci]))`.
 ///
@@ -40,14 +40,20 @@ pub fn conv_dense(
 ) {
     let oh = out_len(h, pads[0], pads[2], kernel[0], stride[0]);
     let ow = out_len(w_in, pads[1], pads[3], kernel[1], stride[1]);
-    let plane_out = oh * ow;
-    let taps = cin * kernel[0] * kernel[1];
-    assert!(x.len() >= cin * h * w_in, "conv_dense: input too short");
+    let plane_out = size("conv_dense", &[oh, ow]);
+    let taps = size("conv_dense", &[cin, kernel[0], kernel[1]]);
     assert!(
-        w.len() >= cout * taps && bias.len() >= cout,
+        x.len() >= size("conv_dense", &[cin, h, w_in]),
+        "conv_dense: input too short"
+    );
+    assert!(
+        w.len() >= size("conv_dense", &[cout, taps]) && bias.len() >= cout,
         "conv_dense: weights too short"
     );
-    assert!(y.len() >= cout * plane_out, "conv_dense: output too short");
+    assert!(
+        y.len() >= size("conv_dense", &[cout, plane_out]),
+        "conv_dense: output too short"
+    );
     if cout == 0 {
         return;
     }
@@ -320,15 +326,22 @@ pub fn conv_generic(
         groups > 0 && cin.is_multiple_of(groups) && cout.is_multiple_of(groups),
         "conv_generic: bad groups"
     );
-    let span = |d: usize| dilation[d] * (kernel[d] - 1) + 1;
+    assert!(
+        kernel.iter().all(|&k| k > 0) && dilation.iter().all(|&d| d > 0),
+        "conv_generic: kernel {kernel:?} and dilation {dilation:?} must be positive"
+    );
+    let span = |d: usize| size("conv_generic", &[dilation[d], kernel[d] - 1]) + 1;
     let oh = out_len(h, pads[0], pads[2], span(0), stride[0]);
     let ow = out_len(w_in, pads[1], pads[3], span(1), stride[1]);
     let [kh, kw] = kernel;
     let (cin_g, cout_g) = (cin / groups, cout / groups);
-    let plane = oh * ow;
-    assert!(x.len() >= cin * h * w_in, "conv_generic: input too short");
+    let plane = size("conv_generic", &[oh, ow]);
     assert!(
-        w.len() >= cout * cin_g * kh * kw,
+        x.len() >= size("conv_generic", &[cin, h, w_in]),
+        "conv_generic: input too short"
+    );
+    assert!(
+        w.len() >= size("conv_generic", &[cout, cin_g, kh, kw]),
         "conv_generic: weights too short"
     );
     assert!(
@@ -336,10 +349,13 @@ pub fn conv_generic(
         "conv_generic: bias too short"
     );
     assert!(
-        residual.is_none_or(|r| r.len() >= cout * plane),
+        residual.is_none_or(|r| r.len() >= size("conv_generic", &[cout, plane])),
         "conv_generic: residual too short"
     );
-    assert!(y.len() >= cout * plane, "conv_generic: output too short");
+    assert!(
+        y.len() >= size("conv_generic", &[cout, plane]),
+        "conv_generic: output too short"
+    );
     if plane == 0 {
         return;
     }

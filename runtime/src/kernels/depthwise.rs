@@ -11,7 +11,7 @@
 
 use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
-use super::{Act, Isa, Par};
+use super::{size, Act, Isa, Par};
 
 /// Calls `$f::<K, S, RB>($a)` for the fast-path kernel size and stride of `$a`, with
 /// blocks of 8 output rows if `$tall` (3×3 only), else 4.
@@ -37,7 +37,10 @@ pub(crate) fn out_len(
     k: usize,
     stride: usize,
 ) -> usize {
-    let padded = len + pad_before + pad_after;
+    let padded = len
+        .checked_add(pad_before)
+        .and_then(|v| v.checked_add(pad_after))
+        .expect("window: padded length overflows usize");
     assert!(
         padded >= k && k > 0 && stride > 0,
         "window {k} (stride {stride}) does not fit {padded}"
@@ -69,13 +72,19 @@ pub fn depthwise(
 ) {
     let oh = out_len(h, pads[0], pads[2], k, stride);
     let ow = out_len(w_in, pads[1], pads[3], k, stride);
-    let (plane_in, plane_out) = (h * w_in, oh * ow);
-    assert!(x.len() >= c * plane_in, "depthwise: input too short");
+    let (plane_in, plane_out) = (size("depthwise", &[h, w_in]), size("depthwise", &[oh, ow]));
     assert!(
-        w.len() >= c * k * k && bias.len() >= c,
+        x.len() >= size("depthwise", &[c, plane_in]),
+        "depthwise: input too short"
+    );
+    assert!(
+        w.len() >= size("depthwise", &[c, k, k]) && bias.len() >= c,
         "depthwise: weights too short"
     );
-    assert!(y.len() >= c * plane_out, "depthwise: output too short");
+    assert!(
+        y.len() >= size("depthwise", &[c, plane_out]),
+        "depthwise: output too short"
+    );
     if c == 0 {
         return;
     }

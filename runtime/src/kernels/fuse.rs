@@ -14,7 +14,7 @@
 use super::depthwise::out_len;
 use super::scratch::{self, padded};
 use super::simd::{specialize_act, usable, Vf32};
-use super::{Act, Isa, Par};
+use super::{size, Act, Isa, Par};
 
 /// How one input of [`fuse`] is brought to the output's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,17 +71,23 @@ pub fn fuse(
     ow: usize,
     act: Act,
 ) {
-    let plane = oh * ow;
+    let plane = size("fuse", &[oh, ow]);
     assert!(
         coef.len() >= inputs.len(),
         "fuse: {} coefficients for {} inputs",
         coef.len(),
         inputs.len()
     );
-    assert!(y.len() >= c * plane, "fuse: output too short");
+    assert!(
+        y.len() >= size("fuse", &[c, plane]),
+        "fuse: output too short"
+    );
     for (i, (x, s)) in inputs.iter().enumerate() {
         let (h, w) = s.input_size(oh, ow);
-        assert!(x.len() >= c * h * w, "fuse: input {i} too short");
+        assert!(
+            x.len() >= size("fuse", &[c, h, w]),
+            "fuse: input {i} too short"
+        );
         if let Sample::MaxPool {
             kernel,
             stride,

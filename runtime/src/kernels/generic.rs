@@ -153,7 +153,11 @@ pub fn batch_norm(
     if hw == 0 || c == 0 {
         return;
     }
-    assert_eq!(x.len() % (c * hw), 0, "batch_norm: input is not [n][c][hw]");
+    let chw = super::size("batch_norm", &[c, hw]);
+    assert!(
+        x.len().is_multiple_of(chw),
+        "batch_norm: input is not [n][c][hw]"
+    );
     let len = y.len();
     by_plane_pairs(par, x, hw, y, len / hw, hw, len, |plane, src, dst| {
         let ch = plane % c;

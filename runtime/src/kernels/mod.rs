@@ -33,6 +33,15 @@ mod simd;
 pub use act::Act;
 pub use pool::{Par, Pool};
 
+/// `d0 · d1 · …` for the size checks at a kernel's entry: panics naming `what` when the
+/// product overflows, so a check can never pass on a wrapped size and let a kernel read
+/// past its slices.
+pub(crate) fn size(what: &str, dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or_else(|| panic!("{what}: the size {dims:?} overflows usize"))
+}
+
 /// The instruction set a model runs with, detected once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -74,5 +83,49 @@ impl Isa {
                 Isa::Scalar => i == Isa::Scalar,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "fuse: the size [4611686018427387904, 4] overflows usize")]
+    fn an_overflowing_shape_panics_before_any_access() {
+        // c · oh · ow wraps to a small number in release arithmetic; the check must not.
+        let mut y = [0.0f32; 16];
+        fuse::fuse(
+            Isa::Scalar,
+            Par::serial(),
+            &[(&[0.0; 16], fuse::Sample::Identity)],
+            &[1.0],
+            &mut y,
+            4,
+            1 << 62,
+            4,
+            Act::None,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "depthwise")]
+    fn depthwise_checks_its_sizes_with_checked_arithmetic() {
+        let mut y = [0.0f32; 4];
+        depthwise::depthwise(
+            Isa::Scalar,
+            Par::serial(),
+            &[0.0; 4],
+            &[0.0; 9],
+            &[0.0],
+            &mut y,
+            usize::MAX / 2,
+            2,
+            2,
+            1,
+            1,
+            [0; 4],
+            Act::None,
+        );
     }
 }

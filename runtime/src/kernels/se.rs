@@ -32,11 +32,11 @@ pub fn squeeze_excite(
     let len = c.checked_mul(hw).expect("squeeze_excite: c·hw overflows");
     assert!(x.len() >= len, "squeeze_excite: input too short");
     assert!(
-        reduce_w.len() >= r * c,
+        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
         "squeeze_excite: reduce weights too short"
     );
     assert!(
-        expand_w.len() >= c * r && expand_b.len() >= c,
+        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
         "squeeze_excite: expand weights too short"
     );
     assert!(
