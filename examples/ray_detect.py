@@ -29,7 +29,6 @@ import importlib
 import os
 
 import numpy as np
-
 import pyarrow as pa
 
 # The Parquet schema: one row per detection.

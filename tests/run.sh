@@ -7,7 +7,7 @@
 #   PARTS="python" bash tests/run.sh  # a subset: fmt clippy test python
 #
 # The Python part makes a virtual environment in target/py-venv (once; PYTHON picks the
-# interpreter, default python3, 3.9 or newer) and installs tests/python/requirements.txt into
+# interpreter, default python3, 3.11 or newer) and installs tests/python/requirements.txt into
 # it (maturin, pytest, numpy, pillow, pyarrow, ray[data]); the suite then builds effdetc,
 # generates the D0 crate with --python from the fixture weights and pip-installs it (maturin
 # compiles it into target/py-target, so later runs reuse the compiled dependencies), and

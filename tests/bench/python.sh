@@ -5,6 +5,7 @@
 #
 #   bash tests/bench/python.sh                          # from the repository root
 #   ROUNDS=7 ITERS=30 THREADS=2 bash tests/bench/python.sh
+#   CPU=1 bash tests/bench/python.sh                   # both pinned to core 1 (taskset): steadier
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FIXTURES=../shared/fixtures
@@ -19,5 +20,7 @@ cargo build --release -p effdet-compiler --bin effdetc
 CARGO_TARGET_DIR="$OUT/target" cargo build --release --manifest-path "$OUT/py-d0/Cargo.toml" 2>&1 | tail -1
 CARGO_TARGET_DIR="$PWD/target/py-target" "$VENV/bin/python" -m pip install --quiet \
   --force-reinstall --no-deps "$OUT/py-d0"
-"$VENV/bin/python" tests/python/bench_forward.py "$OUT/target/release/effdet-d0" \
+PIN=()
+[ -n "${CPU:-}" ] && PIN=(taskset -c "$CPU")
+"${PIN[@]}" "$VENV/bin/python" tests/python/bench_forward.py "$OUT/target/release/effdet-d0" \
   --rounds "${ROUNDS:-5}" --iters "${ITERS:-20}" --threads "${THREADS:-1}"

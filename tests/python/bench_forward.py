@@ -2,7 +2,8 @@
 """Python `Model.forward` (numpy in, numpy arrays out, copies included) against the Rust
 `bench` of the same crate, interleaved: each round runs the crate's binary
 (`bench --iters N --threads T`, its median) and then N timed Python calls (their median), so a
-noisy machine slows both alike. Prints each round and the median over rounds.
+noisy machine slows both alike. Prints each round, the medians over rounds and their ratio
+(last line: overhead_percent=<Python over Rust>).
 
     python tests/python/bench_forward.py BENCH_BINARY [--module effdet_d0] [--rounds 5] [--iters 20] [--threads 1]
 
@@ -61,7 +62,9 @@ def main() -> None:
         py.append(python_median_ms(model, x, args.iters))
         print(f"| {r + 1} | {rust[-1]:.2f} | {py[-1]:.2f} | {py[-1] / rust[-1]:.3f} |", flush=True)
     rm, pm = statistics.median(rust), statistics.median(py)
+    ratio = statistics.median(p_ / r_ for p_, r_ in zip(py, rust))
     print(f"| median | {rm:.2f} | {pm:.2f} | {pm / rm:.3f} |")
+    print(f"median of the rounds' ratios: {ratio:.3f}")
     print(f"overhead_percent={100 * (pm / rm - 1):.1f}")
 
 
