@@ -362,11 +362,13 @@ impl PyModel {
 
 #[pymethods]
 impl PyModel {
-    /// The model with the weights built into the module, running on `threads` threads.
+    /// The model with the weights built into the module (a model too large to embed reads
+    /// the `weights.bin` it was built with: `OSError` if that is gone or changed), running on
+    /// `threads` threads.
     #[new]
     #[pyo3(signature = (threads = 1))]
     fn new(threads: usize) -> PyResult<Self> {
-        Self::wrap(Model::new(), threads)
+        Self::wrap(Model::try_new().map_err(py_err)?, threads)
     }
 
     /// The model with packed weights read from `path` (a `weights.bin` written by effdetc
@@ -657,7 +659,10 @@ class Model:
     """
 
     def __init__(self, threads: int = 1) -> None:
-        """The model with the weights built into the module, on `threads` intra-op threads."""
+        """The model with its built-in weights, on `threads` intra-op threads.
+
+        A model too large to embed reads the weights.bin it was built with (OSError if gone).
+        """
 
     @staticmethod
     def from_file(path: str | os.PathLike[str], threads: int = 1) -> Model:
