@@ -34,20 +34,8 @@ enum Command {
         /// Also write the IR as a Graphviz graph to this file.
         #[arg(long, value_name = "FILE")]
         dot: Option<PathBuf>,
-        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
-        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
-        input_shape: Option<Vec<usize>>,
-        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
-        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
-        batch: Option<u64>,
-        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
-        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
-        #[arg(long, value_name = "MIB")]
-        max_memory_mib: Option<u64>,
-        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
-        #[arg(long, value_name = "G")]
-        max_gmacs: Option<u64>,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Report `ops_fused` after only these passes (comma-separated) instead of all.
         #[arg(long, value_name = "LIST")]
         passes: Option<String>,
@@ -69,20 +57,8 @@ enum Command {
         /// Directory for the outputs (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
-        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
-        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
-        input_shape: Option<Vec<usize>>,
-        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
-        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
-        batch: Option<u64>,
-        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
-        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
-        #[arg(long, value_name = "MIB")]
-        max_memory_mib: Option<u64>,
-        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
-        #[arg(long, value_name = "G")]
-        max_gmacs: Option<u64>,
+        #[command(flatten)]
+        shape: ShapeArgs,
     },
     /// Compile a model into a standalone crate of specialized Rust code.
     Build {
@@ -107,20 +83,8 @@ enum Command {
         /// Comma-separated passes to run instead of all of them.
         #[arg(long, value_name = "LIST")]
         passes: Option<String>,
-        /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
-        #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
-        input_shape: Option<Vec<usize>>,
-        /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
-        /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
-        batch: Option<u64>,
-        /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
-        /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
-        #[arg(long, value_name = "MIB")]
-        max_memory_mib: Option<u64>,
-        /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
-        #[arg(long, value_name = "G")]
-        max_gmacs: Option<u64>,
+        #[command(flatten)]
+        shape: ShapeArgs,
         /// Embed packed weights up to this many MiB; larger ones are read from weights.bin at run time.
         #[arg(long, value_name = "MIB", default_value_t = 64)]
         embed_limit_mib: usize,
@@ -156,6 +120,31 @@ enum Command {
     },
 }
 
+/// How a model is loaded: its input shape and batch, and the resource budget.
+#[derive(clap::Args, Default)]
+struct ShapeArgs {
+    /// Input shape of an ONNX model whose graph leaves it open, e.g. `1,3,512,512`.
+    #[arg(long, value_name = "N,C,H,W", value_parser = parse_shape)]
+    input_shape: Option<Vec<usize>>,
+    /// Images per forward pass: the input becomes `[N, 3, H, W]` and every output `[N, ...]`
+    /// (an ONNX model's symbolic batch dimension is set to N) [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    batch: Option<u64>,
+    /// Memory budget in MiB, for each of: the parameters, constant folding (a sixteenth),
+    /// the interpreter's peak (`run`), the arena and the packed weights (`build`) [default: 4096].
+    #[arg(long, value_name = "MIB")]
+    max_memory_mib: Option<u64>,
+    /// Budget of conv multiply-accumulates per forward pass, in G [default: 2000].
+    #[arg(long, value_name = "G")]
+    max_gmacs: Option<u64>,
+}
+
+impl ShapeArgs {
+    fn limits(&self) -> Result<Limits> {
+        Ok(Limits::with(self.max_memory_mib, self.max_gmacs)?)
+    }
+}
+
 fn parse_shape(s: &str) -> Result<Vec<usize>, String> {
     let dims: Result<Vec<usize>, _> = s.split(',').map(|d| d.trim().parse::<usize>()).collect();
     match dims {
@@ -178,18 +167,12 @@ fn main() -> ExitCode {
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
-fn load(
-    path: &Path,
-    input_shape: Option<Vec<usize>>,
-    batch: Option<u64>,
-    limits: Limits,
-) -> Result<Model> {
-    let batch = batch.map(|b| b as usize);
+fn load(path: &Path, shape: &ShapeArgs, limits: Limits) -> Result<Model> {
     let model = model::load(
         path,
         &LoadOptions {
-            input_shape,
-            batch,
+            input_shape: shape.input_shape.clone(),
+            batch: shape.batch.map(|b| b as usize),
             limits,
         },
     )?;
@@ -205,20 +188,17 @@ fn run(cli: Cli) -> Result<()> {
             model,
             json,
             dot,
-            input_shape,
-            batch,
-            max_memory_mib,
-            max_gmacs,
+            shape,
             passes,
             no_fuse,
         } => {
-            let limits = Limits::with(max_memory_mib, max_gmacs)?;
+            let limits = shape.limits()?;
             let set = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
                 (false, Some(list)) => PassSet::parse(&list)?,
                 (false, None) => PassSet::all(),
             };
-            let m = load(&model, input_shape, batch, limits)?;
+            let m = load(&model, &shape, limits)?;
             // The passes rewrite structure without weights, so a spec needs none here.
             let mut fused = m.graph.clone();
             let done = passes::run(&mut fused, &set)?;
@@ -244,13 +224,10 @@ fn run(cli: Cli) -> Result<()> {
             weights,
             input,
             out_dir,
-            input_shape,
-            batch,
-            max_memory_mib,
-            max_gmacs,
+            shape,
         } => {
-            let limits = Limits::with(max_memory_mib, max_gmacs)?;
-            let mut m = load(&model, input_shape, batch, limits)?;
+            let limits = shape.limits()?;
+            let mut m = load(&model, &shape, limits)?;
             budget::check_run(&m.graph, &limits)
                 .map_err(|e| format!("{}: {e}", model.display()))?;
             let mut progress = Progress::stderr("effdetc");
@@ -303,10 +280,7 @@ fn run(cli: Cli) -> Result<()> {
             name,
             no_fuse,
             passes,
-            input_shape,
-            batch,
-            max_memory_mib,
-            max_gmacs,
+            shape,
             embed_limit_mib,
             detect_spec,
             c_api,
@@ -328,9 +302,9 @@ fn run(cli: Cli) -> Result<()> {
                 out_dir: out,
                 name,
                 passes,
-                input_shape,
-                batch: batch.map(|b| b as usize),
-                limits: Limits::with(max_memory_mib, max_gmacs)?,
+                limits: shape.limits()?,
+                input_shape: shape.input_shape,
+                batch: shape.batch.map(|b| b as usize),
                 embed_limit: embed_limit_mib << 20,
                 detect_spec,
                 c_api,
@@ -362,7 +336,7 @@ fn postprocess(
     json: bool,
     threshold: Option<f32>,
 ) -> Result<()> {
-    let m = load(model, None, None, Limits::default())?;
+    let m = load(model, &ShapeArgs::default(), Limits::default())?;
     let Source::Spec { spec, .. } = &m.source else {
         return Err(format!(
             "{}: post-processing needs a spec (anchors, classes, NMS settings); an ONNX file has none",

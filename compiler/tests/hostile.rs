@@ -68,6 +68,32 @@ fn d0_with(dir: &Path, from: &str, to: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// An ONNX model that sums eight `ConstantOfShape` of `elements` floats each into its input.
+fn constant_bomb(elements: i64) -> Vec<u8> {
+    let mut nodes: Vec<_> = (0..8)
+        .map(|i| {
+            node(
+                "ConstantOfShape",
+                &format!("c{i}"),
+                &["n"],
+                &[&format!("v{i}")],
+            )
+        })
+        .collect();
+    let names: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    nodes.push(node("Sum", "sum", &refs, &["s"]));
+    nodes.push(node("Add", "add", &["x", "s"], &["y"]));
+    model(
+        17,
+        nodes,
+        vec![ints("n", &[1], &[elements])],
+        vec![value("x", &["1"])],
+        &["y"],
+    )
+    .encode_to_vec()
+}
+
 #[test]
 fn hostile_inputs_are_refused_quickly_within_a_gibibyte() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,54 +219,14 @@ fn hostile_inputs_are_refused_quickly_within_a_gibibyte() {
     );
 
     // The ONNX row: eight ConstantOfShape of 2^27 floats, summed (617 bytes of protobuf).
-    let mut nodes: Vec<_> = (0..8)
-        .map(|i| {
-            node(
-                "ConstantOfShape",
-                &format!("c{i}"),
-                &["n"],
-                &[&format!("v{i}")],
-            )
-        })
-        .collect();
-    let names: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    nodes.push(node("Sum", "sum", &refs, &["s"]));
-    nodes.push(node("Add", "add", &["x", "s"], &["y"]));
-    let m = model(
-        17,
-        nodes,
-        vec![ints("n", &[1], &[1 << 27])],
-        vec![value("x", &["1"])],
-        &["y"],
-    );
     let onnx = dir.path().join("bomb.onnx");
-    std::fs::write(&onnx, m.encode_to_vec()).unwrap();
+    std::fs::write(&onnx, constant_bomb(1 << 27)).unwrap();
     let onnx = onnx.to_str().unwrap();
     refused(&["inspect", onnx], &[onnx, "c0"], None);
     refused(&["build", onnx, "-o", outp], &[onnx], Some(&out));
     // Under the per-tensor cap, over the folding budget: 2^25 floats (128 MiB) each.
-    let mut nodes: Vec<_> = (0..8)
-        .map(|i| {
-            node(
-                "ConstantOfShape",
-                &format!("c{i}"),
-                &["n"],
-                &[&format!("v{i}")],
-            )
-        })
-        .collect();
-    nodes.push(node("Sum", "sum", &refs, &["s"]));
-    nodes.push(node("Add", "add", &["x", "s"], &["y"]));
-    let m = model(
-        17,
-        nodes,
-        vec![ints("n", &[1], &[1 << 25])],
-        vec![value("x", &["1"])],
-        &["y"],
-    );
     let onnx = dir.path().join("fold.onnx");
-    std::fs::write(&onnx, m.encode_to_vec()).unwrap();
+    std::fs::write(&onnx, constant_bomb(1 << 25)).unwrap();
     refused(
         &["inspect", onnx.to_str().unwrap()],
         &["constant folding would hold", "--max-memory-mib"],
