@@ -81,3 +81,59 @@ fn lite0_and_d1_run_end_to_end() {
         }
     }
 }
+
+/// The Keras (xuannianz) D0 through tf2onnx, NHWC with its BiFPN sums written as
+/// stack → transpose → reduce: the graph as imported and after every pass both reproduce
+/// the Keras outputs, and the passes leave no transpose between convs and as many fused
+/// sums and squeeze-excites as the spec's D0.
+#[test]
+fn keras_tf2onnx_d0_reproduces_its_outputs_fused_and_unfused() {
+    use effdet_compiler::passes::{self, PassSet};
+    let fx = fixture_dir("keras_d0_seed5");
+    let mut m = model::load(&fx.join("model.onnx"), &LoadOptions::default()).unwrap();
+    let (shape, data) = read_npy(&fx.join("input.npy"));
+    assert_eq!(shape, [1, 512, 512, 3]);
+    let input = [Tensor::new(shape, data)];
+    let check = |graph: &effdet_compiler::ir::Graph, what: &str| {
+        let outputs = interp::run(graph, &input).unwrap();
+        assert_eq!(outputs.len(), 2);
+        for (name, t) in &outputs {
+            let (ref_shape, reference) = read_npy(&fx.join(format!("{name}.npy")));
+            assert_eq!(t.shape, ref_shape, "{what} {name}");
+            assert_close(&format!("{what} {name}"), &t.data, &reference);
+        }
+    };
+    check(&m.graph, "unfused");
+    passes::run(&mut m.graph, &PassSet::all()).unwrap();
+    check(&m.graph, "fused");
+    let counts = m.graph.op_counts();
+    let mut spec_d0 = model::load(&spec("d0.yaml"), &LoadOptions::default()).unwrap();
+    passes::run(&mut spec_d0.graph, &PassSet::all()).unwrap();
+    let spec_counts = spec_d0.graph.op_counts();
+    for kind in ["fused_sum", "squeeze_excite", "conv", "depthwise_conv"] {
+        assert_eq!(counts.get(kind), spec_counts.get(kind), "{kind}");
+    }
+    for kind in ["batch_norm", "reduce_sum", "mul", "sigmoid", "swish"] {
+        assert_eq!(counts.get(kind), None, "{kind} left: {counts:?}");
+    }
+    // The transposes left: the NHWC input's, and each head output's NCHW → NHWC before its
+    // reshape; none is read by a conv but the stem.
+    use effdet_compiler::ir::Op;
+    let g = &m.graph;
+    let mut transposes = 0;
+    for id in g.topo_order() {
+        for i in g.inputs_of(id) {
+            if let Op::Transpose { .. } = g.node(i).op {
+                transposes += 1;
+                let from_input = matches!(g.node(g.inputs_of(i)[0]).op, Op::Input);
+                let to_output = matches!(g.node(id).op, Op::Reshape { .. });
+                assert!(
+                    from_input || to_output,
+                    "transpose `{}` between convs",
+                    g.node(i).name
+                );
+            }
+        }
+    }
+    assert_eq!(transposes, 11, "the input's and the ten head outputs'");
+}

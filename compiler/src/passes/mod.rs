@@ -28,10 +28,12 @@ mod eliminate_dead;
 mod fold_bn;
 mod fold_constants;
 mod fold_pad;
+mod fold_reshape;
 mod fuse_activation;
 mod fuse_bifpn;
 mod fuse_residual;
 mod fuse_se;
+mod propagate_transpose;
 mod rewrite;
 #[cfg(test)]
 mod testutil;
@@ -49,13 +51,17 @@ pub type PassFn = fn(&mut Graph) -> Result<usize, PassError>;
 ///
 /// The order only affects how many rounds the fixed point takes, not where it ends: pads and
 /// BNs go into convs first so that activations find a bare conv to fuse into, activations
-/// before residuals and squeeze-excite (which accepts its activations fused or not),
-/// dead-code elimination last.
+/// before layout propagation (which moves transposes past a whole `swish`, not half of
+/// `x·sigmoid(x)`) and before residuals and squeeze-excite (which accepts its activations
+/// fused or not), layout propagation and reshape folding before the fusions whose patterns
+/// they uncover, dead-code elimination last.
 pub const PASSES: &[(&str, PassFn)] = &[
     ("fold_constants", fold_constants::run),
     ("fold_pad", fold_pad::run),
     ("fold_bn", fold_bn::run),
     ("fuse_activation", fuse_activation::run),
+    ("propagate_transpose", propagate_transpose::run),
+    ("fold_reshape", fold_reshape::run),
     ("fuse_residual", fuse_residual::run),
     ("fuse_se", fuse_se::run),
     ("fuse_bifpn", fuse_bifpn::run),

@@ -91,6 +91,25 @@ pub fn remove_if_dead(g: &mut Graph, id: NodeId) -> usize {
         .sum::<usize>()
 }
 
+/// Re-infers the shape of `id` from its op and its inputs' shapes, after a pass changed
+/// either. A failure leaves the shape as it was; `verify` then names the node.
+pub fn refresh_shape(g: &mut Graph, id: NodeId) {
+    let shapes: Vec<Vec<usize>> = g
+        .inputs_of(id)
+        .into_iter()
+        .map(|i| g.node(i).shape.clone())
+        .collect();
+    let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+    let params = &g.params;
+    if let Ok(shape) = g
+        .node(id)
+        .op
+        .infer_shape(&shapes, &|p| params[p.0].shape.clone())
+    {
+        g.graph[id].shape = shape;
+    }
+}
+
 /// Removes `gone` after moving its readers to `survivor`: the usual end of a fusion where
 /// `survivor` now computes what `gone` did.
 pub fn absorb(g: &mut Graph, gone: NodeId, survivor: NodeId) {
