@@ -130,6 +130,10 @@ pub enum Kernel {
     },
     /// Same values, new shape.
     Copy,
+    /// Nothing to do: the output already sits where the kernel would have put it (a reshape
+    /// whose output is its input's bytes, a concat whose inputs were written side by side
+    /// in its output). Set by the memory planner.
+    View,
     Transpose {
         shape: Vec<usize>,
         perm: Vec<usize>,
@@ -631,30 +635,36 @@ impl Plan {
                 }
             }
         }
-        // Union-find of slots sharing a buffer.
-        let mut root: Vec<usize> = (0..slots.len()).collect();
+        // Slots sharing a buffer: `parent[s] = (p, d)` puts slot `s` at `d` floats into
+        // `p`'s region; a root is its own parent and owns a buffer.
+        let mut parent: Vec<(usize, usize)> = (0..slots.len()).map(|s| (s, 0)).collect();
+        views(steps, slots, input, &mut parent);
+        // Squeeze-excite works in place when everything sharing its input's buffer dies
+        // there.
+        let mut set_last = last.clone();
+        for (s, &l) in last.iter().enumerate() {
+            let (r, _) = find(&parent, s);
+            set_last[r] = set_last[r].max(l);
+        }
         for (i, s) in steps.iter().enumerate() {
             if let Kernel::SqueezeExcite { .. } = s.kernel {
                 let x = s.inputs[0];
-                if last[x] == i + 1
-                    && root[x] == x
-                    && x != input
+                let (r, d) = find(&parent, x);
+                if set_last[r] == i + 1
+                    && r != input
+                    && find(&parent, s.output).0 == s.output
                     && slots[x].per_image == slots[s.output].per_image
                 {
-                    root[s.output] = x;
+                    parent[s.output] = (r, d);
                 }
             }
         }
-        let find = |mut s: usize| {
-            while root[s] != s {
-                s = root[s];
-            }
-            s
-        };
         let mut buffers = Vec::new();
         let mut buffer_of = vec![usize::MAX; slots.len()];
+        let mut delta = vec![0; slots.len()];
         for s in 0..slots.len() {
-            let r = find(s);
+            let (r, d) = find(&parent, s);
+            delta[s] = d;
             if buffer_of[r] == usize::MAX {
                 buffer_of[r] = buffers.len();
                 buffers.push(Buffer {
@@ -670,7 +680,7 @@ impl Plan {
         }
         let offsets = planner.assign(&buffers);
         for (s, slot) in slots.iter_mut().enumerate() {
-            slot.offset = offsets[buffer_of[s]];
+            slot.offset = offsets[buffer_of[s]] + delta[s];
         }
         plan.arena_len = memory::arena_len(&buffers, &offsets).div_ceil(ALIGN) * ALIGN;
         Ok(plan)
@@ -711,5 +721,69 @@ impl Plan {
 
     pub fn arena_bytes(&self) -> u64 {
         4 * self.arena_len as u64
+    }
+}
+
+/// The slot owning `s`'s buffer and where `s` starts in it (see `parent` in [`Plan::build`]).
+fn find(parent: &[(usize, usize)], mut s: usize) -> (usize, usize) {
+    let mut delta = 0;
+    while parent[s].0 != s {
+        delta += parent[s].1;
+        s = parent[s].0;
+    }
+    (s, delta)
+}
+
+/// Steps that need not move data, found before buffers are placed: a reshape (`Copy`) puts
+/// its output at its input's place; a concat along an axis with nothing but 1s before it has
+/// each input written straight into its part of the output (the heads' reshaped outputs of
+/// a tf2onnx graph, side by side in the output). Such steps become [`Kernel::View`]. A
+/// tensor joins another's buffer only when it has no place of its own yet, is not the graph
+/// input and holds as many images as the other, so every region stays inside its buffer.
+fn views(steps: &mut [Step], slots: &[Slot], input: usize, parent: &mut [(usize, usize)]) {
+    let free = |parent: &[(usize, usize)], s: usize| parent[s].0 == s && s != input;
+    for step in steps.iter_mut() {
+        let y = step.output;
+        match &step.kernel {
+            Kernel::Copy => {
+                let x = step.inputs[0];
+                let (r, d) = find(parent, x);
+                if free(parent, y)
+                    && r != y
+                    && x != input
+                    && slots[x].per_image == slots[y].per_image
+                {
+                    parent[y] = (r, d);
+                    step.kernel = Kernel::View;
+                }
+            }
+            Kernel::Concat { shapes, axis } => {
+                let outer: usize = shapes[0][..*axis].iter().product();
+                let mut roots: Vec<usize> =
+                    step.inputs.iter().map(|&x| find(parent, x).0).collect();
+                let fits = step.inputs.iter().zip(&roots).all(|(&x, &r)| {
+                    // The input's whole set lies within the input's own extent.
+                    find(parent, x).1 == 0
+                        && slots[r].len == slots[x].len
+                        && r != input
+                        && slots[x].per_image == slots[y].per_image
+                });
+                let n = roots.len();
+                roots.sort_unstable();
+                roots.dedup();
+                if outer != 1 || !fits || roots.len() != n || roots.contains(&y) || !free(parent, y)
+                {
+                    continue;
+                }
+                let mut at = 0;
+                for &x in &step.inputs {
+                    let r = find(parent, x).0;
+                    parent[r] = (y, at);
+                    at += slots[x].len;
+                }
+                step.kernel = Kernel::View;
+            }
+            _ => {}
+        }
     }
 }
