@@ -569,3 +569,189 @@ fn missing_external_weights_are_an_error_not_a_panic() {
         );
     }
 }
+
+/// keras-retinanet's post-processing as xuannianz/EfficientDet runs it (`bbox_transform_inv`,
+/// `ClipBoxes`, `FilterDetections`), written from the fixture README and independent of the
+/// runtime: anchors (sizes 32·2^(l−3), strides 2^l, scales 2^(s/3), ratios h/w 1, ½, 2,
+/// anchor `s·3 + r`), decoding `(ty, tx, th, tw)` without scale factors, boxes clipped to
+/// `[0, 511]`, then every (anchor, class) scoring above the threshold, best first (ties to the
+/// lower `anchor·C + class`), greedy per-class NMS at IoU 0.5, the first `max_det`.
+/// Returns `(box, score, 0-based class)`.
+fn keras_reference(
+    scores: &[f32],
+    deltas: &[f32],
+    classes: usize,
+    max_det: usize,
+) -> Vec<([f64; 4], f32, usize)> {
+    let mut anchors = Vec::new();
+    for level in 3..=7u32 {
+        let stride = f64::from(1u32 << level);
+        let size = 32.0 * f64::from(1u32 << (level - 3));
+        let n = (512.0 / stride) as usize;
+        for y in 0..n {
+            for x in 0..n {
+                for s in 0..3 {
+                    for ratio in [1.0f64, 0.5, 2.0] {
+                        let w = size * 2f64.powf(s as f64 / 3.0) / ratio.sqrt();
+                        let h = w * ratio;
+                        let (cx, cy) = ((x as f64 + 0.5) * stride, (y as f64 + 0.5) * stride);
+                        anchors.push([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(anchors.len() * classes, scores.len());
+    let boxes: Vec<[f64; 4]> = anchors
+        .iter()
+        .zip(deltas.chunks_exact(4))
+        .map(|(a, d)| {
+            let (wa, ha) = (a[2] - a[0], a[3] - a[1]);
+            let (cxa, cya) = (a[0] + wa / 2.0, a[1] + ha / 2.0);
+            let [ty, tx, th, tw] = [0, 1, 2, 3].map(|k| f64::from(d[k]));
+            let (cy, cx) = (ty * ha + cya, tx * wa + cxa);
+            let (h, w) = (th.exp() * ha, tw.exp() * wa);
+            [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0].map(|v| v.clamp(0.0, 511.0))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..scores.len()).filter(|&i| scores[i] > 0.0).collect();
+    order.sort_by(|&i, &j| scores[j].total_cmp(&scores[i]).then(i.cmp(&j)));
+    let iou = |a: &[f64; 4], b: &[f64; 4]| {
+        let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+        let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+        let inter = iw * ih;
+        let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    };
+    let mut kept: Vec<([f64; 4], f32, usize)> = Vec::new();
+    for i in order {
+        let (anchor, class) = (i / classes, i % classes);
+        let b = boxes[anchor];
+        if kept
+            .iter()
+            .all(|(k, _, c)| *c != class || iou(k, &b) <= 0.5)
+        {
+            kept.push((b, scores[i], class));
+            if kept.len() == max_det {
+                break;
+            }
+        }
+    }
+    kept
+}
+
+/// Runs a generated binary's `run` on an input file; returns its outputs by name.
+fn run_outputs(
+    binary: &Path,
+    input: &Path,
+    out: &Path,
+    names: &[&str],
+) -> Vec<(Vec<usize>, Vec<f32>)> {
+    let status = Command::new(binary)
+        .args(["run", "--input"])
+        .arg(input)
+        .arg("--out-dir")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    names
+        .iter()
+        .map(|n| read_npy(&out.join(format!("{n}.npy"))))
+        .collect()
+}
+
+/// The Keras (xuannianz) D0 exported by tf2onnx, built with `--detect-spec
+/// specs/keras-d0.yaml`: its crate (NHWC input, concatenated sigmoided heads) reproduces the
+/// Keras outputs, and `detect` on a photograph at threshold 0 gives what keras-retinanet's
+/// post-processing gives on the crate's raw outputs for the same preprocessed image.
+#[test]
+fn keras_d0_crate_matches_keras_and_detects_as_keras_retinanet() {
+    let fx = fixture_dir("keras_d0_seed5");
+    let work = tempfile::tempdir().unwrap();
+    let name = "effdet-keras-d0";
+    let dir = work.path().join(name);
+    generate_with(
+        &fx.join("model.onnx"),
+        WeightsChoice::Model,
+        PassSet::all(),
+        &dir,
+        name,
+        Some(root().join("specs/keras-d0.yaml")),
+    );
+    let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
+    assert_no_warnings(&stderr, name);
+    let binary = target_dir().join("release").join(name);
+    let names = ["classification", "regression"];
+    let outputs = run_outputs(
+        &binary,
+        &fx.join("input.npy"),
+        &work.path().join("out"),
+        &names,
+    );
+    for (n, (shape, data)) in names.iter().zip(&outputs) {
+        let (ref_shape, reference) = read_npy(&fx.join(format!("{n}.npy")));
+        assert_eq!(shape, &ref_shape, "{n}");
+        assert_close(n, data, &reference);
+    }
+
+    // The photograph, preprocessed as `detect` does it, through `run`.
+    let photo = root().join("tests/data/grace_hopper.jpg");
+    let rgb = image::open(&photo).unwrap().to_rgb8();
+    let mut x = vec![0f32; 512 * 512 * 3];
+    let image = effdet_runtime::Image {
+        width: rgb.width() as usize,
+        height: rgb.height() as usize,
+        channels: 3,
+        data: rgb.as_raw(),
+    };
+    let norm = effdet_runtime::Normalization {
+        mean: [123.675, 116.28, 103.53],
+        std: [58.395, 57.12, 57.375],
+    };
+    let scale = effdet_runtime::preprocess_nhwc(&image, [512, 512], &norm, &mut x).unwrap();
+    let input = work.path().join("photo.npy");
+    write_npy(&input, &[1, 512, 512, 3], &x);
+    let raw = run_outputs(&binary, &input, &work.path().join("photo"), &names);
+    let reference = keras_reference(&raw[0].1, &raw[1].1, 90, 100);
+
+    let out = Command::new(&binary)
+        .arg("detect")
+        .arg(&photo)
+        .args(["--json", "--score-threshold", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = json.as_array().unwrap();
+    assert!(!found.is_empty());
+    assert_eq!(found.len(), reference.len());
+    for (i, (d, (bbox, score, class))) in found.iter().zip(&reference).enumerate() {
+        // Detections are 1-based classes in the original image's pixels.
+        assert_eq!(
+            d["class"].as_u64().unwrap() as usize,
+            class + 1,
+            "#{i}: {d}"
+        );
+        let s = d["score"].as_f64().unwrap();
+        assert!(
+            s.is_finite() && (s - f64::from(*score)).abs() <= 1e-5,
+            "#{i}: {d} vs {score}"
+        );
+        for (k, want) in bbox.iter().enumerate() {
+            let got = d["bbox"][k].as_f64().unwrap() / f64::from(scale);
+            assert!(
+                got.is_finite() && (got - want).abs() <= 1e-3,
+                "#{i}: {d} vs {bbox:?}"
+            );
+        }
+    }
+}

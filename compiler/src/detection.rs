@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use effdet_runtime::{AnchorConfig, Anchors, DetectOptions, Detection, NmsMethod, Normalization};
+use effdet_runtime::{
+    AnchorConfig, Anchors, DetectOptions, Detection, HeadFormat, HeadLayout, NmsMethod,
+    Normalization,
+};
 
 use crate::npy::{self, NpyError};
 use crate::spec::schema::{self, Spec};
@@ -15,6 +18,11 @@ pub struct DetectionSettings {
     pub num_classes: usize,
     pub options: DetectOptions,
     pub normalization: Normalization,
+    /// How the head outputs are laid out and whether they are scores already.
+    pub format: HeadFormat,
+    /// Clip boxes to `[0, size − 1]` of the network input (keras-retinanet) instead of the
+    /// image's valid region (effdet).
+    pub clip_to_input: bool,
 }
 
 impl DetectionSettings {
@@ -49,11 +57,33 @@ impl DetectionSettings {
                 mean: spec.input.mean.value,
                 std: spec.input.std.value,
             },
+            format: HeadFormat {
+                layout: match p.head_layout {
+                    schema::HeadLayout::PerLevel => HeadLayout::PerLevel,
+                    schema::HeadLayout::Concatenated => HeadLayout::Concatenated,
+                },
+                scores: p.class_output == schema::ClassOutput::Sigmoid,
+            },
+            clip_to_input: spec.anchors.convention == schema::AnchorConvention::KerasRetinanet,
         }
     }
 
-    /// Output names per level, class heads then box heads (`class_P3`, …, `box_P3`, …).
+    /// The `[height, width]` boxes are clipped to when the network input is `input`
+    /// (`[h, w]`) and the image fills `valid` of it.
+    pub fn clip(&self, input: [usize; 2], valid: [f32; 2]) -> [f32; 2] {
+        if self.clip_to_input {
+            input.map(|v| v as f32 - 1.0)
+        } else {
+            valid
+        }
+    }
+
+    /// Output names per level, class heads then box heads (`class_P3`, …, `box_P3`, …);
+    /// `classification` and `regression` for concatenated heads.
     pub fn output_names(&self) -> (Vec<String>, Vec<String>) {
+        if self.format.layout == HeadLayout::Concatenated {
+            return (vec!["classification".into()], vec!["regression".into()]);
+        }
         let levels = self.anchors.min_level..=self.anchors.max_level;
         (
             levels.clone().map(|l| format!("class_P{l}")).collect(),
@@ -66,6 +96,8 @@ impl DetectionSettings {
 pub enum PostprocessError {
     #[error(transparent)]
     Npy(#[from] NpyError),
+    #[error("post-processing: {0}")]
+    Rejected(String),
     #[error("{dir}: no `{file}` (post-processing needs the raw head outputs `class_P<level>.npy` and `box_P<level>.npy`, as `effdetc run` writes them)")]
     Missing { dir: PathBuf, file: String },
 }
@@ -80,36 +112,51 @@ pub fn postprocess_dir(
     let (class_names, box_names) = settings.output_names();
     let mut class_outputs = Vec::new();
     let mut box_outputs = Vec::new();
-    for (level, (cn, bn)) in anchors
-        .levels()
-        .iter()
-        .zip(class_names.iter().zip(&box_names))
-    {
-        let [h, w] = level.feature_size;
-        for (name, channels, store) in [
-            (cn, per_location * settings.num_classes, &mut class_outputs),
-            (bn, per_location * 4, &mut box_outputs),
-        ] {
-            let file = format!("{name}.npy");
-            let path = dir.join(&file);
-            if !path.exists() {
-                return Err(PostprocessError::Missing {
-                    dir: dir.to_path_buf(),
-                    file,
-                });
-            }
-            store.push(npy::read_f32(&path, &[1, channels, h, w])?.data);
+    let read = |name: &str, shape: &[usize]| {
+        let file = format!("{name}.npy");
+        let path = dir.join(&file);
+        if !path.exists() {
+            return Err(PostprocessError::Missing {
+                dir: dir.to_path_buf(),
+                file,
+            });
+        }
+        Ok(npy::read_f32(&path, shape)?.data)
+    };
+    if settings.format.layout == HeadLayout::Concatenated {
+        let n = anchors.len();
+        class_outputs.push(read(&class_names[0], &[1, n, settings.num_classes])?);
+        box_outputs.push(read(&box_names[0], &[1, n, 4])?);
+    } else {
+        for (level, (cn, bn)) in anchors
+            .levels()
+            .iter()
+            .zip(class_names.iter().zip(&box_names))
+        {
+            let [h, w] = level.feature_size;
+            class_outputs.push(read(cn, &[1, per_location * settings.num_classes, h, w])?);
+            box_outputs.push(read(bn, &[1, per_location * 4, h, w])?);
         }
     }
     let class_refs: Vec<&[f32]> = class_outputs.iter().map(Vec::as_slice).collect();
     let box_refs: Vec<&[f32]> = box_outputs.iter().map(Vec::as_slice).collect();
-    Ok(effdet_runtime::postprocess(
+    let mut options = settings.options;
+    if settings.clip_to_input {
+        options.clip = Some(settings.clip(settings.anchors.image_size, [0.0; 2]));
+    }
+    let mut out = Vec::new();
+    effdet_runtime::postprocess_heads_into(
         &anchors,
         settings.num_classes,
+        settings.format,
         &class_refs,
         &box_refs,
-        &settings.options,
-    ))
+        &options,
+        &mut effdet_runtime::PostprocessScratch::default(),
+        &mut out,
+    )
+    .map_err(|e| PostprocessError::Rejected(e.to_string()))?;
+    Ok(out)
 }
 
 /// Detections as the `[N, 6]` rows `x1, y1, x2, y2, score, class`.

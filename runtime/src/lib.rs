@@ -55,7 +55,7 @@ pub use anchors::{feature_sizes, AnchorConfig, AnchorLevel, Anchors};
 pub use decode::{decode_box, sigmoid};
 pub use labels::{coco_label, COCO_LABELS};
 pub use postprocess::{
-    postprocess, postprocess_into, DetectOptions, Detection, NmsMethod, PostprocessError,
-    PostprocessScratch,
+    postprocess, postprocess_heads_into, postprocess_into, DetectOptions, Detection, HeadFormat,
+    HeadLayout, NmsMethod, PostprocessError, PostprocessScratch,
 };
-pub use preprocess::{preprocess, Image, Normalization, PreprocessError};
+pub use preprocess::{preprocess, preprocess_nhwc, Image, Normalization, PreprocessError};

@@ -103,6 +103,29 @@ impl Default for DetectOptions {
     }
 }
 
+/// How a model's heads hand over their outputs: the post-processing reads them in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadLayout {
+    /// One class and one box output per level, NCHW `[1, A·C, H, W]` and `[1, A·4, H, W]`
+    /// (effdet, and the PyTorch exports).
+    #[default]
+    PerLevel,
+    /// One class output `[1, N, C]` and one box output `[1, N, 4]` over all `N` anchors,
+    /// levels concatenated in order, row `(y·W + x)·A + a` within a level (a Keras head's
+    /// NHWC output reshaped and concatenated, as tf2onnx exports it).
+    Concatenated,
+}
+
+/// What the class outputs hold and how they are laid out; [`Default`] is effdet's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadFormat {
+    /// Where each level's values are.
+    pub layout: HeadLayout,
+    /// The class outputs are scores already (the network ends in a sigmoid) rather than
+    /// logits.
+    pub scores: bool,
+}
+
 /// One detected object.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {
@@ -262,9 +285,42 @@ pub fn postprocess_into(
     scratch: &mut PostprocessScratch,
     out: &mut Vec<Detection>,
 ) -> Result<(), PostprocessError> {
+    postprocess_heads_into(
+        anchors,
+        num_classes,
+        HeadFormat::default(),
+        class_outputs,
+        box_outputs,
+        opts,
+        scratch,
+        out,
+    )
+}
+
+/// [`postprocess_into`] for heads of any [`HeadFormat`]: with
+/// [`HeadLayout::Concatenated`], `class_outputs` and `box_outputs` are one slice each
+/// (`N·C` and `N·4` values); with `scores`, the class values are taken as scores as they
+/// are instead of through a sigmoid. The steps are the same: the flattened index of value
+/// `(anchor, class)` is `anchor·C + class` in both layouts, so ties break alike.
+#[allow(clippy::too_many_arguments)]
+pub fn postprocess_heads_into(
+    anchors: &Anchors,
+    num_classes: usize,
+    format: HeadFormat,
+    class_outputs: &[&[f32]],
+    box_outputs: &[&[f32]],
+    opts: &DetectOptions,
+    scratch: &mut PostprocessScratch,
+    out: &mut Vec<Detection>,
+) -> Result<(), PostprocessError> {
     out.clear();
     opts.validate()?;
-    validate(anchors, num_classes, class_outputs, box_outputs)?;
+    match format.layout {
+        HeadLayout::PerLevel => validate(anchors, num_classes, class_outputs, box_outputs)?,
+        HeadLayout::Concatenated => {
+            validate_concatenated(anchors, num_classes, class_outputs, box_outputs)?
+        }
+    }
     let a_count = anchors.num_anchors_per_location();
     let total = anchors.len() * num_classes;
     let k = opts.pre_nms_topk.min(total);
@@ -284,7 +340,15 @@ pub fn postprocess_into(
         nms,
     } = scratch;
     topk.reset(k);
-    for (level, &cls) in anchors.levels().iter().zip(class_outputs) {
+    if format.layout == HeadLayout::Concatenated {
+        topk.push_slice(class_outputs[0], |i| i);
+    }
+    for (level, &cls) in anchors
+        .levels()
+        .iter()
+        .zip(class_outputs)
+        .filter(|_| format.layout == HeadLayout::PerLevel)
+    {
         let hw = level.feature_size[0] * level.feature_size[1];
         if hw == 0 {
             continue;
@@ -315,8 +379,10 @@ pub fn postprocess_into(
         let hw = level.feature_size[0] * level.feature_size[1];
         let local = anchor - level.offset;
         let (p, a) = (local / a_count, local % a_count);
-        let bx = box_outputs[li];
-        let codes = [0, 1, 2, 3].map(|k| bx[(a * 4 + k) * hw + p]);
+        let codes = match format.layout {
+            HeadLayout::PerLevel => [0, 1, 2, 3].map(|k| box_outputs[li][(a * 4 + k) * hw + p]),
+            HeadLayout::Concatenated => [0, 1, 2, 3].map(|k| box_outputs[0][anchor * 4 + k]),
+        };
         let mut b = decode_box(&anchor_boxes[anchor], codes);
         if let Some([h, w]) = opts.clip {
             b = [
@@ -327,7 +393,7 @@ pub fn postprocess_into(
             ];
         }
         boxes.push(b);
-        scores.push(sigmoid(logit));
+        scores.push(if format.scores { logit } else { sigmoid(logit) });
         // Fits: validate() checked num_classes against u32.
         classes.push(class as u32);
     });
@@ -367,6 +433,42 @@ pub fn postprocess_into(
                 class: classes[i] + 1,
             }),
     );
+    Ok(())
+}
+
+fn validate_concatenated(
+    anchors: &Anchors,
+    num_classes: usize,
+    class_outputs: &[&[f32]],
+    box_outputs: &[&[f32]],
+) -> Result<(), PostprocessError> {
+    if num_classes >= u32::MAX as usize {
+        return Err(PostprocessError::TooManyClasses(num_classes));
+    }
+    let ([cls], [bx]) = (class_outputs, box_outputs) else {
+        return Err(PostprocessError::LevelCount {
+            expected: 1,
+            class_outputs: class_outputs.len(),
+            box_outputs: box_outputs.len(),
+        });
+    };
+    let level = anchors.levels().first().map_or(0, |l| l.level);
+    let expected = anchors.len().saturating_mul(num_classes);
+    if cls.len() != expected {
+        return Err(PostprocessError::ClassOutputLength {
+            level,
+            expected,
+            actual: cls.len(),
+        });
+    }
+    let expected = anchors.len().saturating_mul(4);
+    if bx.len() != expected {
+        return Err(PostprocessError::BoxOutputLength {
+            level,
+            expected,
+            actual: bx.len(),
+        });
+    }
     Ok(())
 }
 
@@ -795,6 +897,86 @@ mod tests {
                 ([16.0, 0.0, 32.0, 16.0], sigmoid(4.0), 1),
             ],
         );
+    }
+
+    /// The same values as per-level NCHW planes and as Keras' concatenated rows (scores
+    /// already sigmoided) give the same detections.
+    #[test]
+    fn concatenated_scores_match_per_level_logits() {
+        let anchors = Anchors::new(&AnchorConfig {
+            image_size: [16, 32],
+            min_level: 3,
+            max_level: 4,
+            num_scales: 1,
+            aspect_ratios: vec![[1.0, 1.0], [2.0, 1.0]],
+            anchor_scale: 1.0,
+        });
+        let (c, a_count) = (3, 2);
+        let mut state = 11u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1 << 24) as f32 * 4.0 - 2.0
+        };
+        let sizes = [8, 2];
+        let cls: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|hw| (0..a_count * c * hw).map(|_| next()).collect())
+            .collect();
+        let bx: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|hw| (0..a_count * 4 * hw).map(|_| next() / 4.0).collect())
+            .collect();
+        // Rows (level, p, a), columns class or coordinate.
+        let mut rows_cls = Vec::new();
+        let mut rows_box = Vec::new();
+        for (l, &hw) in sizes.iter().enumerate() {
+            for p in 0..hw {
+                for a in 0..a_count {
+                    rows_cls.extend((0..c).map(|k| sigmoid(cls[l][(a * c + k) * hw + p])));
+                    rows_box.extend((0..4).map(|k| bx[l][(a * 4 + k) * hw + p]));
+                }
+            }
+        }
+        let opts = DetectOptions::default();
+        let per_level = postprocess(&anchors, c, &[&cls[0], &cls[1]], &[&bx[0], &bx[1]], &opts);
+        let format = HeadFormat {
+            layout: HeadLayout::Concatenated,
+            scores: true,
+        };
+        let mut concatenated = Vec::new();
+        postprocess_heads_into(
+            &anchors,
+            c,
+            format,
+            &[&rows_cls],
+            &[&rows_box],
+            &opts,
+            &mut PostprocessScratch::default(),
+            &mut concatenated,
+        )
+        .unwrap();
+        assert!(!per_level.is_empty());
+        assert_eq!(per_level, concatenated);
+        // A concatenated output of the wrong length, or per level, is an error.
+        let short = &rows_cls[1..];
+        let mut out = Vec::new();
+        let mut scratch = PostprocessScratch::default();
+        for (cls_in, box_in) in [
+            (vec![short], vec![&rows_box[..]]),
+            (vec![&cls[0][..], &cls[1][..]], vec![&bx[0][..], &bx[1][..]]),
+        ] {
+            assert!(postprocess_heads_into(
+                &anchors,
+                c,
+                format,
+                &cls_in,
+                &box_in,
+                &opts,
+                &mut scratch,
+                &mut out
+            )
+            .is_err());
+        }
     }
 
     #[test]

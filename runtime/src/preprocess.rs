@@ -338,6 +338,26 @@ fn resize_vertical(src: &[u8], w: usize, h: usize, nh: usize) -> Vec<u8> {
     out
 }
 
+/// [`preprocess`] for a network whose input is NHWC (a TensorFlow/Keras export): the same
+/// values, laid out `[height][width][3]`. Allocates the planar intermediate.
+pub fn preprocess_nhwc(
+    image: &Image<'_>,
+    target: [usize; 2],
+    norm: &Normalization,
+    out: &mut [f32],
+) -> Result<f32, PreprocessError> {
+    let mut planar = vec![0.0; out.len()];
+    let scale = preprocess(image, target, norm, &mut planar)?;
+    // `preprocess` accepted `out.len()`: three planes of `target` pixels.
+    let plane = out.len() / 3;
+    for (p, pixel) in out.chunks_exact_mut(3).enumerate() {
+        for (c, v) in pixel.iter_mut().enumerate() {
+            *v = planar[c * plane + p];
+        }
+    }
+    Ok(scale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +492,28 @@ mod tests {
         // Red channel: (255 − 123.675) / 58.395 = 2.2489; fill (124 − 123.675)/58.395 = 0.0056.
         assert!((out[0] - 2.248_908).abs() < 1e-5);
         assert!((out[2] - 0.005_565_544).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nhwc_holds_the_planar_values_pixel_by_pixel() {
+        let data: Vec<u8> = (0..5 * 3 * 3).map(|v| (v * 37 % 256) as u8).collect();
+        let image = Image {
+            width: 5,
+            height: 3,
+            channels: 3,
+            data: &data,
+        };
+        let norm = Normalization::IMAGENET;
+        let (planar, scale) = run(&image, [4, 6], &norm);
+        let mut nhwc = vec![0.0; 72];
+        assert_eq!(preprocess_nhwc(&image, [4, 6], &norm, &mut nhwc), Ok(scale));
+        for p in 0..24 {
+            for c in 0..3 {
+                assert_eq!(nhwc[p * 3 + c], planar[c * 24 + p]);
+            }
+        }
+        let mut short = vec![0.0; 71];
+        assert!(preprocess_nhwc(&image, [4, 6], &norm, &mut short).is_err());
     }
 
     #[test]

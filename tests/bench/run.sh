@@ -3,19 +3,20 @@
 # models and weights, batch 1, fp32, 1 and 2 intra-op threads, interleaved in one run:
 #   - D0 from specs/d0.yaml with the fixture weights (ONNX Runtime runs the fixture's
 #     model.onnx, the same weights);
-#   - Lite0 and PyTorch-native efficientdet_d0, each from its ONNX export.
+#   - Lite0, PyTorch-native efficientdet_d0 and the Keras (xuannianz) D0 through tf2onnx,
+#     each from its ONNX export.
 # Prints per model effdet/ORT and each engine's 2-thread/1-thread ratio. Also reports the
 # D0 crate's release build time and its arena vs naive bytes. Measure with nothing else
 # running: the 2-thread figures need both cores.
 #
 #   bash tests/bench/run.sh            # from the repository root
 #   ROUNDS=5 ITERS=30 bash tests/bench/run.sh
-#   MODELS=d0 bash tests/bench/run.sh  # a subset: d0, lite0, pt_d0
+#   MODELS=d0 bash tests/bench/run.sh  # a subset: d0, lite0, pt_d0, keras_d0
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FIXTURES=../shared/fixtures
 OUT=${OUT:-target/bench}
-MODELS=${MODELS:-d0 lite0 pt_d0}
+MODELS=${MODELS:-d0 lite0 pt_d0 keras_d0}
 mkdir -p "$OUT"
 python3 -c "import onnxruntime, sys; sys.exit(onnxruntime.__version__ != '1.32.0')" 2>/dev/null \
   || pip install --quiet "onnxruntime==1.32.0" numpy
@@ -30,6 +31,8 @@ ARGS[lite0]="$FIXTURES/tf_efficientdet_lite0_seed5/model.onnx"
 ONNX[lite0]=$FIXTURES/tf_efficientdet_lite0_seed5/model.onnx
 ARGS[pt_d0]="$FIXTURES/efficientdet_d0_seed5/model.onnx"
 ONNX[pt_d0]=$FIXTURES/efficientdet_d0_seed5/model.onnx
+ARGS[keras_d0]="$FIXTURES/keras_d0_seed5/model.onnx"
+ONNX[keras_d0]=$FIXTURES/keras_d0_seed5/model.onnx
 
 for m in $MODELS; do
   # shellcheck disable=SC2086

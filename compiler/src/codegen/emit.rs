@@ -71,29 +71,74 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
     let per_location = anchors.num_anchors_per_location();
     let mut class_slots = Vec::new();
     let mut box_slots = Vec::new();
-    for (level, (cn, bn)) in anchors
-        .levels()
-        .iter()
-        .zip(class_names.iter().zip(&box_names))
-    {
-        let [h, w] = level.feature_size;
-        for (name, channels, out) in [
-            (cn, per_location * d.num_classes, &mut class_slots),
-            (bn, per_location * 4, &mut box_slots),
-        ] {
-            let slot = find(name)?;
-            if slot.shape != [plan.batch, channels, h, w] {
-                return Err(format!(
-                    "head output `{name}` has shape {:?}, the detection settings expect {:?}",
-                    slot.shape,
-                    [plan.batch, channels, h, w]
-                ));
-            }
-            // One image's part of the output.
-            let (off, len) = (lit(slot.offset), lit(slot.len / plan.batch.max(1)));
-            out.push(quote!((#off, #len)));
+    // (output name, the shape detection expects, where its slot goes)
+    let mut expected: Vec<(&String, Vec<usize>, bool)> = Vec::new();
+    if d.format.layout == effdet_runtime::HeadLayout::Concatenated {
+        let n = anchors.len();
+        expected.push((&class_names[0], vec![plan.batch, n, d.num_classes], true));
+        expected.push((&box_names[0], vec![plan.batch, n, 4], false));
+    } else {
+        for (level, (cn, bn)) in anchors
+            .levels()
+            .iter()
+            .zip(class_names.iter().zip(&box_names))
+        {
+            let [h, w] = level.feature_size;
+            expected.push((
+                cn,
+                vec![plan.batch, per_location * d.num_classes, h, w],
+                true,
+            ));
+            expected.push((bn, vec![plan.batch, per_location * 4, h, w], false));
         }
     }
+    for (name, shape, class) in expected {
+        let slot = find(name)?;
+        if slot.shape != shape {
+            return Err(format!(
+                "head output `{name}` has shape {:?}, the detection settings expect {shape:?}",
+                slot.shape
+            ));
+        }
+        // One image's part of the output.
+        let (off, len) = (lit(slot.offset), lit(slot.len / plan.batch.max(1)));
+        if class {
+            &mut class_slots
+        } else {
+            &mut box_slots
+        }
+        .push(quote!((#off, #len)));
+    }
+    // A TensorFlow export takes NHWC images: `[N, H, W, 3]`.
+    let input_shape = &plan.slots[plan.input].shape;
+    let nhwc = input_shape.len() == 4 && input_shape[3] == 3 && input_shape[1] != 3;
+    let (preprocess, image_dims) = if nhwc {
+        (
+            quote!(preprocess_nhwc),
+            quote!([INPUT_SHAPE[1], INPUT_SHAPE[2]]),
+        )
+    } else {
+        (quote!(preprocess), quote!([INPUT_SHAPE[2], INPUT_SHAPE[3]]))
+    };
+    let clip = if d.clip_to_input {
+        quote! {
+            // keras-retinanet clips to the network input, padding included.
+            options.clip = Some(#image_dims.map(|v| v as f32 - 1.0));
+        }
+    } else {
+        quote! {
+            // effdet clips to the image's valid (un-padded) region before NMS.
+            options.clip = Some([group[b].height as f32 / scales[b], group[b].width as f32 / scales[b]]);
+        }
+    };
+    let head_format = {
+        let layout = match d.format.layout {
+            effdet_runtime::HeadLayout::PerLevel => quote!(HeadLayout::PerLevel),
+            effdet_runtime::HeadLayout::Concatenated => quote!(HeadLayout::Concatenated),
+        };
+        let scores = d.format.scores;
+        quote!(HeadFormat { layout: #layout, scores: #scores })
+    };
     let levels = lit(class_slots.len());
     let a = &d.anchors;
     let [ih, iw] = a.image_size;
@@ -128,7 +173,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
     );
     let items = quote! {
         pub use ::effdet_runtime::{coco_label, DetectOptions, Detection, Image, NmsMethod};
-        use ::effdet_runtime::{AnchorConfig, Anchors, Normalization};
+        use ::effdet_runtime::{AnchorConfig, Anchors, HeadFormat, HeadLayout, Normalization};
 
         /// Classes the class head scores (detections carry 1-based ids).
         pub const NUM_CLASSES: usize = #num_classes;
@@ -136,6 +181,8 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
         const NORMALIZATION: Normalization = Normalization { mean: [#(#mean),*], std: [#(#std),*] };
         const CLASS_SLOTS: [(usize, usize); #levels] = [#(#class_slots),*];
         const BOX_SLOTS: [(usize, usize); #levels] = [#(#box_slots),*];
+        /// How the head outputs are laid out and what the class output holds.
+        const HEAD_FORMAT: HeadFormat = #head_format;
 
         /// The anchors the box head regresses against, from the spec.
         pub fn anchor_config() -> AnchorConfig {
@@ -197,22 +244,22 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
                 let mut scales = [1.0f32; BATCH];
                 let input = &mut state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1];
                 for (b, (image, x)) in group.iter().zip(input.chunks_exact_mut(PER_IMAGE)).enumerate() {
-                    scales[b] = ::effdet_runtime::preprocess(image, [INPUT_SHAPE[2], INPUT_SHAPE[3]], &NORMALIZATION, x)
+                    scales[b] = ::effdet_runtime::#preprocess(image, #image_dims, &NORMALIZATION, x)
                         .map_err(|e| name(g * BATCH + b, &e))?;
                 }
                 input[group.len() * PER_IMAGE..].fill(0.0);
                 run(state, self.weights.as_slice(), self.isa)?;
                 let arena = &state.arena;
-                for (b, image) in group.iter().enumerate() {
+                for b in 0..group.len() {
                     let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off + b * len..][..len]);
                     let box_outputs = BOX_SLOTS.map(|(off, len)| &arena[off + b * len..][..len]);
                     let mut options = *options;
-                    // effdet clips to the image's valid (un-padded) region before NMS.
-                    options.clip = Some([image.height as f32 / scales[b], image.width as f32 / scales[b]]);
+                    #clip
                     let mut found = Vec::new();
-                    catch_panic(|| ::effdet_runtime::postprocess_into(
+                    catch_panic(|| ::effdet_runtime::postprocess_heads_into(
                         &self.anchors,
                         NUM_CLASSES,
+                        HEAD_FORMAT,
                         &class_outputs,
                         &box_outputs,
                         &options,
@@ -311,6 +358,9 @@ impl Locals {
 /// per-image kernel of a batch). In an image-major segment (`per_image`), the segment loops
 /// over the images and every step works on image `b`'s part of its tensors.
 fn step_body(plan: &Plan, step: usize, loc: &mut Locals, per_image: bool) -> TokenStream {
+    if plan.steps[step].kernel == Kernel::View {
+        return quote!();
+    }
     let images = plan.steps[step].images;
     let (prologue, call) = kernel_call(plan, step, loc, per_image);
     if images > 1 && !per_image {
@@ -622,6 +672,7 @@ fn kernel_call(
                 k::generic::weighted_sum(cx.par, #method, #raw, &[#(#names),*], y);
             }}
         }
+        Kernel::View => quote!(),
         Kernel::Copy => quote! {{
             #split
             y.copy_from_slice(#x0);

@@ -98,6 +98,26 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, SpecError> {
         }
         SpecError::at(path, location, message)
     })?;
+    let mut spec = spec;
+    if let Some(ratios) = spec.anchors.ratios.take() {
+        // keras-retinanet's height/width ratios as effdet's (x, y) multipliers.
+        if ratios.value.is_empty() || ratios.value.iter().any(|&r| !positive(r) || r > 10_000.0) {
+            return Err(SpecError::at(
+                path,
+                ratios.referenced,
+                "anchors.ratios must be a non-empty list of height/width ratios in (0, 10000]",
+            ));
+        }
+        spec.anchors.aspect_ratios = Spanned {
+            value: ratios
+                .value
+                .iter()
+                .map(|r| [1.0 / r.sqrt(), r.sqrt()])
+                .collect(),
+            referenced: ratios.referenced,
+            defined: ratios.defined,
+        };
+    }
     let warnings = validate(path, &spec)?;
     Ok(Loaded { spec, warnings })
 }

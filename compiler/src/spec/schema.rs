@@ -289,7 +289,54 @@ pub struct Anchors {
     /// `(x, y)` multipliers per aspect ratio, effdet's pair form.
     #[serde(default = "default_aspects")]
     pub aspect_ratios: Spanned<Vec<[f64; 2]>>,
+    /// keras-retinanet's height/width ratios (`[1, 0.5, 2]`), instead of `aspect_ratios`:
+    /// ratio `r` is the pair `(1/√r, √r)`, so an anchor of size `s` is `s/√r` wide and
+    /// `s·√r` high. The spec loader turns them into `aspect_ratios`.
+    #[serde(default)]
+    pub ratios: Option<Spanned<Vec<f64>>>,
     pub anchor_scale: Spanned<f64>,
+    /// Whose box conventions the post-processing follows.
+    #[serde(default)]
+    pub convention: AnchorConvention,
+}
+
+/// Box conventions around the anchors. Both place anchors alike (size `anchor_scale ·
+/// stride · 2^(i/num_scales)`, centred on `(x + ½, y + ½) · stride`, anchor
+/// `scale_index · ratios + ratio_index` at a location) and decode alike (`(ty, tx, th, tw)`,
+/// centre offsets in anchor sizes, `exp` of the size codes, no scale factors); they differ
+/// in clipping.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorConvention {
+    /// effdet: boxes clipped to the image's valid (un-padded) region.
+    #[default]
+    Effdet,
+    /// keras-retinanet (xuannianz/EfficientDet's `ClipBoxes`): boxes clipped to
+    /// `[0, width − 1] × [0, height − 1]` of the network input.
+    KerasRetinanet,
+}
+
+/// How the head outputs are laid out.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadLayout {
+    /// `class_P<l>` `[1, A·C, H, W]` and `box_P<l>` `[1, A·4, H, W]` per level (effdet).
+    #[default]
+    PerLevel,
+    /// `classification` `[1, N, C]` and `regression` `[1, N, 4]`, all levels' anchors
+    /// concatenated (a Keras model's reshaped NHWC heads).
+    Concatenated,
+}
+
+/// What the class output holds.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassOutput {
+    /// Logits; the post-processing applies the sigmoid (effdet).
+    #[default]
+    Logits,
+    /// Scores: the network ends in a sigmoid (Keras' `ClassNet`).
+    Sigmoid,
 }
 
 fn default_scales() -> Spanned<u32> {
@@ -316,6 +363,10 @@ pub struct Postprocess {
     pub nms: Nms,
     #[serde(default = "default_max_det")]
     pub max_detections: u32,
+    #[serde(default)]
+    pub head_layout: HeadLayout,
+    #[serde(default)]
+    pub class_output: ClassOutput,
 }
 
 fn default_topk() -> u32 {
@@ -331,6 +382,8 @@ impl Default for Postprocess {
             pre_nms_topk: default_topk(),
             nms: Nms::default(),
             max_detections: default_max_det(),
+            head_layout: HeadLayout::default(),
+            class_output: ClassOutput::default(),
         }
     }
 }

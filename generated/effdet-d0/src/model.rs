@@ -86,7 +86,7 @@ static WEIGHTS: &arena::Aligned<[u8; 15814720]> = &arena::Aligned(
     *include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights.bin")),
 );
 pub use ::effdet_runtime::{coco_label, DetectOptions, Detection, Image, NmsMethod};
-use ::effdet_runtime::{AnchorConfig, Anchors, Normalization};
+use ::effdet_runtime::{AnchorConfig, Anchors, HeadFormat, HeadLayout, Normalization};
 /// Classes the class head scores (detections carry 1-based ids).
 pub const NUM_CLASSES: usize = 90;
 /// Input normalization, 0..255 pixel domain.
@@ -108,6 +108,11 @@ const BOX_SLOTS: [(usize, usize); 5] = [
     (4298752, 2304),
     (4295680, 576),
 ];
+/// How the head outputs are laid out and what the class output holds.
+const HEAD_FORMAT: HeadFormat = HeadFormat {
+    layout: HeadLayout::PerLevel,
+    scores: false,
+};
 /// The anchors the box head regresses against, from the spec.
 pub fn anchor_config() -> AnchorConfig {
     AnchorConfig {
@@ -269,20 +274,21 @@ impl Model {
             input[group.len() * PER_IMAGE..].fill(0.0);
             run(state, self.weights.as_slice(), self.isa)?;
             let arena = &state.arena;
-            for (b, image) in group.iter().enumerate() {
+            for b in 0..group.len() {
                 let class_outputs = CLASS_SLOTS
                     .map(|(off, len)| &arena[off + b * len..][..len]);
                 let box_outputs = BOX_SLOTS
                     .map(|(off, len)| &arena[off + b * len..][..len]);
                 let mut options = *options;
                 options.clip = Some([
-                    image.height as f32 / scales[b],
-                    image.width as f32 / scales[b],
+                    group[b].height as f32 / scales[b],
+                    group[b].width as f32 / scales[b],
                 ]);
                 let mut found = Vec::new();
-                catch_panic(|| ::effdet_runtime::postprocess_into(
+                catch_panic(|| ::effdet_runtime::postprocess_heads_into(
                         &self.anchors,
                         NUM_CLASSES,
+                        HEAD_FORMAT,
                         &class_outputs,
                         &box_outputs,
                         &options,
