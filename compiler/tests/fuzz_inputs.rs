@@ -52,7 +52,7 @@ fn specs() -> &'static [(String, String)] {
             })
             .collect();
         v.sort();
-        assert_eq!(v.len(), 15, "the shipped specs");
+        assert_eq!(v.len(), 16, "the shipped specs");
         v
     })
 }
