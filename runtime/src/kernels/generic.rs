@@ -587,8 +587,15 @@ pub fn transpose(x: &[f32], shape: &[usize], perm: &[usize], y: &mut [f32]) {
 /// `[A, B] → [B, A]` — the transpose is a batch of 2-D ones: `(batch, rows, cols)`, with
 /// dimensions of size 1 ignored and dimensions that stay adjacent merged.
 fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
-    // Output dims as input dims, size-1 ones dropped.
-    let kept: Vec<usize> = perm.iter().copied().filter(|&d| shape[d] != 1).collect();
+    // Output dims as input dims, size-1 ones dropped; on the stack, so a forward pass does
+    // not allocate (ranks above 8 take the general path).
+    let mut buf = [0usize; 8];
+    let mut len = 0;
+    for &d in perm.iter().filter(|&&d| shape[d] != 1) {
+        *buf.get_mut(len)? = d;
+        len += 1;
+    }
+    let kept = &buf[..len];
     let split = kept.iter().position(|&d| {
         kept.iter().any(|&e| {
             e < d && {
