@@ -339,7 +339,7 @@ pub fn postprocess_heads_into(
         keep,
         nms,
     } = scratch;
-    topk.reset(k);
+    topk.reset_above(k, candidate_floor(opts, format.scores));
     if format.layout == HeadLayout::Concatenated {
         topk.push_slice(class_outputs[0], |i| i);
     }
@@ -434,6 +434,30 @@ pub fn postprocess_heads_into(
             }),
     );
     Ok(())
+}
+
+/// The class value below which a candidate cannot end above `opts.score_threshold`, so it
+/// need not enter the top-k at all: the threshold itself for scores, its logit (less a margin
+/// far above the sigmoid's rounding) for logits.
+///
+/// Why this changes no result: the values it drops rank below every value that can pass the
+/// threshold, so the top-k keeps the same passing candidates in the same order, and under
+/// hard NMS a candidate only suppresses ones ranked after it, which fail the threshold too.
+/// It makes a threshold cheap, and a top-k of everything (keras-retinanet has none) usable.
+fn candidate_floor(opts: &DetectOptions, scores: bool) -> Option<f32> {
+    let t = opts.score_threshold?;
+    if opts.nms != NmsMethod::Hard || t <= 0.0 {
+        return None;
+    }
+    if scores {
+        return Some(t);
+    }
+    // sigmoid(l) reaches 1.0 in f32 for finite l: no logit bound for thresholds that high.
+    if t >= 0.999 {
+        return None;
+    }
+    let t = f64::from(t);
+    Some(((t / (1.0 - t)).ln() - 1e-3) as f32)
 }
 
 fn validate_concatenated(
@@ -697,6 +721,68 @@ mod tests {
                 (BOX1, 0.041_004_36, 2),
             ],
         );
+    }
+
+    /// The threshold as a top-k floor (`candidate_floor`) gives exactly what thresholding
+    /// the unfiltered result gives: many overlapping boxes, logits and scores, a small and a
+    /// whole-graph top-k, thresholds between and on the values.
+    #[test]
+    fn a_threshold_gives_what_filtering_afterwards_gives() {
+        let anchors = Anchors::new(&AnchorConfig {
+            image_size: [64, 64],
+            min_level: 3,
+            max_level: 4,
+            num_scales: 2,
+            aspect_ratios: vec![[1.0, 1.0], [1.4, 0.7]],
+            anchor_scale: 4.0,
+        });
+        let classes = 3;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let logits: Vec<f32> = (0..anchors.len() * classes).map(|_| next() * 4.0).collect();
+        let scores: Vec<f32> = logits.iter().map(|&l| sigmoid(l)).collect();
+        let deltas: Vec<f32> = (0..anchors.len() * 4).map(|_| next() * 0.5).collect();
+        let format = |scores| HeadFormat {
+            layout: HeadLayout::Concatenated,
+            scores,
+        };
+        for (values, is_scores) in [(&logits, false), (&scores, true)] {
+            for topk in [40, usize::MAX] {
+                for t in [0.2f32, 0.5, sigmoid(logits[7]), 0.9] {
+                    let opts = |score_threshold| DetectOptions {
+                        score_threshold,
+                        pre_nms_topk: topk,
+                        max_detections: 30,
+                        ..DetectOptions::default()
+                    };
+                    let run = |o: &DetectOptions| {
+                        let mut out = Vec::new();
+                        postprocess_heads_into(
+                            &anchors,
+                            classes,
+                            format(is_scores),
+                            &[values],
+                            &[&deltas],
+                            o,
+                            &mut PostprocessScratch::default(),
+                            &mut out,
+                        )
+                        .unwrap();
+                        out
+                    };
+                    let mut want = run(&opts(None));
+                    want.retain(|d| d.score >= t);
+                    let got = run(&opts(Some(t)));
+                    assert!(!got.is_empty() || t >= 0.9, "t = {t}");
+                    assert_eq!(got, want, "scores {is_scores}, topk {topk}, t = {t}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -35,14 +35,18 @@ pub(crate) struct TopK {
     buf: Vec<(i32, usize)>,
     /// Key of the current k-th best once the buffer has been cut at least once.
     threshold: Option<i32>,
+    /// Key below which nothing is admitted (`i32::MIN`: everything is).
+    floor: i32,
 }
 
 impl TopK {
-    /// Starts a new selection of the best `k` values.
-    pub(crate) fn reset(&mut self, k: usize) {
+    /// Starts a new selection of the best `k` values among those not below `floor`
+    /// (`f32::total_cmp` order; `None` admits every value).
+    pub(crate) fn reset_above(&mut self, k: usize, floor: Option<f32>) {
         self.k = k;
         self.buf.clear();
         self.threshold = None;
+        self.floor = floor.map_or(i32::MIN, sort_key);
     }
 
     /// Offers `value` with its (unique) `index`.
@@ -61,8 +65,9 @@ impl TopK {
         if self.k == 0 {
             return;
         }
-        // i32::MIN admits everything until the first cut.
-        let mut threshold = self.threshold.unwrap_or(i32::MIN);
+        // The floor admits everything above it until the first cut; the k-th best, which is
+        // above the floor, after it.
+        let mut threshold = self.threshold.unwrap_or(self.floor);
         for (c, chunk) in values.chunks(CHUNK).enumerate() {
             let mut keys = [i32::MIN; CHUNK];
             for (key, &v) in keys.iter_mut().zip(chunk) {
@@ -77,7 +82,7 @@ impl TopK {
                     self.buf.push((key, index_of(c * CHUNK + i)));
                     if self.buf.len() >= self.k.saturating_mul(2).max(self.k + 1) {
                         self.cut();
-                        threshold = self.threshold.unwrap_or(i32::MIN);
+                        threshold = self.threshold.unwrap_or(self.floor);
                     }
                 }
             }
@@ -110,7 +115,7 @@ mod tests {
 
     fn select(values: &[f32], k: usize) -> Vec<(f32, usize)> {
         let mut topk = TopK::default();
-        topk.reset(k);
+        topk.reset_above(k, None);
         for (i, &v) in values.iter().enumerate() {
             topk.push(v, i);
         }
@@ -166,6 +171,24 @@ mod tests {
         let values = lcg_values(100_000, 80);
         for k in [1, 7, 5000, 99_999, 100_000, 200_000] {
             assert_eq!(select(&values, k), reference(&values, k), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn a_floor_admits_only_values_not_below_it() {
+        let values = lcg_values(50_000, 80);
+        for (k, floor) in [(10, -3.0f32), (5000, 0.0), (60_000, -9.75), (100, 100.0)] {
+            let mut topk = TopK::default();
+            topk.reset_above(k, Some(floor));
+            topk.push_slice(&values, |i| i);
+            let mut got = Vec::new();
+            topk.finish(|v, i| got.push((v, i)));
+            let want: Vec<(f32, usize)> = reference(&values, values.len())
+                .into_iter()
+                .filter(|&(v, _)| v >= floor)
+                .take(k)
+                .collect();
+            assert_eq!(got, want, "k = {k}, floor = {floor}");
         }
     }
 

@@ -161,6 +161,20 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         ));
     }
 
+    // Channels-last output (a TensorFlow export's heads).
+    for (cin, cout, hw) in [(64, 810, 32 * 32), (64, 36, 64 * 64)] {
+        let x = data(cin * hw, 1);
+        let w = conv1x1::pack(&data(cout * cin, 2), cout, cin);
+        let b = data(cout, 3);
+        v.push(case(
+            format!("conv1x1 nhwc {cin}→{cout} @{hw}"),
+            cout * hw,
+            move |y| {
+                conv1x1::conv1x1_batch_nhwc(isa, par, &x, &w, &b, y, 1, cin, cout, hw, Act::Sigmoid)
+            },
+        ));
+    }
+
     // Depthwise: D0's shapes (TF 'same' pads), and a 7×7 (the plain-loop path).
     for (c, n, k, s) in [
         (32, 256, 3, 1),

@@ -439,6 +439,7 @@ fn kernel_call(
             cout,
             hw,
             act: a,
+            nhwc,
         } => {
             let (w0, b) = (&ws[0], &ws[1]);
             let residual = if s.inputs.len() == 2 {
@@ -448,10 +449,17 @@ fn kernel_call(
             };
             let n = if per_image { 1 } else { *n };
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            quote! {{
-                #split
-                k::conv1x1::conv1x1_batch(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
-            }}
+            if *nhwc {
+                quote! {{
+                    #split
+                    k::conv1x1::conv1x1_batch_nhwc(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
+                }}
+            } else {
+                quote! {{
+                    #split
+                    k::conv1x1::conv1x1_batch(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                }}
+            }
         }
         Kernel::Depthwise {
             c,

@@ -36,7 +36,7 @@ mod fuse_se;
 mod propagate_transpose;
 mod rewrite;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::fmt;
 

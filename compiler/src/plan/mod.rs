@@ -34,6 +34,9 @@ pub enum Kernel {
         cout: usize,
         hw: usize,
         act: Option<Activation>,
+        /// Writes its output channels-last (`[n][hw][cout]`) for the NCHW → NHWC transpose
+        /// that is its only reader, which becomes a view (set by the memory planner).
+        nhwc: bool,
     },
     Depthwise {
         c: usize,
@@ -353,6 +356,7 @@ impl Plan {
                             cout,
                             hw: h * w,
                             act: c.act,
+                            nhwc: false,
                         }
                     } else if depthwise {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
@@ -638,7 +642,7 @@ impl Plan {
         // Slots sharing a buffer: `parent[s] = (p, d)` puts slot `s` at `d` floats into
         // `p`'s region; a root is its own parent and owns a buffer.
         let mut parent: Vec<(usize, usize)> = (0..slots.len()).map(|s| (s, 0)).collect();
-        views(steps, slots, input, &mut parent);
+        views(steps, slots, input, outputs, &mut parent);
         // Squeeze-excite works in place when everything sharing its input's buffer dies
         // there.
         let mut set_last = last.clone();
@@ -735,13 +739,56 @@ fn find(parent: &[(usize, usize)], mut s: usize) -> (usize, usize) {
 }
 
 /// Steps that need not move data, found before buffers are placed: a reshape (`Copy`) puts
-/// its output at its input's place; a concat along an axis with nothing but 1s before it has
-/// each input written straight into its part of the output (the heads' reshaped outputs of
-/// a tf2onnx graph, side by side in the output). Such steps become [`Kernel::View`]. A
-/// tensor joins another's buffer only when it has no place of its own yet, is not the graph
-/// input and holds as many images as the other, so every region stays inside its buffer.
-fn views(steps: &mut [Step], slots: &[Slot], input: usize, parent: &mut [(usize, usize)]) {
+/// its output at its input's place; an NCHW → NHWC transpose of a 1×1 conv's output that
+/// nothing else reads has the conv write channels-last in its place (a TensorFlow export's
+/// heads); a concat along an axis with nothing but 1s before it has each input written
+/// straight into its part of the output (the heads' reshaped outputs of a tf2onnx graph,
+/// side by side in the output). Such steps become [`Kernel::View`]. A tensor joins
+/// another's buffer only when it has no place of its own yet, is not the graph input and
+/// holds as many images as the other, so every region stays inside its buffer.
+fn views(
+    steps: &mut [Step],
+    slots: &[Slot],
+    input: usize,
+    outputs: &[(String, usize)],
+    parent: &mut [(usize, usize)],
+) {
     let free = |parent: &[(usize, usize)], s: usize| parent[s].0 == s && s != input;
+    let mut readers = vec![0usize; slots.len()];
+    let mut producer = vec![usize::MAX; slots.len()];
+    for (i, step) in steps.iter().enumerate() {
+        step.inputs.iter().for_each(|&x| readers[x] += 1);
+        producer[step.output] = i;
+    }
+    for i in 0..steps.len() {
+        let Kernel::Transpose { shape, perm } = &steps[i].kernel else {
+            continue;
+        };
+        let (x, y) = (steps[i].inputs[0], steps[i].output);
+        let Some(Kernel::Conv1x1 { n, cout, hw, .. }) = steps.get(producer[x]).map(|c| &c.kernel)
+        else {
+            continue;
+        };
+        let channels_last = perm == &[0, 2, 3, 1]
+            && shape.len() == 4
+            && shape[0] == *n
+            && shape[1] == *cout
+            && shape[2] * shape[3] == *hw
+            && steps[producer[x]].inputs.len() == 1;
+        if channels_last
+            && readers[x] == 1
+            && !outputs.iter().any(|&(_, o)| o == x)
+            && free(parent, x)
+            && free(parent, y)
+            && slots[x].per_image == slots[y].per_image
+        {
+            parent[y] = (x, 0);
+            steps[i].kernel = Kernel::View;
+            if let Kernel::Conv1x1 { nhwc, .. } = &mut steps[producer[x]].kernel {
+                *nhwc = true;
+            }
+        }
+    }
     for step in steps.iter_mut() {
         let y = step.output;
         match &step.kernel {
@@ -785,5 +832,56 @@ fn views(steps: &mut [Step], slots: &[Slot], input: usize, parent: &mut [(usize,
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::testutil::conv;
+
+    /// input → 1×1 conv → NCHW-to-NHWC transpose, the conv's output also a graph output
+    /// when `shared`.
+    fn conv_transpose(shared: bool) -> Plan {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", &[2, 8, 6, 5]);
+        let c = conv(&mut g, "c", x, 12, 1, 1, true);
+        let t = g
+            .add(
+                "t",
+                Op::Transpose {
+                    perm: vec![0, 2, 3, 1],
+                },
+                &[c],
+            )
+            .unwrap();
+        g.mark_output("y", t);
+        if shared {
+            g.mark_output("c", c);
+        }
+        Plan::build(&g).unwrap()
+    }
+
+    #[test]
+    fn a_transpose_to_nhwc_of_a_pointwise_conv_is_written_by_the_conv() {
+        let plan = conv_transpose(false);
+        let [conv, transpose] = &plan.steps[..] else {
+            panic!("{:?}", plan.steps);
+        };
+        assert!(matches!(conv.kernel, Kernel::Conv1x1 { nhwc: true, .. }));
+        assert_eq!(transpose.kernel, Kernel::View);
+        let (c, t) = (&plan.slots[conv.output], &plan.slots[transpose.output]);
+        assert_eq!(c.offset, t.offset);
+        assert_eq!(t.shape, [2, 6, 5, 12]);
+    }
+
+    #[test]
+    fn a_conv_output_read_elsewhere_stays_nchw() {
+        let plan = conv_transpose(true);
+        assert!(matches!(
+            plan.steps[0].kernel,
+            Kernel::Conv1x1 { nhwc: false, .. }
+        ));
+        assert!(matches!(plan.steps[1].kernel, Kernel::Transpose { .. }));
     }
 }

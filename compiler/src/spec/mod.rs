@@ -503,9 +503,9 @@ fn check_ranges(path: &Path, s: &Spec) -> Result<(), SpecError> {
         ));
     }
     let p = &s.postprocess;
-    if !(1..=1_000_000).contains(&p.pre_nms_topk) {
+    if !(1..=1_000_000_000).contains(&p.pre_nms_topk) {
         return plain(format!(
-            "postprocess.pre_nms_topk {} is out of range: 1..=1000000",
+            "postprocess.pre_nms_topk {} is out of range: 1..=1000000000",
             p.pre_nms_topk
         ));
     }

@@ -126,6 +126,61 @@ pub fn conv1x1_batch(
     );
 }
 
+/// [`conv1x1_batch`] writing its output channels-last: `y[i][p][co]` (NHWC, `[n][hw][cout]`)
+/// instead of `[n][cout][hw]`, for a conv whose only reader is an NCHW → NHWC transpose (a
+/// TensorFlow export's head outputs). No residual.
+///
+/// Why not the NCHW kernel and a transpose: a head output is large (810 × 64² floats,
+/// 13 MB), so its round trip through memory and the transpose's second pass cost ~1 ms per
+/// level. Here each block of pixels is computed by the same register tiles into a
+/// per-thread buffer that stays in L2, and transposed from there into place. Threads split
+/// the pixels (each writes whole `[cout]` rows); every value is bit-identical to
+/// [`conv1x1_batch`]'s, whatever the thread count.
+///
+/// # Panics
+/// As [`conv1x1_batch`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_nhwc(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    check_args(isa, x, w, bias, None, y, n, cin, cout, hw);
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    let plan = Plan::new(isa, cin, cout, hw, 1);
+    // Pixels per block: the block's output (cout × block floats, ≤ 256 KB) stays in L2 until
+    // it is transposed; whole 64-pixel tiles, and no more than the x block of the plan.
+    let block = ((64 * 1024 / cout) / 64 * 64).clamp(64, plan.block.max(64));
+    let work = n
+        .saturating_mul(cout)
+        .saturating_mul(cin)
+        .saturating_mul(hw);
+    par.for_each_chunk_of_images(y, n, block * cout, work, |i, image, yc| {
+        let x = &x[image * cin * hw..][..cin * hw];
+        let p0 = i * block;
+        let len = yc.len() / cout;
+        OUT_SCRATCH.with_borrow_mut(|tmp| {
+            if tmp.len() < cout * len {
+                tmp.resize(cout * len, 0.0);
+            }
+            let tmp = &mut tmp[..cout * len];
+            // The block as NCHW planes of `len` pixels, then transposed into place.
+            run_group(isa, plan, x, w, bias, None, tmp, cin, hw, p0, len, act);
+            super::generic::transpose_2d(tmp, cout, len, yc);
+        });
+    });
+}
+
 /// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +291,44 @@ fn run_batch(
     act: Act,
     plan: Plan,
 ) {
+    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    let group = plan.group.max(1);
+    let work = n
+        .saturating_mul(cout)
+        .saturating_mul(cin)
+        .saturating_mul(hw);
+    par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
+        let row0 = i * group * MR;
+        let rows = yc.len() / hw;
+        let x = &x[image * cin * hw..][..cin * hw];
+        let res = residual.map(|r| &r[(image * cout + row0) * hw..][..rows * hw]);
+        let w = &w[row0 * cin..][..rows.div_ceil(MR) * MR * cin];
+        let bias = if bias.is_empty() {
+            bias
+        } else {
+            &bias[row0..][..rows]
+        };
+        run_group(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, act);
+    });
+}
+
+/// The argument checks of [`conv1x1_batch`] (see its `# Panics`).
+#[allow(clippy::too_many_arguments)]
+fn check_args(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &[f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+) {
     let xlen = n.checked_mul(cin).and_then(|v| v.checked_mul(hw));
     let ylen = n.checked_mul(cout).and_then(|v| v.checked_mul(hw));
     assert_eq!(
@@ -270,31 +363,12 @@ fn run_batch(
         );
     }
     assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
-    if n == 0 || cout == 0 || hw == 0 {
-        return;
-    }
-    let group = plan.group.max(1);
-    let work = n
-        .saturating_mul(cout)
-        .saturating_mul(cin)
-        .saturating_mul(hw);
-    par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
-        let row0 = i * group * MR;
-        let rows = yc.len() / hw;
-        let x = &x[image * cin * hw..][..cin * hw];
-        let res = residual.map(|r| &r[(image * cout + row0) * hw..][..rows * hw]);
-        let w = &w[row0 * cin..][..rows.div_ceil(MR) * MR * cin];
-        let bias = if bias.is_empty() {
-            bias
-        } else {
-            &bias[row0..][..rows]
-        };
-        run_group(isa, plan, x, w, bias, res, yc, cin, hw, act);
-    });
 }
 
 /// One chunk: `rows` output channels starting at a panel boundary (`y` holds exactly
-/// them, `w` their panels, `bias` and `res` their values or nothing).
+/// them, `w` their panels, `bias` and `res` their values or nothing), for the pixels
+/// `first..first + count` of x's `hw`; `y` (and `res`) hold them as planes of `count`
+/// pixels (all of them: `first` 0, `count` hw).
 #[allow(clippy::too_many_arguments)]
 fn run_group(
     isa: Isa,
@@ -306,16 +380,27 @@ fn run_group(
     y: &mut [f32],
     cin: usize,
     hw: usize,
+    first: usize,
+    count: usize,
     act: Act,
 ) {
-    let rows = y.len() / hw;
+    let rows = y.len() / count;
     let panels = rows.div_ceil(MR);
     let block = plan.block.max(1);
     // Streaming stores need every row start 64-byte aligned (full-vector tiles only).
     let stream = plan.stream
         && isa == Isa::Avx512
-        && hw.is_multiple_of(16)
+        && count.is_multiple_of(16)
         && y.as_ptr().align_offset(64) == 0;
+    // Pixel `p` of x is output column `p − first`: x is taken from `first` on, so the tiles
+    // index both with the same column.
+    assert!(
+        first + count <= hw,
+        "conv1x1: pixels {first}+{count} of {hw}"
+    );
+    let x = &x[first..];
+    // x's row stride; `hw` from here on is y's.
+    let (hw_x, hw) = (hw, count);
     SCRATCH.with_borrow_mut(|scratch| {
         let mut p0 = 0;
         while p0 < hw {
@@ -333,11 +418,11 @@ fn run_group(
                 let at = scratch.as_ptr().align_offset(64).min(16);
                 let xb = &mut scratch[at..at + cin * ld];
                 for (k, dst) in xb.chunks_exact_mut(ld).enumerate() {
-                    dst[..len].copy_from_slice(&x[k * hw + p0..][..len]);
+                    dst[..len].copy_from_slice(&x[k * hw_x + p0..][..len]);
                 }
                 (&xb[..], ld, p0)
             } else {
-                (x, hw, 0)
+                (x, hw_x, 0)
             };
             for pi in 0..panels {
                 let r0 = pi * MR;
@@ -365,9 +450,10 @@ fn run_group(
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => {
-                        // SAFETY: `conv1x1_planned` checked that this CPU runs AVX-512F+FMA,
+                        // SAFETY: `check_args` checked that this CPU runs AVX-512F+FMA,
                         // and the panel's slices have the lengths `panel_512` requires
-                        // (x: (cin−1)·xs + p0 + len − x0, w: MR·cin, y and res: rows·hw),
+                        // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
+                        // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw),
                         // with x0 ≤ p0 and p0 + len ≤ hw.
                         unsafe { x86::panel_512(&panel, yp, p0, len, plan.tile) }
                     }
@@ -393,6 +479,8 @@ fn run_group(
 thread_local! {
     /// Per-thread buffer for packed blocks of x (see [`Plan::pack_x`]).
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose.
+    static OUT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// One panel of MR output channels (of which `rows` are real).
@@ -1037,6 +1125,72 @@ mod tests {
                     outs[0] == outs[1] && outs[0] == outs[2],
                     "{isa:?} {cin}→{cout}@{hw}"
                 );
+            }
+        }
+    }
+
+    /// The channels-last variant writes exactly the transposed NCHW result: every ISA,
+    /// 1–3 threads, batches, pixel counts that leave partial blocks and tiles.
+    #[test]
+    fn nhwc_output_is_the_nchw_output_transposed_bit_for_bit() {
+        let mut rng = Rng(31);
+        for &(n, cin, cout, hw) in &[
+            (2, 16, 37, 333),
+            (1, 64, 810, 200),
+            (1, 7, 2 * MR + 3, 70),
+            (3, 24, 36, 1100),
+            (1, 5, 3, 1),
+        ] {
+            let x = rng.vec(n * cin * hw);
+            let w = pack(&rng.vec(cout * cin), cout, cin);
+            let b = rng.vec(cout);
+            for isa in Isa::available() {
+                let mut nchw = vec![f32::NAN; n * cout * hw];
+                conv1x1_batch(
+                    isa,
+                    Pool::new(1).par(),
+                    &x,
+                    &w,
+                    &b,
+                    None,
+                    &mut nchw,
+                    n,
+                    cin,
+                    cout,
+                    hw,
+                    Act::Sigmoid,
+                );
+                for threads in [1, 2, 3] {
+                    let mut nhwc = vec![f32::NAN; n * cout * hw];
+                    conv1x1_batch_nhwc(
+                        isa,
+                        Pool::new(threads).par(),
+                        &x,
+                        &w,
+                        &b,
+                        &mut nhwc,
+                        n,
+                        cin,
+                        cout,
+                        hw,
+                        Act::Sigmoid,
+                    );
+                    for i in 0..n {
+                        for co in 0..cout {
+                            for p in 0..hw {
+                                let (a, e) = (
+                                    nhwc[(i * hw + p) * cout + co],
+                                    nchw[(i * cout + co) * hw + p],
+                                );
+                                assert!(
+                                    a.to_bits() == e.to_bits(),
+                                    "{isa:?} {threads}T n{n} {cin}→{cout}@{hw}: image {i} \
+                                     channel {co} pixel {p}: {a} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -626,7 +626,7 @@ fn as_batched_2d(shape: &[usize], perm: &[usize]) -> Option<(usize, usize, usize
 /// buffer: rows of the tile are read whole and columns written whole, so neither side walks
 /// memory with a stride (a head output's rows are 16 KiB apart: strided reads of a tile's
 /// column would all map to one L1 set and evict each other).
-fn transpose_2d(x: &[f32], rows: usize, cols: usize, y: &mut [f32]) {
+pub(crate) fn transpose_2d(x: &[f32], rows: usize, cols: usize, y: &mut [f32]) {
     // 64 × 64 (16 KiB, half an L1d): measured 4.0 ms on a [810, 4096] head output where
     // 32 × 32 took 5.6 and 8 × 8 8.9.
     const TILE: usize = 64;
