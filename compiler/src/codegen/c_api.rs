@@ -122,6 +122,7 @@ fn rust(plan: &Plan, lib: &str, detect: bool) -> String {
     let mut text = RUST_TEMPLATE
         .replace("@N@", &n.to_string())
         .replace("@INPUT_LEN@", &plan.slots[plan.input].len.to_string())
+        .replace("@LAYOUT@", super::input_layout(plan))
         .replace("@LENS@", &lens.join(", "))
         .replace("@NAMES@", &names.join(", "));
     if detect {
@@ -147,6 +148,7 @@ fn header(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> Stri
         .replace("@SOURCE@", &plain(opts.header.source))
         .replace("@CRATE@", opts.name)
         .replace("@INPUT_SHAPE@", &format!("{:?}", input.shape))
+        .replace("@LAYOUT@", super::input_layout(plan))
         .replace("@INPUT_LEN@", &input.len.to_string())
         .replace("@BATCH@", &plan.batch.to_string())
         .replace("@N@", &plan.outputs.len().to_string())
@@ -202,7 +204,7 @@ pub const EFFDET_DETECT: c_int = 6;
 /// call's outputs are lost; the handle and its threads stay usable.
 pub const EFFDET_PANIC: c_int = 7;
 
-/// Floats in the input (`INPUT_SHAPE`, NCHW).
+/// Floats in the input (`INPUT_SHAPE`, @LAYOUT@).
 const INPUT_LEN: usize = @INPUT_LEN@;
 /// Floats in each output, in `OUTPUT_NAMES` order.
 const OUTPUT_LENS: [usize; @N@] = [@LENS@];
@@ -385,7 +387,7 @@ pub unsafe extern "C" fn effdet_lib_set_threads(model: *mut Model, threads: usiz
     })
 }
 
-/// Runs the network on `input` (`input_len` floats, NCHW, normalized) and copies output `i`
+/// Runs the network on `input` (`input_len` floats, @LAYOUT@, normalized) and copies output `i`
 /// into `outputs[i]`, which holds `output_lens[i]` floats, at least the output's length
 /// (`effdet_lib_output_len(i)`); a null `outputs[i]` skips that output. `num_outputs` must be
 /// the model's output count. Buffers may overlap (they are written in turn after the input
@@ -653,7 +655,7 @@ extern "C" {
 #define EFFDET_PANIC 7            /* internal error (a caught panic): that call failed, the handle stays usable */
 #endif
 
-/** The input: @INPUT_SHAPE@ floats, NCHW, normalized. */
+/** The input: @INPUT_SHAPE@ floats, @LAYOUT@, normalized. */
 #define EFFDET_LIB_INPUT_LEN @INPUT_LEN@
 /** Images per forward pass (the input's and every output's first dimension). */
 #define EFFDET_LIB_BATCH @BATCH@

@@ -110,8 +110,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
         .push(quote!((#off, #len)));
     }
     // A TensorFlow export takes NHWC images: `[N, H, W, 3]`.
-    let input_shape = &plan.slots[plan.input].shape;
-    let nhwc = input_shape.len() == 4 && input_shape[3] == 3 && input_shape[1] != 3;
+    let nhwc = super::input_layout(plan) == "NHWC";
     let (preprocess, image_dims) = if nhwc {
         (
             quote!(preprocess_nhwc),
@@ -811,6 +810,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         return Err(format!("the model input must be NCHW, got {input_shape:?}"));
     }
     let input_shape_tokens = lits(&input_shape);
+    let layout = super::input_layout(plan);
+    let input_shape_doc = format!(" Input shape, {layout}.");
     let batch = lit(input_shape[0]);
     let (input_off, input_len) = (lit(input.offset), lit(input.len));
     let n_out = lit(plan.outputs.len());
@@ -891,7 +892,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             if header.fused { "" } else { " without fusion" }
         ),
         String::new(),
-        format!(" Input: `{input_shape:?}` f32, NCHW, normalized."),
+        format!(" Input: `{input_shape:?}` f32, {layout}, normalized."),
         String::new(),
         " | output | shape |".to_string(),
         " |---|---|".to_string(),
@@ -909,7 +910,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let model_doc = model_doc.map(|l| quote!(#[doc = #l]));
     let n_steps = plan.steps.len();
     let forward_doc = format!(
-        " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count."
+        " Runs the network ({n_steps} kernel calls) on `input` (`INPUT_SHAPE`, {layout} f32) into the model's own arena; allocates nothing after the first call, at any thread count."
     );
     let detect = match &header.detection {
         Some(d) => detection_items(plan, d)?,
@@ -927,7 +928,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, Weights};
         pub use ::effdet_runtime::model::{Error, Outputs};
 
-        /// Input shape, NCHW.
+        #[doc = #input_shape_doc]
         pub const INPUT_SHAPE: [usize; 4] = #input_shape_tokens;
         /// Images per forward pass (`INPUT_SHAPE[0]`; every output's first dimension).
         pub const BATCH: usize = #batch;

@@ -124,6 +124,15 @@ fn rust(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> String
         t.replace("@MODEL@", &plain(opts.header.model))
             .replace("@SOURCE@", &plain(opts.header.source))
             .replace("@INPUT@", &input_text(plan))
+            .replace("@LAYOUT@", super::input_layout(plan))
+            .replace(
+                "@INPUT_SHAPE_PY@",
+                match super::input_layout(plan) {
+                    "NHWC" => "(BATCH, H, W, 3)",
+                    _ => "(BATCH, 3, H, W)",
+                },
+            )
+            .replace("@LAYOUT@", super::input_layout(plan))
             .replace("@SHAPES@", &shapes.join("\n"))
             .replace("effdet_lib", lib)
     };
@@ -187,6 +196,14 @@ fn stub(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> String
         .replace("@MODEL@", &plain(opts.header.model))
         .replace("@SOURCE@", &plain(opts.header.source))
         .replace("@INPUT@", &input_text(plan))
+        .replace("@LAYOUT@", super::input_layout(plan))
+        .replace(
+            "@INPUT_SHAPE_PY@",
+            match super::input_layout(plan) {
+                "NHWC" => "(BATCH, H, W, 3)",
+                _ => "(BATCH, 3, H, W)",
+            },
+        )
         .replace("@OUTPUTS@", &names.join("\n"))
         .replace("effdet_lib", lib);
     if detect {
@@ -330,7 +347,7 @@ impl PyModel {
         self.model.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `n` images of `input` (NCHW, `n · IMAGE_LEN` values), `BATCH` per forward pass
+    /// Runs `n` images of `input` (@LAYOUT@, `n · IMAGE_LEN` values), `BATCH` per forward pass
     /// (a short last pass padded with zeros, whose outputs are dropped); returns each output's
     /// values for the `n` images.
     fn run(&self, input: &[f32], n: usize) -> Result<Vec<Vec<f32>>, Error> {
@@ -398,7 +415,7 @@ impl PyModel {
     }
 
     /// Runs the network on `x`, a C- or otherwise-ordered float32 numpy array of shape
-    /// @INPUT@ (NCHW, normalized; any N ≥ 1, run BATCH images per pass). Returns a dict of
+    /// @INPUT@ (@LAYOUT@, normalized; any N ≥ 1, run BATCH images per pass). Returns a dict of
     /// float32 arrays named as OUTPUT_NAMES, each of shape (N, ...) as OUTPUT_SHAPES says.
     /// The GIL is released while the network runs. `TypeError` for another type or dtype,
     /// `ValueError` for another rank or shape, `RuntimeError` for a panic inside the model.
@@ -638,7 +655,7 @@ import numpy as np
 import numpy.typing as npt
 
 INPUT_SHAPE: Final[tuple[int, int, int, int]]
-"""The input of one forward pass, NCHW: (BATCH, 3, H, W)."""
+"""The input of one forward pass, @LAYOUT@: @INPUT_SHAPE_PY@."""
 BATCH: Final[int]
 """Images per forward pass; `forward` takes any N and runs BATCH at a time."""
 OUTPUT_NAMES: Final[tuple[str, ...]]
@@ -676,7 +693,7 @@ class Model:
         """Sets the intra-op threads (at least 1)."""
 
     def forward(self, x: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
-        """Runs the network on x, float32 of shape @INPUT@ (NCHW, normalized, any N >= 1).
+        """Runs the network on x, float32 of shape @INPUT@ (@LAYOUT@, normalized, any N >= 1).
 
         Returns float32 arrays named as OUTPUT_NAMES, each (N, ...). TypeError for another
         type or dtype, ValueError for another rank or shape, RuntimeError for a panic inside.

@@ -1035,6 +1035,9 @@ mod tests {
             (vec![2, 1, 65, 31], vec![0, 1, 3, 2]),
             (vec![1, 9, 7, 3], vec![0, 3, 1, 2]),
             (vec![1, 5, 40, 7], vec![0, 2, 3, 1]),
+            // Several tiles with partial tiles on both edges, and exact ones.
+            (vec![1, 130, 9, 15], vec![0, 2, 3, 1]),
+            (vec![2, 64, 8, 8], vec![0, 2, 3, 1]),
         ] {
             let n: usize = shape.iter().product();
             let x: Vec<f32> = (0..n).map(|v| v as f32).collect();
