@@ -671,9 +671,27 @@ fn run_outputs(
 /// post-processing gives on the crate's raw outputs for the same preprocessed image.
 #[test]
 fn keras_d0_crate_matches_keras_and_detects_as_keras_retinanet() {
-    let fx = fixture_dir("keras_d0_seed5");
+    check_keras_export(&fixture_dir("keras_d0_seed5"), "effdet-keras-d0");
+}
+
+/// The same checks on other Keras D0 exports (other seeds, opsets) made with the fixtures'
+/// `make_keras.py`: `EFFDET_KERAS_EXPORTS` lists their directories (`:`-separated), each
+/// with `model.onnx`, `input.npy`, `classification.npy` and `regression.npy`.
+#[test]
+#[ignore = "needs EFFDET_KERAS_EXPORTS: directories of other Keras D0 tf2onnx exports"]
+fn other_keras_exports_match_keras_and_detect_as_keras_retinanet() {
+    let dirs = std::env::var("EFFDET_KERAS_EXPORTS")
+        .expect("EFFDET_KERAS_EXPORTS names the export directories (`:`-separated)");
+    let dirs: Vec<&str> = dirs.split(':').filter(|d| !d.is_empty()).collect();
+    assert!(!dirs.is_empty(), "EFFDET_KERAS_EXPORTS is empty");
+    for (i, d) in dirs.iter().enumerate() {
+        eprintln!("Keras export {d}");
+        check_keras_export(Path::new(d), &format!("effdet-keras-export-{i}"));
+    }
+}
+
+fn check_keras_export(fx: &Path, name: &str) {
     let work = tempfile::tempdir().unwrap();
-    let name = "effdet-keras-d0";
     let dir = work.path().join(name);
     generate_with(
         &fx.join("model.onnx"),
