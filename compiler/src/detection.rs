@@ -78,17 +78,34 @@ impl DetectionSettings {
         }
     }
 
-    /// Output names per level, class heads then box heads (`class_P3`, …, `box_P3`, …);
-    /// `classification` and `regression` for concatenated heads.
-    pub fn output_names(&self) -> (Vec<String>, Vec<String>) {
+    /// The head outputs detection reads, `(name, shape)` for a batch of `batch`: the class
+    /// heads, then the box heads, levels ascending (`class_P3` `[N, A·C, H, W]`, …,
+    /// `box_P3` `[N, A·4, H, W]`, …), or `classification` `[N, anchors, C]` and `regression`
+    /// `[N, anchors, 4]` for concatenated heads.
+    pub fn head_outputs(&self, batch: usize) -> [Vec<(String, Vec<usize>)>; 2] {
+        let anchors = Anchors::new(&self.anchors);
         if self.format.layout == HeadLayout::Concatenated {
-            return (vec!["classification".into()], vec!["regression".into()]);
+            let n = anchors.len();
+            return [
+                vec![("classification".into(), vec![batch, n, self.num_classes])],
+                vec![("regression".into(), vec![batch, n, 4])],
+            ];
         }
-        let levels = self.anchors.min_level..=self.anchors.max_level;
-        (
-            levels.clone().map(|l| format!("class_P{l}")).collect(),
-            levels.map(|l| format!("box_P{l}")).collect(),
-        )
+        let a = anchors.num_anchors_per_location();
+        let per_level = |kind: &str, channels: usize| {
+            anchors
+                .levels()
+                .iter()
+                .map(|l| {
+                    let [h, w] = l.feature_size;
+                    (format!("{kind}_P{}", l.level), vec![batch, channels, h, w])
+                })
+                .collect()
+        };
+        [
+            per_level("class", a * self.num_classes),
+            per_level("box", a * 4),
+        ]
     }
 }
 
@@ -108,11 +125,7 @@ pub fn postprocess_dir(
     dir: &Path,
 ) -> Result<Vec<Detection>, PostprocessError> {
     let anchors = Anchors::new(&settings.anchors);
-    let per_location = anchors.num_anchors_per_location();
-    let (class_names, box_names) = settings.output_names();
-    let mut class_outputs = Vec::new();
-    let mut box_outputs = Vec::new();
-    let read = |name: &str, shape: &[usize]| {
+    let read = |(name, shape): &(String, Vec<usize>)| {
         let file = format!("{name}.npy");
         let path = dir.join(&file);
         if !path.exists() {
@@ -123,21 +136,12 @@ pub fn postprocess_dir(
         }
         Ok(npy::read_f32(&path, shape)?.data)
     };
-    if settings.format.layout == HeadLayout::Concatenated {
-        let n = anchors.len();
-        class_outputs.push(read(&class_names[0], &[1, n, settings.num_classes])?);
-        box_outputs.push(read(&box_names[0], &[1, n, 4])?);
-    } else {
-        for (level, (cn, bn)) in anchors
-            .levels()
-            .iter()
-            .zip(class_names.iter().zip(&box_names))
-        {
-            let [h, w] = level.feature_size;
-            class_outputs.push(read(cn, &[1, per_location * settings.num_classes, h, w])?);
-            box_outputs.push(read(bn, &[1, per_location * 4, h, w])?);
-        }
-    }
+    let [class_heads, box_heads] = settings.head_outputs(1);
+    let class_outputs = class_heads
+        .iter()
+        .map(read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let box_outputs = box_heads.iter().map(read).collect::<Result<Vec<_>, _>>()?;
     let class_refs: Vec<&[f32]> = class_outputs.iter().map(Vec::as_slice).collect();
     let box_refs: Vec<&[f32]> = box_outputs.iter().map(Vec::as_slice).collect();
     let mut options = settings.options;

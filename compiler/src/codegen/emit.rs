@@ -51,7 +51,6 @@ fn f64_lit(v: f64) -> Literal {
 /// Constants, the anchors field and `detect` for a model with detection settings; its head
 /// outputs must be `class_P<level>` and `box_P<level>` for every level.
 fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, String> {
-    let (class_names, box_names) = d.output_names();
     let find = |name: &str| {
         plan.outputs
             .iter()
@@ -67,34 +66,17 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
                 )
             })
     };
-    let anchors = effdet_runtime::Anchors::new(&d.anchors);
-    let per_location = anchors.num_anchors_per_location();
     let mut class_slots = Vec::new();
     let mut box_slots = Vec::new();
-    // (output name, the shape detection expects, where its slot goes)
-    let mut expected: Vec<(&String, Vec<usize>, bool)> = Vec::new();
-    if d.format.layout == effdet_runtime::HeadLayout::Concatenated {
-        let n = anchors.len();
-        expected.push((&class_names[0], vec![plan.batch, n, d.num_classes], true));
-        expected.push((&box_names[0], vec![plan.batch, n, 4], false));
-    } else {
-        for (level, (cn, bn)) in anchors
-            .levels()
-            .iter()
-            .zip(class_names.iter().zip(&box_names))
-        {
-            let [h, w] = level.feature_size;
-            expected.push((
-                cn,
-                vec![plan.batch, per_location * d.num_classes, h, w],
-                true,
-            ));
-            expected.push((bn, vec![plan.batch, per_location * 4, h, w], false));
-        }
-    }
-    for (name, shape, class) in expected {
+    // (output name, the shape detection expects, whether it is a class head)
+    let [class_heads, box_heads] = d.head_outputs(plan.batch);
+    let expected = class_heads
+        .iter()
+        .map(|h| (h, true))
+        .chain(box_heads.iter().map(|h| (h, false)));
+    for ((name, shape), class) in expected {
         let slot = find(name)?;
-        if slot.shape != shape {
+        if &slot.shape != shape {
             return Err(format!(
                 "head output `{name}` has shape {:?}, the detection settings expect {shape:?}",
                 slot.shape

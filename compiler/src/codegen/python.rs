@@ -107,6 +107,24 @@ fn input_text(plan: &Plan) -> String {
     format!("[N, {}]", rest.join(", "))
 }
 
+/// Fills the placeholders that describe the model (name, source, input shape and layout)
+/// in a template of the binding or of its stubs.
+fn describe(template: &str, plan: &Plan, opts: &CrateOptions<'_>) -> String {
+    let layout = super::input_layout(plan);
+    template
+        .replace("@MODEL@", &plain(opts.header.model))
+        .replace("@SOURCE@", &plain(opts.header.source))
+        .replace("@INPUT@", &input_text(plan))
+        .replace("@LAYOUT@", layout)
+        .replace(
+            "@INPUT_SHAPE_PY@",
+            match layout {
+                "NHWC" => "(BATCH, H, W, 3)",
+                _ => "(BATCH, 3, H, W)",
+            },
+        )
+}
+
 fn rust(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> String {
     let shapes: Vec<String> = plan
         .outputs
@@ -121,18 +139,7 @@ fn rust(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> String
         })
         .collect();
     let fill = |t: &str| {
-        t.replace("@MODEL@", &plain(opts.header.model))
-            .replace("@SOURCE@", &plain(opts.header.source))
-            .replace("@INPUT@", &input_text(plan))
-            .replace("@LAYOUT@", super::input_layout(plan))
-            .replace(
-                "@INPUT_SHAPE_PY@",
-                match super::input_layout(plan) {
-                    "NHWC" => "(BATCH, H, W, 3)",
-                    _ => "(BATCH, 3, H, W)",
-                },
-            )
-            .replace("@LAYOUT@", super::input_layout(plan))
+        describe(t, plan, opts)
             .replace("@SHAPES@", &shapes.join("\n"))
             .replace("effdet_lib", lib)
     };
@@ -192,18 +199,7 @@ fn stub(plan: &Plan, opts: &CrateOptions<'_>, lib: &str, detect: bool) -> String
         .iter()
         .map(|(n, s)| format!("#   {}: {:?}", plain(n), plan.slots[*s].shape))
         .collect();
-    let mut text = STUB_TEMPLATE
-        .replace("@MODEL@", &plain(opts.header.model))
-        .replace("@SOURCE@", &plain(opts.header.source))
-        .replace("@INPUT@", &input_text(plan))
-        .replace("@LAYOUT@", super::input_layout(plan))
-        .replace(
-            "@INPUT_SHAPE_PY@",
-            match super::input_layout(plan) {
-                "NHWC" => "(BATCH, H, W, 3)",
-                _ => "(BATCH, 3, H, W)",
-            },
-        )
+    let mut text = describe(STUB_TEMPLATE, plan, opts)
         .replace("@OUTPUTS@", &names.join("\n"))
         .replace("effdet_lib", lib);
     if detect {
