@@ -947,18 +947,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn layout_of_anchors_channels_and_levels() {
-        // 16 × 32 image (h × w), levels 3–4, two aspect pairs (1, 1) and (2, 1), 3 classes.
-        // P3: 2 × 4 map, stride 8, A = 2; P4: 1 × 2 map, stride 16.
-        let anchors = Anchors::new(&AnchorConfig {
+    /// A 16 × 32 image (h × w), levels 3–4, two aspect pairs (1, 1) and (2, 1).
+    fn two_levels() -> Anchors {
+        Anchors::new(&AnchorConfig {
             image_size: [16, 32],
             min_level: 3,
             max_level: 4,
             num_scales: 1,
             aspect_ratios: vec![[1.0, 1.0], [2.0, 1.0]],
             anchor_scale: 1.0,
-        });
+        })
+    }
+
+    #[test]
+    fn layout_of_anchors_channels_and_levels() {
+        // 16 × 32 image (h × w), levels 3–4, two aspect pairs (1, 1) and (2, 1), 3 classes.
+        // P3: 2 × 4 map, stride 8, A = 2; P4: 1 × 2 map, stride 16.
+        let anchors = two_levels();
         let (c, a_count) = (3, 2);
         let mut cls3 = vec![-10.0; a_count * c * 8];
         let mut bx3 = vec![0.0; a_count * 4 * 8];
@@ -989,14 +994,7 @@ mod tests {
     /// already sigmoided) give the same detections.
     #[test]
     fn concatenated_scores_match_per_level_logits() {
-        let anchors = Anchors::new(&AnchorConfig {
-            image_size: [16, 32],
-            min_level: 3,
-            max_level: 4,
-            num_scales: 1,
-            aspect_ratios: vec![[1.0, 1.0], [2.0, 1.0]],
-            anchor_scale: 1.0,
-        });
+        let anchors = two_levels();
         let (c, a_count) = (3, 2);
         let mut state = 11u32;
         let mut next = move || {
