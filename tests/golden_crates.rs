@@ -273,6 +273,30 @@ fn every_spec_builds_a_crate_that_compiles() {
         .collect();
     specs.sort();
     assert_eq!(specs.len(), 16, "the 15 variants and keras-d0");
+    // keras-d0.yaml is a detect spec for an ONNX export: built alone, a clear error.
+    let (detect_only, specs): (Vec<PathBuf>, Vec<PathBuf>) = specs
+        .into_iter()
+        .partition(|p| p.ends_with("keras-d0.yaml"));
+    let req = BuildRequest {
+        model: detect_only[0].clone(),
+        weights: WeightsChoice::Random(0),
+        out_dir: Some(work.path().join("keras")),
+        name: None,
+        passes: PassSet::all(),
+        input_shape: None,
+        batch: None,
+        limits: Default::default(),
+        embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
+        detect_spec: None,
+        c_api: false,
+        python: false,
+    };
+    let err = compile::build(&req, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("keras-d0.yaml") && err.contains("--detect-spec"),
+        "{err}"
+    );
+    assert!(!work.path().join("keras").exists());
     for spec in specs {
         let name = compile::default_crate_name(&spec);
         let dir = work.path().join(&name);

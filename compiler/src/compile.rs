@@ -8,6 +8,7 @@ use crate::model::{self, LoadOptions, Source};
 use crate::passes::{self, PassSet};
 use crate::plan::Plan;
 use crate::weights;
+use effdet_runtime::HeadFormat;
 
 /// Where a compiled model's weights come from.
 #[derive(Clone, Debug)]
@@ -168,7 +169,19 @@ pub fn compile_model(
     )
     .map_err(|e| fail(Input::Model, e))?;
     let detection = match (&m.source, &req.detect_spec) {
-        (Source::Spec { spec, .. }, None) => Some(DetectionSettings::from_spec(spec)),
+        (Source::Spec { spec, .. }, None) => {
+            let settings = DetectionSettings::from_spec(spec);
+            if settings.format != HeadFormat::default() {
+                return Err(fail(
+                    Input::Model,
+                    format!(
+                        "{}: `postprocess.head_layout` / `class_output` describe an exported network's heads, but a spec's own network has one class (logits) and one box output per level: use this file as `--detect-spec` when building the ONNX export it describes",
+                        model_path.display()
+                    ),
+                ));
+            }
+            Some(settings)
+        }
         (Source::Spec { .. }, Some(_)) => {
             return Err(fail(
                 Input::Model,
