@@ -2,7 +2,10 @@
 //! arbitrary bytes; byte-level mutations (flips, truncation, splices) of real models; and
 //! message-level mutations (op types, attributes, dims, input names, initializer data) of
 //! real models, which get past protobuf decoding into the structure checks, the folding and
-//! every op handler. A graph that imports must also run in the interpreter without panicking.
+//! every op handler. A graph that imports must also run in the interpreter, go through every
+//! pass and be planned without panicking. The seeds include the fixtures' Keras export
+//! (tf2onnx: NHWC transposes, the stacked weighted sums) for the layout passes and the
+//! planner's views.
 //!
 //! CI runs a few hundred cases per property; for a long run set `PROPTEST_CASES`, e.g.
 //! `PROPTEST_CASES=20000 cargo test -p effdet-compiler --test onnx_fuzz --release`.
@@ -14,6 +17,8 @@ use std::sync::OnceLock;
 
 use effdet_compiler::interp::{self, Tensor};
 use effdet_compiler::onnx::{import_bytes, proto::ModelProto, supported_ops};
+use effdet_compiler::passes::{self, PassSet};
+use effdet_compiler::plan::Plan;
 use onnx_common::build;
 use proptest::prelude::*;
 use prost::Message;
@@ -25,8 +30,15 @@ fn seeds() -> &'static [Vec<u8>] {
     SEEDS.get_or_init(|| {
         let mut s = vec![build::bytes(&build::small_net())];
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/onnx/models"));
-        for name in ["pt_d0_ts17", "tf_d0_ts13", "tf_d0_export18"] {
-            let path = dir.join(format!("{name}.onnx"));
+        let keras = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/keras_d0_seed5/model.onnx"
+        ));
+        for path in ["pt_d0_ts17", "tf_d0_ts13", "tf_d0_export18"]
+            .iter()
+            .map(|name| dir.join(format!("{name}.onnx")))
+            .chain([keras])
+        {
             s.push(std::fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display())));
         }
         s
@@ -50,6 +62,13 @@ fn import_and_run(bytes: &[u8]) {
     // Bound the work of a run: conv MACs of the imported graph.
     if small && g.macs() <= 50_000_000 {
         let _ = interp::run(&g, &inputs);
+    }
+    // The passes and the planner take any graph the importer accepts.
+    if g.graph.node_count() < 5000 {
+        let mut fused = g.clone();
+        if passes::run(&mut fused, &PassSet::all()).is_ok() {
+            let _ = Plan::build(&fused);
+        }
     }
 }
 
