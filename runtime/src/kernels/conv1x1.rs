@@ -578,6 +578,22 @@ mod x86 {
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
         unsafe fn add(a: Self, b: Self) -> Self;
         unsafe fn swish(v: Self) -> Self;
+        /// [`Vec::swish`] of each vector, interleaved where the ISA has a version for it.
+        #[inline(always)]
+        unsafe fn swish_each(v: &mut [Self]) {
+            for x in v {
+                // SAFETY: forwarded contract.
+                *x = unsafe { Self::swish(*x) };
+            }
+        }
+        /// `sigmoid` of each vector, interleaved where the ISA has a version for it.
+        #[inline(always)]
+        unsafe fn sigmoid_each(v: &mut [Self]) {
+            for x in v {
+                // SAFETY: forwarded contract.
+                *x = unsafe { Self::act(Act::Sigmoid, *x) };
+            }
+        }
         unsafe fn act(act: Act, v: Self) -> Self;
     }
 
@@ -688,16 +704,28 @@ mod x86 {
             unsafe { act256::swish(v) }
         }
         #[inline(always)]
+        unsafe fn swish_each(v: &mut [Self]) {
+            // SAFETY: forwarded contract.
+            unsafe { act256::swish_each(v) }
+        }
+        #[inline(always)]
+        unsafe fn sigmoid_each(v: &mut [Self]) {
+            // SAFETY: forwarded contract.
+            unsafe { act256::sigmoid_each(v) }
+        }
+        #[inline(always)]
         unsafe fn act(act: Act, v: Self) -> Self {
             // SAFETY: forwarded contract.
             unsafe { act256::apply(act, v) }
         }
     }
 
-    /// Epilogue kinds the tile is compiled for: no activation, swish, any other.
+    /// Epilogue kinds the tile is compiled for: no activation, swish, sigmoid (the class
+    /// head of a TensorFlow export), any other.
     const E_NONE: u8 = 0;
     const E_SWISH: u8 = 1;
     const E_ANY: u8 = 2;
+    const E_SIGMOID: u8 = 3;
 
     /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
     ///
@@ -744,6 +772,9 @@ mod x86 {
             match (tile, a.act) {
                 (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE, false>(a, y, p0, len),
                 (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH, false>(a, y, p0, len),
+                (Tile::R8V1, Act::Sigmoid) => {
+                    panel::<__m256, 8, 1, E_SIGMOID, false>(a, y, p0, len)
+                }
                 (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY, false>(a, y, p0, len),
                 (Tile::R4V3, Act::None) => panel::<__m256, 4, 3, E_NONE, false>(a, y, p0, len),
                 (Tile::R4V3, Act::Swish) => panel::<__m256, 4, 3, E_SWISH, false>(a, y, p0, len),
@@ -753,6 +784,7 @@ mod x86 {
                 (Tile::R2V4, _) => panel::<__m256, 2, 4, E_ANY, false>(a, y, p0, len),
                 (_, Act::None) => panel::<__m256, 4, 2, E_NONE, false>(a, y, p0, len),
                 (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH, false>(a, y, p0, len),
+                (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID, false>(a, y, p0, len),
                 (_, _) => panel::<__m256, 4, 2, E_ANY, false>(a, y, p0, len),
             }
         }
@@ -849,11 +881,16 @@ mod x86 {
             // Every loop touching `acc` must unroll fully (constant trip counts and
             // indices), or LLVM keeps it in memory during the K loop too. With a heavy
             // activation the epilogue loop does not unroll, so it runs on a copy.
-            let out = if E == E_NONE {
-                acc
-            } else {
+            let mut out = if E == E_ANY {
                 std::hint::black_box(acc)
+            } else {
+                acc
             };
+            match E {
+                E_SWISH => S::swish_each(out.as_flattened_mut()),
+                E_SIGMOID => S::sigmoid_each(out.as_flattened_mut()),
+                _ => {}
+            }
             let rows = a.rows - row0;
             for (r, row) in out.iter().enumerate() {
                 if r >= rows {
@@ -865,7 +902,7 @@ mod x86 {
                 for (v, &val) in row.iter().enumerate() {
                     let mut val = match E {
                         E_NONE => val,
-                        E_SWISH => S::swish(val),
+                        E_SWISH | E_SIGMOID => val,
                         _ => S::act(a.act, val),
                     };
                     let last = MASKED && v == V - 1;
@@ -1087,6 +1124,9 @@ mod tests {
         // The extremes of the brief: K = 2000, 2000 output channels.
         check(&mut rng, 2000, 13, 37, true, false, Act::Swish, 1);
         check(&mut rng, 8, 2000, 20, true, true, Act::HardSwish, 2);
+        // K ≥ 512 takes the 8×1 AVX2 tile: its swish and sigmoid epilogues.
+        check(&mut rng, 600, 11, 50, true, true, Act::Sigmoid, 2);
+        check(&mut rng, 520, 9, 41, true, false, Act::Swish, 1);
     }
 
     #[test]
