@@ -276,14 +276,14 @@ unsafe fn tile<V: Vf32, const COB: usize, const NV: usize, const SX: usize>(
                     tap += 1;
                 }
             }
+            V::act_each(acc.as_flattened_mut(), act);
             for (c, a) in acc.iter().enumerate() {
-                for (j, &v) in a.iter().enumerate() {
+                for (j, &r) in a.iter().enumerate() {
                     let at = base + j * lanes;
                     if at >= ow {
                         break;
                     }
                     let o = out.add(c * plane + at);
-                    let r = V::act(v, act);
                     if ow - at >= lanes {
                         V::store(o, r);
                     } else {

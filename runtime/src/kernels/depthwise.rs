@@ -271,8 +271,8 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
                 }
             }
             let rem = ow - base;
-            for (i, a) in acc.iter().enumerate() {
-                let r = V::act(*a, act);
+            V::act_each(&mut acc, act);
+            for (i, &r) in acc.iter().enumerate() {
                 let o = out.add(i * ow + base);
                 if rem >= lanes {
                     V::store(o, r);

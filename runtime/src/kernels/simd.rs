@@ -70,6 +70,16 @@ pub(crate) trait Vf32: Copy {
     unsafe fn dup_low(a: Self) -> Self;
     /// The activation `act` on every lane.
     unsafe fn act(a: Self, act: Act) -> Self;
+    /// [`Vf32::act`] on each of a few vectors (a register tile's accumulators), with the
+    /// exp-based activations interleaved across them where the ISA has a version for it;
+    /// bit for bit the same results.
+    #[inline(always)]
+    unsafe fn act_each(v: &mut [Self], act: Act) {
+        for x in v {
+            // SAFETY: forwarded contract.
+            *x = unsafe { Self::act(*x, act) };
+        }
+    }
 }
 
 impl Vf32 for f32 {
@@ -305,6 +315,18 @@ mod x86 {
         unsafe fn act(a: Self, act: Act) -> Self {
             // SAFETY: AVX2 and FMA are enabled in every caller.
             unsafe { crate::kernels::act::avx2::apply(act, a) }
+        }
+        #[inline(always)]
+        unsafe fn act_each(v: &mut [Self], act: Act) {
+            use crate::kernels::act::avx2;
+            // SAFETY: AVX2 and FMA are enabled in every caller.
+            unsafe {
+                match act {
+                    Act::Swish => avx2::swish_each(v),
+                    Act::Sigmoid => avx2::sigmoid_each(v),
+                    _ => v.iter_mut().for_each(|x| *x = avx2::apply(act, *x)),
+                }
+            }
         }
     }
 }
