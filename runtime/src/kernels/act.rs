@@ -430,15 +430,7 @@ pub mod avx2 {
     #[inline(always)]
     pub unsafe fn swish_each(x: &mut [__m256]) {
         // SAFETY: forwarded contract.
-        unsafe {
-            for x in x.chunks_mut(16) {
-                let mut d = [_mm256_setzero_ps(); 16];
-                one_plus_exp_neg_each(x, &mut d);
-                for (v, d) in x.iter_mut().zip(d) {
-                    *v = _mm256_div_ps(*v, d);
-                }
-            }
-        }
+        unsafe { over_one_plus_exp_neg::<false>(x) }
     }
 
     /// [`sigmoid`] of every vector of `x`, 16 at a time interleaved; bit for bit
@@ -449,12 +441,21 @@ pub mod avx2 {
     #[inline(always)]
     pub unsafe fn sigmoid_each(x: &mut [__m256]) {
         // SAFETY: forwarded contract.
+        unsafe { over_one_plus_exp_neg::<true>(x) }
+    }
+
+    /// `v / (1 + e^(−v))` (swish) or, with `ONE`, `1 / (1 + e^(−v))` (sigmoid) for every
+    /// vector, 16 at a time.
+    #[inline(always)]
+    unsafe fn over_one_plus_exp_neg<const ONE: bool>(x: &mut [__m256]) {
+        // SAFETY: the caller guarantees an avx2+fma context.
         unsafe {
             for x in x.chunks_mut(16) {
                 let mut d = [_mm256_setzero_ps(); 16];
                 one_plus_exp_neg_each(x, &mut d);
                 for (v, d) in x.iter_mut().zip(d) {
-                    *v = _mm256_div_ps(_mm256_set1_ps(1.0), d);
+                    let num = if ONE { _mm256_set1_ps(1.0) } else { *v };
+                    *v = _mm256_div_ps(num, d);
                 }
             }
         }
