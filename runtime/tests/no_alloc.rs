@@ -19,7 +19,7 @@ use effdet_runtime::kernels::dense::{conv_dense, conv_generic};
 use effdet_runtime::kernels::depthwise::depthwise;
 use effdet_runtime::kernels::fuse::{fuse, Sample};
 use effdet_runtime::kernels::generic::{self as g, BinOp, FusionMethod, PoolKind, ReduceKind};
-use effdet_runtime::kernels::se::squeeze_excite;
+use effdet_runtime::kernels::se::{self, squeeze_excite};
 use effdet_runtime::kernels::{Act, Isa, Par, Pool};
 
 /// The system allocator, counting allocations per thread.
@@ -266,6 +266,51 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                 )
             },
         ));
+    }
+
+    // A squeeze-excite's gates alone, and a 1×1 conv that folds them into its weights.
+    {
+        let (c, hw, r, cout) = (96, 64 * 64, 4, 24);
+        let x = data(c * hw, 20);
+        let (rw, rb, ew, eb) = (data(r * c, 21), data(r, 22), data(c * r, 23), data(c, 24));
+        let mut scratch = vec![0.0; r];
+        let gx = x.clone();
+        v.push(case("squeeze_excite gates 96ch @64²", c, move |y| {
+            se::squeeze_excite_gates(
+                isa,
+                par,
+                &gx,
+                c,
+                hw,
+                &rw,
+                &rb,
+                &ew,
+                &eb,
+                Act::Swish,
+                &mut scratch,
+                y,
+            )
+        }));
+        let gates = data(c, 25);
+        let w = conv1x1::pack(&data(cout * c, 26), cout, c);
+        let b = data(cout, 27);
+        v.push(case("conv1x1 gated 96→24 @64²", cout * hw, move |y| {
+            conv1x1::conv1x1_batch_gated(
+                isa,
+                par,
+                &x,
+                &gates,
+                &w,
+                &b,
+                None,
+                y,
+                1,
+                c,
+                cout,
+                hw,
+                Act::None,
+            )
+        }));
     }
 
     // Squeeze-excite (in place on a copy of x).

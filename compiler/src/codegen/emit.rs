@@ -421,16 +421,23 @@ fn kernel_call(
             hw,
             act: a,
             nhwc,
+            gated,
         } => {
             let (w0, b) = (&ws[0], &ws[1]);
-            let residual = if s.inputs.len() == 2 {
-                quote!(Some(x1))
-            } else {
-                quote!(None)
+            // Inputs: x, then the gates when gated, then the residual if any.
+            let residual = match (s.inputs.len(), *gated) {
+                (2, false) => quote!(Some(x1)),
+                (3, true) => quote!(Some(x2)),
+                _ => quote!(None),
             };
             let n = if per_image { 1 } else { *n };
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            if *nhwc {
+            if *gated {
+                quote! {{
+                    #split
+                    k::conv1x1::conv1x1_batch_gated(cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                }}
+            } else if *nhwc {
                 quote! {{
                     #split
                     k::conv1x1::conv1x1_batch_nhwc(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
@@ -522,7 +529,27 @@ fn kernel_call(
                 k::dense::conv_generic(cx.par, #x0, #w0, #b, #residual, y, #cin, #cout, #groups, #h, #w, #kernel, #stride, #dilation, #pads, #a);
             }}
         }
-        Kernel::SqueezeExcite { c, hw, r, act: a } => {
+        Kernel::SqueezeExcite {
+            c,
+            hw,
+            r,
+            act: a,
+            gates_only: true,
+        } => {
+            let (rw, rb, ew, eb) = (&ws[0], &ws[1], &ws[2], &ws[3]);
+            let (c, hw, scratch, a) = (lit(*c), lit(*hw), lit(*r), act(Some(*a)));
+            quote! {{
+                #split
+                k::se::squeeze_excite_gates(cx.isa, cx.par, #x0, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch], y);
+            }}
+        }
+        Kernel::SqueezeExcite {
+            c,
+            hw,
+            r,
+            act: a,
+            gates_only: false,
+        } => {
             let (rw, rb, ew, eb) = (&ws[0], &ws[1], &ws[2], &ws[3]);
             let in_place = plan.slots[s.inputs[0]].offset == plan.slots[s.output].offset;
             if !in_place {

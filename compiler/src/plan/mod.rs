@@ -37,6 +37,9 @@ pub enum Kernel {
         /// Writes its output channels-last (`[n][hw][cout]`) for the NCHW → NHWC transpose
         /// that is its only reader, which becomes a view (set by the memory planner).
         nhwc: bool,
+        /// Its second input is a squeeze-excite's gates (`[cin]`), folded into the weights;
+        /// a residual comes third.
+        gated: bool,
     },
     Depthwise {
         c: usize,
@@ -71,12 +74,14 @@ pub enum Kernel {
         act: Option<Activation>,
         bias: bool,
     },
-    /// In place on its output region (which holds, or first receives a copy of, the input).
+    /// In place on its output region (which holds, or first receives a copy of, the input);
+    /// with `gates_only`, writes just the `c` gates (its reader, a 1×1 conv, applies them).
     SqueezeExcite {
         c: usize,
         hw: usize,
         r: usize,
         act: Activation,
+        gates_only: bool,
     },
     Fuse {
         c: usize,
@@ -357,6 +362,7 @@ impl Plan {
                             hw: h * w,
                             act: c.act,
                             nhwc: false,
+                            gated: false,
                         }
                     } else if depthwise {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
@@ -418,6 +424,7 @@ impl Plan {
                         hw: out[2] * out[3],
                         r: plen(se.reduce_bias),
                         act: se.act,
+                        gates_only: false,
                     }
                 }
                 Op::Fuse(f) => {
@@ -570,6 +577,9 @@ impl Plan {
             weights,
             weights_len,
         };
+        if batch == 1 {
+            gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs);
+        }
         plan.segments = segments::segments(&plan);
         let runs = segments::image_major_runs(&plan.segments);
         let Plan {
@@ -651,7 +661,10 @@ impl Plan {
             set_last[r] = set_last[r].max(l);
         }
         for (i, s) in steps.iter().enumerate() {
-            if let Kernel::SqueezeExcite { .. } = s.kernel {
+            if let Kernel::SqueezeExcite {
+                gates_only: false, ..
+            } = s.kernel
+            {
                 let x = s.inputs[0];
                 let (r, d) = find(&parent, x);
                 if set_last[r] == i + 1
@@ -725,6 +738,56 @@ impl Plan {
 
     pub fn arena_bytes(&self) -> u64 {
         4 * self.arena_len as u64
+    }
+}
+
+/// A squeeze-excite whose only reader is a 1×1 conv (an MBConv's project conv) leaves its
+/// input unscaled and hands the conv its gates, which the conv folds into its weights:
+/// the expanded feature map is then read once by the squeeze-excite (its means), instead of
+/// read twice and written once. One image per pass only (the gates differ per image).
+fn gate_project_convs(steps: &mut [Step], slots: &mut Vec<Slot>, outputs: &[(String, usize)]) {
+    let mut readers = vec![0usize; slots.len()];
+    for step in steps.iter() {
+        step.inputs.iter().for_each(|&x| readers[x] += 1);
+    }
+    for i in 0..steps.len() {
+        let Kernel::SqueezeExcite { c, hw, .. } = steps[i].kernel else {
+            continue;
+        };
+        let se_out = steps[i].output;
+        if readers[se_out] != 1 || outputs.iter().any(|&(_, o)| o == se_out) {
+            continue;
+        }
+        let Some(j) = (i + 1..steps.len()).find(|&j| steps[j].inputs.contains(&se_out)) else {
+            continue;
+        };
+        let fits = matches!(
+            steps[j].kernel,
+            Kernel::Conv1x1 { n: 1, cin, hw: chw, nhwc: false, gated: false, .. }
+                if cin == c && chw == hw
+        ) && steps[j].inputs[0] == se_out;
+        if !fits {
+            continue;
+        }
+        slots.push(Slot {
+            offset: 0,
+            len: c,
+            shape: vec![1, c, 1, 1],
+            per_image: false,
+        });
+        let gates = slots.len() - 1;
+        // The squeeze-excite's own output is no longer made or read.
+        slots[se_out].len = 0;
+        let x = steps[i].inputs[0];
+        steps[i].output = gates;
+        if let Kernel::SqueezeExcite { gates_only, .. } = &mut steps[i].kernel {
+            *gates_only = true;
+        }
+        steps[j].inputs[0] = x;
+        steps[j].inputs.insert(1, gates);
+        if let Kernel::Conv1x1 { gated, .. } = &mut steps[j].kernel {
+            *gated = true;
+        }
     }
 }
 
@@ -873,6 +936,62 @@ mod tests {
         let (c, t) = (&plan.slots[conv.output], &plan.slots[transpose.output]);
         assert_eq!(c.offset, t.offset);
         assert_eq!(t.shape, [2, 6, 5, 12]);
+    }
+
+    /// input → depthwise → squeeze-excite → 1×1 conv (an MBConv's tail), the
+    /// squeeze-excite's output also a graph output when `shared`.
+    fn se_project(shared: bool) -> Plan {
+        use crate::ir::{Activation, SqueezeExcite};
+        use crate::passes::testutil::param;
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", &[1, 8, 6, 5]);
+        let d = conv(&mut g, "dw", x, 8, 3, 8, true);
+        let se = Op::SqueezeExcite(SqueezeExcite {
+            reduce_weight: param(&mut g, "r.w", &[2, 8]),
+            reduce_bias: param(&mut g, "r.b", &[2]),
+            expand_weight: param(&mut g, "e.w", &[8, 2]),
+            expand_bias: param(&mut g, "e.b", &[8]),
+            act: Activation::Swish,
+        });
+        let s = g.add("se", se, &[d]).unwrap();
+        let p = conv(&mut g, "project", s, 4, 1, 1, true);
+        g.mark_output("y", p);
+        if shared {
+            g.mark_output("s", s);
+        }
+        Plan::build(&g).unwrap()
+    }
+
+    #[test]
+    fn a_squeeze_excite_read_only_by_a_pointwise_conv_hands_it_the_gates() {
+        let plan = se_project(false);
+        let [dw, se, project] = &plan.steps[..] else {
+            panic!("{:?}", plan.steps);
+        };
+        assert!(matches!(
+            se.kernel,
+            Kernel::SqueezeExcite {
+                gates_only: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            project.kernel,
+            Kernel::Conv1x1 { gated: true, .. }
+        ));
+        assert_eq!(project.inputs, [dw.output, se.output]);
+        assert_eq!(plan.slots[se.output].len, 8);
+        // The depthwise output stays alive (unscaled) until the project conv reads it.
+        let (a, b) = (&plan.slots[dw.output], &plan.slots[se.output]);
+        assert!(a.offset + a.len <= b.offset || b.offset + b.len <= a.offset);
+        let shared = se_project(true);
+        assert!(matches!(
+            shared.steps[1].kernel,
+            Kernel::SqueezeExcite {
+                gates_only: false,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -317,37 +317,37 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         block_0(&mut cx, [0, 2097152], [0, 864]);
         block_1(
             &mut cx,
-            [2097152, 0, 2097152, 6291456],
+            [2097152, 0, 0, 6291456],
             [896, 1184, 1216, 1472, 1488, 1744, 1776, 2288],
         );
         block_2(
             &mut cx,
-            [0, 6291456, 6291456, 6291456, 4718592],
+            [0, 6291456, 6291456, 0, 4718592],
             [2304, 3840, 3936, 4800, 4896, 5280, 5296, 5680, 5776, 8080],
         );
         block_3(
             &mut cx,
-            [0, 4718592, 2359296, 2359296, 5111808],
+            [0, 4718592, 2359296, 0, 5111808],
             [8112, 11568, 11712, 13008, 13152, 14016, 14032, 14896, 15040, 18496],
         );
         block_4(
             &mut cx,
-            [0, 5111808, 2359296, 2359296, 1966080],
+            [0, 5111808, 2359296, 0, 1966080],
             [18528, 21984, 22128, 25728, 25872, 26736, 26752, 27616, 27760, 33520],
         );
         block_5(
             &mut cx,
-            [0, 1966080, 983040, 983040, 2129920],
+            [0, 1966080, 983040, 0, 2129920],
             [33568, 43168, 43408, 49408, 49648, 52048, 52064, 54464, 54704, 64304],
         );
         block_6(
             &mut cx,
-            [0, 2129920, 983040, 983040, 1228800],
+            [0, 2129920, 983040, 0, 1228800],
             [64352, 73952, 74192, 76352, 76592, 78992, 79008, 81408, 81648, 100848],
         );
         block_7(
             &mut cx,
-            [0, 1228800, 491520, 491520, 983040],
+            [0, 1228800, 491520, 0, 983040],
             [
                 100928, 139328, 139808, 144128, 144608, 154208, 154240, 163840, 164320,
                 202720,
@@ -355,7 +355,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_7(
             &mut cx,
-            [0, 983040, 491520, 491520, 1064960],
+            [0, 983040, 491520, 0, 1064960],
             [
                 202800, 241200, 241680, 246000, 246480, 256080, 256112, 265712, 266192,
                 304592,
@@ -363,7 +363,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_8(
             &mut cx,
-            [0, 1064960, 491520, 491520, 1376256],
+            [0, 1064960, 491520, 0, 1376256],
             [
                 304672, 343072, 343552, 355552, 356032, 365632, 365664, 375264, 375744,
                 429504,
@@ -371,7 +371,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_9(
             &mut cx,
-            [0, 1376256, 688128, 688128, 1490944],
+            [0, 1376256, 688128, 0, 1490944],
             [
                 429616, 504880, 505552, 522352, 523024, 541840, 541872, 560688, 561360,
                 636624,
@@ -379,7 +379,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_9(
             &mut cx,
-            [0, 1490944, 688128, 688128, 1376256],
+            [0, 1490944, 688128, 0, 1376256],
             [
                 636736, 712000, 712672, 729472, 730144, 748960, 748992, 767808, 768480,
                 843744,
@@ -387,7 +387,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_10(
             &mut cx,
-            [0, 1376256, 688128, 688128, 589824],
+            [0, 1376256, 688128, 0, 589824],
             [
                 843856, 919120, 919792, 936592, 937264, 956080, 956112, 974928, 975600,
                 1104624,
@@ -395,7 +395,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_11(
             &mut cx,
-            [0, 589824, 294912, 294912, 638976],
+            [0, 589824, 294912, 0, 638976],
             [
                 1104816, 1326000, 1327152, 1355952, 1357104, 1412400, 1412448, 1467744,
                 1468896, 1690080,
@@ -403,7 +403,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_11(
             &mut cx,
-            [0, 638976, 294912, 294912, 589824],
+            [0, 638976, 294912, 0, 589824],
             [
                 1690272, 1911456, 1912608, 1941408, 1942560, 1997856, 1997904, 2053200,
                 2054352, 2275536,
@@ -411,7 +411,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_11(
             &mut cx,
-            [0, 589824, 294912, 294912, 638976],
+            [0, 589824, 294912, 0, 638976],
             [
                 2275728, 2496912, 2498064, 2526864, 2528016, 2583312, 2583360, 2638656,
                 2639808, 2860992,
@@ -419,7 +419,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
         );
         block_12(
             &mut cx,
-            [0, 638976, 294912, 294912, 589824],
+            [0, 638976, 294912, 0, 589824],
             [
                 2861184, 3082368, 3083520, 3093888, 3095040, 3150336, 3150384, 3205680,
                 3206832, 3575472,
@@ -708,11 +708,11 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[2], 2097152);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 2097152)], (t[2], 32));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             32,
             65536,
             &cx.weights[w[2]..w[2] + 256],
@@ -720,15 +720,21 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             &cx.weights[w[4]..w[4] + 256],
             &cx.weights[w[5]..w[5] + 32],
             Act::Swish,
-            &mut cx.scratch[..40],
+            &mut cx.scratch[..8],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 2097152)], (t[3], 1048576));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[0], 2097152), (t[2], 32)],
+            (t[3], 1048576),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[6]..w[6] + 512],
             &cx.weights[w[7]..w[7] + 16],
             None,
@@ -779,11 +785,11 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 1572864);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 1572864)], (t[3], 96));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             96,
             16384,
             &cx.weights[w[4]..w[4] + 384],
@@ -791,15 +797,21 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 384],
             &cx.weights[w[7]..w[7] + 96],
             Act::Swish,
-            &mut cx.scratch[..100],
+            &mut cx.scratch[..4],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 1572864)], (t[4], 393216));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 1572864), (t[3], 96)],
+            (t[4], 393216),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 2304],
             &cx.weights[w[9]..w[9] + 24],
             None,
@@ -850,11 +862,11 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 2359296);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 2359296)], (t[3], 144));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             144,
             16384,
             &cx.weights[w[4]..w[4] + 864],
@@ -862,22 +874,24 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 864],
             &cx.weights[w[7]..w[7] + 144],
             Act::Swish,
-            &mut cx.scratch[..150],
+            &mut cx.scratch[..6],
+            y,
         );
     }
     {
-        let ([x0, x1], y) = arena::split(
+        let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[3], 2359296), (t[1], 393216)],
+            [(t[2], 2359296), (t[3], 144), (t[1], 393216)],
             (t[4], 393216),
         );
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 3456],
             &cx.weights[w[9]..w[9] + 24],
-            Some(x1),
+            Some(x2),
             y,
             1,
             144,
@@ -925,11 +939,11 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 589824);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 589824)], (t[3], 144));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             144,
             4096,
             &cx.weights[w[4]..w[4] + 864],
@@ -937,15 +951,21 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 864],
             &cx.weights[w[7]..w[7] + 144],
             Act::Swish,
-            &mut cx.scratch[..150],
+            &mut cx.scratch[..6],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 589824)], (t[4], 163840));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 589824), (t[3], 144)],
+            (t[4], 163840),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 5760],
             &cx.weights[w[9]..w[9] + 40],
             None,
@@ -996,11 +1016,11 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 983040);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 983040)], (t[3], 240));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             240,
             4096,
             &cx.weights[w[4]..w[4] + 2400],
@@ -1008,22 +1028,24 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 2400],
             &cx.weights[w[7]..w[7] + 240],
             Act::Swish,
-            &mut cx.scratch[..250],
+            &mut cx.scratch[..10],
+            y,
         );
     }
     {
-        let ([x0, x1], y) = arena::split(
+        let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[3], 983040), (t[1], 163840)],
+            [(t[2], 983040), (t[3], 240), (t[1], 163840)],
             (t[4], 163840),
         );
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 9600],
             &cx.weights[w[9]..w[9] + 40],
-            Some(x1),
+            Some(x2),
             y,
             1,
             240,
@@ -1071,11 +1093,11 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 245760);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 245760)], (t[3], 240));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             240,
             1024,
             &cx.weights[w[4]..w[4] + 2400],
@@ -1083,15 +1105,21 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 2400],
             &cx.weights[w[7]..w[7] + 240],
             Act::Swish,
-            &mut cx.scratch[..250],
+            &mut cx.scratch[..10],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 245760)], (t[4], 81920));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 245760), (t[3], 240)],
+            (t[4], 81920),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 19200],
             &cx.weights[w[9]..w[9] + 80],
             None,
@@ -1142,11 +1170,11 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 491520);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 491520)], (t[3], 480));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             480,
             1024,
             &cx.weights[w[4]..w[4] + 9600],
@@ -1154,22 +1182,24 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 9600],
             &cx.weights[w[7]..w[7] + 480],
             Act::Swish,
-            &mut cx.scratch[..500],
+            &mut cx.scratch[..20],
+            y,
         );
     }
     {
-        let ([x0, x1], y) = arena::split(
+        let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[3], 491520), (t[1], 81920)],
+            [(t[2], 491520), (t[3], 480), (t[1], 81920)],
             (t[4], 81920),
         );
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 38400],
             &cx.weights[w[9]..w[9] + 80],
-            Some(x1),
+            Some(x2),
             y,
             1,
             480,
@@ -1217,11 +1247,11 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 491520);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 491520)], (t[3], 480));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             480,
             1024,
             &cx.weights[w[4]..w[4] + 9600],
@@ -1229,15 +1259,21 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 9600],
             &cx.weights[w[7]..w[7] + 480],
             Act::Swish,
-            &mut cx.scratch[..500],
+            &mut cx.scratch[..20],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 491520)], (t[4], 114688));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 491520), (t[3], 480)],
+            (t[4], 114688),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 53760],
             &cx.weights[w[9]..w[9] + 112],
             None,
@@ -1288,11 +1324,11 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 688128);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 688128)], (t[3], 672));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             672,
             1024,
             &cx.weights[w[4]..w[4] + 18816],
@@ -1300,22 +1336,24 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 18816],
             &cx.weights[w[7]..w[7] + 672],
             Act::Swish,
-            &mut cx.scratch[..700],
+            &mut cx.scratch[..28],
+            y,
         );
     }
     {
-        let ([x0, x1], y) = arena::split(
+        let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[3], 688128), (t[1], 114688)],
+            [(t[2], 688128), (t[3], 672), (t[1], 114688)],
             (t[4], 114688),
         );
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 75264],
             &cx.weights[w[9]..w[9] + 112],
-            Some(x1),
+            Some(x2),
             y,
             1,
             672,
@@ -1363,11 +1401,11 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 172032);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 172032)], (t[3], 672));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             672,
             256,
             &cx.weights[w[4]..w[4] + 18816],
@@ -1375,15 +1413,21 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 18816],
             &cx.weights[w[7]..w[7] + 672],
             Act::Swish,
-            &mut cx.scratch[..700],
+            &mut cx.scratch[..28],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 172032)], (t[4], 49152));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 172032), (t[3], 672)],
+            (t[4], 49152),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 129024],
             &cx.weights[w[9]..w[9] + 192],
             None,
@@ -1434,11 +1478,11 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 294912);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 294912)], (t[3], 1152));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             1152,
             256,
             &cx.weights[w[4]..w[4] + 55296],
@@ -1446,22 +1490,24 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 55296],
             &cx.weights[w[7]..w[7] + 1152],
             Act::Swish,
-            &mut cx.scratch[..1200],
+            &mut cx.scratch[..48],
+            y,
         );
     }
     {
-        let ([x0, x1], y) = arena::split(
+        let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[3], 294912), (t[1], 49152)],
+            [(t[2], 294912), (t[3], 1152), (t[1], 49152)],
             (t[4], 49152),
         );
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 221184],
             &cx.weights[w[9]..w[9] + 192],
-            Some(x1),
+            Some(x2),
             y,
             1,
             1152,
@@ -1509,11 +1555,11 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 294912);
-        k::se::squeeze_excite(
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 294912)], (t[3], 1152));
+        k::se::squeeze_excite_gates(
             cx.isa,
             cx.par,
-            y,
+            x0,
             1152,
             256,
             &cx.weights[w[4]..w[4] + 55296],
@@ -1521,15 +1567,21 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[6]..w[6] + 55296],
             &cx.weights[w[7]..w[7] + 1152],
             Act::Swish,
-            &mut cx.scratch[..1200],
+            &mut cx.scratch[..48],
+            y,
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 294912)], (t[4], 81920));
-        k::conv1x1::conv1x1_batch(
+        let ([x0, x1], y) = arena::split(
+            cx.arena,
+            [(t[2], 294912), (t[3], 1152)],
+            (t[4], 81920),
+        );
+        k::conv1x1::conv1x1_batch_gated(
             cx.isa,
             cx.par,
             x0,
+            x1,
             &cx.weights[w[8]..w[8] + 368640],
             &cx.weights[w[9]..w[9] + 320],
             None,

@@ -181,6 +181,67 @@ pub fn conv1x1_batch_nhwc(
     });
 }
 
+/// [`conv1x1_batch`] of `x` with its input channels scaled by `gates` (`[n][cin]`, a
+/// squeeze-excite's gates): `y[co][p] = act(Σ_ci w[co][ci]·gates[ci]·x[ci][p] + bias[co])
+/// + residual[co][p]`. The gates are folded into a per-thread copy of the packed weights
+/// (`cout × cin` products) instead of scaling the `cin × hw` feature map in memory.
+///
+/// # Panics
+/// As [`conv1x1_batch`], and if `gates` does not hold `n·cin` values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_gated(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    assert_eq!(
+        Some(gates.len()),
+        n.checked_mul(cin),
+        "conv1x1: gates have {} values, expected n·cin = {n}·{cin}",
+        gates.len()
+    );
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    let plan = Plan::new(isa, cin, cout, hw, par.threads());
+    GATED_WEIGHTS.with_borrow_mut(|scaled| {
+        scaled.resize(w.len(), 0.0);
+        for i in 0..n {
+            let g = &gates[i * cin..][..cin];
+            // Packed panels are `[cin][MR]`: row k of every panel scales by gates[k].
+            for (pd, ps) in scaled
+                .chunks_exact_mut(MR * cin)
+                .zip(w.chunks_exact(MR * cin))
+            {
+                for ((d, s), &gk) in pd.chunks_exact_mut(MR).zip(ps.chunks_exact(MR)).zip(g) {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = s * gk;
+                    }
+                }
+            }
+            let (xi, yi) = (
+                &x[i * cin * hw..][..cin * hw],
+                &mut y[i * cout * hw..][..cout * hw],
+            );
+            let ri = residual.map(|r| &r[i * cout * hw..][..cout * hw]);
+            run_batch(
+                isa, par, xi, scaled, bias, ri, yi, 1, cin, cout, hw, act, plan,
+            );
+        }
+    });
+}
+
 /// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -479,6 +540,8 @@ fn run_group(
 thread_local! {
     /// Per-thread buffer for packed blocks of x (see [`Plan::pack_x`]).
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread copy of the packed weights with [`conv1x1_batch_gated`]'s gates folded in.
+    static GATED_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose.
     static OUT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -1165,6 +1228,72 @@ mod tests {
                     outs[0] == outs[1] && outs[0] == outs[2],
                     "{isa:?} {cin}→{cout}@{hw}"
                 );
+            }
+        }
+    }
+
+    /// Gates folded into the weights give what scaling the input planes gives (up to the
+    /// rounding of the other product order): every ISA, 1–2 threads, batches, residuals.
+    #[test]
+    fn gated_weights_match_gated_inputs() {
+        let mut rng = Rng(57);
+        for &(n, cin, cout, hw, res) in &[
+            (1, 96, 24, 1024, false),
+            (2, 40, 2 * MR + 3, 333, true),
+            (1, 600, 11, 50, true),
+        ] {
+            let x = rng.vec(n * cin * hw);
+            let gates: Vec<f32> = rng.vec(n * cin).iter().map(|g| g.abs()).collect();
+            let w = pack(&rng.vec(cout * cin), cout, cin);
+            let b = rng.vec(cout);
+            let r = rng.vec(n * cout * hw);
+            let r = res.then_some(&r[..]);
+            let scaled: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * gates[i / (cin * hw) * cin + i / hw % cin])
+                .collect();
+            for isa in Isa::available() {
+                for threads in [1, 2] {
+                    let pool = Pool::new(threads);
+                    let mut want = vec![0.0; n * cout * hw];
+                    conv1x1_batch(
+                        isa,
+                        pool.par(),
+                        &scaled,
+                        &w,
+                        &b,
+                        r,
+                        &mut want,
+                        n,
+                        cin,
+                        cout,
+                        hw,
+                        Act::Swish,
+                    );
+                    let mut got = vec![f32::NAN; n * cout * hw];
+                    conv1x1_batch_gated(
+                        isa,
+                        pool.par(),
+                        &x,
+                        &gates,
+                        &w,
+                        &b,
+                        r,
+                        &mut got,
+                        n,
+                        cin,
+                        cout,
+                        hw,
+                        Act::Swish,
+                    );
+                    for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - e).abs() <= 1e-4 * e.abs().max(1.0),
+                            "{isa:?} {threads}T n{n} {cin}→{cout}@{hw} [{i}]: {a} vs {e}"
+                        );
+                    }
+                }
             }
         }
     }

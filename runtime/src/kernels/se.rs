@@ -70,6 +70,72 @@ pub fn squeeze_excite(
     });
 }
 
+/// The gates of [`squeeze_excite`] without applying them: `gates[c]` =
+/// `sigmoid(expand(act(reduce(mean(x)))))[c]` for `x` (`[c][hw]`, read only). For a
+/// squeeze-excite whose only reader is a 1×1 conv, which applies them to its weights
+/// instead ([`super::conv1x1::conv1x1_batch_gated`]): the feature map is then read once,
+/// not read twice and written once. `scratch` holds at least `r` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn squeeze_excite_gates(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    reduce_w: &[f32],
+    reduce_b: &[f32],
+    expand_w: &[f32],
+    expand_b: &[f32],
+    act: Act,
+    scratch: &mut [f32],
+    gates: &mut [f32],
+) {
+    let r = reduce_b.len();
+    let len = c.checked_mul(hw).expect("squeeze_excite: c·hw overflows");
+    assert!(x.len() >= len, "squeeze_excite: input too short");
+    assert!(
+        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
+        "squeeze_excite: reduce weights too short"
+    );
+    assert!(
+        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
+        "squeeze_excite: expand weights too short"
+    );
+    assert!(
+        scratch.len() >= r,
+        "squeeze_excite: scratch needs r = {r} floats"
+    );
+    assert!(
+        gates.len() >= c,
+        "squeeze_excite: gates need c = {c} floats"
+    );
+    if c == 0 {
+        return;
+    }
+    let isa = usable(isa);
+    let x = &x[..len];
+    let gate = &mut gates[..c];
+    let group = c.div_ceil(par.threads());
+    if hw == 0 {
+        gate.fill(0.0);
+    } else {
+        par.for_each_chunk(gate, group, len, |gi, g| {
+            let c0 = gi * group;
+            means(isa, &x[c0 * hw..(c0 + g.len()) * hw], g, hw);
+        });
+    }
+    excite(
+        isa,
+        gate,
+        &mut scratch[..r],
+        reduce_w,
+        reduce_b,
+        expand_w,
+        expand_b,
+        act,
+    );
+}
+
 /// Defines `$name(isa, args…)`, which runs `$generic::<V>(args…)` with the vector type of
 /// `isa` (already checked by `usable`) in a `#[target_feature]` context.
 macro_rules! dispatch {
@@ -265,6 +331,54 @@ pub(crate) unsafe fn map<V: Vf32>(x: &mut [f32], f: impl Fn(V) -> V) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gates alone are what the in-place squeeze-excite multiplies by.
+    #[test]
+    fn gates_are_what_the_in_place_version_applies() {
+        use crate::kernels::simd::test_util::Rng;
+        let mut rng = Rng::new(5);
+        let (c, hw, r) = (24, 100, 6);
+        let x: Vec<f32> = rng.vec(c * hw).iter().map(|v| v.abs() + 0.5).collect();
+        let (rw, rb, ew, eb) = (rng.vec(r * c), rng.vec(r), rng.vec(c * r), rng.vec(c));
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                let pool = crate::kernels::Pool::new(threads);
+                let mut y = x.clone();
+                let mut scratch = vec![0.0; c + r];
+                squeeze_excite(
+                    isa,
+                    pool.par(),
+                    &mut y,
+                    c,
+                    hw,
+                    &rw,
+                    &rb,
+                    &ew,
+                    &eb,
+                    Act::Swish,
+                    &mut scratch,
+                );
+                let mut gates = vec![f32::NAN; c];
+                squeeze_excite_gates(
+                    isa,
+                    pool.par(),
+                    &x,
+                    c,
+                    hw,
+                    &rw,
+                    &rb,
+                    &ew,
+                    &eb,
+                    Act::Swish,
+                    &mut scratch,
+                    &mut gates,
+                );
+                for (i, (&yi, &xi)) in y.iter().zip(&x).enumerate() {
+                    assert_eq!(yi.to_bits(), (xi * gates[i / hw]).to_bits(), "{isa:?} {i}");
+                }
+            }
+        }
+    }
     use crate::kernels::simd::test_util::{assert_close, Rng};
     use crate::kernels::Pool;
 
