@@ -577,9 +577,7 @@ impl Plan {
             weights,
             weights_len,
         };
-        if batch == 1 {
-            gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs);
-        }
+        gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
         plan.segments = segments::segments(&plan);
         let runs = segments::image_major_runs(&plan.segments);
         let Plan {
@@ -744,8 +742,14 @@ impl Plan {
 /// A squeeze-excite whose only reader is a 1×1 conv (an MBConv's project conv) leaves its
 /// input unscaled and hands the conv its gates, which the conv folds into its weights:
 /// the expanded feature map is then read once by the squeeze-excite (its means), instead of
-/// read twice and written once. One image per pass only (the gates differ per image).
-fn gate_project_convs(steps: &mut [Step], slots: &mut Vec<Slot>, outputs: &[(String, usize)]) {
+/// read twice and written once. With a batch, each image's gates scale that image's copy
+/// of the weights, so every image stays bit-identical to a batch of one.
+fn gate_project_convs(
+    steps: &mut [Step],
+    slots: &mut Vec<Slot>,
+    outputs: &[(String, usize)],
+    batch: usize,
+) {
     let mut readers = vec![0usize; slots.len()];
     for step in steps.iter() {
         step.inputs.iter().for_each(|&x| readers[x] += 1);
@@ -763,16 +767,17 @@ fn gate_project_convs(steps: &mut [Step], slots: &mut Vec<Slot>, outputs: &[(Str
         };
         let fits = matches!(
             steps[j].kernel,
-            Kernel::Conv1x1 { n: 1, cin, hw: chw, nhwc: false, gated: false, .. }
-                if cin == c && chw == hw
-        ) && steps[j].inputs[0] == se_out;
+            Kernel::Conv1x1 { n, cin, hw: chw, nhwc: false, gated: false, .. }
+                if cin == c && chw == hw && n == batch
+        ) && steps[j].inputs[0] == se_out
+            && steps[i].images == batch;
         if !fits {
             continue;
         }
         slots.push(Slot {
             offset: 0,
-            len: c,
-            shape: vec![1, c, 1, 1],
+            len: batch * c,
+            shape: vec![batch, c, 1, 1],
             per_image: false,
         });
         let gates = slots.len() - 1;
