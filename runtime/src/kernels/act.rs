@@ -81,7 +81,10 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 const SHIFT: f32 = 12_582_912.0;
 // One-constant reduction: ln 2 in f32 is off by 1.9e-9, which adds ≤ |n|·1.9e-9 ≤ 2.4e-7
 // relative error at |x| = 87 (≤ 3e-8 for |x| ≤ 10); a second constant would cost an FMA.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 const LN2: f32 = std::f32::consts::LN_2;
 // p(r) ≈ e^r on [−ln2/2, ln2/2], degree-5 minimax in relative error.
 const P0: f32 = 1.000_000_1;
@@ -116,6 +119,8 @@ pub fn apply_slice(isa: Isa, act: Act, x: &mut [f32]) {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { avx2::apply_slice(act, x) }
         }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => neon::apply_slice(act, x),
         _ => apply_portable(act, x),
     }
 }
@@ -173,7 +178,9 @@ pub(crate) fn isa_ok(isa: Isa) -> bool {
             std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => true,
+        #[allow(unreachable_patterns)]
         _ => false,
     }
 }
@@ -550,6 +557,106 @@ pub mod avx2 {
                 let v = apply(act, _mm256_maskload_ps(p.add(i), m));
                 _mm256_maskstore_ps(p.add(i), m, v);
             }
+        }
+    }
+}
+
+/// Activations on `float32x4_t` values (4 lanes), for aarch64 NEON kernels.
+///
+/// NEON is part of every aarch64 CPU (the target enables it), so these helpers need no
+/// target-feature context: the arithmetic intrinsics are safe to call, only the pointer
+/// ones are `unsafe`. The same short exp as the x86 paths, the same constants.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon {
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// `e^(−x)` for `x` in [−87, 87] (the caller clamps).
+    #[inline(always)]
+    fn exp_neg(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is enabled for this target (the module is compiled only then).
+        unsafe {
+            // The shift carries the exponent bias, as on AVX2: `kn << 23` is the bits of 2^n.
+            let shift = vdupq_n_f32(SHIFT + 127.0);
+            let kn = vfmaq_f32(shift, x, vdupq_n_f32(-LOG2E));
+            let n = vsubq_f32(kn, shift);
+            let r = vfmaq_f32(x, n, vdupq_n_f32(LN2));
+            let mut p = vdupq_n_f32(-P5);
+            for c in [P4, -P3, P2, -P1, P0] {
+                p = vfmaq_f32(vdupq_n_f32(c), p, r);
+            }
+            let e = vreinterpretq_f32_u32(vshlq_n_u32::<23>(vreinterpretq_u32_f32(kn)));
+            vmulq_f32(p, e)
+        }
+    }
+
+    #[inline(always)]
+    fn clamp(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is enabled for this target (the module is compiled only then).
+        unsafe { vminq_f32(vmaxq_f32(x, vdupq_n_f32(-CLAMP)), vdupq_n_f32(CLAMP)) }
+    }
+
+    /// `sigmoid(x)`, relative error ≤ 1e-6.
+    #[inline(always)]
+    pub fn sigmoid(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is enabled for this target (the module is compiled only then).
+        unsafe {
+            let one = vdupq_n_f32(1.0);
+            vdivq_f32(one, vaddq_f32(one, exp_neg(clamp(x))))
+        }
+    }
+
+    /// `x · sigmoid(x)`, relative error ≤ 1e-6.
+    #[inline(always)]
+    pub fn swish(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is enabled for this target (the module is compiled only then).
+        unsafe { vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0), exp_neg(clamp(x)))) }
+    }
+
+    /// `act(x)` lane-wise.
+    #[inline(always)]
+    pub fn apply(act: Act, x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is enabled for this target (the module is compiled only then).
+        unsafe {
+            let zero = vdupq_n_f32(0.0);
+            match act {
+                Act::None => x,
+                Act::Relu => vmaxq_f32(x, zero),
+                Act::Relu6 => vminq_f32(vmaxq_f32(x, zero), vdupq_n_f32(6.0)),
+                Act::Swish => swish(x),
+                Act::Sigmoid => sigmoid(x),
+                Act::Clip { min, max } => {
+                    vminq_f32(vmaxq_f32(x, vdupq_n_f32(min)), vdupq_n_f32(max))
+                }
+                Act::HardSigmoid { alpha, beta } => {
+                    let v = vfmaq_f32(vdupq_n_f32(beta), x, vdupq_n_f32(alpha));
+                    vminq_f32(vmaxq_f32(v, zero), vdupq_n_f32(1.0))
+                }
+                Act::HardSwish => {
+                    let v = vfmaq_f32(vdupq_n_f32(0.5), x, vdupq_n_f32(1.0 / 6.0));
+                    vmulq_f32(x, vminq_f32(vmaxq_f32(v, zero), vdupq_n_f32(1.0)))
+                }
+            }
+        }
+    }
+
+    /// [`super::apply_slice`] for NEON: whole vectors, then the tail (fewer than 4 values)
+    /// through a padded copy, so every value gets the same arithmetic wherever a slice
+    /// starts (results do not depend on how threads split the work).
+    pub fn apply_slice(act: Act, x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(4);
+        for c in &mut chunks {
+            // SAFETY: `c` holds exactly 4 floats.
+            unsafe { vst1q_f32(c.as_mut_ptr(), apply(act, vld1q_f32(c.as_ptr()))) }
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut t = [0f32; 4];
+            t[..tail.len()].copy_from_slice(tail);
+            // SAFETY: `t` holds exactly 4 floats.
+            unsafe { vst1q_f32(t.as_mut_ptr(), apply(act, vld1q_f32(t.as_ptr()))) }
+            let n = tail.len();
+            tail.copy_from_slice(&t[..n]);
         }
     }
 }

@@ -295,6 +295,8 @@ impl Plan {
             // 5–10% slower below.
             Isa::Avx2 if cin >= 512 => Tile::R8V1,
             Isa::Avx2 => Tile::R4V2,
+            // NEON (32 registers, 4 lanes): 8 channels × 2 vectors.
+            Isa::Neon => Tile::R8V2,
             // AVX-512: 4×4 (64 pixels) is a little faster than 8×2 wherever the plane fills
             // it; 8×2 wastes fewer lanes on small planes (P6/P7 of the BiFPN).
             _ if hw < 64 => Tile::R8V2,
@@ -516,12 +518,17 @@ fn run_group(
                         // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
                         // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw),
                         // with x0 ≤ p0 and p0 + len ≤ hw.
-                        unsafe { x86::panel_512(&panel, yp, p0, len, plan.tile) }
+                        unsafe { tiles::x86::panel_512(&panel, yp, p0, len, plan.tile) }
                     }
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => {
                         // SAFETY: as above, for AVX2+FMA.
-                        unsafe { x86::panel_256(&panel, yp, p0, len, plan.tile) }
+                        unsafe { tiles::x86::panel_256(&panel, yp, p0, len, plan.tile) }
+                    }
+                    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                    Isa::Neon => {
+                        // SAFETY: as above (NEON is part of every aarch64 CPU).
+                        unsafe { tiles::neon::panel_neon(&panel, yp, p0, len, plan.tile) }
                     }
                     _ => panel_scalar(&panel, yp, p0, len),
                 }
@@ -616,17 +623,20 @@ fn panel_scalar(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Panel, Tile, MR};
-    use crate::kernels::act::{avx2 as act256, avx512 as act512};
+/// The register-tiled micro-kernel, generic over the vector type, and its instances per ISA.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+mod tiles {
+    use super::{Panel, MR};
     use crate::kernels::Act;
-    use std::arch::x86_64::*;
 
-    /// The vector operations the tile needs, for `__m512` (AVX-512F) and `__m256` (AVX2).
+    /// The vector operations the tile needs, for `__m512` (AVX-512F), `__m256` (AVX2) and
+    /// `float32x4_t` (NEON).
     /// All `unsafe`: pointer ones access `LANES` floats (the masked ones only the lanes in
     /// the mask), and they must run inside a matching target-feature context.
-    trait Vec: Copy {
+    pub(super) trait Vec: Copy {
         const LANES: usize;
         type Mask: Copy;
         unsafe fn splat(v: f32) -> Self;
@@ -660,198 +670,12 @@ mod x86 {
         unsafe fn act(act: Act, v: Self) -> Self;
     }
 
-    impl Vec for __m512 {
-        const LANES: usize = 16;
-        type Mask = __mmask16;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            _mm512_set1_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn load_m(p: *const f32, m: __mmask16) -> Self {
-            // SAFETY: forwarded contract (masked-off lanes are not accessed).
-            unsafe { _mm512_maskz_loadu_ps(m, p) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: Self) {
-            // SAFETY: forwarded contract.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn store_m(p: *mut f32, m: __mmask16, v: Self) {
-            // SAFETY: forwarded contract (masked-off lanes are not accessed).
-            unsafe { _mm512_mask_storeu_ps(p, m, v) }
-        }
-        #[inline(always)]
-        unsafe fn mask(n: usize) -> __mmask16 {
-            ((1u32 << n) - 1) as __mmask16
-        }
-        #[inline(always)]
-        unsafe fn stream(p: *mut f32, v: Self) {
-            // SAFETY: forwarded contract.
-            unsafe { _mm512_stream_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: Self, b: Self) -> Self {
-            _mm512_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn swish(v: Self) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { act512::swish(v) }
-        }
-        #[inline(always)]
-        unsafe fn act(act: Act, v: Self) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { act512::apply(act, v) }
-        }
-    }
-
-    impl Vec for __m256 {
-        const LANES: usize = 8;
-        type Mask = __m256i;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            _mm256_set1_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { _mm256_loadu_ps(p) }
-        }
-        #[inline(always)]
-        unsafe fn load_m(p: *const f32, m: __m256i) -> Self {
-            // SAFETY: forwarded contract (masked-off lanes are not accessed).
-            unsafe { _mm256_maskload_ps(p, m) }
-        }
-        #[inline(always)]
-        unsafe fn store(p: *mut f32, v: Self) {
-            // SAFETY: forwarded contract.
-            unsafe { _mm256_storeu_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn store_m(p: *mut f32, m: __m256i, v: Self) {
-            // SAFETY: forwarded contract (masked-off lanes are not accessed).
-            unsafe { _mm256_maskstore_ps(p, m, v) }
-        }
-        #[inline(always)]
-        unsafe fn mask(n: usize) -> __m256i {
-            // SAFETY: forwarded contract.
-            unsafe { act256::first_lanes(n) }
-        }
-        #[inline(always)]
-        unsafe fn stream(p: *mut f32, v: Self) {
-            // SAFETY: forwarded contract.
-            unsafe { _mm256_stream_ps(p, v) }
-        }
-        #[inline(always)]
-        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[inline(always)]
-        unsafe fn add(a: Self, b: Self) -> Self {
-            _mm256_add_ps(a, b)
-        }
-        #[inline(always)]
-        unsafe fn swish(v: Self) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { act256::swish(v) }
-        }
-        #[inline(always)]
-        unsafe fn swish_each(v: &mut [Self]) {
-            // SAFETY: forwarded contract.
-            unsafe { act256::swish_each(v) }
-        }
-        #[inline(always)]
-        unsafe fn sigmoid_each(v: &mut [Self]) {
-            // SAFETY: forwarded contract.
-            unsafe { act256::sigmoid_each(v) }
-        }
-        #[inline(always)]
-        unsafe fn act(act: Act, v: Self) -> Self {
-            // SAFETY: forwarded contract.
-            unsafe { act256::apply(act, v) }
-        }
-    }
-
     /// Epilogue kinds the tile is compiled for: no activation, swish, sigmoid (the class
     /// head of a TensorFlow export), any other.
-    const E_NONE: u8 = 0;
-    const E_SWISH: u8 = 1;
-    const E_ANY: u8 = 2;
-    const E_SIGMOID: u8 = 3;
-
-    /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
-    ///
-    /// # Safety
-    /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ (cin−1)·xs + p0 + len − x0` with
-    /// `x0 ≤ p0`, `a.w.len() ≥ MR·cin`,
-    /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`; with
-    /// `a.stream`, `y` is 64-byte aligned and `hw % 16 == 0`.
-    #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn panel_512(a: &Panel, y: &mut [f32], p0: usize, len: usize, tile: Tile) {
-        // SAFETY: forwarded contract; the const parameters only select code.
-        unsafe {
-            match (tile, a.act, a.stream) {
-                (Tile::R8V2, Act::None, false) => {
-                    panel::<__m512, 8, 2, E_NONE, false>(a, y, p0, len)
-                }
-                (Tile::R8V2, Act::Swish, false) => {
-                    panel::<__m512, 8, 2, E_SWISH, false>(a, y, p0, len)
-                }
-                (Tile::R8V2, _, false) => panel::<__m512, 8, 2, E_ANY, false>(a, y, p0, len),
-                (Tile::R8V2, Act::None, true) => panel::<__m512, 8, 2, E_NONE, true>(a, y, p0, len),
-                (Tile::R8V2, Act::Swish, true) => {
-                    panel::<__m512, 8, 2, E_SWISH, true>(a, y, p0, len)
-                }
-                (Tile::R8V2, _, true) => panel::<__m512, 8, 2, E_ANY, true>(a, y, p0, len),
-                (_, Act::None, false) => panel::<__m512, 4, 4, E_NONE, false>(a, y, p0, len),
-                (_, Act::Swish, false) => panel::<__m512, 4, 4, E_SWISH, false>(a, y, p0, len),
-                (_, _, false) => panel::<__m512, 4, 4, E_ANY, false>(a, y, p0, len),
-                (_, Act::None, true) => panel::<__m512, 4, 4, E_NONE, true>(a, y, p0, len),
-                (_, Act::Swish, true) => panel::<__m512, 4, 4, E_SWISH, true>(a, y, p0, len),
-                (_, _, true) => panel::<__m512, 4, 4, E_ANY, true>(a, y, p0, len),
-            }
-        }
-    }
-
-    /// Pixels `[p0, p0 + len)` of one panel, AVX2 (no streaming stores).
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn panel_256(a: &Panel, y: &mut [f32], p0: usize, len: usize, tile: Tile) {
-        // SAFETY: forwarded contract; the const parameters only select code.
-        unsafe {
-            match (tile, a.act) {
-                (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE, false>(a, y, p0, len),
-                (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH, false>(a, y, p0, len),
-                (Tile::R8V1, Act::Sigmoid) => {
-                    panel::<__m256, 8, 1, E_SIGMOID, false>(a, y, p0, len)
-                }
-                (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY, false>(a, y, p0, len),
-                (Tile::R4V3, Act::None) => panel::<__m256, 4, 3, E_NONE, false>(a, y, p0, len),
-                (Tile::R4V3, Act::Swish) => panel::<__m256, 4, 3, E_SWISH, false>(a, y, p0, len),
-                (Tile::R4V3, _) => panel::<__m256, 4, 3, E_ANY, false>(a, y, p0, len),
-                (Tile::R2V4, Act::None) => panel::<__m256, 2, 4, E_NONE, false>(a, y, p0, len),
-                (Tile::R2V4, Act::Swish) => panel::<__m256, 2, 4, E_SWISH, false>(a, y, p0, len),
-                (Tile::R2V4, _) => panel::<__m256, 2, 4, E_ANY, false>(a, y, p0, len),
-                (_, Act::None) => panel::<__m256, 4, 2, E_NONE, false>(a, y, p0, len),
-                (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH, false>(a, y, p0, len),
-                (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID, false>(a, y, p0, len),
-                (_, _) => panel::<__m256, 4, 2, E_ANY, false>(a, y, p0, len),
-            }
-        }
-    }
+    pub(super) const E_NONE: u8 = 0;
+    pub(super) const E_SWISH: u8 = 1;
+    pub(super) const E_ANY: u8 = 2;
+    pub(super) const E_SIGMOID: u8 = 3;
 
     /// One panel in tiles of R channels (R = 4: the two half panels in turn) × V vectors,
     /// then the pixels left over in one masked tile of 1..=V vectors.
@@ -859,7 +683,13 @@ mod x86 {
     /// # Safety
     /// Target-feature context of `S`; see `panel_512`.
     #[inline(always)]
-    unsafe fn panel<S: Vec, const R: usize, const V: usize, const E: u8, const NT: bool>(
+    pub(super) unsafe fn panel<
+        S: Vec,
+        const R: usize,
+        const V: usize,
+        const E: u8,
+        const NT: bool,
+    >(
         a: &Panel,
         y: &mut [f32],
         p0: usize,
@@ -945,7 +775,7 @@ mod x86 {
             // indices), or LLVM keeps it in memory during the K loop too. With a heavy
             // activation the epilogue loop does not unroll, so it runs on a copy.
             let mut out = if E == E_ANY {
-                std::hint::black_box(acc)
+                core::hint::black_box(acc)
             } else {
                 acc
             };
@@ -984,6 +814,330 @@ mod x86 {
                     } else {
                         S::store(yp.add(l * v), val);
                     }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(super) mod x86 {
+        use super::super::{Panel, Tile};
+        use super::{panel, Vec, E_ANY, E_NONE, E_SIGMOID, E_SWISH};
+        use crate::kernels::act::{avx2 as act256, avx512 as act512};
+        use crate::kernels::Act;
+        use core::arch::x86_64::*;
+
+        impl Vec for __m512 {
+            const LANES: usize = 16;
+            type Mask = __mmask16;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                _mm512_set1_ps(v)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { _mm512_loadu_ps(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, m: __mmask16) -> Self {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm512_maskz_loadu_ps(m, p) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm512_storeu_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, m: __mmask16, v: Self) {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm512_mask_storeu_ps(p, m, v) }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> __mmask16 {
+                ((1u32 << n) - 1) as __mmask16
+            }
+            #[inline(always)]
+            unsafe fn stream(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm512_stream_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                _mm512_fmadd_ps(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                _mm512_add_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act512::swish(v) }
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act512::apply(act, v) }
+            }
+        }
+
+        impl Vec for __m256 {
+            const LANES: usize = 8;
+            type Mask = __m256i;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                _mm256_set1_ps(v)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { _mm256_loadu_ps(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, m: __m256i) -> Self {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm256_maskload_ps(p, m) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm256_storeu_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, m: __m256i, v: Self) {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm256_maskstore_ps(p, m, v) }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> __m256i {
+                // SAFETY: forwarded contract.
+                unsafe { act256::first_lanes(n) }
+            }
+            #[inline(always)]
+            unsafe fn stream(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm256_stream_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                _mm256_fmadd_ps(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                _mm256_add_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act256::swish(v) }
+            }
+            #[inline(always)]
+            unsafe fn swish_each(v: &mut [Self]) {
+                // SAFETY: forwarded contract.
+                unsafe { act256::swish_each(v) }
+            }
+            #[inline(always)]
+            unsafe fn sigmoid_each(v: &mut [Self]) {
+                // SAFETY: forwarded contract.
+                unsafe { act256::sigmoid_each(v) }
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act256::apply(act, v) }
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
+        ///
+        /// # Safety
+        /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ (cin−1)·xs + p0 + len − x0` with
+        /// `x0 ≤ p0`, `a.w.len() ≥ MR·cin`,
+        /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`; with
+        /// `a.stream`, `y` is 64-byte aligned and `hw % 16 == 0`.
+        #[target_feature(enable = "avx512f,fma")]
+        pub(in super::super) unsafe fn panel_512(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+            tile: Tile,
+        ) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match (tile, a.act, a.stream) {
+                    (Tile::R8V2, Act::None, false) => {
+                        panel::<__m512, 8, 2, E_NONE, false>(a, y, p0, len)
+                    }
+                    (Tile::R8V2, Act::Swish, false) => {
+                        panel::<__m512, 8, 2, E_SWISH, false>(a, y, p0, len)
+                    }
+                    (Tile::R8V2, _, false) => panel::<__m512, 8, 2, E_ANY, false>(a, y, p0, len),
+                    (Tile::R8V2, Act::None, true) => {
+                        panel::<__m512, 8, 2, E_NONE, true>(a, y, p0, len)
+                    }
+                    (Tile::R8V2, Act::Swish, true) => {
+                        panel::<__m512, 8, 2, E_SWISH, true>(a, y, p0, len)
+                    }
+                    (Tile::R8V2, _, true) => panel::<__m512, 8, 2, E_ANY, true>(a, y, p0, len),
+                    (_, Act::None, false) => panel::<__m512, 4, 4, E_NONE, false>(a, y, p0, len),
+                    (_, Act::Swish, false) => panel::<__m512, 4, 4, E_SWISH, false>(a, y, p0, len),
+                    (_, _, false) => panel::<__m512, 4, 4, E_ANY, false>(a, y, p0, len),
+                    (_, Act::None, true) => panel::<__m512, 4, 4, E_NONE, true>(a, y, p0, len),
+                    (_, Act::Swish, true) => panel::<__m512, 4, 4, E_SWISH, true>(a, y, p0, len),
+                    (_, _, true) => panel::<__m512, 4, 4, E_ANY, true>(a, y, p0, len),
+                }
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, AVX2 (no streaming stores).
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
+        #[target_feature(enable = "avx2,fma")]
+        pub(in super::super) unsafe fn panel_256(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+            tile: Tile,
+        ) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match (tile, a.act) {
+                    (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE, false>(a, y, p0, len),
+                    (Tile::R8V1, Act::Swish) => {
+                        panel::<__m256, 8, 1, E_SWISH, false>(a, y, p0, len)
+                    }
+                    (Tile::R8V1, Act::Sigmoid) => {
+                        panel::<__m256, 8, 1, E_SIGMOID, false>(a, y, p0, len)
+                    }
+                    (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY, false>(a, y, p0, len),
+                    (Tile::R4V3, Act::None) => panel::<__m256, 4, 3, E_NONE, false>(a, y, p0, len),
+                    (Tile::R4V3, Act::Swish) => {
+                        panel::<__m256, 4, 3, E_SWISH, false>(a, y, p0, len)
+                    }
+                    (Tile::R4V3, _) => panel::<__m256, 4, 3, E_ANY, false>(a, y, p0, len),
+                    (Tile::R2V4, Act::None) => panel::<__m256, 2, 4, E_NONE, false>(a, y, p0, len),
+                    (Tile::R2V4, Act::Swish) => {
+                        panel::<__m256, 2, 4, E_SWISH, false>(a, y, p0, len)
+                    }
+                    (Tile::R2V4, _) => panel::<__m256, 2, 4, E_ANY, false>(a, y, p0, len),
+                    (_, Act::None) => panel::<__m256, 4, 2, E_NONE, false>(a, y, p0, len),
+                    (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH, false>(a, y, p0, len),
+                    (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID, false>(a, y, p0, len),
+                    (_, _) => panel::<__m256, 4, 2, E_ANY, false>(a, y, p0, len),
+                }
+            }
+        }
+    }
+
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    pub(super) mod neon {
+        use super::super::{Panel, Tile};
+        use super::{panel, Vec, E_ANY, E_NONE, E_SIGMOID, E_SWISH};
+        use crate::kernels::act::neon as act128;
+        use crate::kernels::Act;
+        use core::arch::aarch64::*;
+
+        // NEON has no masked loads and stores: the "mask" is the lane count, and partial
+        // vectors go through a stack copy. The arithmetic intrinsics are safe calls (NEON is
+        // part of the aarch64 target); only the pointer ones need the caller's guarantee.
+        impl Vec for float32x4_t {
+            const LANES: usize = 4;
+            type Mask = usize;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vdupq_n_f32(v) }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { vld1q_f32(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, n: usize) -> Self {
+                let mut t = [0f32; 4];
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are readable.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n);
+                    vld1q_f32(t.as_ptr())
+                }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { vst1q_f32(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, n: usize, v: Self) {
+                let mut t = [0f32; 4];
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are writable.
+                unsafe {
+                    vst1q_f32(t.as_mut_ptr(), v);
+                    core::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+                }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> usize {
+                n
+            }
+            #[inline(always)]
+            unsafe fn stream(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract (a plain store: the tiles never ask NEON to stream).
+                unsafe { vst1q_f32(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vfmaq_f32(c, a, b) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vaddq_f32(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                act128::swish(v)
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                act128::apply(act, v)
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, NEON (32 registers: 8 channels × 2 vectors
+        /// or 4 × 4, 16 accumulators either way).
+        ///
+        /// # Safety
+        /// As `panel_512`, without the CPU and streaming conditions.
+        pub(in super::super) unsafe fn panel_neon(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+            tile: Tile,
+        ) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match (tile, a.act) {
+                    (Tile::R4V4, Act::None) => {
+                        panel::<float32x4_t, 4, 4, E_NONE, false>(a, y, p0, len)
+                    }
+                    (Tile::R4V4, Act::Swish) => {
+                        panel::<float32x4_t, 4, 4, E_SWISH, false>(a, y, p0, len)
+                    }
+                    (Tile::R4V4, _) => panel::<float32x4_t, 4, 4, E_ANY, false>(a, y, p0, len),
+                    (_, Act::None) => panel::<float32x4_t, 8, 2, E_NONE, false>(a, y, p0, len),
+                    (_, Act::Swish) => panel::<float32x4_t, 8, 2, E_SWISH, false>(a, y, p0, len),
+                    (_, Act::Sigmoid) => {
+                        panel::<float32x4_t, 8, 2, E_SIGMOID, false>(a, y, p0, len)
+                    }
+                    (_, _) => panel::<float32x4_t, 8, 2, E_ANY, false>(a, y, p0, len),
                 }
             }
         }
@@ -1076,6 +1230,7 @@ mod tests {
             let tiles: &[Tile] = match isa {
                 Isa::Avx512 => &[Tile::R8V2, Tile::R4V4],
                 Isa::Avx2 => &[Tile::R8V1, Tile::R4V2, Tile::R4V3],
+                Isa::Neon => &[Tile::R8V2, Tile::R4V4],
                 Isa::Scalar => &[Tile::R8V2],
             };
             for &tile in tiles {

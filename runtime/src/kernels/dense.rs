@@ -111,6 +111,11 @@ pub fn conv_dense(
             // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run_avx2(&mut a) },
+            // SAFETY: NEON is part of every aarch64 CPU (32 registers: the AVX-512 tile).
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::Neon => unsafe {
+                specialize_act!(a.act, act => run::<core::arch::aarch64::float32x4_t, 8, 2>(&mut a, act))
+            },
             // SAFETY: the one-lane f32 path runs on any CPU.
             _ => unsafe { run::<f32, 4, 2>(&mut a, act) },
         }

@@ -119,6 +119,8 @@ pub fn depthwise(
             // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { by_shape!(planes_avx2, a, false) },
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::Neon => by_shape!(planes_neon, a, tall_blocks(isa, k, ow)),
             _ => by_shape!(planes_scalar, a, false),
         }
     });
@@ -157,6 +159,14 @@ unsafe fn planes_avx2<const K: usize, const S: usize, const RB: usize>(a: &mut A
     unsafe { specialize_act!(a.act, act => planes::<std::arch::x86_64::__m256, K, S, RB>(a, act)) }
 }
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+fn planes_neon<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
+    // SAFETY: NEON is part of every aarch64 CPU.
+    unsafe {
+        specialize_act!(a.act, act => planes::<core::arch::aarch64::float32x4_t, K, S, RB>(a, act))
+    }
+}
+
 fn planes_scalar<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
     // SAFETY: the one-lane f32 path runs on any CPU.
     unsafe { planes::<f32, K, S, RB>(a, a.act) }
@@ -166,8 +176,9 @@ fn planes_scalar<const K: usize, const S: usize, const RB: usize>(a: &mut Args) 
 /// and give more independent accumulator chains; measured on Zen 4, 8 rows win for 3×3 up
 /// to 64 outputs wide with 32 vector registers (AVX-512), and lose on wider planes (more
 /// concurrent row streams, a larger ring), for 5×5, and with 16 registers (AVX2: spills).
+/// NEON has 32 registers too.
 fn tall_blocks(isa: Isa, k: usize, ow: usize) -> bool {
-    isa == Isa::Avx512 && k == 3 && ow <= 64
+    matches!(isa, Isa::Avx512 | Isa::Neon) && k == 3 && ow <= 64
 }
 
 /// # Safety

@@ -126,6 +126,11 @@ pub fn fuse(
             // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run_avx2(a) },
+            // SAFETY: NEON is part of every aarch64 CPU.
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::Neon => unsafe {
+                specialize_act!(a.act, act => run::<core::arch::aarch64::float32x4_t>(a, act))
+            },
             // SAFETY: the one-lane f32 path runs on any CPU.
             _ => unsafe { run::<f32>(a, act) },
         }

@@ -1,5 +1,5 @@
-//! The compute kernels generated code calls: SIMD for x86-64 (AVX-512F, AVX2+FMA) with a
-//! portable scalar path, chosen once per model by [`Isa::detect`].
+//! The compute kernels generated code calls: SIMD for x86-64 (AVX-512F, AVX2+FMA) and
+//! aarch64 (NEON) with a portable scalar path, chosen once per model by [`Isa::detect`].
 //!
 //! Layout everywhere: NCHW f32, batch 1, each channel a contiguous `H·W` plane. Weights come
 //! pre-packed by the compiler (the `pack_*` functions here, run at build time) in the layout
@@ -49,6 +49,8 @@ pub enum Isa {
     Avx512,
     /// AVX2 with FMA.
     Avx2,
+    /// aarch64 Advanced SIMD (128-bit vectors, 32 registers; part of every aarch64 CPU).
+    Neon,
     /// Portable Rust, no intrinsics.
     Scalar,
 }
@@ -69,17 +71,23 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        {
+            return Isa::Neon;
+        }
+        #[allow(unreachable_code)]
         Isa::Scalar
     }
 
     /// Every instruction set this CPU can run, best first (for tests that compare them).
     pub fn available() -> Vec<Isa> {
         let best = Isa::detect();
-        [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+        [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar]
             .into_iter()
             .filter(|&i| match best {
-                Isa::Avx512 => true,
-                Isa::Avx2 => i != Isa::Avx512,
+                Isa::Avx512 => i != Isa::Neon,
+                Isa::Avx2 => i == Isa::Avx2 || i == Isa::Scalar,
+                Isa::Neon => i == Isa::Neon || i == Isa::Scalar,
                 Isa::Scalar => i == Isa::Scalar,
             })
             .collect()

@@ -162,6 +162,9 @@ macro_rules! dispatch {
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe { avx2($($arg),*) },
+                // SAFETY: NEON is part of every aarch64 CPU.
+                #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                Isa::Neon => unsafe { $generic::<core::arch::aarch64::float32x4_t>($($arg),*) },
                 // SAFETY: the one-lane f32 path runs on any CPU.
                 _ => unsafe { $generic::<f32>($($arg),*) },
             }

@@ -17,9 +17,10 @@ use super::{Act, Isa};
 #[inline]
 pub(crate) fn usable(isa: Isa) -> Isa {
     match (isa, Isa::detect()) {
-        (Isa::Scalar, _) | (_, Isa::Scalar) => Isa::Scalar,
-        (Isa::Avx512, best) => best,
-        (Isa::Avx2, _) => Isa::Avx2,
+        (Isa::Avx512, best @ (Isa::Avx512 | Isa::Avx2)) => best,
+        (Isa::Avx2, Isa::Avx512 | Isa::Avx2) => Isa::Avx2,
+        (Isa::Neon, Isa::Neon) => Isa::Neon,
+        _ => Isa::Scalar,
     }
 }
 
@@ -331,6 +332,90 @@ mod x86 {
     }
 }
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+mod arm {
+    use super::{Act, Vf32};
+    use core::arch::aarch64::*;
+
+    // NEON is part of the aarch64 target: the arithmetic intrinsics are safe calls here,
+    // only the pointer ones need the caller's guarantee.
+    impl Vf32 for float32x4_t {
+        const LANES: usize = 4;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vdupq_n_f32(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: the caller guarantees 4 readable floats at `p`.
+            unsafe { vld1q_f32(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: Self) {
+            // SAFETY: the caller guarantees 4 writable floats at `p`.
+            unsafe { vst1q_f32(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn load_n(p: *const f32, n: usize, fill: f32) -> Self {
+            let mut v = [fill; 4];
+            // SAFETY: n < 4 floats are readable at `p`; `v` has room for them.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n);
+                vld1q_f32(v.as_ptr())
+            }
+        }
+        #[inline(always)]
+        unsafe fn store_n(p: *mut f32, v: Self, n: usize) {
+            let mut t = [0f32; 4];
+            // SAFETY: `t` holds 4 floats; n < 4 floats are writable at `p`.
+            unsafe {
+                vst1q_f32(t.as_mut_ptr(), v);
+                core::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+            }
+        }
+        #[inline(always)]
+        unsafe fn add(a: Self, b: Self) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vaddq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: Self, b: Self) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vmulq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vfmaq_f32(c, a, b) }
+        }
+        #[inline(always)]
+        unsafe fn max(a: Self, b: Self) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vmaxq_f32(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sum(a: Self) -> f32 {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vaddvq_f32(a) }
+        }
+        #[inline(always)]
+        unsafe fn deinterleave(a: Self, b: Self) -> (Self, Self) {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { (vuzp1q_f32(a, b), vuzp2q_f32(a, b)) }
+        }
+        #[inline(always)]
+        unsafe fn dup_low(a: Self) -> Self {
+            // SAFETY: NEON is enabled for this target (the module is compiled only then).
+            unsafe { vzip1q_f32(a, a) }
+        }
+        #[inline(always)]
+        unsafe fn act(a: Self, act: Act) -> Self {
+            crate::kernels::act::neon::apply(act, a)
+        }
+    }
+}
+
 /// Helpers for the kernels' tests: a deterministic generator and a tolerance check.
 #[cfg(test)]
 pub(crate) mod test_util {
@@ -431,6 +516,9 @@ mod tests {
                 // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe { check256() },
+                // SAFETY: NEON is part of every aarch64 CPU.
+                #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                Isa::Neon => unsafe { check::<core::arch::aarch64::float32x4_t>() },
                 // SAFETY: the scalar lane type runs anywhere.
                 _ => unsafe { check::<f32>() },
             }
