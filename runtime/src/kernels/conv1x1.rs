@@ -1039,11 +1039,12 @@ mod tiles {
         use super::super::{Panel, Tile};
         use super::{panel, Vec, E_ANY, E_NONE, E_SIGMOID, E_SWISH};
         use crate::kernels::act::neon as act128;
+        use crate::kernels::simd::Vf32;
         use crate::kernels::Act;
         use core::arch::aarch64::*;
 
         // NEON has no masked loads and stores: the "mask" is the lane count, and partial
-        // vectors go through a stack copy. The arithmetic intrinsics are safe calls (NEON is
+        // vectors are `Vf32`'s (a stack copy). The arithmetic intrinsics are safe calls (NEON is
         // part of the aarch64 target); only the pointer ones need the caller's guarantee.
         impl Vec for float32x4_t {
             const LANES: usize = 4;
@@ -1060,11 +1061,13 @@ mod tiles {
             }
             #[inline(always)]
             unsafe fn load_m(p: *const f32, n: usize) -> Self {
-                let mut t = [0f32; 4];
-                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are readable.
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are readable
+                // (`load_n` takes n < 4).
                 unsafe {
-                    core::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), n);
-                    vld1q_f32(t.as_ptr())
+                    match n {
+                        4 => vld1q_f32(p),
+                        _ => <Self as Vf32>::load_n(p, n, 0.0),
+                    }
                 }
             }
             #[inline(always)]
@@ -1074,11 +1077,13 @@ mod tiles {
             }
             #[inline(always)]
             unsafe fn store_m(p: *mut f32, n: usize, v: Self) {
-                let mut t = [0f32; 4];
-                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are writable.
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are writable
+                // (`store_n` takes n < 4).
                 unsafe {
-                    vst1q_f32(t.as_mut_ptr(), v);
-                    core::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+                    match n {
+                        4 => vst1q_f32(p, v),
+                        _ => <Self as Vf32>::store_n(p, v, n),
+                    }
                 }
             }
             #[inline(always)]
