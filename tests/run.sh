@@ -4,7 +4,7 @@
 # fails.
 #
 #   bash tests/run.sh                 # from anywhere in the repository
-#   PARTS="python" bash tests/run.sh  # a subset: fmt clippy test python
+#   PARTS="python" bash tests/run.sh  # a subset: fmt clippy test python aarch64
 #
 # The Python part makes a virtual environment in target/py-venv (once; PYTHON picks the
 # interpreter, default python3, 3.11 or newer) and installs tests/python/requirements.txt into
@@ -13,9 +13,14 @@
 # compiles it into target/py-target, so later runs reuse the compiled dependencies), and
 # runs tests/python (the Ray Data example included, on a local 2-CPU Ray instance bound to
 # 127.0.0.1, usage stats off).
+#
+# The aarch64 part runs last (tests/aarch64.sh): it sources ../shared/tools/aarch64-env.sh,
+# which replaces the compiler for its shell, so it runs in a subshell with its own target
+# directory (target/aarch64); the runtime's tests (NEON kernels against the scalar reference)
+# and the D0 golden run under qemu-aarch64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PARTS=${PARTS:-fmt clippy test python}
+PARTS=${PARTS:-fmt clippy test python aarch64}
 PYTHON=${PYTHON:-python3}
 VENV=target/py-venv
 
@@ -45,7 +50,8 @@ for part in $PARTS; do
     clippy) cargo clippy --workspace --all-targets -- -D warnings ;;
     test) cargo test --workspace ;;
     python) python_part ;;
-    *) echo "tests/run.sh: unknown part '$part' (fmt, clippy, test, python)" >&2; false ;;
+    aarch64) bash tests/aarch64.sh ;;
+    *) echo "tests/run.sh: unknown part '$part' (fmt, clippy, test, python, aarch64)" >&2; false ;;
   esac || {
     summary+=("$(printf '%-7s FAILED after %d s' "$part" $((SECONDS - start)))")
     exit 1

@@ -10,7 +10,8 @@ use effdet_d0::{Model, BATCH, INPUT_SHAPE};
 
 const USAGE: &str = concat!(
     "usage:\n",
-    "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output\n",
+    "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output;\n",
+    "                                                   stderr: isa=<ISA> threads=<N>\n",
     "  detect IMAGE... [--out ANNOTATED.png | --out-dir DIR] [--json] [--score-threshold T]\n",
     "         [--max-detections N] [--threads N]        detect objects in PNG/JPEG images (BATCH per pass);\n",
     "                                                   stderr: forward_ms=<float> detect_ms=<float>\n",
@@ -64,7 +65,9 @@ fn cli(args: &[String]) -> Result<(), String> {
             let input = get(&f, "--input").ok_or_else(|| format!("run needs --input\n{USAGE}"))?;
             let out_dir = get(&f, "--out-dir").ok_or_else(|| format!("run needs --out-dir\n{USAGE}"))?;
             let mut model = Model::try_new().map_err(|e| e.to_string())?;
-            model.set_threads(number(&f, "--threads", 1)?);
+            let threads = number(&f, "--threads", 1)?;
+            model.set_threads(threads);
+            eprintln!("isa={:?} threads={threads}", model.isa());
             run(&mut model, Path::new(input), Path::new(out_dir))
         }
         Some("detect") => detect_cmd(&args[1..]),
