@@ -4,6 +4,8 @@
 //! bit for bit in order and to within f32 rounding in value: effdet computes them in f64 with
 //! numpy and casts to f32 once, and so do we.
 
+use crate::prelude::*;
+
 /// What determines the anchor set of a model (effdet's config fields of the same names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnchorConfig {

@@ -5,6 +5,8 @@
 //! written region overlaps none of the read ones, which [`split`] checks and turns into
 //! ordinary borrows, so generated code needs no `unsafe`.
 
+use crate::prelude::*;
+
 /// Splits `arena` into shared views of the `inputs` regions and a mutable view of the
 /// `output` region, each given as `(offset, len)` in f32 elements.
 ///
@@ -61,16 +63,26 @@ pub struct Aligned<T: ?Sized>(pub T);
 #[allow(unsafe_code)]
 pub fn as_f32(bytes: &'static [u8]) -> &'static [f32] {
     assert!(
-        bytes.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0
+        bytes.as_ptr().align_offset(core::mem::align_of::<f32>()) == 0
             && bytes.len().is_multiple_of(4),
         "packed weights must be 4-byte aligned with a length multiple of 4"
     );
     // SAFETY: the pointer is aligned for f32 and the length is a whole number of f32s
     // (checked above); every bit pattern is a valid f32; the data is 'static and immutable.
-    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) }
+    unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), bytes.len() / 4) }
+}
+
+/// Packed weights (little-endian f32) from bytes; `bytes.len()` must be a multiple of 4
+/// (the caller checks it against the model's size first).
+pub fn f32s_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// Reads a packed weights file (little-endian f32) into memory.
+#[cfg(feature = "std")]
 pub fn read_f32_file(path: &std::path::Path, expected_len: usize) -> std::io::Result<Vec<f32>> {
     use std::io::Read;
     let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
@@ -98,10 +110,7 @@ pub fn read_f32_file(path: &std::path::Path, expected_len: usize) -> std::io::Re
             bytes.len()
         )));
     }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(f32s_from_le_bytes(&bytes))
 }
 
 #[cfg(test)]

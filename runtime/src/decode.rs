@@ -4,6 +4,9 @@
 //! Everything is f32 with the reference's order of operations (no fused multiply-add), so
 //! decoded boxes agree with PyTorch to the last bit or two.
 
+#[cfg(not(feature = "std"))]
+use crate::math::Float;
+
 /// Decodes regression outputs `codes = [ty, tx, th, tw]` against `anchor = [y1, x1, y2, x2]`
 /// into a box `[x1, y1, x2, y2]` (effdet's `output_xyxy=True` form).
 ///
@@ -53,7 +56,7 @@ mod tests {
         let anchor = [-12.0, -4.0, 20.0, 12.0];
         // ty = 0.5 → y centre 4 + 16 = 20; tx = -0.25 → x centre 4 − 4 = 0;
         // th = ln 2 → h = 64; tw = 0 → w = 16.
-        let b = decode_box(&anchor, [0.5, -0.25, std::f32::consts::LN_2, 0.0]);
+        let b = decode_box(&anchor, [0.5, -0.25, core::f32::consts::LN_2, 0.0]);
         let expected = [-8.0, -12.0, 8.0, 52.0];
         for (got, want) in b.iter().zip(expected) {
             assert!((got - want).abs() < 1e-5, "{b:?}");

@@ -34,14 +34,30 @@
 //! assert!(detections.len() <= 100);
 //! ```
 
+//! # `std` and `no_std`
+//!
+//! The `std` feature (on by default) brings the thread pool, per-thread scratch buffers that
+//! make `forward` allocation-free after its first call, run-time CPU feature detection,
+//! [`model::Weights::from_file`] and panics caught as [`model::Error::Panic`]. Without it the
+//! crate is `#![no_std]` and needs only `core` and `alloc` (a global allocator): everything
+//! runs on the calling thread, kernels allocate their scratch per call, the x86 instruction
+//! set comes from the compile-time target features (`-C target-feature=+avx2,+fma` or
+//! `-C target-cpu=native` to get AVX2; the baseline is the portable path; aarch64 always has
+//! NEON), and [`math`] supplies the `exp`, `ln`, `sqrt` and `powf` that `core` lacks.
+
+#![cfg_attr(not(feature = "std"), no_std)]
 // `unsafe` is denied crate-wide and allowed only where SIMD intrinsics (`kernels`) or the
 // in-place read of aligned embedded weights (`arena::as_f32`) need it, each with a SAFETY line.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+extern crate alloc;
+
 pub mod arena;
 pub mod kernels;
+pub mod math;
 pub mod model;
+mod prelude;
 
 mod anchors;
 mod decode;
@@ -59,3 +75,20 @@ pub use postprocess::{
     HeadLayout, NmsMethod, PostprocessError, PostprocessScratch,
 };
 pub use preprocess::{preprocess, preprocess_nhwc, Image, Normalization, PreprocessError};
+
+/// Expands to its items when this crate has its `std` feature, to nothing otherwise: lets
+/// generated code (which may live in a crate without a `std` feature of its own, through
+/// `include!` or `effdet_macros::model!`) offer its file-reading constructors exactly when
+/// the runtime can read files.
+#[cfg(feature = "std")]
+#[macro_export]
+macro_rules! if_std {
+    ($($item:item)*) => { $($item)* };
+}
+
+/// Expands to its items when this crate has its `std` feature, to nothing otherwise.
+#[cfg(not(feature = "std"))]
+#[macro_export]
+macro_rules! if_std {
+    ($($item:item)*) => {};
+}

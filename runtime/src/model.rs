@@ -1,8 +1,11 @@
 //! The pieces every generated `Model` shares: its error type, where its weights live, the
 //! context its generated steps run in, and the view of its outputs.
 
-use std::fmt;
+use crate::prelude::*;
+use core::fmt;
+#[cfg(feature = "std")]
 use std::panic::{catch_unwind, AssertUnwindSafe};
+#[cfg(feature = "std")]
 use std::path::Path;
 
 use crate::kernels::{Isa, Par};
@@ -47,11 +50,21 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
+
+/// Runs `f` (a forward pass, a detection), turning a panic — on the calling thread or a
+/// pool worker, which re-raises it here — into [`Error::Panic`]. The panic hook still prints
+/// the message to stderr as usual. (Without `std` there is no unwinding to catch: `f` just
+/// runs, and a panic goes to the program's `#[panic_handler]`.)
+#[cfg(not(feature = "std"))]
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    Ok(f())
+}
 
 /// Runs `f` (a forward pass, a detection), turning a panic — on the calling thread or a
 /// pool worker, which re-raises it here — into [`Error::Panic`]. The panic hook still prints
 /// the message to stderr as usual.
+#[cfg(feature = "std")]
 pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let message = if let Some(s) = payload.downcast_ref::<&str>() {
@@ -74,7 +87,24 @@ pub enum Weights {
 }
 
 impl Weights {
+    /// Packed weights from memory (the bytes of a `weights.bin`, little-endian f32),
+    /// checking their length against the model's; `what` names them in the error.
+    pub fn from_bytes(bytes: &[u8], expected_len: usize, what: &str) -> Result<Weights, Error> {
+        if Some(bytes.len()) != expected_len.checked_mul(4) {
+            return Err(Error::Weights {
+                path: what.to_string(),
+                message: format!(
+                    "holds {} bytes, this model's packed weights are {}: they belong to another model or build",
+                    bytes.len(),
+                    expected_len.saturating_mul(4)
+                ),
+            });
+        }
+        Ok(Weights::Owned(crate::arena::f32s_from_le_bytes(bytes)))
+    }
+
     /// Loads a packed weights file, checking its length against the model's.
+    #[cfg(feature = "std")]
     pub fn from_file(path: &Path, expected_len: usize) -> Result<Weights, Error> {
         let err = |message: String| Error::Weights {
             path: path.display().to_string(),
@@ -150,4 +180,56 @@ impl<'a> Outputs<'a> {
             .iter()
             .filter_map(move |s| Some((s.name, s.shape, self.get(s.name)?)))
     }
+}
+
+/// A generated model's mutable state (its arena, scratch and threads), shared by
+/// `forward(&mut self)` and `detect(&self)`: a `Mutex` with `std` (so a model can be shared
+/// between threads), a `RefCell` without (one thread).
+pub struct StateCell<T> {
+    #[cfg(feature = "std")]
+    inner: std::sync::Mutex<T>,
+    #[cfg(not(feature = "std"))]
+    inner: core::cell::RefCell<T>,
+}
+
+impl<T> StateCell<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        StateCell {
+            inner: value.into(),
+        }
+    }
+
+    /// The state, through exclusive access (no locking).
+    pub fn get_mut(&mut self) -> &mut T {
+        #[cfg(feature = "std")]
+        return self
+            .inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(not(feature = "std"))]
+        return self.inner.get_mut();
+    }
+
+    /// The state, locked for the guard's lifetime. A panic while it was held (caught as
+    /// [`Error::Panic`]) does not poison it: every call rewrites what it reads.
+    pub fn lock(&self) -> impl core::ops::DerefMut<Target = T> + '_ {
+        #[cfg(feature = "std")]
+        return self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(not(feature = "std"))]
+        return self.inner.borrow_mut();
+    }
+}
+
+/// What generated code uses from `alloc`, imported with a glob (`use
+/// ::effdet_runtime::model::prelude::*;`): a `no_std` crate's prelude lacks them, and in a
+/// `std` crate they are the same items as the standard prelude's.
+pub mod prelude {
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
 }

@@ -9,7 +9,8 @@
 //! arrive sorted by logit (torch.topk), so the index is the top-k rank, which is how a stable
 //! sort in torchvision breaks such ties.
 
-use std::cmp::Ordering;
+use crate::prelude::*;
+use core::cmp::Ordering;
 
 /// Soft-NMS drops every candidate whose decayed score is not above this (effdet's
 /// `score_threshold=.001` in `generate_detections`).

@@ -14,8 +14,9 @@
 use crate::anchors::Anchors;
 use crate::decode::{decode_box, sigmoid};
 use crate::nms::{hard_nms, soft_nms_gaussian, NmsScratch};
+use crate::prelude::*;
 use crate::topk::TopK;
-use std::fmt;
+use core::fmt;
 
 /// Which non-maximum suppression to run.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -220,7 +221,7 @@ impl fmt::Display for PostprocessError {
     }
 }
 
-impl std::error::Error for PostprocessError {}
+impl core::error::Error for PostprocessError {}
 
 /// Working memory of [`postprocess_into`], kept between calls so that steady-state
 /// post-processing does not allocate.
@@ -973,7 +974,7 @@ mod tests {
         // plane index 1·4 + 3 = 7. Anchor centre (12, 28), half_w 8, half_h 4.
         cls3[5 * 8 + 7] = 5.0;
         // th = ln 2 (channel 1·4 + 2 = 6) doubles the height: y 4..20.
-        bx3[6 * 8 + 7] = std::f32::consts::LN_2;
+        bx3[6 * 8 + 7] = core::f32::consts::LN_2;
         // P4, anchor a = 0, class 0, x = 1: channel 0, plane index 1. Centre (8, 24), half 8.
         cls4[1] = 4.0;
         let opts = DetectOptions {

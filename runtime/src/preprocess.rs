@@ -13,8 +13,9 @@
 //! one pass per axis through an 8-bit intermediate, in the order Pillow 13 picks. See
 //! [`resample_coefficients`] and [`resize_bilinear`] for the rules.
 
-use std::borrow::Cow;
-use std::fmt;
+use crate::prelude::*;
+use alloc::borrow::Cow;
+use core::fmt;
 
 /// A borrowed 8-bit image, rows top to bottom, pixels interleaved (HWC).
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +121,7 @@ impl fmt::Display for PreprocessError {
     }
 }
 
-impl std::error::Error for PreprocessError {}
+impl core::error::Error for PreprocessError {}
 
 /// Prepares `image` as the network input of size `target = [h, w]`, writing NCHW `f32`
 /// (`[1, 3, h, w]`, RGB) into `out` (length `3·h·w`), and returns the factor `1/s` that maps

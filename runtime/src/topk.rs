@@ -11,6 +11,8 @@
 //! order of equal values unspecified). Values compare as `f32::total_cmp` does, so a NaN logit
 //! (positive) counts as larger than any number, as it does in `torch.topk`.
 
+use crate::prelude::*;
+
 /// Maps an `f32` to an `i32` whose integer order is `f32::total_cmp` order.
 fn sort_key(value: f32) -> i32 {
     let bits = value.to_bits() as i32;
@@ -24,7 +26,7 @@ fn key_value(key: i32) -> f32 {
 }
 
 /// Best first: larger key, then smaller index.
-fn best_first(a: &(i32, usize), b: &(i32, usize)) -> std::cmp::Ordering {
+fn best_first(a: &(i32, usize), b: &(i32, usize)) -> core::cmp::Ordering {
     b.0.cmp(&a.0).then(a.1.cmp(&b.1))
 }
 

@@ -23,6 +23,8 @@
 //! scalar definition to 2e-7 of max(|result|, 1).
 
 use super::Isa;
+#[cfg(not(feature = "std"))]
+use crate::math::Float;
 
 /// A pointwise activation applied in a kernel's epilogue (same definitions as the
 /// compiler's IR).
@@ -76,7 +78,7 @@ impl Act {
 
 // The short exp, shared by both SIMD paths (see the module docs).
 const CLAMP: f32 = 87.0;
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LOG2E: f32 = core::f32::consts::LOG2_E;
 // 1.5·2^23: adding it to |t| < 2^22 rounds t to an integer (round to nearest even).
 const SHIFT: f32 = 12_582_912.0;
 // One-constant reduction: ln 2 in f32 is off by 1.9e-9, which adds ≤ |n|·1.9e-9 ≤ 2.4e-7
@@ -85,7 +87,7 @@ const SHIFT: f32 = 12_582_912.0;
     target_arch = "x86_64",
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
-const LN2: f32 = std::f32::consts::LN_2;
+const LN2: f32 = core::f32::consts::LN_2;
 // p(r) ≈ e^r on [−ln2/2, ln2/2], degree-5 minimax in relative error.
 const P0: f32 = 1.000_000_1;
 const P1: f32 = 0.999_999_7;
@@ -164,20 +166,30 @@ fn exp_neg_portable(x: f32) -> f32 {
 }
 
 /// Whether this CPU can run `isa` (cheap: `is_x86_feature_detected!` caches its answer).
+/// Without `std` there is no run-time detection: an x86 instruction set counts as present
+/// when the crate was compiled with its target features (`-C target-feature=+avx2,+fma`).
 #[inline]
+// Without `std`, `has!(a) && has!(b)` is an expression of constants.
+#[cfg_attr(not(feature = "std"), allow(clippy::nonminimal_bool, clippy::eq_op))]
 pub(crate) fn isa_ok(isa: Isa) -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    macro_rules! has {
+        ($f:tt) => {
+            ::std::arch::is_x86_feature_detected!($f)
+        };
+    }
+    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+    macro_rules! has {
+        ($f:tt) => {
+            cfg!(target_feature = $f)
+        };
+    }
     match isa {
         Isa::Scalar => true,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-        }
+        Isa::Avx512 => has!("avx512f") && has!("fma"),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-        }
+        Isa::Avx2 => has!("avx2") && has!("fma"),
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
         Isa::Neon => true,
         #[allow(unreachable_patterns)]
@@ -207,7 +219,7 @@ pub(crate) fn isa_ok(isa: Isa) -> bool {
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use super::*;
-    use std::arch::x86_64::*;
+    use core::arch::x86_64::*;
 
     /// `e^(−x)` for `x` in [−87, 87] (the caller clamps).
     #[inline(always)]
@@ -343,7 +355,7 @@ pub mod avx512 {
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use super::*;
-    use std::arch::x86_64::*;
+    use core::arch::x86_64::*;
 
     /// `e^(−x)` for `x` in [−87, 87] (the caller clamps).
     #[inline(always)]
@@ -736,7 +748,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn interleaved_swish_and_sigmoid_are_the_vector_ones_bit_for_bit() {
-        use std::arch::x86_64::*;
+        use core::arch::x86_64::*;
         assert!(
             Isa::available().contains(&Isa::Avx2),
             "x86-64 machines this project runs on have AVX2"

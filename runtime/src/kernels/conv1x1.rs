@@ -40,7 +40,9 @@
 //! swish) and, on large planes, by the output stores (16→96 at 256² writes 25 MB).
 
 use super::act::{apply_portable, isa_ok};
+use super::scratch::per_thread;
 use super::{Act, Isa, Par};
+use crate::prelude::*;
 
 /// Output channels per packed weight panel.
 pub const MR: usize = 8;
@@ -540,17 +542,21 @@ fn run_group(
     if stream {
         // Order the streaming stores before whatever reads y next (another thread, too).
         // SAFETY: SSE is part of x86-64.
-        unsafe { std::arch::x86_64::_mm_sfence() };
+        unsafe { core::arch::x86_64::_mm_sfence() };
     }
 }
 
-thread_local! {
+per_thread! {
     /// Per-thread buffer for packed blocks of x (see [`Plan::pack_x`]).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: Vec<f32> = Vec::new();
+}
+per_thread! {
     /// Per-thread copy of the packed weights with [`conv1x1_batch_gated`]'s gates folded in.
-    static GATED_WEIGHTS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static GATED_WEIGHTS: Vec<f32> = Vec::new();
+}
+per_thread! {
     /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose.
-    static OUT_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static OUT_SCRATCH: Vec<f32> = Vec::new();
 }
 
 /// One panel of MR output channels (of which `rows` are real).

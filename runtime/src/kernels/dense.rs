@@ -143,14 +143,14 @@ struct Args<'a> {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(a: &mut Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m512, 8, 2>(a, act)) }
+    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m512, 8, 2>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(a: &mut Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m256, 4, 2>(a, act)) }
+    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m256, 4, 2>(a, act)) }
 }
 
 /// Computes the group with tiles of `COB` output channels × `NV` vectors.

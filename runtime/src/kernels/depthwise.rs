@@ -149,14 +149,14 @@ struct Args<'a> {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn planes_avx512<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => planes::<std::arch::x86_64::__m512, K, S, RB>(a, act)) }
+    unsafe { specialize_act!(a.act, act => planes::<core::arch::x86_64::__m512, K, S, RB>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn planes_avx2<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => planes::<std::arch::x86_64::__m256, K, S, RB>(a, act)) }
+    unsafe { specialize_act!(a.act, act => planes::<core::arch::x86_64::__m256, K, S, RB>(a, act)) }
 }
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -241,7 +241,7 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
     act: Act,
 ) {
     let span = (R - 1) * S + K;
-    let mut src = [std::ptr::null::<f32>(); 24];
+    let mut src = [core::ptr::null::<f32>(); 24];
     for (j, p) in src.iter_mut().enumerate().take(span) {
         *p = rows.row(0, p0 + j);
     }
@@ -261,7 +261,7 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
             // loaded input vectors and the R accumulators all stay in registers. The column
             // loop stays a real loop (opaque trip count): fully unrolled, LLVM regroups the
             // FMAs into one long dependent chain per accumulator and spills.
-            for kx in 0..std::hint::black_box(K) {
+            for kx in 0..core::hint::black_box(K) {
                 let off = if S == 1 {
                     base + kx
                 } else {

@@ -152,14 +152,14 @@ struct Args<'a> {
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn run_avx512(a: Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m512>(a, act)) }
+    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m512>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2(a: Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => run::<std::arch::x86_64::__m256>(a, act)) }
+    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m256>(a, act)) }
 }
 
 /// The scratch one input needs, by kind: a nearest row buffer (`wide` floats) and maybe a
@@ -277,7 +277,7 @@ fn prepare(inputs: &[(&[f32], Sample)], ow: usize, l: usize) -> State {
     let (mut fs, mut us): (&mut [f32], &mut [usize]) = (&mut fbuf, &mut ubuf);
     for (src, (_, s)) in sources.iter_mut().zip(inputs) {
         let mut part = |len: usize, fill: f32| {
-            let (p, rest) = std::mem::take(&mut fs).split_at_mut(padded::<f32>(len));
+            let (p, rest) = core::mem::take(&mut fs).split_at_mut(padded::<f32>(len));
             fs = rest;
             p[..len].fill(fill);
             p.as_mut_ptr()
@@ -287,14 +287,14 @@ fn prepare(inputs: &[(&[f32], Sample)], ow: usize, l: usize) -> State {
                 buf: part(wide, 0.0),
                 cols: match cols {
                     true => {
-                        let (t, rest) = std::mem::take(&mut us).split_at_mut(padded::<usize>(ow));
+                        let (t, rest) = core::mem::take(&mut us).split_at_mut(padded::<usize>(ow));
                         us = rest;
                         for (ox, c) in t[..ow].iter_mut().enumerate() {
                             *c = ox * w / ow;
                         }
                         t.as_ptr()
                     }
-                    false => std::ptr::null(),
+                    false => core::ptr::null(),
                 },
                 last: None,
             },
@@ -302,7 +302,7 @@ fn prepare(inputs: &[(&[f32], Sample)], ow: usize, l: usize) -> State {
                 vm: part(len, f32::NEG_INFINITY),
                 eo: match eo {
                     true => part(len, 0.0),
-                    false => std::ptr::null_mut(),
+                    false => core::ptr::null_mut(),
                 },
                 buf: part(wide, 0.0),
                 len,
@@ -388,8 +388,8 @@ unsafe fn source_row<V: Vf32>(
                     // SAFETY: `buf` holds `wide` floats and `cols` `ow` indices (caller).
                     let (buf, cols) = unsafe {
                         (
-                            std::slice::from_raw_parts_mut(*buf, wide),
-                            std::slice::from_raw_parts(*cols, ow),
+                            core::slice::from_raw_parts_mut(*buf, wide),
+                            core::slice::from_raw_parts(*cols, ow),
                         )
                     };
                     for (o, &ix) in buf.iter_mut().zip(cols) {
@@ -430,12 +430,12 @@ unsafe fn source_row<V: Vf32>(
             // SAFETY: `vm` and `eo` (unless null) hold `len` floats, `buf` `wide` (caller).
             let (vm, eo, b) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(vm, len),
+                    core::slice::from_raw_parts_mut(vm, len),
                     match eo.is_null() {
                         true => &mut [][..],
-                        false => std::slice::from_raw_parts_mut(eo, len),
+                        false => core::slice::from_raw_parts_mut(eo, len),
                     },
-                    std::slice::from_raw_parts_mut(buf, wide),
+                    core::slice::from_raw_parts_mut(buf, wide),
                 )
             };
             // SAFETY: forwarded from the caller.

@@ -18,6 +18,7 @@ use super::depthwise::out_len;
 use super::scratch;
 use super::simd::usable;
 use super::{Act, Isa, Par};
+use crate::prelude::*;
 
 /// Calls `f(first_plane, planes_of_y)` for groups of whole planes of `plane` values of `y`
 /// (`planes` of them), one group per thread. `work`: the op's element operations.

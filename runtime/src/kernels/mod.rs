@@ -30,6 +30,8 @@ mod scratch;
 pub mod se;
 mod simd;
 
+use crate::prelude::*;
+
 pub use act::Act;
 pub use pool::{Par, Pool};
 
@@ -56,40 +58,20 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best instruction set this CPU supports.
+    /// The best instruction set this CPU supports (without `std`: the best one the crate
+    /// was compiled for, see [`act`]'s `isa_ok`).
     pub fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
-            }
-        }
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        {
-            return Isa::Neon;
-        }
-        #[allow(unreachable_code)]
-        Isa::Scalar
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|&i| act::isa_ok(i))
+            .unwrap_or(Isa::Scalar)
     }
 
     /// Every instruction set this CPU can run, best first (for tests that compare them).
     pub fn available() -> Vec<Isa> {
-        let best = Isa::detect();
         [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar]
             .into_iter()
-            .filter(|&i| match best {
-                Isa::Avx512 => i != Isa::Neon,
-                Isa::Avx2 => i == Isa::Avx2 || i == Isa::Scalar,
-                Isa::Neon => i == Isa::Neon || i == Isa::Scalar,
-                Isa::Scalar => i == Isa::Scalar,
-            })
+            .filter(|&i| act::isa_ok(i))
             .collect()
     }
 }

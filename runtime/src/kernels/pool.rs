@@ -28,20 +28,28 @@
 //! to cut one output slice into disjoint parts. Both are sound because a region returns —
 //! normally or by unwinding — only after every worker has finished with it.
 
-use std::any::Any;
-use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(feature = "std")]
+use {
+    crate::prelude::*,
+    core::any::Any,
+    core::sync::atomic::AtomicBool,
+    core::sync::atomic::AtomicU64,
+    std::panic::{self, AssertUnwindSafe},
+    std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    std::thread::JoinHandle,
+    std::time::{Duration, Instant},
+};
 
+#[cfg(feature = "std")]
 /// How long a parked participant spins before it blocks: longer than the serial stretches
 /// of a forward pass (the small ops of the last pyramid levels run on the caller), since
 /// waking a blocked worker costs tens of microseconds on a virtual machine; short enough
 /// not to burn a core for long after the last forward pass.
 const SPIN: Duration = Duration::from_millis(1);
 
+#[cfg(feature = "std")]
 /// The part of [`SPIN`] spent without yielding the core.
 const PURE_SPIN: Duration = Duration::from_micros(50);
 
@@ -72,6 +80,7 @@ fn injected() {
     }
 }
 
+#[cfg(feature = "std")]
 /// A task function with its lifetime erased (see [`Pool::run`] for why that is sound).
 #[derive(Clone, Copy)]
 struct Job {
@@ -81,8 +90,10 @@ struct Job {
 
 // SAFETY: `Job` only carries a pointer to a `Sync` closure between threads; the closure is
 // called through a shared reference, which `Sync` allows from any thread.
+#[cfg(feature = "std")]
 unsafe impl Send for Job {}
 
+#[cfg(feature = "std")]
 /// What the caller and the workers share, behind a mutex.
 struct State {
     /// Bumped once per region (and once to shut down).
@@ -93,6 +104,7 @@ struct State {
     sleepers: usize,
 }
 
+#[cfg(feature = "std")]
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
@@ -107,11 +119,13 @@ struct Shared {
     panicked: AtomicBool,
 }
 
+#[cfg(feature = "std")]
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing runs user code while holding these locks, so a poisoned one is still sound.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+#[cfg(feature = "std")]
 impl Shared {
     /// Runs `job`'s tasks of participant `me` of `n`, catching panics.
     fn run_tasks(&self, job: Job, me: usize, n: usize) {
@@ -134,6 +148,7 @@ impl Shared {
     }
 }
 
+#[cfg(feature = "std")]
 /// Spins until `ready()` or [`SPIN`] has passed; `true` if ready. After the first
 /// [`PURE_SPIN`] it yields between checks, so that with more threads than cores (several
 /// models in one process, or a thread count above the core count) the thread it waits for
@@ -145,7 +160,7 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
+            core::hint::spin_loop();
         }
         let waited = start.elapsed();
         if waited > SPIN {
@@ -157,6 +172,7 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
     }
 }
 
+#[cfg(feature = "std")]
 fn worker(shared: Arc<Shared>, me: usize, n: usize) {
     let mut seen = 0u64;
     loop {
@@ -187,6 +203,7 @@ fn worker(shared: Arc<Shared>, me: usize, n: usize) {
     }
 }
 
+#[cfg(feature = "std")]
 /// Started workers and the process that started them.
 struct Workers {
     shared: Arc<Shared>,
@@ -194,6 +211,7 @@ struct Workers {
     pid: u32,
 }
 
+#[cfg(feature = "std")]
 impl Workers {
     fn start(threads: usize) -> Option<Workers> {
         if threads <= 1 {
@@ -248,19 +266,28 @@ impl Workers {
 /// Intra-op threads: the caller plus `threads − 1` parked workers.
 pub struct Pool {
     threads: usize,
+    #[cfg(feature = "std")]
     workers: Option<Workers>,
     /// One region at a time; a region started while busy runs serially.
+    #[cfg(feature = "std")]
     busy: AtomicBool,
 }
 
 impl Pool {
     /// A pool of `threads` participants (clamped to at least 1): starts `threads − 1`
-    /// workers now.
+    /// workers now. (Without `std` there are no threads: always one participant.)
     pub fn new(threads: usize) -> Pool {
+        #[cfg(not(feature = "std"))]
+        let threads = {
+            let _ = threads;
+            1
+        };
         let threads = threads.max(1);
         Pool {
             threads,
+            #[cfg(feature = "std")]
             workers: Workers::start(threads),
+            #[cfg(feature = "std")]
             busy: AtomicBool::new(false),
         }
     }
@@ -273,7 +300,14 @@ impl Pool {
     /// Resizes the pool: joins the workers and starts `threads − 1` new ones (nothing
     /// changes if the count is the same).
     pub fn set_threads(&mut self, threads: usize) {
-        let threads = threads.max(1);
+        #[cfg(not(feature = "std"))]
+        let _ = threads;
+        #[cfg(feature = "std")]
+        self.resize(threads.max(1));
+    }
+
+    #[cfg(feature = "std")]
+    fn resize(&mut self, threads: usize) {
         if threads == self.threads {
             return;
         }
@@ -288,11 +322,14 @@ impl Pool {
     /// touching their possibly-locked state) and starts new ones. Cheap otherwise (one
     /// `getpid`). Returns whether it restarted.
     pub fn restart_after_fork(&mut self) -> bool {
+        #[cfg(not(feature = "std"))]
+        return false;
+        #[cfg(feature = "std")]
         match &self.workers {
             Some(w) if w.pid != std::process::id() => {
                 // The handles name threads of the parent: joining or detaching them here
                 // would act on threads that do not exist. Leak them with the shared state.
-                std::mem::forget(self.workers.take());
+                core::mem::forget(self.workers.take());
                 self.workers = Workers::start(self.threads);
                 *self.busy.get_mut() = false;
                 true
@@ -313,6 +350,14 @@ impl Pool {
     /// `t mod threads`, the caller being participant 0), and returns when all have run. A
     /// panic in any task is re-raised here after every task has finished.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        #[cfg(not(feature = "std"))]
+        run_serial(tasks, f);
+        #[cfg(feature = "std")]
+        self.run_threaded(tasks, f);
+    }
+
+    #[cfg(feature = "std")]
+    fn run_threaded(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         let Some(w) = &self.workers else {
             return run_serial(tasks, f);
         };
@@ -331,7 +376,7 @@ impl Pool {
         // under `catch_unwind`), so the closure outlives every use.
         let job = Job {
             f: unsafe {
-                std::mem::transmute::<
+                core::mem::transmute::<
                     *const (dyn Fn(usize) + Sync + '_),
                     *const (dyn Fn(usize) + Sync + 'static),
                 >(f)
@@ -368,20 +413,21 @@ impl Pool {
     }
 }
 
+#[cfg(feature = "std")]
 impl Drop for Pool {
     fn drop(&mut self) {
         if let Some(w) = self.workers.take() {
             if w.pid == std::process::id() {
                 w.stop();
             } else {
-                std::mem::forget(w);
+                core::mem::forget(w);
             }
         }
     }
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Pool")
             .field("threads", &self.threads)
             .finish()
@@ -535,7 +581,7 @@ impl<'a, T> Disjoint<'a, T> {
         // each index is taken by exactly one task of the region, which ends before the
         // borrow does.
         unsafe {
-            std::slice::from_raw_parts_mut(self.ptr.add(image * self.row + start), end - start)
+            core::slice::from_raw_parts_mut(self.ptr.add(image * self.row + start), end - start)
         }
     }
 }

@@ -36,35 +36,83 @@
 //! `Σ padded(len_i)` elements and places part `i` at `Σ_{j<i} padded(len_j)`, which keeps
 //! every part's start on a 64-byte boundary.
 
-use std::cell::RefCell;
-use std::ops::{Deref, DerefMut};
-use std::thread::LocalKey;
+#[cfg(feature = "std")]
+use core::cell::RefCell;
+use core::ops::{Deref, DerefMut};
+
+use crate::prelude::*;
 
 /// The alignment of every buffer start, in bytes (a cache line; one AVX-512 vector).
 pub(crate) const ALIGN: usize = 64;
 
 /// A thread's free buffers of one element type.
+#[cfg(feature = "std")]
 pub(crate) type Pool<T> = RefCell<Vec<Vec<T>>>;
 
 /// An element type with a scratch pool.
 pub(crate) trait Elem: Copy + 'static {
     /// The value new elements get when a buffer grows.
     const FILL: Self;
-    /// This thread's pool of free buffers of `Self`.
-    fn pool() -> &'static LocalKey<Pool<Self>>;
+    /// Runs `f` on this thread's pool of free buffers of `Self`; `None` where there is no
+    /// pool (during thread teardown, or in a `no_std` build, where buffers are allocated
+    /// per call and freed when dropped).
+    fn with_pool<R>(f: impl FnOnce(&mut Vec<Vec<Self>>) -> R) -> Option<R>;
 }
 
-/// Implements [`Elem`] for `$t` with a `thread_local!` pool.
+/// A per-thread value (`static NAME: T = INIT;`) reached with `NAME.with_borrow_mut(|v| …)`:
+/// a `thread_local!` `RefCell` with `std`; without `std` (one thread, no thread-locals) a
+/// fresh `INIT` for each call, so what it caches is rebuilt per call.
+macro_rules! per_thread {
+    ($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(feature = "std")]
+        ::std::thread_local! {
+            $(#[$m])*
+            static $name: ::core::cell::RefCell<$t> = const { ::core::cell::RefCell::new($init) };
+        }
+        #[cfg(not(feature = "std"))]
+        $(#[$m])*
+        static $name: $crate::kernels::scratch::PerCall<$t> =
+            $crate::kernels::scratch::PerCall::new(|| $init);
+    };
+}
+pub(crate) use per_thread;
+
+/// [`per_thread!`]'s storage without `std`: no storage, a new value per call.
+#[cfg(not(feature = "std"))]
+pub(crate) struct PerCall<T>(fn() -> T);
+
+#[cfg(not(feature = "std"))]
+impl<T> PerCall<T> {
+    pub(crate) const fn new(init: fn() -> T) -> Self {
+        PerCall(init)
+    }
+
+    /// `f` on a fresh value.
+    pub(crate) fn with_borrow_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut (self.0)())
+    }
+}
+
+/// Implements [`Elem`] for `$t` with a per-thread pool.
 macro_rules! elem {
     ($t:ty, $fill:expr) => {
         impl $crate::kernels::scratch::Elem for $t {
             const FILL: Self = $fill;
-            fn pool() -> &'static ::std::thread::LocalKey<$crate::kernels::scratch::Pool<Self>> {
-                thread_local! {
+            #[cfg(feature = "std")]
+            fn with_pool<R>(
+                f: impl FnOnce(&mut $crate::prelude::Vec<$crate::prelude::Vec<Self>>) -> R,
+            ) -> Option<R> {
+                ::std::thread_local! {
                     static POOL: $crate::kernels::scratch::Pool<$t> =
-                        const { ::std::cell::RefCell::new(::std::vec::Vec::new()) };
+                        const { ::core::cell::RefCell::new($crate::prelude::Vec::new()) };
                 }
-                &POOL
+                POOL.try_with(|p| f(&mut p.borrow_mut())).ok()
+            }
+            #[cfg(not(feature = "std"))]
+            fn with_pool<R>(
+                _: impl FnOnce(&mut $crate::prelude::Vec<$crate::prelude::Vec<Self>>) -> R,
+            ) -> Option<R> {
+                None
             }
         }
     };
@@ -74,7 +122,7 @@ pub(crate) use elem;
 elem!(f32, 0.0);
 elem!(f64, 0.0);
 elem!(usize, 0);
-elem!(*const f32, std::ptr::null());
+elem!(*const f32, core::ptr::null());
 
 /// `len` elements of `T` on a 64-byte boundary (for primitive `T`, see `aligns`), from this
 /// thread's pool; returned to the pool when dropped. The contents are unspecified (see the
@@ -98,11 +146,7 @@ pub(crate) fn take<T: Elem>(len: usize) -> Buf<T> {
             len: 0,
         };
     }
-    let mut vec = T::pool()
-        .try_with(|p| p.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let mut vec = T::with_pool(|p| p.pop()).flatten().unwrap_or_default();
     // Room to move the start to the next 64-byte boundary.
     let slack = if aligns::<T>() {
         ALIGN / size_of::<T>()
@@ -127,9 +171,9 @@ impl<T: Elem> Drop for Buf<T> {
         if self.vec.capacity() == 0 {
             return;
         }
-        let vec = std::mem::take(&mut self.vec);
+        let vec = core::mem::take(&mut self.vec);
         // During thread teardown the pool may be gone: then the buffer is just freed.
-        let _ = T::pool().try_with(|p| p.borrow_mut().push(vec));
+        let _ = T::with_pool(|p| p.push(vec));
     }
 }
 

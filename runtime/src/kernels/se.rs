@@ -147,13 +147,13 @@ macro_rules! dispatch {
             #[target_feature(enable = "avx512f,fma")]
             unsafe fn avx512($($arg: $ty),*) {
                 // SAFETY: this function only runs where AVX-512F is available.
-                unsafe { $generic::<std::arch::x86_64::__m512>($($arg),*) }
+                unsafe { $generic::<core::arch::x86_64::__m512>($($arg),*) }
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) {
                 // SAFETY: this function only runs where AVX2 and FMA are available.
-                unsafe { $generic::<std::arch::x86_64::__m256>($($arg),*) }
+                unsafe { $generic::<core::arch::x86_64::__m256>($($arg),*) }
             }
             match isa {
                 // SAFETY: the caller took `isa` from `usable`, which checked this CPU.

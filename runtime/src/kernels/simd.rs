@@ -144,7 +144,7 @@ impl Vf32 for f32 {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Act, Vf32};
-    use std::arch::x86_64::*;
+    use core::arch::x86_64::*;
 
     impl Vf32 for __m512 {
         const LANES: usize = 16;
@@ -251,7 +251,7 @@ mod x86 {
             let mut v = [fill; 8];
             // SAFETY: n < 8 floats are readable at `p`; `v` has room for them.
             unsafe {
-                std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n);
+                core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n);
                 _mm256_loadu_ps(v.as_ptr())
             }
         }
@@ -261,7 +261,7 @@ mod x86 {
             // SAFETY: `t` holds 8 floats; n < 8 floats are writable at `p`.
             unsafe {
                 _mm256_storeu_ps(t.as_mut_ptr(), v);
-                std::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
+                core::ptr::copy_nonoverlapping(t.as_ptr(), p, n);
             }
         }
         #[inline(always)]
@@ -496,14 +496,14 @@ mod tests {
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn check512() {
         // SAFETY: the caller checked the CPU.
-        unsafe { check::<std::arch::x86_64::__m512>() }
+        unsafe { check::<core::arch::x86_64::__m512>() }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn check256() {
         // SAFETY: the caller checked the CPU.
-        unsafe { check::<std::arch::x86_64::__m256>() }
+        unsafe { check::<core::arch::x86_64::__m256>() }
     }
 
     #[test]
