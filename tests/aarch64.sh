@@ -4,7 +4,8 @@
 # (Debian's rustc 1.96 and its aarch64 std, the aarch64 linker, qemu-user) and runs under
 # qemu-aarch64:
 #   1. the runtime's unit and integration tests: every kernel against its scalar reference on
-#      each instruction set the CPU has, NEON included (Isa::available), small shapes;
+#      each instruction set the CPU has, NEON included (Isa::available), small shapes; then
+#      the runtime built without std (no_std) for aarch64;
 #   2. the D0 golden: `effdetc build specs/d0.yaml` with the fixture weights, the crate built
 #      for aarch64, its binary run under `qemu-aarch64 -L /usr/aarch64-linux-gnu` on the
 #      fixture input (it must say isa=Neon), the outputs compared with the fixture by
@@ -43,6 +44,10 @@ took "generation"
   # --lib --tests: the doc tests would need rustdoc's aarch64 std, which rustup lacks here.
   timeout 1200 cargo test -q -p effdet-runtime --release --target $T --lib --tests
   took "runtime tests"
+
+  step "the runtime without std for aarch64"
+  cargo build -q -p effdet-runtime --release --target $T --lib --no-default-features
+  took "no_std build"
 
   step "D0 crate for aarch64"
   cargo build -q --release --target $T --manifest-path "$WORK/effdet-d0/Cargo.toml"

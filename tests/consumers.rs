@@ -6,7 +6,10 @@
 //! * `tests/consumers/standalone`: a path dependency on the crate `effdetc build --c-api`
 //!   writes, whose static library a C program (`tests/consumers/c/main.c`) also links;
 //!   `tests/consumers/threads` checks the same crate's thread pool (bit-identical outputs at
-//!   1–3 threads, no allocation per forward, panics as `Error::Panic`, fork).
+//!   1–3 threads, no allocation per forward, panics as `Error::Panic`, fork);
+//!   `tests/consumers/nostd` is a `#![no_std] #![no_main]` program using the same model
+//!   generated without the C ABI and built without `std` (its outputs against the fixture,
+//!   its detections against the `std` crate's).
 //!
 //! The consumers are not workspace members; they build with `cargo build --release --offline`
 //! into the target directory the generated-crate tests share (`target/generated-crates`), so
@@ -363,5 +366,148 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
             "the header is not valid C++:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    // Without std: the same model, the library built with `default-features = false`, used
+    // by a program without std.
+    nostd_consumer_matches(&fx, &req, &read_f32(&rust_dets));
+}
+
+/// Generates the model of `req` without the C ABI (a `staticlib` needs `std`) into
+/// `target/consumer-crates/effdet-d0-nostd`, builds its library without `std` (no
+/// warnings) and the `#![no_std]` consumer (with AVX2+FMA as compile-time target features
+/// when this CPU has them: without `std` that is how the instruction set is chosen), runs
+/// it on the fixture input and checks its outputs against the fixture and its detections
+/// against `std_dets` (the `std` crate's on the same image, `x1 y1 x2 y2 score class`
+/// each).
+fn nostd_consumer_matches(fx: &Path, req: &BuildRequest, std_dets: &[f32]) {
+    let generated = root().join("target/consumer-crates/effdet-d0-nostd");
+    let req = BuildRequest {
+        out_dir: Some(generated.clone()),
+        name: Some("effdet-d0-nostd".into()),
+        c_api: false,
+        ..req.clone()
+    };
+    compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build: {e}"));
+    std::fs::copy(root().join("Cargo.lock"), generated.join("Cargo.lock")).unwrap();
+    let stderr = cargo(
+        &[
+            "build",
+            "--release",
+            "--offline",
+            "--lib",
+            "--no-default-features",
+        ],
+        &generated,
+    );
+    assert_no_warnings(&stderr, "effdet-d0-nostd without std");
+
+    let dir = consumer("nostd");
+    #[cfg(target_arch = "x86_64")]
+    let (flags, isa) = if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        ("-C target-feature=+avx2,+fma", "Avx2")
+    } else {
+        ("", "Scalar")
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (flags, isa) = (
+        "",
+        if cfg!(target_arch = "aarch64") {
+            "Neon"
+        } else {
+            "Scalar"
+        },
+    );
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env("RUSTFLAGS", flags)
+        .output()
+        .expect("cargo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "consumer-nostd does not build:\n{stderr}"
+    );
+    assert_no_warnings(&stderr, "consumer-nostd");
+
+    let (shape, input) = read_npy(&fx.join("input.npy"));
+    assert_eq!(shape, [1, 3, 512, 512]);
+    let mut child = Command::new(target_dir().join("release/consumer-nostd"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("consumer-nostd runs");
+    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes).expect("stdin of consumer-nostd");
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "consumer-nostd failed:\n{stderr}");
+    for line in [
+        format!("isa={isa}"),
+        "ok from_bytes: bit-identical outputs".into(),
+        "ok detect: ".into(),
+        "ok from_bytes refuses short weights: ".into(),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&line)),
+            "consumer-nostd: no `{line}` in\n{stderr}"
+        );
+    }
+    let values: Vec<f32> = out
+        .stdout
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut at = 0;
+    for head in ["class", "box"] {
+        for level in 3..=7 {
+            let name = format!("{head}_P{level}");
+            let (_, reference) = read_npy(&fx.join(format!("{name}.npy")));
+            let ours = values
+                .get(at..at + reference.len())
+                .unwrap_or_else(|| panic!("consumer-nostd: stdout ends before {name}"));
+            assert_close(&format!("no_std {name}"), ours, &reference);
+            at += reference.len();
+        }
+    }
+    let count = out
+        .stdout
+        .get(4 * at..4 * at + 4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let dets = &values[at + 1..];
+    assert_eq!(
+        count,
+        Some(dets.len() as u32 / 6),
+        "consumer-nostd: detection count"
+    );
+    assert_eq!(
+        dets.len(),
+        std_dets.len(),
+        "no_std vs std: detection counts differ"
+    );
+    for (i, (a, b)) in dets.chunks(6).zip(std_dets.chunks(6)).enumerate() {
+        assert_eq!(a[5], b[5], "detection {i}: class {} vs {}", a[5], b[5]);
+        for k in 0..4 {
+            assert!(
+                (a[k] - b[k]).abs() <= 1e-3,
+                "detection {i}: box {a:?} vs {b:?}"
+            );
+        }
+        assert!(
+            (a[4] - b[4]).abs() <= 1e-5,
+            "detection {i}: score {} vs {}",
+            a[4],
+            b[4]
+        );
+        assert!(a.iter().all(|v| v.is_finite()), "detection {i}: {a:?}");
     }
 }

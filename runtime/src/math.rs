@@ -257,7 +257,10 @@ mod tests {
         for i in 0..5000 {
             let x = (i as f64 * 1.37).powi(5) * 1e-9 + 1e-320 * i as f64;
             let (g, w) = (sqrt(x), x.sqrt());
-            assert!(g.to_bits().abs_diff(w.to_bits()) <= 1, "sqrt({x}): {g} vs {w}");
+            assert!(
+                g.to_bits().abs_diff(w.to_bits()) <= 1,
+                "sqrt({x}): {g} vs {w}"
+            );
         }
         assert_eq!(sqrt(4.0), 2.0);
         assert!(sqrt(-1.0).is_nan());
@@ -280,7 +283,10 @@ mod tests {
                 "ln({y})"
             );
             let (g, w) = (Float::sqrt(y), y.sqrt());
-            assert!(g.to_bits().abs_diff(w.to_bits()) <= 1, "sqrt({y}): {g} vs {w}");
+            assert!(
+                g.to_bits().abs_diff(w.to_bits()) <= 1,
+                "sqrt({y}): {g} vs {w}"
+            );
             let v = i as f32 * 0.25;
             assert_eq!(Float::round_ties_even(v), v.round_ties_even(), "round({v})");
         }

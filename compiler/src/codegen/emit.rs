@@ -200,7 +200,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
         /// the network, then `options`' post-processing (see [`detect_options`]); boxes are
         /// clipped to the image and given in its pixels.
         pub fn detect(&self, image: &Image<'_>, options: &DetectOptions) -> Result<Vec<Detection>, Error> {
-            let mut found = self.detect_batch(std::slice::from_ref(image), options)?;
+            let mut found = self.detect_batch(::core::slice::from_ref(image), options)?;
             Ok(found.pop().unwrap_or_default())
         }
 
@@ -210,11 +210,11 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
         /// it alone.
         pub fn detect_batch(&self, images: &[Image<'_>], options: &DetectOptions) -> Result<Vec<Vec<Detection>>, Error> {
             const PER_IMAGE: usize = INPUT_SLOT.1 / BATCH;
-            let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = self.state.lock();
             let state = &mut *guard;
             let mut all = Vec::with_capacity(images.len());
             let mut scratch = ::effdet_runtime::PostprocessScratch::default();
-            let name = |i: usize, e: &dyn std::fmt::Display| {
+            let name = |i: usize, e: &dyn ::core::fmt::Display| {
                 if images.len() > 1 {
                     Error::Detect(format!("image {i}: {e}"))
                 } else {
@@ -843,7 +843,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         .unwrap_or(0)
         .max(1));
     let weight_bytes = 4 * plan.weights_len;
-    let (weights_static, constructors) = match weights {
+    // (items, constructors, constructors that read files: only with the runtime's `std`)
+    let (weights_static, constructors, file_constructors) = match weights {
         WeightsSource::Embedded(path) => {
             let n = lit(weight_bytes);
             (
@@ -862,9 +863,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                         Ok(Self::new())
                     }
                 },
+                quote!(),
             )
         }
         WeightsSource::File(path) => (
+            quote!(),
             quote!(),
             quote! {
                 /// The model with the weights file it was built with (too large to embed), on the
@@ -887,6 +890,19 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 }
             },
         ),
+    };
+    let default_impl = quote! {
+        impl Default for Model {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+    // `Model::new` reads a file when the weights are not embedded: then it and `Default`
+    // exist only with the runtime's `std`.
+    let (default_impl, file_default_impl) = match weights {
+        WeightsSource::Embedded(_) => (default_impl, quote!()),
+        WeightsSource::File(_) => (quote!(), default_impl),
     };
     let outputs_table: Vec<String> = plan
         .outputs
@@ -934,7 +950,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let file = quote! {
         use ::effdet_runtime::arena;
         use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
-        use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, Weights};
+        use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, StateCell, Weights};
+        use ::effdet_runtime::model::prelude::*;
         pub use ::effdet_runtime::model::{Error, Outputs};
 
         #[doc = #input_shape_doc]
@@ -964,31 +981,29 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
         #(#model_doc)*
         pub struct Model {
-            /// Behind a mutex so that `detect(&self)` can run; `forward(&mut self)` takes it
-            /// without locking.
-            state: std::sync::Mutex<State>,
+            /// Behind a mutex (a `RefCell` without `std`) so that `detect(&self)` can run;
+            /// `forward(&mut self)` takes it without locking.
+            state: StateCell<State>,
             weights: Weights,
             isa: Isa,
             #detect_field
         }
 
-        impl Default for Model {
-            fn default() -> Self {
-                Self::new()
-            }
-        }
+        #default_impl
 
         impl Model {
             #constructors
 
-            /// The model with packed weights read from `path` (the `weights.bin` its crate was generated with).
-            pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
-                Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
+            /// The model with packed weights from memory: the bytes of the `weights.bin` its
+            /// crate was generated with (copied; `Error::Weights` if their size is not this
+            /// model's). Works without `std`.
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+                Ok(Self::with_weights(Weights::from_bytes(bytes, WEIGHTS_LEN, "packed weights")?))
             }
 
             fn with_weights(weights: Weights) -> Self {
                 Model {
-                    state: std::sync::Mutex::new(State {
+                    state: StateCell::new(State {
                         arena: vec![0.0; ARENA_LEN],
                         scratch: vec![0.0; SCRATCH_LEN],
                         pool: Pool::new(1),
@@ -1003,8 +1018,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             /// between parallel regions, joined when the model is dropped (1: no thread is
             /// started). Outputs are bit-identical at every thread count.
             pub fn set_threads(&mut self, threads: usize) {
-                let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-                state.pool.set_threads(threads);
+                self.state.get_mut().pool.set_threads(threads);
             }
 
             /// The instruction set the kernels use.
@@ -1017,7 +1031,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 if input.len() != INPUT_SLOT.1 {
                     return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
                 }
-                let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+                let state = self.state.get_mut();
                 state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
                 run(state, self.weights.as_slice(), self.isa)?;
                 Ok(Outputs::new(&state.arena, &OUTPUTS))
@@ -1025,6 +1039,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
             #detect_methods
         }
+
 
         /// The network: every kernel call, on the input already in the arena. A panic on
         /// any thread becomes `Error::Panic`.
@@ -1050,12 +1065,40 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
         #(#functions)*
     };
-    let parsed: syn::File =
-        syn::parse2(file).map_err(|e| format!("generated code does not parse: {e}"))?;
+    // What reads files, only with the runtime's `std` (see `effdet_runtime::if_std!`):
+    // formatted on its own, since rustfmt and prettyplease leave macro bodies as they are.
+    let std_items = quote! {
+        #file_default_impl
+
+        impl Model {
+            #file_constructors
+
+            /// The model with packed weights read from `path` (the `weights.bin` its crate
+            /// was generated with). Needs the runtime's `std` feature.
+            pub fn from_file(path: impl AsRef<::std::path::Path>) -> Result<Self, Error> {
+                Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
+            }
+        }
+    };
+    let parse = |tokens| -> Result<syn::File, String> {
+        syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))
+    };
+    let parsed = parse(file)?;
+    let std_items = prettyplease::unparse(&parse(std_items)?);
+    let std_items: String = std_items
+        .lines()
+        .map(|l| match l {
+            "" => "\n".to_string(),
+            _ => format!("    {l}\n"),
+        })
+        .collect();
     let banner = format!(
         "// Generated by effdetc {} from `{}`. Do not edit: regenerate with `effdetc build`.\n\n",
         env!("CARGO_PKG_VERSION"),
         header.source
     );
-    Ok(banner + &prettyplease::unparse(&parsed))
+    Ok(format!(
+        "{banner}{}\n// Constructors that read files: they exist when the runtime has its `std` feature.\n::effdet_runtime::if_std! {{\n{std_items}}}\n",
+        prettyplease::unparse(&parsed)
+    ))
 }

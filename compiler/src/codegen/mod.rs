@@ -121,12 +121,16 @@ path = "src/main.rs"
 required-features = ["cli"]
 
 [features]
-default = ["cli"]
+default = ["std", "cli"]
+# Threads, files (`Model::from_file`), run-time CPU detection. Without it the library is
+# `#![no_std]` (core + alloc; `Model::from_bytes`, one thread, the ISA from compile-time
+# target features).
+std = ["effdet-runtime/std"]
 # The binary's extras (.npy I/O, image decoding and drawing); the library needs only the runtime.
-cli = ["dep:npyz", "dep:image"]
+cli = ["std", "dep:npyz", "dep:image"]
 
 [dependencies]
-effdet-runtime = {{ path = "runtime" }}
+effdet-runtime = {{ path = "runtime", default-features = false }}
 npyz = {{ version = "0.9", optional = true }}
 image = {{ version = "0.25", default-features = false, features = ["png", "jpeg"], optional = true }}
 
@@ -145,6 +149,11 @@ version = "{version}"
 edition = "2021"
 publish = false
 description = "The tiny runtime every effdet-generated crate shares"
+
+[features]
+default = ["std"]
+# Threads, thread-local scratch, run-time CPU detection, files; without it `#![no_std]`.
+std = []
 
 [dependencies]
 "#
@@ -168,7 +177,12 @@ fn lib_rs(plan: &Plan, opts: &CrateOptions<'_>, embedded: bool) -> String {
         r#"//! `{model}` compiled by effdetc from `{source}`{fused}.
 //!
 //! Every shape, stride and padding is a constant of the generated code; the kernels
-//! (AVX-512, AVX2+FMA or portable, chosen at run time) live in the vendored `effdet-runtime`.
+//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) live in the vendored
+//! `effdet-runtime`.
+//!
+//! Without its default `std` feature (`default-features = false`) the library is `#![no_std]`
+//! (`core` + `alloc`): `Model::from_bytes` instead of `Model::from_file`, one thread, and on
+//! x86-64 the instruction set the crate was compiled for (`-C target-feature=+avx2,+fma`).
 //!
 //! Input: `{input:?}` f32, {layout}, normalized.
 //!
@@ -185,6 +199,8 @@ fn lib_rs(plan: &Plan, opts: &CrateOptions<'_>, embedded: bool) -> String {
 //! let class_p3 = outputs.get("{first}");
 //! # Ok::<(), {lib}::Error>(())
 //! ```
+
+#![cfg_attr(not(feature = "std"), no_std)]
 
 mod model;
 pub use model::*;
@@ -272,4 +288,83 @@ pub fn write_crate(dir: &Path, files: &CrateFiles) -> std::io::Result<()> {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile_model, BuildRequest, WeightsChoice};
+    use crate::passes::PassSet;
+
+    fn d0_files(embed_limit: usize) -> Vec<(PathBuf, Vec<u8>)> {
+        let req = BuildRequest {
+            model: Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/d0.yaml"),
+            weights: WeightsChoice::Random(0),
+            out_dir: None,
+            name: None,
+            passes: PassSet::all(),
+            input_shape: None,
+            batch: None,
+            limits: Default::default(),
+            embed_limit,
+            detect_spec: None,
+            c_api: false,
+            python: false,
+        };
+        let c = compile_model(&req, &mut |_| {}).unwrap();
+        let opts = CrateOptions {
+            name: "effdet-d0",
+            header: c.header(),
+            embed_limit,
+            runtime_version: "0.1.0",
+            c_api: false,
+            python: false,
+        };
+        crate_files(&c.plan, &c.weights, &opts).unwrap().files
+    }
+
+    fn text<'a>(files: &'a [(PathBuf, Vec<u8>)], path: &str) -> &'a str {
+        let (_, bytes) = files.iter().find(|(p, _)| p.as_path() == path).unwrap();
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    /// The `std` feature: on by default, implied by `cli`, forwarded to the runtime; the
+    /// library is `no_std` without it, and what reads files exists only with it.
+    #[test]
+    fn the_library_is_no_std_without_the_std_feature() {
+        let files = d0_files(DEFAULT_EMBED_LIMIT);
+        let toml = text(&files, "Cargo.toml");
+        for line in [
+            "default = [\"std\", \"cli\"]",
+            "std = [\"effdet-runtime/std\"]",
+            "cli = [\"std\", \"dep:npyz\", \"dep:image\"]",
+            "effdet-runtime = { path = \"runtime\", default-features = false }",
+        ] {
+            assert!(toml.lines().any(|l| l == line), "no `{line}` in\n{toml}");
+        }
+        let runtime = text(&files, "runtime/Cargo.toml");
+        assert!(runtime.contains("default = [\"std\"]\n") && runtime.contains("\nstd = []\n"));
+        assert!(text(&files, "src/lib.rs").contains("#![cfg_attr(not(feature = \"std\"), no_std)]"));
+        let model = text(&files, "src/model.rs");
+        let if_std = model.find("::effdet_runtime::if_std!").unwrap();
+        assert!(
+            !model[..if_std].contains("std::"),
+            "model.rs names std outside if_std!"
+        );
+        let from_file = model.find("pub fn from_file").unwrap();
+        assert!(from_file > if_std, "from_file outside if_std!");
+        assert!(model.find("pub fn from_bytes").unwrap() < if_std);
+        // Embedded weights: `new` and `Default` work without std.
+        assert!(model.find("pub fn new()").unwrap() < if_std);
+        assert!(model.find("impl Default for Model").unwrap() < if_std);
+
+        // Weights read from a file at run time: `new`, `try_new` and `Default` need std.
+        let files = d0_files(0);
+        let model = text(&files, "src/model.rs");
+        let if_std = model.find("::effdet_runtime::if_std!").unwrap();
+        for item in ["pub fn new()", "pub fn try_new()", "impl Default for Model"] {
+            assert!(model.find(item).unwrap() > if_std, "{item} outside if_std!");
+        }
+        assert!(model.find("pub fn from_bytes").unwrap() < if_std);
+    }
 }

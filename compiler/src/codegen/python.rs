@@ -32,8 +32,8 @@ pub fn add(
     edit(
         files,
         "Cargo.toml",
-        "cli = [\"dep:npyz\", \"dep:image\"]\n",
-        "cli = [\"dep:npyz\", \"dep:image\"]\n# `--python`: the PyO3 extension module (src/python.rs); maturin builds it from pyproject.toml.\npython = [\"dep:pyo3\", \"dep:numpy\"]\n",
+        "cli = [\"std\", \"dep:npyz\", \"dep:image\"]\n",
+        "cli = [\"std\", \"dep:npyz\", \"dep:image\"]\n# `--python`: the PyO3 extension module (src/python.rs); maturin builds it from pyproject.toml.\npython = [\"std\", \"dep:pyo3\", \"dep:numpy\"]\n",
     )?;
     edit(
         files,
@@ -782,7 +782,7 @@ mod tests {
         assert!(!text(&plain, "Cargo.toml").contains("pyo3"));
         let files = d0_files(true);
         let toml = text(&files, "Cargo.toml");
-        assert!(toml.contains("python = [\"dep:pyo3\", \"dep:numpy\"]"));
+        assert!(toml.contains("python = [\"std\", \"dep:pyo3\", \"dep:numpy\"]"));
         assert!(toml.contains("pyo3 = { version = \"0.30\", optional = true }"));
         assert!(text(&files, "src/lib.rs").ends_with("#[cfg(feature = \"python\")]\nmod python;\n"));
         let py = text(&files, "pyproject.toml");

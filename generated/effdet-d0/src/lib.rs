@@ -1,7 +1,12 @@
 //! `tf_efficientdet_d0` compiled by effdetc from `d0.yaml`.
 //!
 //! Every shape, stride and padding is a constant of the generated code; the kernels
-//! (AVX-512, AVX2+FMA or portable, chosen at run time) live in the vendored `effdet-runtime`.
+//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) live in the vendored
+//! `effdet-runtime`.
+//!
+//! Without its default `std` feature (`default-features = false`) the library is `#![no_std]`
+//! (`core` + `alloc`): `Model::from_bytes` instead of `Model::from_file`, one thread, and on
+//! x86-64 the instruction set the crate was compiled for (`-C target-feature=+avx2,+fma`).
 //!
 //! Input: `[1, 3, 512, 512]` f32, NCHW, normalized.
 //!
@@ -27,6 +32,8 @@
 //! let class_p3 = outputs.get("class_P3");
 //! # Ok::<(), effdet_d0::Error>(())
 //! ```
+
+#![cfg_attr(not(feature = "std"), no_std)]
 
 mod model;
 pub use model::*;

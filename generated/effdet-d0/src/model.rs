@@ -2,7 +2,8 @@
 
 use ::effdet_runtime::arena;
 use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
-use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, Weights};
+use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, StateCell, Weights};
+use ::effdet_runtime::model::prelude::*;
 pub use ::effdet_runtime::model::{Error, Outputs};
 /// Input shape, NCHW.
 pub const INPUT_SHAPE: [usize; 4] = [1, 3, 512, 512];
@@ -160,9 +161,9 @@ struct State {
 ///
 /// Arena: 31457280 bytes. Packed weights: 15814720 bytes.
 pub struct Model {
-    /// Behind a mutex so that `detect(&self)` can run; `forward(&mut self)` takes it
-    /// without locking.
-    state: std::sync::Mutex<State>,
+    /// Behind a mutex (a `RefCell` without `std`) so that `detect(&self)` can run;
+    /// `forward(&mut self)` takes it without locking.
+    state: StateCell<State>,
     weights: Weights,
     isa: Isa,
     /// Computed once, when the model is created.
@@ -182,13 +183,19 @@ impl Model {
     pub fn try_new() -> Result<Self, Error> {
         Ok(Self::new())
     }
-    /// The model with packed weights read from `path` (the `weights.bin` its crate was generated with).
-    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
-        Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
+    /// The model with packed weights from memory: the bytes of the `weights.bin` its
+    /// crate was generated with (copied; `Error::Weights` if their size is not this
+    /// model's). Works without `std`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        Ok(
+            Self::with_weights(
+                Weights::from_bytes(bytes, WEIGHTS_LEN, "packed weights")?,
+            ),
+        )
     }
     fn with_weights(weights: Weights) -> Self {
         Model {
-            state: std::sync::Mutex::new(State {
+            state: StateCell::new(State {
                 arena: vec![0.0; ARENA_LEN],
                 scratch: vec![0.0; SCRATCH_LEN],
                 pool: Pool::new(1),
@@ -202,8 +209,7 @@ impl Model {
     /// between parallel regions, joined when the model is dropped (1: no thread is
     /// started). Outputs are bit-identical at every thread count.
     pub fn set_threads(&mut self, threads: usize) {
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        state.pool.set_threads(threads);
+        self.state.get_mut().pool.set_threads(threads);
     }
     /// The instruction set the kernels use.
     pub fn isa(&self) -> Isa {
@@ -217,7 +223,7 @@ impl Model {
                 found: input.len(),
             });
         }
-        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.get_mut();
         state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
         run(state, self.weights.as_slice(), self.isa)?;
         Ok(Outputs::new(&state.arena, &OUTPUTS))
@@ -231,7 +237,7 @@ impl Model {
         image: &Image<'_>,
         options: &DetectOptions,
     ) -> Result<Vec<Detection>, Error> {
-        let mut found = self.detect_batch(std::slice::from_ref(image), options)?;
+        let mut found = self.detect_batch(::core::slice::from_ref(image), options)?;
         Ok(found.pop().unwrap_or_default())
     }
     /// [`Model::detect`] for each of `images`, [`BATCH`] per forward pass (a last, short
@@ -244,11 +250,11 @@ impl Model {
         options: &DetectOptions,
     ) -> Result<Vec<Vec<Detection>>, Error> {
         const PER_IMAGE: usize = INPUT_SLOT.1 / BATCH;
-        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.state.lock();
         let state = &mut *guard;
         let mut all = Vec::with_capacity(images.len());
         let mut scratch = ::effdet_runtime::PostprocessScratch::default();
-        let name = |i: usize, e: &dyn std::fmt::Display| {
+        let name = |i: usize, e: &dyn ::core::fmt::Display| {
             if images.len() > 1 {
                 Error::Detect(format!("image {i}: {e}"))
             } else {
@@ -3670,5 +3676,16 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             16,
             Act::None,
         );
+    }
+}
+
+// Constructors that read files: they exist when the runtime has its `std` feature.
+::effdet_runtime::if_std! {
+    impl Model {
+        /// The model with packed weights read from `path` (the `weights.bin` its crate
+        /// was generated with). Needs the runtime's `std` feature.
+        pub fn from_file(path: impl AsRef<::std::path::Path>) -> Result<Self, Error> {
+            Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
+        }
     }
 }
