@@ -228,6 +228,7 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
     assert!(status.success());
     if fused {
         check_detect(&target_dir().join("release").join(name));
+        check_profile(&target_dir().join("release").join(name), &dir);
     }
     ["class", "box"]
         .iter()
@@ -239,6 +240,75 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
             (n, data)
         })
         .collect()
+}
+
+/// `bench --profile`: one row per generated block function (each `fn block_N` of the crate's
+/// model.rs exactly once), finite non-negative medians that add up to `profile_total_ms`,
+/// slowest first, and a total near the bench's own median (same passes, timed per block).
+fn check_profile(binary: &Path, crate_dir: &Path) {
+    let out = Command::new(binary)
+        .args(["bench", "--iters", "5", "--profile"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |key: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{text}"));
+        line[key.len()..].parse().unwrap()
+    };
+    let rows: Vec<(String, usize, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("| block_"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (
+                cells[1].to_string(),
+                cells[2].parse().unwrap(),
+                cells[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let source = std::fs::read_to_string(crate_dir.join("src/model.rs")).unwrap();
+    let mut defined: Vec<String> = source
+        .lines()
+        .filter_map(|l| l.strip_prefix("fn block_"))
+        .map(|l| format!("block_{}", l.split('(').next().unwrap()))
+        .collect();
+    let mut listed: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    defined.sort();
+    listed.sort();
+    assert_eq!(
+        listed, defined,
+        "one profile row per block function\n{text}"
+    );
+    for (f, calls, ms) in &rows {
+        assert!(
+            *calls >= 1 && ms.is_finite() && *ms >= 0.0,
+            "{f}: {calls} calls, {ms} ms"
+        );
+    }
+    assert!(
+        rows.windows(2).all(|w| w[0].2 >= w[1].2),
+        "slowest first\n{text}"
+    );
+    let total = value("profile_total_ms=");
+    let sum: f64 = rows.iter().map(|r| r.2).sum();
+    assert!(
+        (sum - total).abs() <= 1e-3 * rows.len() as f64 + 1e-9,
+        "{sum} vs {total}"
+    );
+    let median = value("median_ms=");
+    assert!(
+        total > 0.5 * median && total < 2.0 * median,
+        "profile total {total} ms vs bench median {median} ms"
+    );
 }
 
 #[test]

@@ -229,7 +229,7 @@ fn detection_items(plan: &Plan, d: &DetectionSettings) -> Result<DetectTokens, S
                         .map_err(|e| name(g * BATCH + b, &e))?;
                 }
                 input[group.len() * PER_IMAGE..].fill(0.0);
-                run(state, self.weights.as_slice(), self.isa)?;
+                run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
                 let arena = &state.arena;
                 for b in 0..group.len() {
                     let class_outputs = CLASS_SLOTS.map(|(off, len)| &arena[off + b * len..][..len]);
@@ -745,6 +745,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     let mut functions: Vec<TokenStream> = Vec::new();
     let mut by_body: HashMap<String, usize> = HashMap::new();
     let mut calls = Vec::new();
+    // Per block function: its first op's name and calls per forward pass (for `profile`).
+    let mut blocks: Vec<(String, usize)> = Vec::new();
     for seg in &plan.segments {
         let mut loc = Locals::default();
         let per_image = seg.image_major;
@@ -760,6 +762,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         let name = format_ident!("block_{}", index);
         let (nt, nw) = (lit(loc.slots.len()), lit(loc.weights.len()));
         if index == functions.len() {
+            blocks.push((plan.steps[seg[0]].name.clone(), 0));
             let doc = format!(" `{}` …", plan.steps[seg[0]].name);
             let t_param = if loc.slots.is_empty() {
                 quote!(_t)
@@ -787,9 +790,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         let t = loc.slots.iter().map(|&s| lit(plan.slots[s].offset));
         let w = loc.weights.iter().map(|&e| lit(plan.weights[e].offset));
         let b_arg = if per_image { quote!(, b) } else { quote!() };
+        blocks[index].1 += if per_image { plan.batch } else { 1 };
+        let index = lit(index);
         calls.push((
             per_image,
-            quote!(#name(&mut cx, [#(#t),*], [#(#w),*] #b_arg);),
+            quote!(#name(&mut cx, [#(#t),*], [#(#w),*] #b_arg); lap(#index);),
         ));
     }
     // Consecutive image-major segments run inside one loop over the images.
@@ -952,7 +957,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
         use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, StateCell, Weights};
         use ::effdet_runtime::model::prelude::*;
-        pub use ::effdet_runtime::model::{Error, Outputs};
+        pub use ::effdet_runtime::model::{BlockTime, Error, Outputs};
 
         #[doc = #input_shape_doc]
         pub const INPUT_SHAPE: [usize; 4] = #input_shape_tokens;
@@ -1033,7 +1038,7 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 }
                 let state = self.state.get_mut();
                 state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
-                run(state, self.weights.as_slice(), self.isa)?;
+                run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
                 Ok(Outputs::new(&state.arena, &OUTPUTS))
             }
 
@@ -1042,8 +1047,9 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
 
         /// The network: every kernel call, on the input already in the arena. A panic on
-        /// any thread becomes `Error::Panic`.
-        fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
+        /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
+        /// (`profile` times them; elsewhere it does nothing).
+        fn run(state: &mut State, weights: &[f32], isa: Isa, lap: &mut dyn FnMut(usize)) -> Result<(), Error> {
             state.pool.restart_after_fork();
             catch_panic(|| {
                 let mut cx = Ctx {
@@ -1065,7 +1071,12 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
         #(#functions)*
     };
-    // What reads files, only with the runtime's `std` (see `effdet_runtime::if_std!`):
+    let n_blocks = lit(blocks.len());
+    let block_rows = blocks.iter().enumerate().map(|(i, (first, calls))| {
+        let (name, calls) = (format!("block_{i}"), lit(*calls));
+        quote!((#name, #first, #calls))
+    });
+    // What reads files or the clock, only with the runtime's `std` (see `effdet_runtime::if_std!`):
     // formatted on its own, since rustfmt and prettyplease leave macro bodies as they are.
     let std_items = quote! {
         #file_default_impl
@@ -1078,7 +1089,28 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             pub fn from_file(path: impl AsRef<::std::path::Path>) -> Result<Self, Error> {
                 Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
             }
+
+            /// Where the time of `forward` goes: the median milliseconds of each generated
+            /// block function (all its calls in one pass) over `iters` passes on `input`,
+            /// slowest first (the binary's `bench --profile`). Needs the runtime's `std`
+            /// feature (a clock).
+            pub fn profile(&mut self, input: &[f32], iters: usize) -> Result<Vec<BlockTime>, Error> {
+                if input.len() != INPUT_SLOT.1 {
+                    return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
+                }
+                let state = self.state.get_mut();
+                let (weights, isa) = (self.weights.as_slice(), self.isa);
+                ::effdet_runtime::model::profile_blocks(&BLOCKS, iters, |lap| {
+                    state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+                    lap(usize::MAX);
+                    run(state, weights, isa, lap)
+                })
+            }
         }
+
+        /// Per generated block function: its name, the IR name of its first op and its
+        /// calls per forward pass.
+        static BLOCKS: [(&str, &str, usize); #n_blocks] = [#(#block_rows),*];
     };
     let parse = |tokens| -> Result<syn::File, String> {
         syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))

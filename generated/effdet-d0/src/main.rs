@@ -15,7 +15,8 @@ const USAGE: &str = concat!(
     "  detect IMAGE... [--out ANNOTATED.png | --out-dir DIR] [--json] [--score-threshold T]\n",
     "         [--max-detections N] [--threads N]        detect objects in PNG/JPEG images (BATCH per pass);\n",
     "                                                   stderr: forward_ms=<float> detect_ms=<float>\n",
-    "  bench [--iters N] [--threads T]                   time forward; last line median_ms=<float>"
+    "  bench [--iters N] [--threads T] [--profile]       time forward; last line median_ms=<float>;\n",
+    "                                                   --profile: median ms per generated block function"
 );
 
 fn main() -> ExitCode {
@@ -72,12 +73,14 @@ fn cli(args: &[String]) -> Result<(), String> {
         }
         Some("detect") => detect_cmd(&args[1..]),
         Some("bench") => {
-            let f = flags(&args[1..], &["--iters", "--threads"])?;
+            let profile = args[1..].iter().any(|a| a == "--profile");
+            let rest: Vec<String> = args[1..].iter().filter(|a| *a != "--profile").cloned().collect();
+            let f = flags(&rest, &["--iters", "--threads"])?;
             let iters = number(&f, "--iters", 20)?;
             let threads = number(&f, "--threads", 1)?;
             let mut model = Model::try_new().map_err(|e| e.to_string())?;
             model.set_threads(threads);
-            bench(&mut model, iters, threads)
+            bench(&mut model, iters, threads, profile)
         }
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -133,7 +136,7 @@ fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> std::io::Result<()
     w.finish()
 }
 
-fn bench(model: &mut Model, iters: usize, threads: usize) -> Result<(), String> {
+fn bench(model: &mut Model, iters: usize, threads: usize, profile: bool) -> Result<(), String> {
     let len: usize = INPUT_SHAPE.iter().product();
     // A deterministic, image-like input (the kernels' speed does not depend on values).
     let input: Vec<f32> = (0..len).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
@@ -153,6 +156,24 @@ fn bench(model: &mut Model, iters: usize, threads: usize) -> Result<(), String> 
         (times[iters / 2 - 1] + times[iters / 2]) / 2.0
     };
     println!("isa={:?} threads={threads} iters={iters} batch={BATCH}", model.isa());
+    if profile {
+        let blocks = model.profile(&input, iters).map_err(|e| e.to_string())?;
+        let total: f64 = blocks.iter().map(|b| b.median_ms).sum();
+        println!("profile: median ms per block function over {iters} passes, slowest first");
+        println!("| function | calls | median ms | share | first op |");
+        println!("|---|---:|---:|---:|---|");
+        for b in &blocks {
+            println!(
+                "| {} | {} | {:.3} | {:.1}% | {} |",
+                b.function,
+                b.calls,
+                b.median_ms,
+                100.0 * b.median_ms / total.max(f64::MIN_POSITIVE),
+                b.first_op
+            );
+        }
+        println!("profile_total_ms={total:.3}");
+    }
     println!("min_ms={:.3} max_ms={:.3}", times[0], times[iters - 1]);
     println!("images_per_s={:.2}", BATCH as f64 * 1e3 / median);
     println!("median_ms={median:.3}");

@@ -4,7 +4,7 @@ use ::effdet_runtime::arena;
 use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
 use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, StateCell, Weights};
 use ::effdet_runtime::model::prelude::*;
-pub use ::effdet_runtime::model::{Error, Outputs};
+pub use ::effdet_runtime::model::{BlockTime, Error, Outputs};
 /// Input shape, NCHW.
 pub const INPUT_SHAPE: [usize; 4] = [1, 3, 512, 512];
 /// Images per forward pass (`INPUT_SHAPE[0]`; every output's first dimension).
@@ -225,7 +225,7 @@ impl Model {
         }
         let state = self.state.get_mut();
         state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
-        run(state, self.weights.as_slice(), self.isa)?;
+        run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
         Ok(Outputs::new(&state.arena, &OUTPUTS))
     }
     /// Detects objects in an RGB, RGBA or grayscale image of any size: effdet's
@@ -278,7 +278,7 @@ impl Model {
                     .map_err(|e| name(g * BATCH + b, &e))?;
             }
             input[group.len() * PER_IMAGE..].fill(0.0);
-            run(state, self.weights.as_slice(), self.isa)?;
+            run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
             let arena = &state.arena;
             for b in 0..group.len() {
                 let class_outputs = CLASS_SLOTS
@@ -309,8 +309,14 @@ impl Model {
     }
 }
 /// The network: every kernel call, on the input already in the arena. A panic on
-/// any thread becomes `Error::Panic`.
-fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
+/// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
+/// (`profile` times them; elsewhere it does nothing).
+fn run(
+    state: &mut State,
+    weights: &[f32],
+    isa: Isa,
+    lap: &mut dyn FnMut(usize),
+) -> Result<(), Error> {
     state.pool.restart_after_fork();
     catch_panic(|| {
         let mut cx = Ctx {
@@ -321,36 +327,43 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
             scratch: &mut state.scratch,
         };
         block_0(&mut cx, [0, 2097152], [0, 864]);
+        lap(0);
         block_1(
             &mut cx,
             [2097152, 0, 0, 6291456],
             [896, 1184, 1216, 1472, 1488, 1744, 1776, 2288],
         );
+        lap(1);
         block_2(
             &mut cx,
             [0, 6291456, 6291456, 0, 4718592],
             [2304, 3840, 3936, 4800, 4896, 5280, 5296, 5680, 5776, 8080],
         );
+        lap(2);
         block_3(
             &mut cx,
             [0, 4718592, 2359296, 0, 5111808],
             [8112, 11568, 11712, 13008, 13152, 14016, 14032, 14896, 15040, 18496],
         );
+        lap(3);
         block_4(
             &mut cx,
             [0, 5111808, 2359296, 0, 1966080],
             [18528, 21984, 22128, 25728, 25872, 26736, 26752, 27616, 27760, 33520],
         );
+        lap(4);
         block_5(
             &mut cx,
             [0, 1966080, 983040, 0, 2129920],
             [33568, 43168, 43408, 49408, 49648, 52048, 52064, 54464, 54704, 64304],
         );
+        lap(5);
         block_6(
             &mut cx,
             [0, 2129920, 983040, 0, 1228800],
             [64352, 73952, 74192, 76352, 76592, 78992, 79008, 81408, 81648, 100848],
         );
+        lap(6);
         block_7(
             &mut cx,
             [0, 1228800, 491520, 0, 983040],
@@ -359,6 +372,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 202720,
             ],
         );
+        lap(7);
         block_7(
             &mut cx,
             [0, 983040, 491520, 0, 1064960],
@@ -367,6 +381,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 304592,
             ],
         );
+        lap(7);
         block_8(
             &mut cx,
             [0, 1064960, 491520, 0, 1376256],
@@ -375,6 +390,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 429504,
             ],
         );
+        lap(8);
         block_9(
             &mut cx,
             [0, 1376256, 688128, 0, 1490944],
@@ -383,6 +399,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 636624,
             ],
         );
+        lap(9);
         block_9(
             &mut cx,
             [0, 1490944, 688128, 0, 1376256],
@@ -391,6 +408,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 843744,
             ],
         );
+        lap(9);
         block_10(
             &mut cx,
             [0, 1376256, 688128, 0, 589824],
@@ -399,6 +417,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 1104624,
             ],
         );
+        lap(10);
         block_11(
             &mut cx,
             [0, 589824, 294912, 0, 638976],
@@ -407,6 +426,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 1468896, 1690080,
             ],
         );
+        lap(11);
         block_11(
             &mut cx,
             [0, 638976, 294912, 0, 589824],
@@ -415,6 +435,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 2054352, 2275536,
             ],
         );
+        lap(11);
         block_11(
             &mut cx,
             [0, 589824, 294912, 0, 638976],
@@ -423,6 +444,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 2639808, 2860992,
             ],
         );
+        lap(11);
         block_12(
             &mut cx,
             [0, 638976, 294912, 0, 589824],
@@ -431,133 +453,165 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3206832, 3575472,
             ],
         );
+        lap(12);
         block_13(&mut cx, [0, 589824, 688128], [3575792, 3596272]);
+        lap(13);
         block_14(&mut cx, [696320, 688128], []);
+        lap(14);
         block_15(
             &mut cx,
             [0, 688128, 696320, 4096, 692224],
             [3596336, 3596352, 3596928, 3596992, 3601088],
         );
+        lap(15);
         block_16(&mut cx, [0, 589824], [3601152, 3621632]);
+        lap(16);
         block_17(
             &mut cx,
             [16384, 0, 692224, 0, 671744],
             [3621696, 3621712, 3596928, 3622288, 3626384],
         );
+        lap(17);
         block_18(&mut cx, [0, 1376256], [3626448, 3633616]);
+        lap(18);
         block_19(
             &mut cx,
             [65536, 0, 671744, 0, 524288],
             [3633680, 3633696, 3596928, 3634272, 3638368],
         );
+        lap(19);
         block_20(&mut cx, [0, 2129920], [3638432, 3640992]);
+        lap(20);
         block_21(
             &mut cx,
             [262144, 0, 524288, 0, 262144],
             [3641056, 3641072, 3596928, 3641648, 3645744],
         );
+        lap(21);
         block_18(&mut cx, [0, 1376256], [3645808, 3652976]);
+        lap(18);
         block_22(
             &mut cx,
             [65536, 0, 524288, 262144, 0, 524288],
             [3653040, 3653056, 3596928, 3653632, 3657728],
         );
+        lap(22);
         block_16(&mut cx, [0, 589824], [3657792, 3678272]);
+        lap(16);
         block_23(
             &mut cx,
             [16384, 0, 671744, 524288, 0, 655360],
             [3678336, 3678352, 3596928, 3678928, 3683024],
         );
+        lap(23);
         block_24(
             &mut cx,
             [0, 688128, 692224, 655360, 4096, 688128],
             [3683088, 3683104, 3596928, 3683680, 3687776],
         );
+        lap(24);
         block_25(
             &mut cx,
             [0, 696320, 688128, 1024, 696320],
             [3687840, 3687856, 3596928, 3688432, 3692528],
         );
+        lap(25);
         block_15(
             &mut cx,
             [0, 688128, 696320, 4096, 692224],
             [3692592, 3692608, 3596928, 3693184, 3697280],
         );
+        lap(15);
         block_17(
             &mut cx,
             [0, 655360, 692224, 16384, 671744],
             [3697344, 3697360, 3596928, 3697936, 3702032],
         );
+        lap(17);
         block_19(
             &mut cx,
             [0, 524288, 671744, 65536, 589824],
             [3702096, 3702112, 3596928, 3702688, 3706784],
         );
+        lap(19);
         block_21(
             &mut cx,
             [0, 262144, 589824, 262144, 0],
             [3706848, 3706864, 3596928, 3707440, 3711536],
         );
+        lap(21);
         block_22(
             &mut cx,
             [262144, 524288, 589824, 0, 327680, 524288],
             [3711600, 3711616, 3596928, 3712192, 3716288],
         );
+        lap(22);
         block_23(
             &mut cx,
             [262144, 655360, 671744, 524288, 278528, 655360],
             [3716352, 3716368, 3596928, 3716944, 3721040],
         );
+        lap(23);
         block_24(
             &mut cx,
             [262144, 688128, 692224, 655360, 266240, 688128],
             [3721104, 3721120, 3596928, 3721696, 3725792],
         );
+        lap(24);
         block_25(
             &mut cx,
             [262144, 696320, 688128, 263168, 696320],
             [3725856, 3725872, 3596928, 3726448, 3730544],
         );
+        lap(25);
         block_15(
             &mut cx,
             [262144, 688128, 696320, 266240, 692224],
             [3730608, 3730624, 3596928, 3731200, 3735296],
         );
+        lap(15);
         block_17(
             &mut cx,
             [262144, 655360, 692224, 278528, 671744],
             [3735360, 3735376, 3596928, 3735952, 3740048],
         );
+        lap(17);
         block_19(
             &mut cx,
             [262144, 524288, 671744, 327680, 589824],
             [3740112, 3740128, 3596928, 3740704, 3744800],
         );
+        lap(19);
         block_21(
             &mut cx,
             [262144, 0, 589824, 0, 4147200],
             [3744864, 3744880, 3596928, 3745456, 3749552],
         );
+        lap(21);
         block_22(
             &mut cx,
             [0, 524288, 589824, 4147200, 65536, 4878848],
             [3749616, 3749632, 3596928, 3750208, 3754304],
         );
+        lap(22);
         block_23(
             &mut cx,
             [0, 655360, 671744, 4878848, 16384, 4996224],
             [3754368, 3754384, 3596928, 3754960, 3759056],
         );
+        lap(23);
         block_24(
             &mut cx,
             [0, 688128, 692224, 4996224, 4096, 5025568],
             [3759120, 3759136, 3596928, 3759712, 3763808],
         );
+        lap(24);
         block_25(
             &mut cx,
             [0, 696320, 5025568, 1024, 5029664],
             [3763872, 3763888, 3596928, 3764464, 3768560],
         );
+        lap(25);
         block_26(
             &mut cx,
             [0, 4147200, 262144, 0, 262144, 0, 262144, 3317760, 0],
@@ -566,6 +620,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3778672, 3782768, 3782832, 3783408, 3835632,
             ],
         );
+        lap(26);
         block_27(
             &mut cx,
             [
@@ -577,6 +632,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3844768, 3848864, 3782832, 3783408, 3835632,
             ],
         );
+        lap(27);
         block_28(
             &mut cx,
             [
@@ -588,6 +644,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3857248, 3861344, 3782832, 3783408, 3835632,
             ],
         );
+        lap(28);
         block_29(
             &mut cx,
             [
@@ -599,6 +656,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3869728, 3873824, 3782832, 3783408, 3835632,
             ],
         );
+        lap(29);
         block_30(
             &mut cx,
             [
@@ -610,6 +668,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3882208, 3886304, 3782832, 3783408, 3835632,
             ],
         );
+        lap(30);
         block_31(
             &mut cx,
             [
@@ -621,6 +680,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3896416, 3900512, 3900576, 3901152, 3903712,
             ],
         );
+        lap(31);
         block_32(
             &mut cx,
             [
@@ -632,6 +692,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3912080, 3916176, 3900576, 3901152, 3903712,
             ],
         );
+        lap(32);
         block_33(
             &mut cx,
             [
@@ -643,6 +704,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3924560, 3928656, 3900576, 3901152, 3903712,
             ],
         );
+        lap(33);
         block_34(
             &mut cx,
             [
@@ -654,6 +716,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3937040, 3941136, 3900576, 3901152, 3903712,
             ],
         );
+        lap(34);
         block_35(
             &mut cx,
             [
@@ -665,6 +728,7 @@ fn run(state: &mut State, weights: &[f32], isa: Isa) -> Result<(), Error> {
                 3949520, 3953616, 3900576, 3901152, 3903712,
             ],
         );
+        lap(35);
     })
 }
 const _: fn() = || {
@@ -3687,5 +3751,74 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
         pub fn from_file(path: impl AsRef<::std::path::Path>) -> Result<Self, Error> {
             Ok(Self::with_weights(Weights::from_file(path.as_ref(), WEIGHTS_LEN)?))
         }
+        /// Where the time of `forward` goes: the median milliseconds of each generated
+        /// block function (all its calls in one pass) over `iters` passes on `input`,
+        /// slowest first (the binary's `bench --profile`). Needs the runtime's `std`
+        /// feature (a clock).
+        pub fn profile(
+            &mut self,
+            input: &[f32],
+            iters: usize,
+        ) -> Result<Vec<BlockTime>, Error> {
+            if input.len() != INPUT_SLOT.1 {
+                return Err(Error::InputLength {
+                    expected: INPUT_SLOT.1,
+                    found: input.len(),
+                });
+            }
+            let state = self.state.get_mut();
+            let (weights, isa) = (self.weights.as_slice(), self.isa);
+            ::effdet_runtime::model::profile_blocks(
+                &BLOCKS,
+                iters,
+                |lap| {
+                    state
+                        .arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1]
+                        .copy_from_slice(input);
+                    lap(usize::MAX);
+                    run(state, weights, isa, lap)
+                },
+            )
+        }
     }
+    /// Per generated block function: its name, the IR name of its first op and its
+    /// calls per forward pass.
+    static BLOCKS: [(&str, &str, usize); 36] = [
+        ("block_0", "backbone.conv_stem", 1),
+        ("block_1", "backbone.blocks.0.0.conv_dw", 1),
+        ("block_2", "backbone.blocks.1.0.conv_pw", 1),
+        ("block_3", "backbone.blocks.1.1.conv_pw", 1),
+        ("block_4", "backbone.blocks.2.0.conv_pw", 1),
+        ("block_5", "backbone.blocks.2.1.conv_pw", 1),
+        ("block_6", "backbone.blocks.3.0.conv_pw", 1),
+        ("block_7", "backbone.blocks.3.1.conv_pw", 2),
+        ("block_8", "backbone.blocks.4.0.conv_pw", 1),
+        ("block_9", "backbone.blocks.4.1.conv_pw", 2),
+        ("block_10", "backbone.blocks.5.0.conv_pw", 1),
+        ("block_11", "backbone.blocks.5.1.conv_pw", 3),
+        ("block_12", "backbone.blocks.6.0.conv_pw", 1),
+        ("block_13", "fpn.resample.3.conv.conv", 1),
+        ("block_14", "fpn.resample.4.downsample", 1),
+        ("block_15", "fpn.cell.0.fnode.0.combine", 3),
+        ("block_16", "fpn.cell.0.fnode.1.combine.resample.2.conv.conv", 2),
+        ("block_17", "fpn.cell.0.fnode.1.combine", 3),
+        ("block_18", "fpn.cell.0.fnode.2.combine.resample.1.conv.conv", 2),
+        ("block_19", "fpn.cell.0.fnode.2.combine", 3),
+        ("block_20", "fpn.cell.0.fnode.3.combine.resample.0.conv.conv", 1),
+        ("block_21", "fpn.cell.0.fnode.3.combine", 3),
+        ("block_22", "fpn.cell.0.fnode.4.combine", 3),
+        ("block_23", "fpn.cell.0.fnode.5.combine", 3),
+        ("block_24", "fpn.cell.0.fnode.6.combine", 3),
+        ("block_25", "fpn.cell.0.fnode.7.combine", 3),
+        ("block_26", "class_net.conv_rep.0.conv_dw@P3", 1),
+        ("block_27", "class_net.conv_rep.0.conv_dw@P4", 1),
+        ("block_28", "class_net.conv_rep.0.conv_dw@P5", 1),
+        ("block_29", "class_net.conv_rep.0.conv_dw@P6", 1),
+        ("block_30", "class_net.conv_rep.0.conv_dw@P7", 1),
+        ("block_31", "box_net.conv_rep.0.conv_dw@P3", 1),
+        ("block_32", "box_net.conv_rep.0.conv_dw@P4", 1),
+        ("block_33", "box_net.conv_rep.0.conv_dw@P5", 1),
+        ("block_34", "box_net.conv_rep.0.conv_dw@P6", 1),
+        ("block_35", "box_net.conv_rep.0.conv_dw@P7", 1),
+    ];
 }
