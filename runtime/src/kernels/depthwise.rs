@@ -246,56 +246,105 @@ unsafe fn block<V: Vf32, const K: usize, const S: usize, const R: usize>(
         *p = rows.row(0, p0 + j);
     }
     let lanes = V::LANES;
-    let half = rows.half;
     assert!(out.len() >= R * ow && wv.len() >= K * K);
-    let wp = wv.as_ptr();
-    let out = out.as_mut_ptr();
+    let t = Taps {
+        src: &src,
+        half: rows.half,
+        w: wv.as_ptr(),
+        bias,
+        out: out.as_mut_ptr(),
+        ow,
+        act,
+    };
     let mut base = 0;
-    while base < ow {
-        // SAFETY: loads stay within the ring rows (see `PaddedRows::new`) and the K·K
-        // weights (kx < K: `black_box` is the identity), stores within the R output rows
-        // (the last vector of a row is stored partially).
-        unsafe {
-            let mut acc = [bias; R];
-            // Tap column outermost: only that column's K weights are live, so they, the
-            // loaded input vectors and the R accumulators all stay in registers. The column
-            // loop stays a real loop (opaque trip count): fully unrolled, LLVM regroups the
-            // FMAs into one long dependent chain per accumulator and spills.
-            for kx in 0..core::hint::black_box(K) {
-                let off = if S == 1 {
-                    base + kx
-                } else {
-                    (kx & 1) * half + base + kx / 2
-                };
-                let mut col = [V::splat(0.0); 5];
-                for (ky, c) in col.iter_mut().enumerate().take(K) {
-                    *c = V::splat(*wp.add(ky * K + kx));
-                }
-                // Output row i, tap row ky reads input row i·S + ky. Loads of the same
-                // input row by several output rows are merged by the compiler; written
-                // as a loop over input rows with range checks instead, the 8-row stride-2
-                // block kept the checks as branches (20% slower).
-                for (i, a) in acc.iter_mut().enumerate() {
-                    for (ky, &w) in col.iter().enumerate().take(K) {
-                        *a = V::fma(V::load(src[i * S + ky].add(off)), w, *a);
-                    }
-                }
-            }
-            let rem = ow - base;
-            V::act_each(&mut acc, act);
-            for (i, &r) in acc.iter().enumerate() {
-                let o = out.add(i * ow + base);
-                if rem >= lanes {
-                    V::store(o, r);
-                } else {
-                    V::store_n(o, r, rem);
-                }
-            }
+    // Two vector columns at a time where the tile has at most 4 rows: each accumulator is
+    // one chain of K·K dependent FMAs, and 4 chains keep only 4 of the FMA latency's ~10
+    // slots busy; 8 chains double the rate (3×3 AVX2 at 128²: ~1.4× faster). Same FMA order
+    // per output either way, so the results are the same bit for bit.
+    if R <= 4 {
+        while base + 2 * lanes <= ow {
+            // SAFETY: forwarded contract; both columns are whole vectors of the row.
+            unsafe { columns::<V, K, S, R, 2>(&t, base) };
+            base += 2 * lanes;
         }
+    }
+    while base < ow {
+        // SAFETY: forwarded contract.
+        unsafe { columns::<V, K, S, R, 1>(&t, base) };
         base += lanes;
     }
 }
 
+/// What [`columns`] reads and writes: the ring's row pointers of a block, its filter, bias,
+/// output rows and activation.
+struct Taps<'a, V> {
+    src: &'a [*const f32; 24],
+    half: usize,
+    w: *const f32,
+    bias: V,
+    out: *mut f32,
+    ow: usize,
+    act: Act,
+}
+
+/// `C` vector columns (1 or 2; `R·C` ≤ 8) of a block's `R` output rows, from output column
+/// `base`: bias, then tap column by tap column, then the activation and the stores (the
+/// last vector of a row partially, with `C` = 1).
+///
+/// # Safety
+/// As [`block`]; with `C` = 2 both columns are whole vectors within the row.
+#[inline(always)]
+unsafe fn columns<V: Vf32, const K: usize, const S: usize, const R: usize, const C: usize>(
+    t: &Taps<'_, V>,
+    base: usize,
+) {
+    let lanes = V::LANES;
+    // SAFETY: loads stay within the ring rows (see `PaddedRows::new`) and the K·K
+    // weights (kx < K: `black_box` is the identity), stores within the R output rows
+    // (the last vector of a row is stored partially).
+    unsafe {
+        let mut acc = [t.bias; 8];
+        // Tap column outermost: only that column's K weights are live, so they, the
+        // loaded input vectors and the accumulators all stay in registers. The column
+        // loop stays a real loop (opaque trip count): fully unrolled, LLVM regroups the
+        // FMAs into one long dependent chain per accumulator and spills.
+        for kx in 0..core::hint::black_box(K) {
+            let off = if S == 1 {
+                base + kx
+            } else {
+                (kx & 1) * t.half + base + kx / 2
+            };
+            let mut col = [V::splat(0.0); 5];
+            for (ky, c) in col.iter_mut().enumerate().take(K) {
+                *c = V::splat(*t.w.add(ky * K + kx));
+            }
+            // Output row i, tap row ky reads input row i·S + ky. Loads of the same
+            // input row by several output rows are merged by the compiler; written
+            // as a loop over input rows with range checks instead, the 8-row stride-2
+            // block kept the checks as branches (20% slower).
+            for i in 0..R {
+                for (ky, &w) in col.iter().enumerate().take(K) {
+                    for c in 0..C {
+                        let x = V::load(t.src[i * S + ky].add(off + c * lanes));
+                        acc[i * C + c] = V::fma(x, w, acc[i * C + c]);
+                    }
+                }
+            }
+        }
+        let rem = t.ow - base;
+        V::act_each(&mut acc[..R * C], t.act);
+        for i in 0..R {
+            for c in 0..C {
+                let o = t.out.add(i * t.ow + base + c * lanes);
+                if C > 1 || rem >= lanes {
+                    V::store(o, acc[i * C + c]);
+                } else {
+                    V::store_n(o, acc[i * C + c], rem);
+                }
+            }
+        }
+    }
+}
 /// The geometry of [`PaddedRows`]: `planes` rings of `slots` padded rows each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RingShape {
