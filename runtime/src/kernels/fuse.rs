@@ -628,6 +628,27 @@ unsafe fn weighted_row_n<V: Vf32, const N: usize>(
 unsafe fn weighted_row<V: Vf32>(rows: &[*const f32], coef: &[f32], out: &mut [f32], act: Act) {
     let (ow, l, o) = (out.len(), V::LANES, out.as_mut_ptr());
     let mut j = 0;
+    // Four vectors at a time with their activations interleaved (`act_each`): one at a time,
+    // the swish's dependent chain left the FMA pipes idle (AVX2: ~2× slower rows). The
+    // coefficients are broadcast from memory per use, so only the accumulators need
+    // registers. Same sums in the same order as the one-vector loop, which takes the rest.
+    while j + 4 * l <= ow {
+        // SAFETY: reads and writes 4·l ≤ ow − j floats at j.
+        unsafe {
+            let mut acc = [V::splat(0.0); 4];
+            for (&r, &k) in rows.iter().zip(coef) {
+                let k = V::splat(k);
+                for (u, a) in acc.iter_mut().enumerate() {
+                    *a = V::fma(V::load(r.add(j + u * l)), k, *a);
+                }
+            }
+            V::act_each(&mut acc, act);
+            for (u, &a) in acc.iter().enumerate() {
+                V::store(o.add(j + u * l), a);
+            }
+        }
+        j += 4 * l;
+    }
     while j < ow {
         let n = (ow - j).min(l);
         // SAFETY: reads and writes n ≤ ow − j floats at j.
