@@ -338,12 +338,18 @@ impl Locals {
 /// The body of one step: borrow its regions, call its kernel (once per image for a
 /// per-image kernel of a batch). In an image-major segment (`per_image`), the segment loops
 /// over the images and every step works on image `b`'s part of its tensors.
-fn step_body(plan: &Plan, step: usize, loc: &mut Locals, per_image: bool) -> TokenStream {
+fn step_body(
+    plan: &Plan,
+    step: usize,
+    loc: &mut Locals,
+    per_image: bool,
+    means: Means,
+) -> TokenStream {
     if plan.steps[step].kernel == Kernel::View {
         return quote!();
     }
     let images = plan.steps[step].images;
-    let (prologue, call) = kernel_call(plan, step, loc, per_image);
+    let (prologue, call) = kernel_call(plan, step, loc, per_image, means);
     if images > 1 && !per_image {
         let images = lit(images);
         quote! {{
@@ -359,6 +365,45 @@ fn step_body(plan: &Plan, step: usize, loc: &mut Locals, per_image: bool) -> Tok
     }
 }
 
+/// Where a squeeze-excite's channel means come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Means {
+    /// Its kernel takes them from the feature map (or the step is no part of such a pair).
+    Own,
+    /// This depthwise conv is the squeeze-excite's producer, right before it: it writes the
+    /// means of its output planes to `cx.scratch[..c]` while they are in cache.
+    Write,
+    /// This squeeze-excite (gates only) reads them there instead of the map.
+    Read,
+}
+
+/// Per step of a segment: the depthwise conv → squeeze-excite (gates) pairs whose means
+/// go through the scratch buffer (consecutive steps, the SE reading the conv's output,
+/// one image per call, so nothing runs between the write and the read). The kernels take
+/// the means with the same code either way: the outputs are bit for bit the same.
+fn means_routes(plan: &Plan, seg: &[usize], per_image: bool) -> Vec<Means> {
+    let mut routes = vec![Means::Own; seg.len()];
+    for (j, pair) in seg.windows(2).enumerate() {
+        let (a, b) = (&plan.steps[pair[0]], &plan.steps[pair[1]]);
+        let one_image = per_image || (a.images <= 1 && b.images <= 1);
+        if let (
+            Kernel::Depthwise { c, .. },
+            Kernel::SqueezeExcite {
+                c: c_se,
+                gates_only: true,
+                ..
+            },
+        ) = (&a.kernel, &b.kernel)
+        {
+            if c == c_se && b.inputs.first() == Some(&a.output) && one_image {
+                routes[j] = Means::Write;
+                routes[j + 1] = Means::Read;
+            }
+        }
+    }
+    routes
+}
+
 /// What runs once before the per-image calls (a whole-tensor copy), and one kernel call
 /// on image `b`'s regions (the only image when the step is not per-image).
 fn kernel_call(
@@ -366,6 +411,7 @@ fn kernel_call(
     step: usize,
     loc: &mut Locals,
     per_image: bool,
+    means: Means,
 ) -> (TokenStream, TokenStream) {
     let s = &plan.steps[step];
     let len = |slot: usize| lit(plan.slots[slot].len);
@@ -468,10 +514,16 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
-            quote! {{
-                #split
-                k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a);
-            }}
+            match means {
+                Means::Write => quote! {{
+                    #split
+                    k::depthwise::depthwise_pooled(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, &mut cx.scratch[..#c]);
+                }},
+                _ => quote! {{
+                    #split
+                    k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a);
+                }},
+            }
         }
         Kernel::Dense {
             cin,
@@ -538,10 +590,17 @@ fn kernel_call(
         } => {
             let (rw, rb, ew, eb) = (&ws[0], &ws[1], &ws[2], &ws[3]);
             let (c, hw, scratch, a) = (lit(*c), lit(*hw), lit(*r), act(Some(*a)));
-            quote! {{
-                #split
-                k::se::squeeze_excite_gates(cx.isa, cx.par, #x0, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch], y);
-            }}
+            match means {
+                Means::Read => quote! {{
+                    let y = arena::region(cx.arena, #out_off, #out_len);
+                    let (means, hidden) = cx.scratch.split_at_mut(#c);
+                    k::se::squeeze_excite_gates_from_means(cx.isa, means, #rw, #rb, #ew, #eb, #a, &mut hidden[..#scratch], y);
+                }},
+                _ => quote! {{
+                    #split
+                    k::se::squeeze_excite_gates(cx.isa, cx.par, #x0, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch], y);
+                }},
+            }
         }
         Kernel::SqueezeExcite {
             c,
@@ -751,9 +810,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         let mut loc = Locals::default();
         let per_image = seg.image_major;
         let seg: Vec<usize> = seg.steps.clone().collect();
+        let routes = means_routes(plan, &seg, per_image);
         let steps: Vec<TokenStream> = seg
             .iter()
-            .map(|&i| step_body(plan, i, &mut loc, per_image))
+            .zip(routes)
+            .map(|(&i, means)| step_body(plan, i, &mut loc, per_image, means))
             .collect();
         let body = quote!(#(#steps)*);
         let key = format!("{per_image} {body}");

@@ -330,6 +330,40 @@ mod tests {
 
     /// The `std` feature: on by default, implied by `cli`, forwarded to the runtime; the
     /// library is `no_std` without it, and what reads files exists only with it.
+    /// Every squeeze-excite of D0 follows the depthwise conv that produces its input, so
+    /// each takes its channel means from that conv (through the scratch buffer) instead of
+    /// reading the map again: the pairs are emitted together, and no map-reading gates
+    /// call is left.
+    #[test]
+    fn squeeze_excite_means_come_from_their_depthwise_conv() {
+        let files = d0_files(DEFAULT_EMBED_LIMIT);
+        let model = text(&files, "src/model.rs");
+        let pooled = model.matches("k::depthwise::depthwise_pooled(").count();
+        let from_means = model
+            .matches("k::se::squeeze_excite_gates_from_means(")
+            .count();
+        assert!(
+            pooled > 0 && pooled == from_means,
+            "{pooled} vs {from_means}"
+        );
+        assert!(!model.contains("k::se::squeeze_excite_gates("));
+        for body in model.split("\nfn block_").skip(1) {
+            let (w, r) = (
+                body.find("depthwise_pooled("),
+                body.find("gates_from_means("),
+            );
+            assert_eq!(
+                w.is_some(),
+                r.is_some(),
+                "a pooled conv without its reader:\n{body}"
+            );
+            assert!(
+                w <= r,
+                "the means are read before they are written:\n{body}"
+            );
+        }
+    }
+
     #[test]
     fn the_library_is_no_std_without_the_std_feature() {
         let files = d0_files(DEFAULT_EMBED_LIMIT);

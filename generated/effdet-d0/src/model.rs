@@ -761,7 +761,7 @@ fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
 fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 2097152)], (t[0], 2097152));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -775,22 +775,21 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..32],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 2097152)], (t[2], 32));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[2], 32);
+        let (means, hidden) = cx.scratch.split_at_mut(32);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            32,
-            65536,
+            means,
             &cx.weights[w[2]..w[2] + 256],
             &cx.weights[w[3]..w[3] + 8],
             &cx.weights[w[4]..w[4] + 256],
             &cx.weights[w[5]..w[5] + 32],
             Act::Swish,
-            &mut cx.scratch[..8],
+            &mut hidden[..8],
             y,
         );
     }
@@ -838,7 +837,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 6291456)], (t[2], 1572864));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -852,22 +851,21 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [0, 0, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..96],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 1572864)], (t[3], 96));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 96);
+        let (means, hidden) = cx.scratch.split_at_mut(96);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            96,
-            16384,
+            means,
             &cx.weights[w[4]..w[4] + 384],
             &cx.weights[w[5]..w[5] + 4],
             &cx.weights[w[6]..w[6] + 384],
             &cx.weights[w[7]..w[7] + 96],
             Act::Swish,
-            &mut cx.scratch[..4],
+            &mut hidden[..4],
             y,
         );
     }
@@ -915,7 +913,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 2359296)], (t[2], 2359296));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -929,22 +927,21 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..144],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 2359296)], (t[3], 144));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 144);
+        let (means, hidden) = cx.scratch.split_at_mut(144);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            144,
-            16384,
+            means,
             &cx.weights[w[4]..w[4] + 864],
             &cx.weights[w[5]..w[5] + 6],
             &cx.weights[w[6]..w[6] + 864],
             &cx.weights[w[7]..w[7] + 144],
             Act::Swish,
-            &mut cx.scratch[..6],
+            &mut hidden[..6],
             y,
         );
     }
@@ -992,7 +989,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 2359296)], (t[2], 589824));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1006,22 +1003,21 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [1, 1, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..144],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 589824)], (t[3], 144));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 144);
+        let (means, hidden) = cx.scratch.split_at_mut(144);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            144,
-            4096,
+            means,
             &cx.weights[w[4]..w[4] + 864],
             &cx.weights[w[5]..w[5] + 6],
             &cx.weights[w[6]..w[6] + 864],
             &cx.weights[w[7]..w[7] + 144],
             Act::Swish,
-            &mut cx.scratch[..6],
+            &mut hidden[..6],
             y,
         );
     }
@@ -1069,7 +1065,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 983040)], (t[2], 983040));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1083,22 +1079,21 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..240],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 983040)], (t[3], 240));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 240);
+        let (means, hidden) = cx.scratch.split_at_mut(240);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            240,
-            4096,
+            means,
             &cx.weights[w[4]..w[4] + 2400],
             &cx.weights[w[5]..w[5] + 10],
             &cx.weights[w[6]..w[6] + 2400],
             &cx.weights[w[7]..w[7] + 240],
             Act::Swish,
-            &mut cx.scratch[..10],
+            &mut hidden[..10],
             y,
         );
     }
@@ -1146,7 +1141,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 983040)], (t[2], 245760));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1160,22 +1155,21 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [0, 0, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..240],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 245760)], (t[3], 240));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 240);
+        let (means, hidden) = cx.scratch.split_at_mut(240);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            240,
-            1024,
+            means,
             &cx.weights[w[4]..w[4] + 2400],
             &cx.weights[w[5]..w[5] + 10],
             &cx.weights[w[6]..w[6] + 2400],
             &cx.weights[w[7]..w[7] + 240],
             Act::Swish,
-            &mut cx.scratch[..10],
+            &mut hidden[..10],
             y,
         );
     }
@@ -1223,7 +1217,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 491520)], (t[2], 491520));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1237,22 +1231,21 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..480],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 491520)], (t[3], 480));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 480);
+        let (means, hidden) = cx.scratch.split_at_mut(480);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            480,
-            1024,
+            means,
             &cx.weights[w[4]..w[4] + 9600],
             &cx.weights[w[5]..w[5] + 20],
             &cx.weights[w[6]..w[6] + 9600],
             &cx.weights[w[7]..w[7] + 480],
             Act::Swish,
-            &mut cx.scratch[..20],
+            &mut hidden[..20],
             y,
         );
     }
@@ -1300,7 +1293,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 491520)], (t[2], 491520));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1314,22 +1307,21 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..480],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 491520)], (t[3], 480));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 480);
+        let (means, hidden) = cx.scratch.split_at_mut(480);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            480,
-            1024,
+            means,
             &cx.weights[w[4]..w[4] + 9600],
             &cx.weights[w[5]..w[5] + 20],
             &cx.weights[w[6]..w[6] + 9600],
             &cx.weights[w[7]..w[7] + 480],
             Act::Swish,
-            &mut cx.scratch[..20],
+            &mut hidden[..20],
             y,
         );
     }
@@ -1377,7 +1369,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 688128)], (t[2], 688128));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1391,22 +1383,21 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..672],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 688128)], (t[3], 672));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 672);
+        let (means, hidden) = cx.scratch.split_at_mut(672);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            672,
-            1024,
+            means,
             &cx.weights[w[4]..w[4] + 18816],
             &cx.weights[w[5]..w[5] + 28],
             &cx.weights[w[6]..w[6] + 18816],
             &cx.weights[w[7]..w[7] + 672],
             Act::Swish,
-            &mut cx.scratch[..28],
+            &mut hidden[..28],
             y,
         );
     }
@@ -1454,7 +1445,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 688128)], (t[2], 172032));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1468,22 +1459,21 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [1, 1, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..672],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 172032)], (t[3], 672));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 672);
+        let (means, hidden) = cx.scratch.split_at_mut(672);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            672,
-            256,
+            means,
             &cx.weights[w[4]..w[4] + 18816],
             &cx.weights[w[5]..w[5] + 28],
             &cx.weights[w[6]..w[6] + 18816],
             &cx.weights[w[7]..w[7] + 672],
             Act::Swish,
-            &mut cx.scratch[..28],
+            &mut hidden[..28],
             y,
         );
     }
@@ -1531,7 +1521,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 294912)], (t[2], 294912));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1545,22 +1535,21 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
+            &mut cx.scratch[..1152],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 294912)], (t[3], 1152));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 1152);
+        let (means, hidden) = cx.scratch.split_at_mut(1152);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            1152,
-            256,
+            means,
             &cx.weights[w[4]..w[4] + 55296],
             &cx.weights[w[5]..w[5] + 48],
             &cx.weights[w[6]..w[6] + 55296],
             &cx.weights[w[7]..w[7] + 1152],
             Act::Swish,
-            &mut cx.scratch[..48],
+            &mut hidden[..48],
             y,
         );
     }
@@ -1608,7 +1597,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 294912)], (t[2], 294912));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_pooled(
             cx.isa,
             cx.par,
             x0,
@@ -1622,22 +1611,21 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
+            &mut cx.scratch[..1152],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 294912)], (t[3], 1152));
-        k::se::squeeze_excite_gates(
+        let y = arena::region(cx.arena, t[3], 1152);
+        let (means, hidden) = cx.scratch.split_at_mut(1152);
+        k::se::squeeze_excite_gates_from_means(
             cx.isa,
-            cx.par,
-            x0,
-            1152,
-            256,
+            means,
             &cx.weights[w[4]..w[4] + 55296],
             &cx.weights[w[5]..w[5] + 48],
             &cx.weights[w[6]..w[6] + 55296],
             &cx.weights[w[7]..w[7] + 1152],
             Act::Swish,
-            &mut cx.scratch[..48],
+            &mut hidden[..48],
             y,
         );
     }

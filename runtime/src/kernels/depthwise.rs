@@ -70,6 +70,54 @@ pub fn depthwise(
     pads: [usize; 4],
     act: Act,
 ) {
+    depthwise_pooled(
+        isa,
+        par,
+        x,
+        w,
+        bias,
+        y,
+        c,
+        h,
+        w_in,
+        k,
+        stride,
+        pads,
+        act,
+        &mut [],
+    );
+}
+
+/// [`depthwise`] that also writes the mean of each output plane to `means` (`c` floats, or
+/// none when empty), taken right after the plane is computed, while it is still in cache:
+/// the channel means a squeeze-excite of this output needs, without reading the map
+/// again. They are computed by the squeeze-excite kernel's own code, so they equal its
+/// means bit for bit (see `se::squeeze_excite_gates_from_means`).
+///
+/// # Panics
+/// As [`depthwise`]; and if `means` is neither empty nor `c` long.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_pooled(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w_in: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+) {
+    assert!(
+        means.is_empty() || means.len() == c,
+        "depthwise: {} means for {c} channels",
+        means.len()
+    );
     let oh = out_len(h, pads[0], pads[2], k, stride);
     let ow = out_len(w_in, pads[1], pads[3], k, stride);
     let (plane_in, plane_out) = (size("depthwise", &[h, w_in]), size("depthwise", &[oh, ow]));
@@ -92,54 +140,81 @@ pub fn depthwise(
     let group = c.div_ceil(par.threads());
     let isa = usable(isa);
     let fast = matches!(k, 3 | 5) && matches!(stride, 1 | 2);
-    par.for_each_chunk(y, group * plane_out, c * plane_out * k * k, |gi, yg| {
-        let (c0, n) = (gi * group, yg.len() / plane_out);
-        let mut a = Args {
-            x: &x[c0 * plane_in..(c0 + n) * plane_in],
-            w: &w[c0 * k * k..(c0 + n) * k * k],
-            bias: &bias[c0..c0 + n],
-            y: yg,
-            h,
-            w_in,
-            oh,
-            ow,
-            k,
-            stride,
-            pads,
-            act,
-        };
-        if !fast {
-            return depthwise_any(&mut a);
-        }
-        let a = &mut a;
-        match isa {
-            // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { by_shape!(planes_avx512, a, tall_blocks(isa, k, ow)) },
-            // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { by_shape!(planes_avx2, a, false) },
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-            Isa::Neon => by_shape!(planes_neon, a, tall_blocks(isa, k, ow)),
-            _ => by_shape!(planes_scalar, a, false),
-        }
-    });
+    let per_group = if means.is_empty() { 0 } else { group };
+    let work = c * plane_out * k * k;
+    par.for_each_chunk_with(
+        y,
+        group * plane_out,
+        means,
+        per_group,
+        work,
+        |gi, yg, mg| {
+            let (c0, n) = (gi * group, yg.len() / plane_out);
+            let mut a = Args {
+                x: &x[c0 * plane_in..(c0 + n) * plane_in],
+                w: &w[c0 * k * k..(c0 + n) * k * k],
+                bias: &bias[c0..c0 + n],
+                y: yg,
+                y_stride: plane_out,
+                h,
+                w_in,
+                oh,
+                ow,
+                k,
+                stride,
+                pads,
+                act,
+                means: mg,
+            };
+            if !fast {
+                depthwise_any(&mut a);
+                if !a.means.is_empty() {
+                    super::se::plane_means(isa, a.y, a.means, plane_out);
+                }
+                return;
+            }
+            run_planes(isa, &mut a);
+        },
+    );
 }
 
-/// One group of channels of a depthwise convolution.
-struct Args<'a> {
-    x: &'a [f32],
-    w: &'a [f32],
-    bias: &'a [f32],
-    y: &'a mut [f32],
-    h: usize,
-    w_in: usize,
-    oh: usize,
-    ow: usize,
-    k: usize,
-    stride: usize,
-    pads: [usize; 4],
-    act: Act,
+/// One group of channels of a depthwise convolution: `x`, `w`, `bias` hold exactly its
+/// channels; output plane `i` starts at `y[i · y_stride]` (`oh · ow` apart normally; a band
+/// of rows of taller planes in [`super::mbconv`]).
+pub(crate) struct Args<'a> {
+    pub(crate) x: &'a [f32],
+    pub(crate) w: &'a [f32],
+    pub(crate) bias: &'a [f32],
+    pub(crate) y: &'a mut [f32],
+    pub(crate) y_stride: usize,
+    pub(crate) h: usize,
+    pub(crate) w_in: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) k: usize,
+    pub(crate) stride: usize,
+    pub(crate) pads: [usize; 4],
+    pub(crate) act: Act,
+    /// The group's channel means (empty: not wanted).
+    pub(crate) means: &'a mut [f32],
+}
+
+/// Runs the fast path (`k` 3 or 5, stride 1 or 2) on one group of channels, with the vector
+/// type of `usable(isa)`.
+pub(crate) fn run_planes(isa: Isa, a: &mut Args) {
+    assert!(matches!(a.k, 3 | 5) && matches!(a.stride, 1 | 2));
+    let (k, ow, isa) = (a.k, a.ow, usable(isa));
+    match isa {
+        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { by_shape!(planes_avx512, a, tall_blocks(isa, k, ow)) },
+        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { by_shape!(planes_avx2, a, false) },
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => by_shape!(planes_neon, a, tall_blocks(isa, k, ow)),
+        _ => by_shape!(planes_scalar, a, false),
+    }
 }
 
 // One function per ISA, (K, S) and block height: each gets its own register allocation
@@ -195,7 +270,7 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
     for ch in 0..n {
         rows.reset();
         let src = &a.x[ch * plane_in..(ch + 1) * plane_in];
-        let out = &mut a.y[ch * oh * ow..(ch + 1) * oh * ow];
+        let out = &mut a.y[ch * a.y_stride..][..oh * ow];
         // SAFETY: the CPU supports V (caller); the kernel writes `out`'s rows only.
         unsafe {
             let wv = &a.w[ch * K * K..(ch + 1) * K * K];
@@ -220,6 +295,9 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
                     2 => block::<V, K, S, 2>(&rows, oy * S, wv, bv, o, ow, act),
                     _ => block::<V, K, S, 1>(&rows, oy * S, wv, bv, o, ow, act),
                 }
+            }
+            if !a.means.is_empty() {
+                super::se::means_v::<V>(out, &mut a.means[ch..ch + 1], oh * ow);
             }
         }
     }
@@ -646,6 +724,115 @@ mod tests {
         let out = len.div_ceil(s);
         let total = ((out - 1) * s + k).saturating_sub(len);
         (total / 2, total - total / 2)
+    }
+
+    /// The pooled variant: the same output, and the means and gates the squeeze-excite
+    /// kernel takes from that output, bit for bit, on every ISA at 1–3 threads; fast and
+    /// fallback shapes, channel counts the threads split unevenly.
+    #[test]
+    fn pooled_means_are_the_squeeze_excites_bit_for_bit() {
+        use crate::kernels::se::{squeeze_excite_gates, squeeze_excite_gates_from_means};
+        let mut rng = Rng::new(11);
+        for (c, h, w, k, s) in [
+            (7, 64, 48, 5, 1),
+            (5, 66, 70, 3, 2),
+            (3, 9, 11, 7, 1),
+            (1, 3, 3, 3, 1),
+        ] {
+            let (t, b) = same(h, k, s);
+            let (l, r) = same(w, k, s);
+            let pads = [t, l, b, r];
+            let (x, wt, bias) = (rng.vec(c * h * w), rng.vec(c * k * k), rng.vec(c));
+            let hidden = 2;
+            let (rw, rb, ew, eb) = (
+                rng.vec(hidden * c),
+                rng.vec(hidden),
+                rng.vec(c * hidden),
+                rng.vec(c),
+            );
+            let oh = (h + t + b - k) / s + 1;
+            let ow = (w + l + r - k) / s + 1;
+            for isa in Isa::available() {
+                for threads in [1, 2, 3] {
+                    let pool = Pool::new(threads);
+                    let mut plain = vec![f32::NAN; c * oh * ow];
+                    depthwise(
+                        isa,
+                        pool.par(),
+                        &x,
+                        &wt,
+                        &bias,
+                        &mut plain,
+                        c,
+                        h,
+                        w,
+                        k,
+                        s,
+                        pads,
+                        Act::Swish,
+                    );
+                    let mut y = vec![f32::NAN; c * oh * ow];
+                    let mut means = vec![f32::NAN; c];
+                    depthwise_pooled(
+                        isa,
+                        pool.par(),
+                        &x,
+                        &wt,
+                        &bias,
+                        &mut y,
+                        c,
+                        h,
+                        w,
+                        k,
+                        s,
+                        pads,
+                        Act::Swish,
+                        &mut means,
+                    );
+                    let what = format!("{isa:?} c{c} {h}x{w} k{k} s{s} t{threads}");
+                    assert_eq!(y, plain, "{what}: output");
+                    let (mut want, mut got) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+                    let mut scratch = vec![0.0; hidden];
+                    squeeze_excite_gates(
+                        isa,
+                        pool.par(),
+                        &y,
+                        c,
+                        oh * ow,
+                        &rw,
+                        &rb,
+                        &ew,
+                        &eb,
+                        Act::Swish,
+                        &mut scratch,
+                        &mut want,
+                    );
+                    squeeze_excite_gates_from_means(
+                        isa,
+                        &means,
+                        &rw,
+                        &rb,
+                        &ew,
+                        &eb,
+                        Act::Swish,
+                        &mut scratch,
+                        &mut got,
+                    );
+                    assert!(
+                        want.iter().all(|g| g.is_finite() && *g > 0.0 && *g < 1.0),
+                        "{what}: {want:?}"
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{what}: gates");
+                    let mean0: f64 =
+                        y[..oh * ow].iter().map(|&v| v as f64).sum::<f64>() / (oh * ow) as f64;
+                    assert!(
+                        (means[0] as f64 - mean0).abs() <= 1e-5 * (1.0 + mean0.abs()),
+                        "{what}: mean"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

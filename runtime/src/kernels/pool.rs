@@ -537,6 +537,56 @@ impl<'a> Par<'a> {
     }
 }
 
+impl Par<'_> {
+    /// [`Par::for_each_chunk`] with a second output cut in step: chunk `i` of `out`
+    /// (`chunk` elements) comes with elements `[i·side_chunk, (i+1)·side_chunk)` of `side`
+    /// (clamped to its length: empty past its end, so an empty `side` is allowed). For a
+    /// kernel that also writes a small per-chunk result (a depthwise conv's channel means
+    /// beside its output planes), on the same thread and in the same run of chunks.
+    pub fn for_each_chunk_with<T, U, F>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        side: &mut [U],
+        side_chunk: usize,
+        work: usize,
+        f: F,
+    ) where
+        T: Send,
+        U: Send,
+        F: Fn(usize, &mut [T], &mut [U]) + Sync,
+    {
+        let chunk = chunk.max(1);
+        let n = out.len().div_ceil(chunk);
+        let threads = self.threads.min(n);
+        let side_of = |s: &mut [U], i: usize| -> (usize, usize) {
+            let start = i.saturating_mul(side_chunk).min(s.len());
+            (start, start.saturating_add(side_chunk).min(s.len()))
+        };
+        if threads <= 1 || work < MIN_PARALLEL_WORK || self.pool.is_none() {
+            for (i, c) in out.chunks_mut(chunk).enumerate() {
+                injected();
+                let (a, b) = side_of(side, i);
+                f(i, c, &mut side[a..b]);
+            }
+            return;
+        }
+        let per_run = n.div_ceil(threads);
+        let runs = n.div_ceil(per_run);
+        let out_len = out.len();
+        let side_len = side.len();
+        let outs = Disjoint::new(out, out_len, per_run * chunk);
+        let sides = Disjoint::new(side, side_len, per_run.saturating_mul(side_chunk));
+        self.run(runs, &|r| {
+            let (part, side) = (outs.part(0, r), sides.part(0, r));
+            for (i, c) in part.chunks_mut(chunk).enumerate() {
+                let (a, b) = side_of(side, i);
+                f(r * per_run + i, c, &mut side[a..b]);
+            }
+        });
+    }
+}
+
 /// A slice of equal rows, each cut into consecutive parts of `len` elements (the last of a
 /// row may be shorter), handed out by (row, index) to the tasks of one region: task `r`
 /// takes part `r` of every row.
@@ -589,6 +639,40 @@ impl<'a, T> Disjoint<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_with_a_side_output_cover_both_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            // 16 chunks of 64 (the last of 40) with 2 side elements each; then an empty side.
+            let mut out = vec![0u32; 1000];
+            let mut side = vec![0u32; 32];
+            pool.par()
+                .for_each_chunk_with(&mut out, 64, &mut side, 2, usize::MAX, |i, c, s| {
+                    assert_eq!(s.len(), 2, "chunk {i}");
+                    c.iter_mut().for_each(|v| *v += i as u32 + 1);
+                    s.iter_mut().for_each(|v| *v += i as u32 + 1);
+                });
+            for (j, v) in out.iter().enumerate() {
+                assert_eq!(*v, j as u32 / 64 + 1, "{threads} threads, element {j}");
+            }
+            for (j, v) in side.iter().enumerate() {
+                assert_eq!(*v, j as u32 / 2 + 1, "{threads} threads, side {j}");
+            }
+            pool.par().for_each_chunk_with(
+                &mut out,
+                64,
+                &mut [0u8; 0][..],
+                2,
+                usize::MAX,
+                |_, c, s| {
+                    assert!(s.is_empty());
+                    c.fill(7);
+                },
+            );
+            assert!(out.iter().all(|&v| v == 7));
+        }
+    }
 
     #[test]
     fn chunks_cover_the_output_once() {

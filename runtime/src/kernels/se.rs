@@ -136,6 +136,66 @@ pub fn squeeze_excite_gates(
     );
 }
 
+/// The means of the planes of `x` (`means.len()` planes of `hw`) into `means`, by the code
+/// [`squeeze_excite_gates`] takes them with (`isa` from `usable`).
+pub(crate) fn plane_means(isa: Isa, x: &[f32], out: &mut [f32], hw: usize) {
+    assert!(
+        x.len() >= out.len() * hw,
+        "squeeze_excite: planes too short"
+    );
+    means(usable(isa), x, out, hw);
+}
+
+/// [`squeeze_excite_gates`] from the channel means already taken (by
+/// [`super::depthwise::depthwise_pooled`], which produced the feature map): `gates[..c]`
+/// = `sigmoid(expand(act(reduce(means))))`, `c = means.len()`. Equal bit for bit to
+/// [`squeeze_excite_gates`] on that map. `scratch` holds at least `r` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn squeeze_excite_gates_from_means(
+    isa: Isa,
+    means: &[f32],
+    reduce_w: &[f32],
+    reduce_b: &[f32],
+    expand_w: &[f32],
+    expand_b: &[f32],
+    act: Act,
+    scratch: &mut [f32],
+    gates: &mut [f32],
+) {
+    let (c, r) = (means.len(), reduce_b.len());
+    assert!(
+        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
+        "squeeze_excite: reduce weights too short"
+    );
+    assert!(
+        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
+        "squeeze_excite: expand weights too short"
+    );
+    assert!(
+        scratch.len() >= r,
+        "squeeze_excite: scratch needs r = {r} floats"
+    );
+    assert!(
+        gates.len() >= c,
+        "squeeze_excite: gates need c = {c} floats"
+    );
+    if c == 0 {
+        return;
+    }
+    let gate = &mut gates[..c];
+    gate.copy_from_slice(means);
+    excite(
+        usable(isa),
+        gate,
+        &mut scratch[..r],
+        reduce_w,
+        reduce_b,
+        expand_w,
+        expand_b,
+        act,
+    );
+}
+
 /// Defines `$name(isa, args…)`, which runs `$generic::<V>(args…)` with the vector type of
 /// `isa` (already checked by `usable`) in a `#[target_feature]` context.
 macro_rules! dispatch {
@@ -197,7 +257,7 @@ dispatch!(
 /// # Safety
 /// The CPU must support `V`'s instructions; `x` holds `gate.len()` planes of `hw`.
 #[inline(always)]
-unsafe fn means_v<V: Vf32>(x: &[f32], gate: &mut [f32], hw: usize) {
+pub(crate) unsafe fn means_v<V: Vf32>(x: &[f32], gate: &mut [f32], hw: usize) {
     let inv = 1.0 / hw as f32;
     for (ch, m) in gate.iter_mut().enumerate() {
         // SAFETY: the CPU supports V (caller).
