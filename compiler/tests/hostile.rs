@@ -198,7 +198,7 @@ fn hostile_inputs_are_refused_quickly_within_a_gibibyte() {
             "--random-weights",
             "0",
             "--max-memory-mib",
-            "20",
+            "12",
             "-o",
             outp,
         ],

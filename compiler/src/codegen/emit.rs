@@ -503,6 +503,38 @@ fn kernel_call(
             stride,
             pads,
             act: a,
+            expand: Some(e),
+        } => {
+            // The 1×1 conv's weights, then the depthwise conv's; x is the 1×1 conv's input.
+            let (ew, eb, w0, b) = (&ws[0], &ws[1], &ws[2], &ws[3]);
+            let (cin, ea) = (lit(e.cin), act(e.act));
+            let means_arg = match means {
+                Means::Write => quote!(&mut cx.scratch[..#c]),
+                _ => quote!(&mut []),
+            };
+            let (c, h, w, k, stride, pads, a) = (
+                lit(*c),
+                lit(*h),
+                lit(*w),
+                lit(*k),
+                lit(*stride),
+                lits(pads),
+                act(*a),
+            );
+            quote! {{
+                #split
+                k::mbconv::expand_depthwise(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg);
+            }}
+        }
+        Kernel::Depthwise {
+            c,
+            h,
+            w,
+            k,
+            stride,
+            pads,
+            act: a,
+            expand: None,
         } => {
             let (w0, b) = (&ws[0], &ws[1]);
             let (c, h, w, k, stride, pads, a) = (
@@ -841,9 +873,15 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
                 (true, true) => quote!(, b: usize),
                 (true, false) => quote!(, _b: usize),
             };
+            // A segment of views only (a reshape or concat that copies nothing) has no call.
+            let cx_param = if body.is_empty() {
+                quote!(_cx)
+            } else {
+                quote!(cx)
+            };
             functions.push(quote! {
                 #[doc = #doc]
-                fn #name(cx: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw] #b_param) {
+                fn #name(#cx_param: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw] #b_param) {
                     #body
                 }
             });

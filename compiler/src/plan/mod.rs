@@ -4,6 +4,7 @@
 //! register-tiled GEMM, a depthwise conv its own kernel, ...), plans the arena with a
 //! [`memory::Planner`], and lays out the packed weights. The code generator only prints it.
 
+mod expand_depthwise;
 pub mod memory;
 pub mod segments;
 
@@ -41,6 +42,10 @@ pub enum Kernel {
         /// a residual comes third.
         gated: bool,
     },
+    /// With `expand`, the 1×1 conv before it (an MBConv's expand conv, or a separable
+    /// conv's pointwise before the next one's depthwise) runs inside it band by band: its
+    /// input is then that conv's input and its weights come
+    /// after that conv's (`plan/expand_depthwise.rs`).
     Depthwise {
         c: usize,
         h: usize,
@@ -49,6 +54,7 @@ pub enum Kernel {
         stride: usize,
         pads: Pads,
         act: Option<Activation>,
+        expand: Option<Expand>,
     },
     Dense {
         cin: usize,
@@ -196,6 +202,14 @@ pub struct Slot {
     /// Made and used only inside one image-major run of segments: the region holds one
     /// image at a time, reused by the next image's pass (see [`Segment::image_major`]).
     pub per_image: bool,
+}
+
+/// A 1×1 conv run inside the depthwise conv that reads it ([`Kernel::Depthwise`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expand {
+    /// Its input channels (its output channels are the depthwise conv's).
+    pub cin: usize,
+    pub act: Option<Activation>,
 }
 
 /// One kernel call.
@@ -375,6 +389,7 @@ impl Plan {
                             stride: c.stride[0],
                             pads: c.pads,
                             act: c.act,
+                            expand: None,
                         }
                     } else if c.groups == 1 && c.dilation == [1, 1] && !residual {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
@@ -578,6 +593,7 @@ impl Plan {
             weights_len,
         };
         gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
+        expand_depthwise::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
         plan.segments = segments::segments(&plan);
         let runs = segments::image_major_runs(&plan.segments);
         let Plan {

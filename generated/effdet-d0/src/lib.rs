@@ -23,7 +23,7 @@
 //! | `box_P6` | `[1, 36, 8, 8]` |
 //! | `box_P7` | `[1, 36, 4, 4]` |
 //!
-//! Arena: 31457280 bytes. Packed weights: 15814720 bytes, embedded in the library (`Model::new()`), or read from a file (`Model::from_file`).
+//! Arena: 20971520 bytes. Packed weights: 15814720 bytes, embedded in the library (`Model::new()`), or read from a file (`Model::from_file`).
 //!
 //! ```no_run
 //! let mut model = effdet_d0::Model::new();

@@ -26,7 +26,7 @@ pub const OUTPUT_NAMES: [&str; 10] = [
 pub const ARENA_BYTES: usize = 4 * ARENA_LEN;
 /// Bytes of the packed weights.
 pub const WEIGHT_BYTES: usize = 4 * WEIGHTS_LEN;
-const ARENA_LEN: usize = 7864320;
+const ARENA_LEN: usize = 5242880;
 const WEIGHTS_LEN: usize = 3953680;
 const SCRATCH_LEN: usize = 1200;
 const INPUT_SLOT: (usize, usize) = (2097152, 786432);
@@ -159,7 +159,7 @@ struct State {
 /// | `box_P6` | `[1, 36, 8, 8]` |
 /// | `box_P7` | `[1, 36, 4, 4]` |
 ///
-/// Arena: 31457280 bytes. Packed weights: 15814720 bytes.
+/// Arena: 20971520 bytes. Packed weights: 15814720 bytes.
 pub struct Model {
     /// Behind a mutex (a `RefCell` without `std`) so that `detect(&self)` can run;
     /// `forward(&mut self)` takes it without locking.
@@ -215,7 +215,7 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Runs the network (224 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
+    /// Runs the network (222 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         if input.len() != INPUT_SLOT.1 {
             return Err(Error::InputLength {
@@ -330,25 +330,25 @@ fn run(
         lap(0);
         block_1(
             &mut cx,
-            [2097152, 0, 0, 6291456],
+            [2097152, 0, 0, 4194304],
             [896, 1184, 1216, 1472, 1488, 1744, 1776, 2288],
         );
         lap(1);
         block_2(
             &mut cx,
-            [0, 6291456, 6291456, 0, 4718592],
+            [0, 4194304, 1572864, 2359296],
             [2304, 3840, 3936, 4800, 4896, 5280, 5296, 5680, 5776, 8080],
         );
         lap(2);
         block_3(
             &mut cx,
-            [0, 4718592, 2359296, 0, 5111808],
+            [0, 2359296, 3145728, 2752512],
             [8112, 11568, 11712, 13008, 13152, 14016, 14032, 14896, 15040, 18496],
         );
         lap(3);
         block_4(
             &mut cx,
-            [0, 5111808, 2359296, 0, 1966080],
+            [0, 2752512, 2359296, 0, 1966080],
             [18528, 21984, 22128, 25728, 25872, 26736, 26752, 27616, 27760, 33520],
         );
         lap(4);
@@ -816,34 +816,21 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
         );
     }
 }
-/// `backbone.blocks.1.0.conv_pw` …
-fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+/// `backbone.blocks.1.0.conv_dw` …
+fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[1], 1048576)], (t[0], 6291456));
-        k::conv1x1::conv1x1_batch(
+        let ([x0], y) = arena::split(cx.arena, [(t[1], 1048576)], (t[0], 1572864));
+        k::mbconv::expand_depthwise(
             cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 1536],
             &cx.weights[w[1]..w[1] + 96],
-            None,
-            y,
-            1,
-            16,
-            96,
-            65536,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 6291456)], (t[2], 1572864));
-        k::depthwise::depthwise_pooled(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[2]..w[2] + 864],
             &cx.weights[w[3]..w[3] + 96],
             y,
+            16,
             96,
             256,
             256,
@@ -851,11 +838,11 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [0, 0, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..96],
+            &mut cx.scratch[..96usize],
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 96);
+        let y = arena::region(cx.arena, t[2], 96);
         let (means, hidden) = cx.scratch.split_at_mut(96);
         k::se::squeeze_excite_gates_from_means(
             cx.isa,
@@ -872,8 +859,8 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
-            [(t[2], 1572864), (t[3], 96)],
-            (t[4], 393216),
+            [(t[0], 1572864), (t[2], 96)],
+            (t[3], 393216),
         );
         k::conv1x1::conv1x1_batch_gated(
             cx.isa,
@@ -892,34 +879,21 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
 }
-/// `backbone.blocks.1.1.conv_pw` …
-fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+/// `backbone.blocks.1.1.conv_dw` …
+fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
-        k::conv1x1::conv1x1_batch(
+        k::mbconv::expand_depthwise(
             cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 3456],
             &cx.weights[w[1]..w[1] + 144],
-            None,
-            y,
-            1,
-            24,
-            144,
-            16384,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 2359296)], (t[2], 2359296));
-        k::depthwise::depthwise_pooled(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[2]..w[2] + 1296],
             &cx.weights[w[3]..w[3] + 144],
             y,
+            24,
             144,
             128,
             128,
@@ -927,11 +901,11 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..144],
+            &mut cx.scratch[..144usize],
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 144);
+        let y = arena::region(cx.arena, t[2], 144);
         let (means, hidden) = cx.scratch.split_at_mut(144);
         k::se::squeeze_excite_gates_from_means(
             cx.isa,
@@ -948,8 +922,8 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
-            [(t[2], 2359296), (t[3], 144), (t[1], 393216)],
-            (t[4], 393216),
+            [(t[0], 2359296), (t[2], 144), (t[1], 393216)],
+            (t[3], 393216),
         );
         k::conv1x1::conv1x1_batch_gated(
             cx.isa,
@@ -3774,8 +3748,8 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     static BLOCKS: [(&str, &str, usize); 36] = [
         ("block_0", "backbone.conv_stem", 1),
         ("block_1", "backbone.blocks.0.0.conv_dw", 1),
-        ("block_2", "backbone.blocks.1.0.conv_pw", 1),
-        ("block_3", "backbone.blocks.1.1.conv_pw", 1),
+        ("block_2", "backbone.blocks.1.0.conv_dw", 1),
+        ("block_3", "backbone.blocks.1.1.conv_dw", 1),
         ("block_4", "backbone.blocks.2.0.conv_pw", 1),
         ("block_5", "backbone.blocks.2.1.conv_pw", 1),
         ("block_6", "backbone.blocks.3.0.conv_pw", 1),

@@ -380,6 +380,62 @@ fn run_batch(
     });
 }
 
+/// Output channels `[r0, r0 + rows)` of a 1×1 conv (`r0` a multiple of [`MR`]) for the
+/// pixels `first..first + count` of x (`[cin][hw]`), into `y`: `rows` planes of `count`
+/// pixels. `w` holds those channels' packed panels (from panel `r0 / MR` on), `bias` their
+/// values or nothing. One thread; x is read in place (no padded copy of its blocks: the
+/// caller gives it a row stride `hw` that is not a multiple of 1 KB). For kernels that run
+/// a 1×1 conv band by band inside their own loop ([`super::mbconv`]); each output value is
+/// the one [`conv1x1`] computes (the accumulation order does not depend on the blocking).
+///
+/// # Panics
+/// If the slices are too short for these sizes, or `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv1x1_pixels(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    hw: usize,
+    first: usize,
+    count: usize,
+    act: Act,
+) {
+    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+    if count == 0 || y.is_empty() {
+        return;
+    }
+    let rows = y.len() / count;
+    assert!(
+        y.len() == rows * count
+            && x.len() >= super::size("conv1x1", &[cin, hw])
+            && first + count <= hw
+            && w.len() >= packed_len(rows, cin)
+            && (bias.is_empty() || bias.len() >= rows),
+        "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
+    );
+    let mut plan = Plan::new(isa, cin, rows, hw, 1);
+    // The caller lays x out for the tiles (a band copied with a padded row stride).
+    plan.pack_x = false;
+    let bias = if bias.is_empty() { bias } else { &bias[..rows] };
+    run_group(
+        isa,
+        plan,
+        x,
+        &w[..packed_len(rows, cin)],
+        bias,
+        None,
+        y,
+        cin,
+        hw,
+        first,
+        count,
+        act,
+    );
+}
+
 /// The argument checks of [`conv1x1_batch`] (see its `# Panics`).
 #[allow(clippy::too_many_arguments)]
 fn check_args(

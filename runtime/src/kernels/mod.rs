@@ -25,6 +25,7 @@ pub mod dense;
 pub mod depthwise;
 pub mod fuse;
 pub mod generic;
+pub mod mbconv;
 pub mod pool;
 mod scratch;
 pub mod se;
