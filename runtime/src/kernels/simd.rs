@@ -325,7 +325,14 @@ mod x86 {
                 match act {
                     Act::Swish => avx2::swish_each(v),
                     Act::Sigmoid => avx2::sigmoid_each(v),
-                    _ => v.iter_mut().for_each(|x| *x = avx2::apply(act, *x)),
+                    // A plain loop, not `for_each` with a closure: a closure does not
+                    // inherit the caller's target features, so the intrinsics of `apply`
+                    // (min/max for ReLU6) were out-of-line calls (Lite0 ~23% of its time).
+                    _ => {
+                        for x in v.iter_mut() {
+                            *x = avx2::apply(act, *x);
+                        }
+                    }
                 }
             }
         }
