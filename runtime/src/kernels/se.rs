@@ -31,14 +31,7 @@ pub fn squeeze_excite(
     let r = reduce_b.len();
     let len = c.checked_mul(hw).expect("squeeze_excite: c·hw overflows");
     assert!(x.len() >= len, "squeeze_excite: input too short");
-    assert!(
-        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
-        "squeeze_excite: reduce weights too short"
-    );
-    assert!(
-        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
-        "squeeze_excite: expand weights too short"
-    );
+    check_weights(c, r, reduce_w, expand_w, expand_b);
     assert!(
         scratch.len() >= c + r,
         "squeeze_excite: scratch needs c + r = {} floats",
@@ -90,28 +83,13 @@ pub fn squeeze_excite_gates(
     scratch: &mut [f32],
     gates: &mut [f32],
 ) {
-    let r = reduce_b.len();
     let len = c.checked_mul(hw).expect("squeeze_excite: c·hw overflows");
     assert!(x.len() >= len, "squeeze_excite: input too short");
-    assert!(
-        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
-        "squeeze_excite: reduce weights too short"
-    );
-    assert!(
-        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
-        "squeeze_excite: expand weights too short"
-    );
-    assert!(
-        scratch.len() >= r,
-        "squeeze_excite: scratch needs r = {r} floats"
-    );
+    check_weights(c, reduce_b.len(), reduce_w, expand_w, expand_b);
     assert!(
         gates.len() >= c,
         "squeeze_excite: gates need c = {c} floats"
     );
-    if c == 0 {
-        return;
-    }
     let isa = usable(isa);
     let x = &x[..len];
     let gate = &mut gates[..c];
@@ -124,8 +102,46 @@ pub fn squeeze_excite_gates(
             means(isa, &x[c0 * hw..(c0 + g.len()) * hw], g, hw);
         });
     }
+    excite_in_place(
+        isa, gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch,
+    );
+}
+
+/// The reduce and expand weights' sizes for `c` channels and `r` hidden units.
+fn check_weights(c: usize, r: usize, reduce_w: &[f32], expand_w: &[f32], expand_b: &[f32]) {
+    assert!(
+        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
+        "squeeze_excite: reduce weights too short"
+    );
+    assert!(
+        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
+        "squeeze_excite: expand weights too short"
+    );
+}
+
+/// The gates from the channel means in `gate` (`c` = its length), in place; `scratch`
+/// holds at least `r` floats. The tail of both gates-only entry points.
+#[allow(clippy::too_many_arguments)]
+fn excite_in_place(
+    isa: Isa,
+    gate: &mut [f32],
+    reduce_w: &[f32],
+    reduce_b: &[f32],
+    expand_w: &[f32],
+    expand_b: &[f32],
+    act: Act,
+    scratch: &mut [f32],
+) {
+    let r = reduce_b.len();
+    assert!(
+        scratch.len() >= r,
+        "squeeze_excite: scratch needs r = {r} floats"
+    );
+    if gate.is_empty() {
+        return;
+    }
     excite(
-        isa,
+        usable(isa),
         gate,
         &mut scratch[..r],
         reduce_w,
@@ -162,37 +178,16 @@ pub fn squeeze_excite_gates_from_means(
     scratch: &mut [f32],
     gates: &mut [f32],
 ) {
-    let (c, r) = (means.len(), reduce_b.len());
-    assert!(
-        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
-        "squeeze_excite: reduce weights too short"
-    );
-    assert!(
-        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
-        "squeeze_excite: expand weights too short"
-    );
-    assert!(
-        scratch.len() >= r,
-        "squeeze_excite: scratch needs r = {r} floats"
-    );
+    let c = means.len();
+    check_weights(c, reduce_b.len(), reduce_w, expand_w, expand_b);
     assert!(
         gates.len() >= c,
         "squeeze_excite: gates need c = {c} floats"
     );
-    if c == 0 {
-        return;
-    }
     let gate = &mut gates[..c];
     gate.copy_from_slice(means);
-    excite(
-        usable(isa),
-        gate,
-        &mut scratch[..r],
-        reduce_w,
-        reduce_b,
-        expand_w,
-        expand_b,
-        act,
+    excite_in_place(
+        isa, gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch,
     );
 }
 
