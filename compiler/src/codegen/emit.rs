@@ -503,11 +503,13 @@ fn kernel_call(
             stride,
             pads,
             act: a,
-            expand: Some(e),
+            expand,
         } => {
-            // The 1×1 conv's weights, then the depthwise conv's; x is the 1×1 conv's input.
-            let (ew, eb, w0, b) = (&ws[0], &ws[1], &ws[2], &ws[3]);
-            let (cin, ea) = (lit(e.cin), act(e.act));
+            // With `expand`, the 1×1 conv's weights come first and x is that conv's input.
+            let (w0, b) = match expand {
+                Some(_) => (&ws[2], &ws[3]),
+                None => (&ws[0], &ws[1]),
+            };
             let means_arg = match means {
                 Means::Write => quote!(&mut cx.scratch[..#c]),
                 _ => quote!(&mut []),
@@ -521,41 +523,22 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
+            let call = match (expand, means) {
+                (Some(e), _) => {
+                    let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
+                    quote!(k::mbconv::expand_depthwise(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                }
+                (None, Means::Write) => {
+                    quote!(k::depthwise::depthwise_pooled(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                }
+                (None, _) => {
+                    quote!(k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                }
+            };
             quote! {{
                 #split
-                k::mbconv::expand_depthwise(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg);
+                #call;
             }}
-        }
-        Kernel::Depthwise {
-            c,
-            h,
-            w,
-            k,
-            stride,
-            pads,
-            act: a,
-            expand: None,
-        } => {
-            let (w0, b) = (&ws[0], &ws[1]);
-            let (c, h, w, k, stride, pads, a) = (
-                lit(*c),
-                lit(*h),
-                lit(*w),
-                lit(*k),
-                lit(*stride),
-                lits(pads),
-                act(*a),
-            );
-            match means {
-                Means::Write => quote! {{
-                    #split
-                    k::depthwise::depthwise_pooled(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, &mut cx.scratch[..#c]);
-                }},
-                _ => quote! {{
-                    #split
-                    k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a);
-                }},
-            }
         }
         Kernel::Dense {
             cin,
@@ -1132,11 +1115,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
             #[doc = #forward_doc]
             pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
-                if input.len() != INPUT_SLOT.1 {
-                    return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
-                }
                 let state = self.state.get_mut();
-                state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+                load_input(state, input)?;
                 run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
                 Ok(Outputs::new(&state.arena, &OUTPUTS))
             }
@@ -1144,6 +1124,15 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             #detect_methods
         }
 
+
+        /// Copies `input` (checked to be the model's input size) into its arena slot.
+        fn load_input(state: &mut State, input: &[f32]) -> Result<(), Error> {
+            if input.len() != INPUT_SLOT.1 {
+                return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
+            }
+            state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+            Ok(())
+        }
 
         /// The network: every kernel call, on the input already in the arena. A panic on
         /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
@@ -1194,13 +1183,10 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
             /// slowest first (the binary's `bench --profile`). Needs the runtime's `std`
             /// feature (a clock).
             pub fn profile(&mut self, input: &[f32], iters: usize) -> Result<Vec<BlockTime>, Error> {
-                if input.len() != INPUT_SLOT.1 {
-                    return Err(Error::InputLength { expected: INPUT_SLOT.1, found: input.len() });
-                }
                 let state = self.state.get_mut();
                 let (weights, isa) = (self.weights.as_slice(), self.isa);
                 ::effdet_runtime::model::profile_blocks(&BLOCKS, iters, |lap| {
-                    state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+                    load_input(state, input)?;
                     lap(usize::MAX);
                     run(state, weights, isa, lap)
                 })

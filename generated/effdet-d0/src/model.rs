@@ -217,14 +217,8 @@ impl Model {
     }
     /// Runs the network (222 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
-        if input.len() != INPUT_SLOT.1 {
-            return Err(Error::InputLength {
-                expected: INPUT_SLOT.1,
-                found: input.len(),
-            });
-        }
         let state = self.state.get_mut();
-        state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+        load_input(state, input)?;
         run(state, self.weights.as_slice(), self.isa, &mut |_| {})?;
         Ok(Outputs::new(&state.arena, &OUTPUTS))
     }
@@ -307,6 +301,17 @@ impl Model {
         }
         Ok(all)
     }
+}
+/// Copies `input` (checked to be the model's input size) into its arena slot.
+fn load_input(state: &mut State, input: &[f32]) -> Result<(), Error> {
+    if input.len() != INPUT_SLOT.1 {
+        return Err(Error::InputLength {
+            expected: INPUT_SLOT.1,
+            found: input.len(),
+        });
+    }
+    state.arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1].copy_from_slice(input);
+    Ok(())
 }
 /// The network: every kernel call, on the input already in the arena. A panic on
 /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
@@ -775,7 +780,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..32],
+            &mut cx.scratch[..32usize],
         );
     }
     {
@@ -977,7 +982,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [1, 1, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..144],
+            &mut cx.scratch[..144usize],
         );
     }
     {
@@ -1053,7 +1058,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..240],
+            &mut cx.scratch[..240usize],
         );
     }
     {
@@ -1129,7 +1134,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [0, 0, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..240],
+            &mut cx.scratch[..240usize],
         );
     }
     {
@@ -1205,7 +1210,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..480],
+            &mut cx.scratch[..480usize],
         );
     }
     {
@@ -1281,7 +1286,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..480],
+            &mut cx.scratch[..480usize],
         );
     }
     {
@@ -1357,7 +1362,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..672],
+            &mut cx.scratch[..672usize],
         );
     }
     {
@@ -1433,7 +1438,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             [1, 1, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..672],
+            &mut cx.scratch[..672usize],
         );
     }
     {
@@ -1509,7 +1514,7 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [2, 2, 2, 2],
             Act::Swish,
-            &mut cx.scratch[..1152],
+            &mut cx.scratch[..1152usize],
         );
     }
     {
@@ -1585,7 +1590,7 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             [1, 1, 1, 1],
             Act::Swish,
-            &mut cx.scratch[..1152],
+            &mut cx.scratch[..1152usize],
         );
     }
     {
@@ -3722,21 +3727,13 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             input: &[f32],
             iters: usize,
         ) -> Result<Vec<BlockTime>, Error> {
-            if input.len() != INPUT_SLOT.1 {
-                return Err(Error::InputLength {
-                    expected: INPUT_SLOT.1,
-                    found: input.len(),
-                });
-            }
             let state = self.state.get_mut();
             let (weights, isa) = (self.weights.as_slice(), self.isa);
             ::effdet_runtime::model::profile_blocks(
                 &BLOCKS,
                 iters,
                 |lap| {
-                    state
-                        .arena[INPUT_SLOT.0..INPUT_SLOT.0 + INPUT_SLOT.1]
-                        .copy_from_slice(input);
+                    load_input(state, input)?;
                     lap(usize::MAX);
                     run(state, weights, isa, lap)
                 },
