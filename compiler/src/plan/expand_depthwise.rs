@@ -23,10 +23,7 @@ pub(super) fn fuse(
     if batch != 1 {
         return;
     }
-    let mut readers = vec![0usize; slots.len()];
-    for step in steps.iter() {
-        step.inputs.iter().for_each(|&x| readers[x] += 1);
-    }
+    let readers = super::readers(steps, slots.len());
     let mut i = 0;
     while i + 1 < steps.len() {
         let (a, b) = (&steps[i], &steps[i + 1]);

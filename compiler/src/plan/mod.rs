@@ -766,10 +766,7 @@ fn gate_project_convs(
     outputs: &[(String, usize)],
     batch: usize,
 ) {
-    let mut readers = vec![0usize; slots.len()];
-    for step in steps.iter() {
-        step.inputs.iter().for_each(|&x| readers[x] += 1);
-    }
+    let readers = readers(steps, slots.len());
     for i in 0..steps.len() {
         let Kernel::SqueezeExcite { c, hw, .. } = steps[i].kernel else {
             continue;
@@ -810,6 +807,15 @@ fn gate_project_convs(
             *gated = true;
         }
     }
+}
+
+/// Per slot of `slots`, how many step inputs name it.
+fn readers(steps: &[Step], slots: usize) -> Vec<usize> {
+    let mut readers = vec![0usize; slots];
+    for step in steps {
+        step.inputs.iter().for_each(|&x| readers[x] += 1);
+    }
+    readers
 }
 
 /// The slot owning `s`'s buffer and where `s` starts in it (see `parent` in [`Plan::build`]).
