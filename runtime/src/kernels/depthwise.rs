@@ -423,6 +423,7 @@ unsafe fn columns<V: Vf32, const K: usize, const S: usize, const R: usize, const
         }
     }
 }
+
 /// The geometry of [`PaddedRows`]: `planes` rings of `slots` padded rows each.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RingShape {

@@ -90,7 +90,10 @@ pub fn expand_depthwise(
     );
     let oh = out_len(h, pads[0], pads[2], k, stride);
     let ow = out_len(w, pads[1], pads[3], k, stride);
-    let (hw, plane_out) = (size("expand_depthwise", &[h, w]), oh * ow);
+    let (hw, plane_out) = (
+        size("expand_depthwise", &[h, w]),
+        size("expand_depthwise", &[oh, ow]),
+    );
     assert!(
         x.len() >= size("expand_depthwise", &[cin, hw])
             && w_exp.len() == packed_len(c, cin)
@@ -289,28 +292,31 @@ mod tests {
                             Act::Swish,
                             &mut want_means,
                         );
+                        let fused = |y: &mut [f32], m: &mut [f32]| {
+                            expand_depthwise(
+                                isa,
+                                pool.par(),
+                                &x,
+                                &wp,
+                                &be,
+                                Act::Swish,
+                                &wd,
+                                &bd,
+                                y,
+                                cin,
+                                c,
+                                h,
+                                w,
+                                k,
+                                s,
+                                pads,
+                                Act::Swish,
+                                m,
+                            )
+                        };
                         let (mut got, mut got_means) =
                             (vec![f32::NAN; c * oh * ow], vec![f32::NAN; c]);
-                        expand_depthwise(
-                            isa,
-                            pool.par(),
-                            &x,
-                            &wp,
-                            &be,
-                            Act::Swish,
-                            &wd,
-                            &bd,
-                            &mut got,
-                            cin,
-                            c,
-                            h,
-                            w,
-                            k,
-                            s,
-                            pads,
-                            Act::Swish,
-                            &mut got_means,
-                        );
+                        fused(&mut got, &mut got_means);
                         let what =
                             format!("{isa:?} cin{cin} c{c} {h}x{w} k{k} s{s} {pads:?} t{threads}");
                         assert!(
@@ -324,26 +330,7 @@ mod tests {
                             "{what}: means differ"
                         );
                         let mut plain = vec![f32::NAN; c * oh * ow];
-                        expand_depthwise(
-                            isa,
-                            pool.par(),
-                            &x,
-                            &wp,
-                            &be,
-                            Act::Swish,
-                            &wd,
-                            &bd,
-                            &mut plain,
-                            cin,
-                            c,
-                            h,
-                            w,
-                            k,
-                            s,
-                            pads,
-                            Act::Swish,
-                            &mut [],
-                        );
+                        fused(&mut plain, &mut []);
                         assert!(
                             bits(&plain) == bits(&want),
                             "{what}: output without means differs"
