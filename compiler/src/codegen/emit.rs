@@ -1136,9 +1136,11 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
 
         /// The network: every kernel call, on the input already in the arena. A panic on
         /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
-        /// (`profile` times them; elsewhere it does nothing).
+        /// (`profile` times them; elsewhere it does nothing). Denormals are flushed to zero
+        /// meanwhile (the caller's mode is restored on return): see `k::denormals`.
         fn run(state: &mut State, weights: &[f32], isa: Isa, lap: &mut dyn FnMut(usize)) -> Result<(), Error> {
             state.pool.restart_after_fork();
+            let _flush = k::FlushDenormals::new();
             catch_panic(|| {
                 let mut cx = Ctx {
                     arena: &mut state.arena,

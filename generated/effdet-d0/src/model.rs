@@ -315,7 +315,8 @@ fn load_input(state: &mut State, input: &[f32]) -> Result<(), Error> {
 }
 /// The network: every kernel call, on the input already in the arena. A panic on
 /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
-/// (`profile` times them; elsewhere it does nothing).
+/// (`profile` times them; elsewhere it does nothing). Denormals are flushed to zero
+/// meanwhile (the caller's mode is restored on return): see `k::denormals`.
 fn run(
     state: &mut State,
     weights: &[f32],
@@ -323,6 +324,7 @@ fn run(
     lap: &mut dyn FnMut(usize),
 ) -> Result<(), Error> {
     state.pool.restart_after_fork();
+    let _flush = k::FlushDenormals::new();
     catch_panic(|| {
         let mut cx = Ctx {
             arena: &mut state.arena,

@@ -22,6 +22,7 @@
 pub mod act;
 pub mod conv1x1;
 pub mod dense;
+pub mod denormals;
 pub mod depthwise;
 pub mod fuse;
 pub mod generic;
@@ -34,6 +35,7 @@ mod simd;
 use crate::prelude::*;
 
 pub use act::Act;
+pub use denormals::FlushDenormals;
 pub use pool::{Par, Pool};
 
 /// `d0 · d1 · …` for the size checks at a kernel's entry: panics naming `what` when the

@@ -32,6 +32,7 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 #[cfg(feature = "std")]
 use {
+    super::denormals,
     crate::prelude::*,
     core::any::Any,
     core::sync::atomic::AtomicBool,
@@ -86,6 +87,9 @@ fn injected() {
 struct Job {
     f: *const (dyn Fn(usize) + Sync + 'static),
     tasks: usize,
+    /// The caller's floating-point mode (denormals flushed or not), which the workers take
+    /// for the region so every thread computes the same bits.
+    mode: denormals::Mode,
 }
 
 // SAFETY: `Job` only carries a pointer to a `Sync` closure between threads; the closure is
@@ -193,6 +197,9 @@ fn worker(shared: Arc<Shared>, me: usize, n: usize) {
         }
         seen = epoch;
         if let Some(job) = job {
+            if denormals::mode() != job.mode {
+                denormals::set_mode(job.mode);
+            }
             shared.run_tasks(job, me, n);
         }
         if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -382,6 +389,7 @@ impl Pool {
                 >(f)
             },
             tasks,
+            mode: denormals::mode(),
         };
         shared.pending.store(self.threads - 1, Ordering::Relaxed);
         {
@@ -639,6 +647,27 @@ impl<'a, T> Disjoint<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(all(feature = "std", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn workers_take_the_callers_denormal_mode() {
+        let pool = Pool::new(2);
+        // Each chunk computes a product whose exact value (1e-40) is denormal: flushed to
+        // 0 on every thread while the caller holds the guard, kept on every thread after.
+        let tiny = |out: &mut [f32]| {
+            for v in out {
+                *v = core::hint::black_box(1e-20f32) * core::hint::black_box(1e-20f32);
+            }
+        };
+        let mut out = vec![1.0f32; 64];
+        {
+            let _g = denormals::FlushDenormals::new();
+            pool.par().for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
+        }
+        assert!(out.iter().all(|&v| v == 0.0), "{out:?}");
+        pool.par().for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
+        assert!(out.iter().all(|&v| v > 0.0), "{out:?}");
+    }
 
     #[test]
     fn chunks_with_a_side_output_cover_both_once() {
