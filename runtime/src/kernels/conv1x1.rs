@@ -7,8 +7,8 @@
 //! * Weights are packed by [`pack`] into panels of [`MR`] = 8 output channels, each
 //!   `[cin][MR]` (the last panel zero-padded), so one K step of a panel is 8 consecutive
 //!   floats.
-//! * Register tile, AVX-512 (32 zmm): 4 output channels (half a panel) × 4 zmm = 64 pixels,
-//!   or 8 channels × 2 zmm = 32 pixels on planes under 64 pixels; 16 accumulators either way.
+//! * Register tile, AVX-512 (32 zmm): 8 output channels (a panel) × 2 zmm = 32 pixels, 16
+//!   accumulators (4 channels × 4 zmm, kept for the micro-benchmark, loads twice as much x).
 //!   AVX2 (16 ymm): 4 channels × 2 ymm, or 8 channels × 1 ymm for cin ≥ 512 (8 accumulators:
 //!   4×3 needs all 16 registers and LLVM then spills an accumulator into the loop-carried
 //!   chain, halving the speed). The whole K (cin) loop accumulates in registers: per K step,
@@ -300,10 +300,11 @@ impl Plan {
             Isa::Avx2 => Tile::R4V2,
             // NEON (32 registers, 4 lanes): 8 channels × 2 vectors.
             Isa::Neon => Tile::R8V2,
-            // AVX-512: 4×4 (64 pixels) is a little faster than 8×2 wherever the plane fills
-            // it; 8×2 wastes fewer lanes on small planes (P6/P7 of the BiFPN).
-            _ if hw < 64 => Tile::R8V2,
-            _ => Tile::R4V4,
+            // AVX-512: 8×2 loads half as much x per FMA as 4×4. With hot caches 4×4 was a
+            // little faster wherever the plane fills it, but in the models (x from L2/L3)
+            // 8×2 is 2–3% faster (D0 and Lite0, Intel Xeon), and it wastes fewer lanes on
+            // small planes (P6/P7 of the BiFPN).
+            _ => Tile::R8V2,
         };
         Plan {
             tile,
