@@ -21,8 +21,8 @@
 
 pub mod act;
 pub mod conv1x1;
-pub mod dense;
 pub mod denormals;
+pub mod dense;
 pub mod depthwise;
 pub mod fuse;
 pub mod generic;

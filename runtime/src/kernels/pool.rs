@@ -662,10 +662,12 @@ mod tests {
         let mut out = vec![1.0f32; 64];
         {
             let _g = denormals::FlushDenormals::new();
-            pool.par().for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
+            pool.par()
+                .for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
         }
         assert!(out.iter().all(|&v| v == 0.0), "{out:?}");
-        pool.par().for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
+        pool.par()
+            .for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
         assert!(out.iter().all(|&v| v > 0.0), "{out:?}");
     }
 
