@@ -404,7 +404,13 @@ fn nostd_consumer_matches(fx: &Path, req: &BuildRequest, std_dets: &[f32]) {
 
     let dir = consumer("nostd");
     #[cfg(target_arch = "x86_64")]
-    let (flags, isa) = if std::arch::is_x86_feature_detected!("avx2")
+    // The ISA the std crate detects here, so both run the same kernels and their outputs
+    // and detections (ties among equal scores included) are bit for bit the same.
+    let (flags, isa) = if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        ("-C target-feature=+avx512f,+avx2,+fma", "Avx512")
+    } else if std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
         ("-C target-feature=+avx2,+fma", "Avx2")
