@@ -5,7 +5,8 @@
 //! which now reads it. The outputs are bit for bit the separate kernels'.
 //!
 //! Only where the runtime's fixed rule says it pays (`mbconv::worth_fusing`: an expanded
-//! tensor of 8 MiB or more, few rows expanded twice; D0's 256² and 128² stride-1 stages);
+//! tensor of 2 MiB or more, few rows expanded twice; D0's 256² and 128² stages and its 64²
+//! stride-2 one, Lite0's 160² and 80² ones);
 //! batch 1 only (the fused kernel takes one image); no residual, gates or channels-last
 //! output on the 1×1 conv.
 

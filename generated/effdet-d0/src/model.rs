@@ -215,7 +215,7 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Runs the network (222 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
+    /// Runs the network (221 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         let state = self.state.get_mut();
         load_input(state, input)?;
@@ -367,13 +367,13 @@ fn run(
         lap(5);
         block_6(
             &mut cx,
-            [0, 2129920, 983040, 0, 1228800],
+            [0, 2129920, 245760, 983040],
             [64352, 73952, 74192, 76352, 76592, 78992, 79008, 81408, 81648, 100848],
         );
         lap(6);
         block_7(
             &mut cx,
-            [0, 1228800, 491520, 0, 983040],
+            [0, 983040, 491520, 0, 1064960],
             [
                 100928, 139328, 139808, 144128, 144608, 154208, 154240, 163840, 164320,
                 202720,
@@ -382,7 +382,7 @@ fn run(
         lap(7);
         block_7(
             &mut cx,
-            [0, 983040, 491520, 0, 1064960],
+            [0, 1064960, 491520, 0, 983040],
             [
                 202800, 241200, 241680, 246000, 246480, 256080, 256112, 265712, 266192,
                 304592,
@@ -391,7 +391,7 @@ fn run(
         lap(7);
         block_8(
             &mut cx,
-            [0, 1064960, 491520, 0, 1376256],
+            [0, 983040, 491520, 0, 1376256],
             [
                 304672, 343072, 343552, 355552, 356032, 365632, 365664, 375264, 375744,
                 429504,
@@ -1101,34 +1101,21 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
 }
-/// `backbone.blocks.3.0.conv_pw` …
-fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+/// `backbone.blocks.3.0.conv_dw` …
+fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
-        k::conv1x1::conv1x1_batch(
+        let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 245760));
+        k::mbconv::expand_depthwise(
             cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 9600],
             &cx.weights[w[1]..w[1] + 240],
-            None,
-            y,
-            1,
-            40,
-            240,
-            4096,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 983040)], (t[2], 245760));
-        k::depthwise::depthwise_pooled(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[2]..w[2] + 2160],
             &cx.weights[w[3]..w[3] + 240],
             y,
+            40,
             240,
             64,
             64,
@@ -1140,7 +1127,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
     }
     {
-        let y = arena::region(cx.arena, t[3], 240);
+        let y = arena::region(cx.arena, t[2], 240);
         let (means, hidden) = cx.scratch.split_at_mut(240);
         k::se::squeeze_excite_gates_from_means(
             cx.isa,
@@ -1157,8 +1144,8 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
-            [(t[2], 245760), (t[3], 240)],
-            (t[4], 81920),
+            [(t[0], 245760), (t[2], 240)],
+            (t[3], 81920),
         );
         k::conv1x1::conv1x1_batch_gated(
             cx.isa,
@@ -3751,7 +3738,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
         ("block_3", "backbone.blocks.1.1.conv_dw", 1),
         ("block_4", "backbone.blocks.2.0.conv_pw", 1),
         ("block_5", "backbone.blocks.2.1.conv_pw", 1),
-        ("block_6", "backbone.blocks.3.0.conv_pw", 1),
+        ("block_6", "backbone.blocks.3.0.conv_dw", 1),
         ("block_7", "backbone.blocks.3.1.conv_pw", 2),
         ("block_8", "backbone.blocks.4.0.conv_pw", 1),
         ("block_9", "backbone.blocks.4.1.conv_pw", 2),
