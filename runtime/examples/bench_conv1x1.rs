@@ -5,9 +5,9 @@
 //!   --isa avx512|avx2|scalar|all   (default: all available)
 //!   --threads N                    (default 1)
 //!   --samples N                    (default 31; the median is reported)
-//!   --tile r8v2|r4v4 (AVX-512), r8v1|r4v2|r4v3|r2v4 (AVX2) --block N --group N
-//!   --stream on|off --pack on|off  (override the kernel's plan)
-//!   --ab tile|stream|pack          (A/B: the plan as is vs. with that setting changed,
+//!   --tile r8v1|r4v2 (AVX2; AVX-512 and NEON have 8×2 only) --block N --group N
+//!   --pack on|off                  (override the kernel's plan)
+//!   --ab tile|pack                 (A/B: the plan as is vs. with that setting changed,
 //!                                   samples interleaved so both see the same noise)
 //!   --res                          (also add a residual)
 //!   --consume                      (read the output after each call, as the next layer
@@ -50,7 +50,6 @@ struct Opts {
     tile: Option<Tile>,
     block: Option<usize>,
     group: Option<usize>,
-    stream: Option<bool>,
     pack: Option<bool>,
     ab: Option<String>,
     with_res: bool,
@@ -92,17 +91,13 @@ fn parse() -> Opts {
             "--tile" => {
                 o.tile = Some(match val() {
                     "r8v2" => Tile::R8V2,
-                    "r4v4" => Tile::R4V4,
                     "r8v1" => Tile::R8V1,
                     "r4v2" => Tile::R4V2,
-                    "r4v3" => Tile::R4V3,
-                    "r2v4" => Tile::R2V4,
                     s => panic!("unknown tile {s}"),
                 })
             }
             "--block" => o.block = Some(val().parse().expect("--block N")),
             "--group" => o.group = Some(val().parse().expect("--group N")),
-            "--stream" => o.stream = Some(val() == "on"),
             "--pack" => o.pack = Some(val() == "on"),
             "--ab" => o.ab = Some(val().to_string()),
             "--shape" => {
@@ -133,7 +128,6 @@ fn plan(o: &Opts, isa: Isa, cin: usize, cout: usize, hw: usize) -> Plan {
     p.tile = o.tile.unwrap_or(p.tile);
     p.block = o.block.unwrap_or(p.block);
     p.group = o.group.unwrap_or(p.group);
-    p.stream = o.stream.unwrap_or(p.stream);
     p.pack_x = o.pack.unwrap_or(p.pack_x);
     p
 }
@@ -146,13 +140,11 @@ fn alternative(isa: Isa, p: Plan, what: &str) -> Plan {
             b.tile = match (isa, p.tile) {
                 (Isa::Avx2, Tile::R4V2) => Tile::R8V1,
                 (Isa::Avx2, _) => Tile::R4V2,
-                (_, Tile::R4V4) => Tile::R8V2,
-                _ => Tile::R4V4,
+                _ => panic!("--ab tile: only AVX2 has two tiles"),
             }
         }
-        "stream" => b.stream = !p.stream,
         "pack" => b.pack_x = !p.pack_x,
-        s => panic!("--ab {s}: expected tile, stream or pack"),
+        s => panic!("--ab {s}: expected tile or pack"),
     }
     b
 }
