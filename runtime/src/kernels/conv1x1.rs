@@ -100,7 +100,8 @@ pub fn conv1x1(
 /// `bias` is either empty (no bias) or has `cout` values. `isa` must be one this CPU runs
 /// ([`Isa::detect`] / [`Isa::available`]). Threads split the output channels (whole panels
 /// of [`MR`] channels); each thread runs its channels for every image in turn, so its
-/// panels of `w` come from memory once per call, not once per image. Each image's result
+/// panels of `w` come from memory once per call, not once per image. With few output
+/// channels on a wide plane they split the pixels instead ([`Plan::pixel_parts`]). Each image's result
 /// is bit-identical to a batch of one, whatever `par`.
 ///
 /// # Panics
@@ -255,6 +256,8 @@ pub struct Plan {
     pub block: usize,
     /// Panels per chunk of output channels (the unit threads split).
     pub group: usize,
+    /// Threads split the pixels into this many parts instead of the channels, when > 1.
+    pub pixel_parts: usize,
     /// Copy each pixel block of x into a scratch buffer with a padded row stride first.
     /// Planes whose stride is a multiple of 1 KB map every row of a tile to the same few
     /// cache sets (4K aliasing); the copy costs one pass over x per call.
@@ -300,10 +303,24 @@ impl Plan {
             // small planes (P6/P7 of the BiFPN).
             _ => Tile::R8V2,
         };
+        // Few output channels, or many input channels per output channel, on a wide
+        // plane: split by channels, every thread would copy and read all of x for a few
+        // panels (a 144 → 24 conv at 80² ran at 0.90× its one-thread time on two threads,
+        // 0.54× split by pixels; 672 → 112 at 20²: 0.62×, 0.57×). Otherwise channels:
+        // a thread's output channels are then the ones the next (depthwise) op reads on
+        // that thread, from its own L2 (64 → 64 at 20² ran 10–30% slower split by pixels).
+        // Parts of ≥ 8 vectors, so the masked tail stays small.
+        let few = panels < 4 * threads || cin >= 4 * cout;
+        let pixel_parts = if threads > 1 && few && hw / threads >= 128 {
+            threads
+        } else {
+            1
+        };
         Plan {
             tile,
             block,
             group,
+            pixel_parts,
             // Always copy. Planes whose row stride is a multiple of 1 KB put every row a
             // tile reads into the same few cache sets (AVX2's narrow tiles ran 3× slower
             // on 64² planes without the copy); and in a model, where x arrives from L3 and
@@ -365,6 +382,43 @@ fn run_batch(
         .saturating_mul(cout)
         .saturating_mul(cin)
         .saturating_mul(hw);
+    if plan.pixel_parts > 1 {
+        // Each part: its pixels of every output channel into a per-thread buffer, then its
+        // columns of y (plus the residual: the same `act(acc) + r` the tiles compute).
+        let len = hw.div_ceil(plan.pixel_parts).next_multiple_of(16);
+        par.for_each_column_part(y, hw, len, work, |_, cols| {
+            let (first, count) = (cols.start(), cols.len());
+            if count == 0 {
+                return;
+            }
+            OUT_SCRATCH.with_borrow_mut(|tmp| {
+                if tmp.len() < cout * count {
+                    tmp.resize(cout * count, 0.0);
+                }
+                let tmp = &mut tmp[..cout * count];
+                for image in 0..n {
+                    let xi = &x[image * cin * hw..][..cin * hw];
+                    run_group(
+                        isa, plan, xi, w, bias, None, tmp, cin, hw, first, count, act,
+                    );
+                    for (co, src) in tmp.chunks_exact(count).enumerate() {
+                        let row = image * cout + co;
+                        let dst = cols.row(row);
+                        match residual {
+                            Some(r) => {
+                                let r = &r[row * hw + first..][..count];
+                                for ((d, &s), &r) in dst.iter_mut().zip(src).zip(r) {
+                                    *d = s + r;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
+                        }
+                    }
+                }
+            });
+        });
+        return;
+    }
     par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
         let row0 = i * group * MR;
         let rows = yc.len() / hw;
@@ -599,7 +653,8 @@ per_thread! {
     static GATED_WEIGHTS: Vec<f32> = Vec::new();
 }
 per_thread! {
-    /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose.
+    /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose,
+    /// or a pixel part's output before it goes to its columns ([`Plan::pixel_parts`]).
     static OUT_SCRATCH: Vec<f32> = Vec::new();
 }
 
@@ -1349,6 +1404,55 @@ mod tests {
                     outs[0] == outs[1] && outs[0] == outs[2],
                     "{isa:?} {cin}→{cout}@{hw}"
                 );
+            }
+        }
+    }
+
+    /// Threads splitting pixels ([`Plan::pixel_parts`]) give a batch of two, residual
+    /// included, exactly what one thread gives image by image.
+    #[test]
+    fn pixel_parts_match_one_thread_per_image() {
+        let mut rng = Rng(7);
+        let (n, cin, cout, hw) = (2, 24, 2 * MR + 3, 1000);
+        let x = rng.vec(n * cin * hw);
+        let w = pack(&rng.vec(cout * cin), cout, cin);
+        let b = rng.vec(cout);
+        let r = rng.vec(n * cout * hw);
+        for isa in Isa::available() {
+            assert!(Plan::new(isa, cin, cout, hw, 2).pixel_parts == 2);
+            let mut y = vec![f32::NAN; n * cout * hw];
+            let pool = Pool::new(2);
+            conv1x1_batch(
+                isa,
+                pool.par(),
+                &x,
+                &w,
+                &b,
+                Some(&r),
+                &mut y,
+                n,
+                cin,
+                cout,
+                hw,
+                Act::Relu6,
+            );
+            for i in 0..n {
+                let mut want = vec![0.0; cout * hw];
+                let at = i * cout * hw..(i + 1) * cout * hw;
+                conv1x1(
+                    isa,
+                    Par::serial(),
+                    &x[i * cin * hw..][..cin * hw],
+                    &w,
+                    &b,
+                    Some(&r[at.clone()]),
+                    &mut want,
+                    cin,
+                    cout,
+                    hw,
+                    Act::Relu6,
+                );
+                assert!(y[at] == want[..], "{isa:?} image {i}");
             }
         }
     }

@@ -36,7 +36,7 @@ use crate::prelude::*;
 
 pub use act::Act;
 pub use denormals::FlushDenormals;
-pub use pool::{Par, Pool};
+pub use pool::{Columns, Par, Pool};
 
 /// `d0 · d1 · …` for the size checks at a kernel's entry: panics naming `what` when the
 /// product overflows, so a check can never pass on a wrapped size and let a kernel read

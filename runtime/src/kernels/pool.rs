@@ -595,6 +595,97 @@ impl Par<'_> {
     }
 }
 
+impl Par<'_> {
+    /// Column parts of a matrix: `out` holds rows of `row` elements (a batch of `[C][H·W]`
+    /// maps, one row per channel), and part `r` is columns `[r·len, (r+1)·len)` of every
+    /// row (the last part may be narrower). `f(r, cols)` runs once per part, the parts side
+    /// by side; `cols.row(i)` is part `r` of row `i`. For a kernel whose work divides
+    /// better by pixels than by channels (few output channels on a large plane): each
+    /// thread reads and writes only its own pixels. `work` as in [`Par::for_each_chunk`].
+    ///
+    /// # Panics
+    /// If `out.len()` is not a multiple of `row`.
+    pub fn for_each_column_part<T, F>(
+        &self,
+        out: &mut [T],
+        row: usize,
+        len: usize,
+        work: usize,
+        f: F,
+    ) where
+        T: Send,
+        F: Fn(usize, &mut Columns<'_, T>) + Sync,
+    {
+        let (row, len) = (row.max(1), len.max(1));
+        assert!(
+            out.len().is_multiple_of(row),
+            "for_each_column_part: {} elements are not rows of {row}",
+            out.len()
+        );
+        let parts = row.div_ceil(len);
+        let rows = out.len() / row;
+        let all = Disjoint::new(out, row, len);
+        let part = |r: usize| {
+            let start = (r * len).min(row);
+            f(
+                r,
+                &mut Columns {
+                    parts: &all,
+                    part: r,
+                    rows,
+                    start,
+                    len: len.min(row - start),
+                },
+            )
+        };
+        if self.threads.min(parts) <= 1 || work < MIN_PARALLEL_WORK || self.pool.is_none() {
+            for r in 0..parts {
+                injected();
+                part(r);
+            }
+            return;
+        }
+        self.run(parts, &part);
+    }
+}
+
+/// One part of [`Par::for_each_column_part`]: the same columns of every row.
+pub struct Columns<'a, T> {
+    parts: &'a Disjoint<'a, T>,
+    part: usize,
+    rows: usize,
+    start: usize,
+    len: usize,
+}
+
+impl<T> Columns<'_, T> {
+    /// The first column.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The number of columns.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No columns.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// This part's columns of row `i` (empty past the last row). `&mut self`: one row at a
+    /// time, so two handles on the same columns never coexist.
+    pub fn row(&mut self, i: usize) -> &mut [T] {
+        self.parts.part(i, self.part)
+    }
+}
+
 /// A slice of equal rows, each cut into consecutive parts of `len` elements (the last of a
 /// row may be shorter), handed out by (row, index) to the tasks of one region: task `r`
 /// takes part `r` of every row.
@@ -625,8 +716,9 @@ impl<'a, T> Disjoint<'a, T> {
     }
 
     /// Part `r` of row `image`: its elements `[r·len, (r+1)·len)` clamped to the row (empty
-    /// for a row past the end). Each (row, index) is taken once, by the task of that index
-    /// ([`Pool::run`] runs each task exactly once).
+    /// for a row past the end). Each (row, index) is taken by the task of that index only
+    /// ([`Pool::run`] runs each task exactly once), and once, or again through
+    /// [`Columns::row`]'s `&mut self` after the previous slice is gone.
     #[allow(clippy::mut_from_ref)]
     fn part(&self, image: usize, r: usize) -> &mut [T] {
         if image >= self.rows {
@@ -636,8 +728,8 @@ impl<'a, T> Disjoint<'a, T> {
         let end = start.saturating_add(self.len).min(self.row);
         // SAFETY: `image·row + start .. image·row + end` lies within row `image` of the
         // slice borrowed for `'a`; parts of distinct (row, index) pairs do not overlap, and
-        // each index is taken by exactly one task of the region, which ends before the
-        // borrow does.
+        // each index is taken by exactly one task of the region (one slice of a pair alive
+        // at a time), which ends before the borrow does.
         unsafe {
             core::slice::from_raw_parts_mut(self.ptr.add(image * self.row + start), end - start)
         }
@@ -669,6 +761,31 @@ mod tests {
         pool.par()
             .for_each_chunk(&mut out, 8, usize::MAX, |_, c| tiny(c));
         assert!(out.iter().all(|&v| v > 0.0), "{out:?}");
+    }
+
+    #[test]
+    fn column_parts_cover_every_row_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            // 3 rows of 100 columns in parts of 32 (the last of 4).
+            let mut out = vec![0u32; 300];
+            pool.par()
+                .for_each_column_part(&mut out, 100, 32, usize::MAX, |r, cols| {
+                    assert_eq!((cols.start(), cols.rows()), (32 * r, 3));
+                    assert_eq!(cols.len(), if r == 3 { 4 } else { 32 });
+                    for i in 0..cols.rows() {
+                        cols.row(i).iter_mut().for_each(|v| *v += r as u32 + 1);
+                    }
+                    assert!(cols.row(3).is_empty());
+                });
+            for (j, v) in out.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    (j % 100 / 32) as u32 + 1,
+                    "{threads} threads, element {j}"
+                );
+            }
+        }
     }
 
     #[test]
