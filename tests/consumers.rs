@@ -260,6 +260,7 @@ fn standalone_crate_and_its_c_abi_match_the_fixture() {
         detect_spec: None,
         c_api: true,
         python: false,
+        tuning: Default::default(),
     };
     compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build --c-api: {e}"));
     let lock = generated.join("Cargo.lock");

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
+use effdet_compiler::compile::{self, BuildRequest, TuningChoice, WeightsChoice};
 use effdet_compiler::passes::PassSet;
 use effdet_tests::{assert_close, fixture_dir, max_error, read_npy, write_npy};
 
@@ -58,6 +58,7 @@ fn generate_batch(
         detect_spec,
         c_api: false,
         python: false,
+        tuning: Default::default(),
     };
     compile::build(&req, &mut |_| {})
         .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
@@ -324,6 +325,73 @@ fn d0_crates_fused_and_unfused_match_the_reference() {
         assert_close(&format!("unfused {name}"), b, &reference);
         assert_close(&format!("fused vs unfused {name}"), a, b);
     }
+    tuned_crate_matches_untuned(&fused);
+}
+
+/// D0 built with a tuning file that gives every 1×1 conv shape another blocking (64-pixel
+/// blocks, x read in place, the other AVX2 tile) for this machine's instruction set, so the
+/// tuned calls run: its outputs equal the untuned fused crate's bit for bit.
+fn tuned_crate_matches_untuned(fused: &[(String, Vec<f32>)]) {
+    use effdet_compiler::tune::{conv_shapes, Conv1x1Choice, TuningFile};
+    let fx = fixture_dir("tf_efficientdet_d0");
+    let work = tempfile::tempdir().unwrap();
+    let (dir, name) = (work.path().join("effdet-d0-tuned"), "effdet-d0-tuned");
+    let mut req = BuildRequest {
+        model: root().join("specs/d0.yaml"),
+        weights: WeightsChoice::File(fx.join("weights.safetensors")),
+        out_dir: Some(dir.clone()),
+        name: Some(name.to_string()),
+        passes: PassSet::all(),
+        input_shape: None,
+        batch: None,
+        limits: Default::default(),
+        embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
+        detect_spec: None,
+        c_api: false,
+        python: false,
+        tuning: Default::default(),
+    };
+    let plan = compile::compile_model(&req, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"))
+        .plan;
+    let isa = effdet_runtime::kernels::Isa::detect();
+    let file = TuningFile {
+        isa: format!("{isa:?}"),
+        conv1x1: conv_shapes(&plan)
+            .into_iter()
+            .map(|(cin, cout, hw)| Conv1x1Choice {
+                cin,
+                cout,
+                hw,
+                block: 64,
+                pack_x: false,
+                tile: if cin >= 512 { "4x2" } else { "8x1" }.into(),
+                default_us: 1.0,
+                tuned_us: 1.0,
+            })
+            .collect(),
+    };
+    let path = work.path().join("tuning.json");
+    std::fs::write(&path, file.to_json()).unwrap();
+    req.tuning = TuningChoice::File(path);
+    compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build: {e}"));
+    let model = std::fs::read_to_string(dir.join("src/model.rs")).unwrap();
+    assert!(
+        model.contains("_tuned("),
+        "no tuned call in the generated model"
+    );
+    let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
+    assert_no_warnings(&stderr, name);
+    let names: Vec<&str> = fused.iter().map(|(n, _)| n.as_str()).collect();
+    let outs = run_outputs(
+        &target_dir().join("release").join(name),
+        &fx.join("input.npy"),
+        &work.path().join("out"),
+        &names,
+    );
+    for ((n, want), (_, got)) in fused.iter().zip(&outs) {
+        assert!(got == want, "tuned {n} differs from the untuned crate's");
+    }
 }
 
 #[test]
@@ -362,6 +430,7 @@ fn every_spec_builds_a_crate_that_compiles() {
         detect_spec: None,
         c_api: false,
         python: false,
+        tuning: Default::default(),
     };
     let err = compile::build(&req, &mut |_| {}).unwrap_err().to_string();
     assert!(
@@ -626,6 +695,7 @@ fn missing_external_weights_are_an_error_not_a_panic() {
         detect_spec: None,
         c_api: false,
         python: false,
+        tuning: Default::default(),
     };
     compile::build(&req, &mut |_| {}).unwrap();
     let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);

@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             detect_spec: None,
             c_api: false,
             python,
+            tuning: Default::default(),
         };
         compile::build(&req, &mut |_| {})?;
         std::fs::remove_file(dir.join("Cargo.lock"))?;

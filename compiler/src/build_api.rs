@@ -327,6 +327,7 @@ impl Build {
             detect_spec,
             c_api: false,
             python: false,
+            tuning: Default::default(),
         };
         let cargo = self.cargo;
         let compiled = compile::compile_model(&req, &mut |line| {

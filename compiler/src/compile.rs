@@ -21,6 +21,18 @@ pub enum WeightsChoice {
     Model,
 }
 
+/// How the 1×1 convs are blocked (`tune.rs`).
+#[derive(Clone, Debug, Default)]
+pub enum TuningChoice {
+    /// The runtime's fixed rule: the crate does not depend on the building machine.
+    #[default]
+    Fixed,
+    /// Time the candidates on this machine (`--tune`).
+    Tune,
+    /// The choices of a `tuning.json` (`--tuning FILE`).
+    File(PathBuf),
+}
+
 /// Everything `effdetc build` can be told.
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
@@ -42,6 +54,8 @@ pub struct BuildRequest {
     pub c_api: bool,
     /// Add the Python binding (`--python`): a PyO3 module and `pyproject.toml` for maturin.
     pub python: bool,
+    /// `--tune` / `--tuning FILE`; with either the crate holds `tuning.json`.
+    pub tuning: TuningChoice,
 }
 
 /// What was built.
@@ -274,9 +288,29 @@ pub fn build(
         .out_dir
         .clone()
         .unwrap_or_else(|| Path::new("generated").join(&name));
-    let c = compile_model(req, progress)?;
+    // A tuning file is read before the model compiles, so a bad one fails fast.
+    let file = match &req.tuning {
+        TuningChoice::File(path) => Some(crate::tune::TuningFile::read(path)?),
+        _ => None,
+    };
+    let mut c = compile_model(req, progress)?;
+    let tuning = match (&req.tuning, file) {
+        (TuningChoice::Tune, _) => {
+            let isa = effdet_runtime::kernels::Isa::detect();
+            progress(&format!("tuning the 1×1 convs with {isa:?} on one thread"));
+            Some(crate::tune::tune(&c.plan, isa, progress))
+        }
+        (_, file) => file,
+    };
+    if let Some(t) = &tuning {
+        let n = crate::tune::apply(&mut c.plan, t);
+        progress(&format!(
+            "tuning: {n} of the 1×1 convs take a blocking of their own ({})",
+            t.isa
+        ));
+    }
     progress(&format!("writing {} to {}", name, dir.display()));
-    let files = codegen::crate_files(
+    let mut files = codegen::crate_files(
         &c.plan,
         &c.weights,
         &CrateOptions {
@@ -288,6 +322,11 @@ pub fn build(
             python: req.python,
         },
     )?;
+    if let Some(t) = &tuning {
+        files
+            .files
+            .push(("tuning.json".into(), t.to_json().into_bytes()));
+    }
     codegen::write_crate(&dir, &files)
         .map_err(|e| format!("{}: cannot write the crate: {e}", dir.display()))?;
     progress(&format!("wrote {} to {}", name, dir.display()));

@@ -46,6 +46,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod spec;
+pub mod tune;
 pub mod weights;
 
 pub use build_api::{Build, BuildError, Emitted};

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 use effdet_compiler::budget::{self, Limits};
-use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
+use effdet_compiler::compile::{self, BuildRequest, TuningChoice, WeightsChoice};
 use effdet_compiler::detection::{self, DetectionSettings};
 use effdet_compiler::model::{self, LoadOptions, Model, Source};
 use effdet_compiler::passes::{self, PassSet};
@@ -100,6 +100,13 @@ enum Command {
         /// and a `pyproject.toml` for maturin, so `pip install DIR` gives `import <lib>`.
         #[arg(long)]
         python: bool,
+        /// Time candidate blockings of each distinct 1×1 conv shape on this machine (one
+        /// thread) and bake the fastest in; the choices go to `tuning.json` in the crate.
+        #[arg(long, conflicts_with = "tuning")]
+        tune: bool,
+        /// Apply the choices of a `tuning.json` (from an earlier `--tune`) without timing.
+        #[arg(long, value_name = "FILE")]
+        tuning: Option<PathBuf>,
     },
     /// Run effdet's post-processing (top-k, decode, NMS) on raw head outputs saved as `.npy`.
     Postprocess {
@@ -285,6 +292,8 @@ fn run(cli: Cli) -> Result<()> {
             detect_spec,
             c_api,
             python,
+            tune,
+            tuning,
         } => {
             let passes = match (no_fuse, passes) {
                 (true, _) => PassSet::none(),
@@ -309,6 +318,11 @@ fn run(cli: Cli) -> Result<()> {
                 detect_spec,
                 c_api,
                 python,
+                tuning: match (tune, tuning) {
+                    (true, _) => TuningChoice::Tune,
+                    (false, Some(f)) => TuningChoice::File(f),
+                    (false, None) => TuningChoice::Fixed,
+                },
             };
             let mut progress = Progress::stderr("effdetc");
             let built = compile::build(&req, &mut |line| progress.step(line))?;

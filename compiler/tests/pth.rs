@@ -176,6 +176,7 @@ fn compile_and_build_accept_a_checkpoint() {
         detect_spec: None,
         c_api: false,
         python: false,
+        tuning: Default::default(),
     };
     let packed = |w: &str| {
         let mut lines = Vec::new();

@@ -409,6 +409,7 @@ fn expand(args: &Args) -> syn::Result<TokenStream> {
         detect_spec: detect_spec.as_ref().map(|d| d.resolved.clone()),
         c_api: false,
         python: false,
+        tuning: Default::default(),
     };
     let compiled = compile::compile_model(&req, &mut |_| {}).map_err(|e| {
         // Point at the argument the error is about, with the path as the user wrote it.

@@ -759,6 +759,7 @@ mod tests {
             detect_spec: None,
             c_api,
             python: false,
+            tuning: Default::default(),
         };
         let c = compile_model(&req, &mut |_| {}).unwrap();
         let opts = CrateOptions {

@@ -468,6 +468,7 @@ fn kernel_call(
             act: a,
             nhwc,
             gated,
+            tuning,
         } => {
             let (w0, b) = (&ws[0], &ws[1]);
             // Inputs: x, then the gates when gated, then the residual if any.
@@ -478,7 +479,27 @@ fn kernel_call(
             };
             let n = if per_image { 1 } else { *n };
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            if *gated {
+            let tuned = tuning.map(|t| {
+                let isa = format_ident!("{}", format!("{:?}", t.isa));
+                let tile = format_ident!("{}", format!("{:?}", t.tile));
+                let (block, pack_x) = (lit(t.block), t.pack_x);
+                quote! {
+                    &k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile }
+                }
+            });
+            if let (Some(t), false) = (&tuned, *nhwc) {
+                if *gated {
+                    quote! {{
+                        #split
+                        k::conv1x1::conv1x1_batch_gated_tuned(#t, cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    }}
+                } else {
+                    quote! {{
+                        #split
+                        k::conv1x1::conv1x1_batch_tuned(#t, cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    }}
+                }
+            } else if *gated {
                 quote! {{
                     #split
                     k::conv1x1::conv1x1_batch_gated(cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);

@@ -755,6 +755,7 @@ mod tests {
             detect_spec: None,
             c_api: false,
             python,
+            tuning: Default::default(),
         };
         let c = compile_model(&req, &mut |_| {}).unwrap();
         let opts = CrateOptions {

@@ -38,6 +38,7 @@ pub(super) fn fuse(
                     act,
                     nhwc: false,
                     gated: false,
+                    ..
                 },
                 &Kernel::Depthwise {
                     c,

@@ -20,6 +20,8 @@ pub use segments::{block_key, Segment};
 /// Every tensor starts on a 64-byte boundary.
 pub const ALIGN: usize = 16;
 
+/// A 1×1 conv's blocking chosen by `--tune`: the runtime kernel's own description.
+pub use effdet_runtime::kernels::conv1x1::Tuning;
 /// How one input of a fused BiFPN sum is sampled (sizes are the input's): the runtime
 /// kernel's own description, so the plan and the kernel cannot drift apart.
 pub use effdet_runtime::kernels::fuse::Sample;
@@ -41,6 +43,9 @@ pub enum Kernel {
         /// Its second input is a squeeze-excite's gates (`[cin]`), folded into the weights;
         /// a residual comes third.
         gated: bool,
+        /// The blocking `effdetc build --tune` (or `--tuning FILE`) chose for this shape;
+        /// `None`: the kernel's fixed rule (`tune.rs`).
+        tuning: Option<Tuning>,
     },
     /// With `expand`, the 1×1 conv before it (an MBConv's expand conv, or a separable
     /// conv's pointwise before the next one's depthwise) runs inside it band by band: its
@@ -377,6 +382,7 @@ impl Plan {
                             act: c.act,
                             nhwc: false,
                             gated: false,
+                            tuning: None,
                         }
                     } else if depthwise {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));

@@ -130,6 +130,60 @@ pub fn conv1x1_batch(
     );
 }
 
+/// A blocking `effdetc build --tune` measured as the fastest for one conv shape on the
+/// building machine. It applies where the running CPU takes the instruction set it was
+/// timed with ([`Tuning::isa`]); elsewhere the kernel plans as without it. Every blocking
+/// computes the same values bit for bit (the accumulation order does not depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// The instruction set the choice was timed with.
+    pub isa: Isa,
+    /// Pixels per block ([`Plan::block`]).
+    pub block: usize,
+    /// Copy each block of x first ([`Plan::pack_x`]).
+    pub pack_x: bool,
+    /// The register tile ([`Plan::tile`]; only AVX2 has a choice).
+    pub tile: Tile,
+}
+
+impl Plan {
+    /// This plan with `t`'s choices if `isa` is the one `t` was timed with.
+    pub fn tuned(mut self, isa: Isa, t: &Tuning) -> Plan {
+        if isa == t.isa {
+            self.block = t.block.max(1);
+            self.pack_x = t.pack_x;
+            self.tile = t.tile;
+        }
+        self
+    }
+}
+
+/// [`conv1x1_batch`] with the blocking of a [`Tuning`] (where it applies).
+///
+/// # Panics
+/// As [`conv1x1_batch`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_tuned(
+    tuning: &Tuning,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
+    run_batch(
+        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
 /// [`conv1x1_batch`] writing its output channels-last: `y[i][p][co]` (NHWC, `[n][hw][cout]`)
 /// instead of `[n][cout][hw]`, for a conv whose only reader is an NCHW → NHWC transpose (a
 /// TensorFlow export's head outputs). No residual.
@@ -208,6 +262,56 @@ pub fn conv1x1_batch_gated(
     hw: usize,
     act: Act,
 ) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads());
+    run_gated(
+        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+/// [`conv1x1_batch_gated`] with the blocking of a [`Tuning`] (where it applies).
+///
+/// # Panics
+/// As [`conv1x1_batch_gated`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_gated_tuned(
+    tuning: &Tuning,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
+    run_gated(
+        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_gated(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
     check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
     assert_eq!(
         Some(gates.len()),
@@ -218,7 +322,6 @@ pub fn conv1x1_batch_gated(
     if n == 0 || cout == 0 || hw == 0 {
         return;
     }
-    let plan = Plan::new(isa, cin, cout, hw, par.threads());
     GATED_WEIGHTS.with_borrow_mut(|scaled| {
         scaled.resize(w.len(), 0.0);
         for i in 0..n {
@@ -1404,6 +1507,104 @@ mod tests {
                     outs[0] == outs[1] && outs[0] == outs[2],
                     "{isa:?} {cin}→{cout}@{hw}"
                 );
+            }
+        }
+    }
+
+    /// Every tuning (block, copy of x, tile; for this ISA or another) computes what the
+    /// default plan computes, bit for bit, plain and gated.
+    #[test]
+    fn tunings_change_no_bits() {
+        let mut rng = Rng(31);
+        let (n, cin, cout, hw) = (2, 40, 2 * MR + 3, 300);
+        let x = rng.vec(n * cin * hw);
+        let gates = rng.vec(n * cin);
+        let w = pack(&rng.vec(cout * cin), cout, cin);
+        let b = rng.vec(cout);
+        let r = rng.vec(n * cout * hw);
+        for isa in Isa::available() {
+            for threads in [1, 2] {
+                let pool = Pool::new(threads);
+                let mut want = vec![0.0; n * cout * hw];
+                conv1x1_batch(
+                    isa,
+                    pool.par(),
+                    &x,
+                    &w,
+                    &b,
+                    Some(&r),
+                    &mut want,
+                    n,
+                    cin,
+                    cout,
+                    hw,
+                    Act::Swish,
+                );
+                let mut want_g = vec![0.0; n * cout * hw];
+                conv1x1_batch_gated(
+                    isa,
+                    pool.par(),
+                    &x,
+                    &gates,
+                    &w,
+                    &b,
+                    None,
+                    &mut want_g,
+                    n,
+                    cin,
+                    cout,
+                    hw,
+                    Act::None,
+                );
+                for (block, pack_x, tile) in [
+                    (64, false, Tile::R8V1),
+                    (128, true, Tile::R4V2),
+                    (hw, true, Tile::R8V2),
+                    (17, false, Tile::R8V2),
+                ] {
+                    for t_isa in [isa, Isa::Scalar] {
+                        let t = Tuning {
+                            isa: t_isa,
+                            block,
+                            pack_x,
+                            tile,
+                        };
+                        let mut y = vec![f32::NAN; n * cout * hw];
+                        conv1x1_batch_tuned(
+                            &t,
+                            isa,
+                            pool.par(),
+                            &x,
+                            &w,
+                            &b,
+                            Some(&r),
+                            &mut y,
+                            n,
+                            cin,
+                            cout,
+                            hw,
+                            Act::Swish,
+                        );
+                        assert!(y == want, "{isa:?} {threads}T {t:?}");
+                        conv1x1_batch_gated_tuned(
+                            &t,
+                            isa,
+                            pool.par(),
+                            &x,
+                            &gates,
+                            &w,
+                            &b,
+                            None,
+                            &mut y,
+                            n,
+                            cin,
+                            cout,
+                            hw,
+                            Act::None,
+                        );
+                        assert!(y == want_g, "gated {isa:?} {threads}T {t:?}");
+                    }
+                }
             }
         }
     }
