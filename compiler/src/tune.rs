@@ -377,10 +377,7 @@ mod tests {
                 &*file(&format!("{},{}", entry(64, "8x1"), entry(128, "4x2"))),
                 "the same shape as conv1x1[0]",
             ),
-            (
-                "{\"isa\": \"Sse\", \"conv1x1\": []}",
-                "isa `Sse`",
-            ),
+            ("{\"isa\": \"Sse\", \"conv1x1\": []}", "isa `Sse`"),
             (
                 "{\"isa\": \"Avx2\", \"conv1x1\": [], \"extra\": 1}",
                 "unknown field `extra`",
