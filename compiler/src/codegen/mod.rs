@@ -134,15 +134,15 @@ effdet-runtime = {{ path = "runtime", default-features = false }}
 npyz = {{ version = "0.9", optional = true }}
 image = {{ version = "0.25", default-features = false, features = ["png", "jpeg"], optional = true }}
 
+# A crate of its own, wherever it is copied.
+[workspace]
+
 # `image` always brings its colour management (moxcms, pxfm), which the binary never calls
 # (decoding PNG/JPEG to RGB does not use it); optimising it would add ~20 s to a cold build.
 [profile.release.package.moxcms]
 opt-level = 0
 [profile.release.package.pxfm]
 opt-level = 0
-
-# A crate of its own, wherever it is copied.
-[workspace]
 "#
     )
 }

@@ -785,6 +785,16 @@ mod tests {
         let toml = text(&files, "Cargo.toml");
         assert!(toml.contains("python = [\"std\", \"dep:pyo3\", \"dep:numpy\"]"));
         assert!(toml.contains("pyo3 = { version = \"0.30\", optional = true }"));
+        // Both under [dependencies] (not a later table, which cargo would reject).
+        let section = |line: &str| {
+            let at = toml.find(line).unwrap();
+            toml[..at]
+                .rfind("\n[")
+                .map(|i| toml[i + 1..].lines().next().unwrap())
+        };
+        for dep in ["pyo3 = ", "numpy = "] {
+            assert_eq!(section(dep), Some("[dependencies]"), "{dep} in\n{toml}");
+        }
         assert!(text(&files, "src/lib.rs").ends_with("#[cfg(feature = \"python\")]\nmod python;\n"));
         let py = text(&files, "pyproject.toml");
         assert!(
