@@ -46,22 +46,37 @@ fn generate_batch(
     batch: Option<usize>,
 ) {
     let req = BuildRequest {
+        detect_spec,
+        batch,
+        ..request(model, weights, passes, dir, name)
+    };
+    compile::build(&req, &mut |_| {})
+        .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
+}
+
+/// `effdetc build MODEL -o DIR --name NAME` with these weights and passes, defaults otherwise.
+fn request(
+    model: &Path,
+    weights: WeightsChoice,
+    passes: PassSet,
+    dir: &Path,
+    name: &str,
+) -> BuildRequest {
+    BuildRequest {
         model: model.to_path_buf(),
         weights,
         out_dir: Some(dir.to_path_buf()),
         name: Some(name.to_string()),
         passes,
         input_shape: None,
-        batch,
+        batch: None,
         limits: Default::default(),
         embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
-        detect_spec,
+        detect_spec: None,
         c_api: false,
         python: false,
         tuning: Default::default(),
-    };
-    compile::build(&req, &mut |_| {})
-        .unwrap_or_else(|e| panic!("effdetc build {}: {e}", model.display()));
+    }
 }
 
 /// Runs cargo on a generated crate; returns stderr after checking success and no warnings.
@@ -336,21 +351,13 @@ fn tuned_crate_matches_untuned(fused: &[(String, Vec<f32>)]) {
     let fx = fixture_dir("tf_efficientdet_d0");
     let work = tempfile::tempdir().unwrap();
     let (dir, name) = (work.path().join("effdet-d0-tuned"), "effdet-d0-tuned");
-    let mut req = BuildRequest {
-        model: root().join("specs/d0.yaml"),
-        weights: WeightsChoice::File(fx.join("weights.safetensors")),
-        out_dir: Some(dir.clone()),
-        name: Some(name.to_string()),
-        passes: PassSet::all(),
-        input_shape: None,
-        batch: None,
-        limits: Default::default(),
-        embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
-        detect_spec: None,
-        c_api: false,
-        python: false,
-        tuning: Default::default(),
-    };
+    let mut req = request(
+        &root().join("specs/d0.yaml"),
+        WeightsChoice::File(fx.join("weights.safetensors")),
+        PassSet::all(),
+        &dir,
+        name,
+    );
     let plan = compile::compile_model(&req, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"))
         .plan;
@@ -418,19 +425,14 @@ fn every_spec_builds_a_crate_that_compiles() {
         .into_iter()
         .partition(|p| p.ends_with("keras-d0.yaml"));
     let req = BuildRequest {
-        model: detect_only[0].clone(),
-        weights: WeightsChoice::Random(0),
-        out_dir: Some(work.path().join("keras")),
         name: None,
-        passes: PassSet::all(),
-        input_shape: None,
-        batch: None,
-        limits: Default::default(),
-        embed_limit: effdet_compiler::codegen::DEFAULT_EMBED_LIMIT,
-        detect_spec: None,
-        c_api: false,
-        python: false,
-        tuning: Default::default(),
+        ..request(
+            &detect_only[0],
+            WeightsChoice::Random(0),
+            PassSet::all(),
+            &work.path().join("keras"),
+            "",
+        )
     };
     let err = compile::build(&req, &mut |_| {}).unwrap_err().to_string();
     assert!(
@@ -683,19 +685,14 @@ fn missing_external_weights_are_an_error_not_a_panic() {
     let name = "effdet-external-weights";
     let dir = work.path().join(name);
     let req = BuildRequest {
-        model: models.join("tf_d0_ts17.onnx"),
-        weights: WeightsChoice::Model,
-        out_dir: Some(dir.clone()),
-        name: Some(name.to_string()),
-        passes: PassSet::all(),
-        input_shape: None,
-        batch: None,
-        limits: Default::default(),
         embed_limit: 0,
-        detect_spec: None,
-        c_api: false,
-        python: false,
-        tuning: Default::default(),
+        ..request(
+            &models.join("tf_d0_ts17.onnx"),
+            WeightsChoice::Model,
+            PassSet::all(),
+            &dir,
+            name,
+        )
     };
     compile::build(&req, &mut |_| {}).unwrap();
     let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);

@@ -294,13 +294,12 @@ pub fn build(
         _ => None,
     };
     let mut c = compile_model(req, progress)?;
-    let tuning = match (&req.tuning, file) {
-        (TuningChoice::Tune, _) => {
-            let isa = effdet_runtime::kernels::Isa::detect();
-            progress(&format!("tuning the 1×1 convs with {isa:?} on one thread"));
-            Some(crate::tune::tune(&c.plan, isa, progress))
-        }
-        (_, file) => file,
+    let tuning = if let TuningChoice::Tune = req.tuning {
+        let isa = effdet_runtime::kernels::Isa::detect();
+        progress(&format!("tuning the 1×1 convs with {isa:?} on one thread"));
+        Some(crate::tune::tune(&c.plan, isa, progress))
+    } else {
+        file
     };
     if let Some(t) = &tuning {
         let n = crate::tune::apply(&mut c.plan, t);

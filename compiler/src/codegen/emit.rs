@@ -479,30 +479,25 @@ fn kernel_call(
             };
             let n = if per_image { 1 } else { *n };
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            let tuned = tuning.map(|t| {
-                let isa = format_ident!("{}", format!("{:?}", t.isa));
-                let tile = format_ident!("{}", format!("{:?}", t.tile));
-                let (block, pack_x) = (lit(t.block), t.pack_x);
-                quote! {
-                    &k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile }
+            // A tuned conv (never a channels-last one: `tune::apply` skips those) calls the
+            // `_tuned` entry point with its `Tuning` as the first argument.
+            let (tuned, suffix) = match tuning {
+                Some(t) => {
+                    let isa = format_ident!("{}", format!("{:?}", t.isa));
+                    let tile = format_ident!("{}", format!("{:?}", t.tile));
+                    let (block, pack_x) = (lit(t.block), t.pack_x);
+                    let t = quote! {
+                        &k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile },
+                    };
+                    (t, "_tuned")
                 }
-            });
-            if let (Some(t), false) = (&tuned, *nhwc) {
-                if *gated {
-                    quote! {{
-                        #split
-                        k::conv1x1::conv1x1_batch_gated_tuned(#t, cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
-                    }}
-                } else {
-                    quote! {{
-                        #split
-                        k::conv1x1::conv1x1_batch_tuned(#t, cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
-                    }}
-                }
-            } else if *gated {
+                None => (quote!(), ""),
+            };
+            if *gated {
+                let f = format_ident!("conv1x1_batch_gated{suffix}");
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_gated(cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::#f(#tuned cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else if *nhwc {
                 quote! {{
@@ -510,9 +505,10 @@ fn kernel_call(
                     k::conv1x1::conv1x1_batch_nhwc(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else {
+                let f = format_ident!("conv1x1_batch{suffix}");
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch(cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::#f(#tuned cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             }
         }

@@ -875,12 +875,12 @@ mod tiles {
         unsafe fn act(act: Act, v: Self) -> Self;
     }
 
-    /// Epilogue kinds the tile is compiled for: no activation, swish, sigmoid (the class
-    /// head of a TensorFlow export), ReLU6 (the Lite models), any other (through a copy of
-    /// the accumulators and a match per vector: ~4% slower on Lite0 than ReLU6 inline).
     /// How far ahead (floats) the K loop prefetches its weights: 1 KB, ~32 K steps.
     const PF_W: usize = 256;
 
+    /// Epilogue kinds the tile is compiled for: no activation, swish, sigmoid (the class
+    /// head of a TensorFlow export), ReLU6 (the Lite models), any other (through a copy of
+    /// the accumulators and a match per vector: ~4% slower on Lite0 than ReLU6 inline).
     pub(super) const E_NONE: u8 = 0;
     pub(super) const E_SWISH: u8 = 1;
     pub(super) const E_ANY: u8 = 2;
