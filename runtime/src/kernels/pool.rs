@@ -460,9 +460,13 @@ impl Par<'static> {
 }
 
 /// Below this many multiply-adds (or element operations) an op stays on the calling
-/// thread: a region costs a microsecond or two of hand-over and cache traffic, about what
-/// 64K multiply-adds take on one core.
-const MIN_PARALLEL_WORK: usize = 128 * 1024;
+/// thread. An empty region costs 0.3–0.4 µs with the workers spinning (AMD EPYC Zen 4), a
+/// few thousand multiply-adds; 32K keeps the split ops' halves well above that. At 128K
+/// the small ops of the BiFPN's and heads' 10² and 5² levels (Lite0: 64-channel depthwise
+/// and 1×1 convs, weighted sums) ran on the caller while the other core waited, ~0.5 ms of
+/// a 6.6 ms two-thread pass; at 32K two-thread Lite0 was 1.1% faster, D0 0.6% (interleaved
+/// A/B medians of 9 rounds).
+const MIN_PARALLEL_WORK: usize = 32 * 1024;
 
 impl<'a> Par<'a> {
     /// The thread count.
