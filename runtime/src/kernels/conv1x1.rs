@@ -240,8 +240,8 @@ pub fn conv1x1_batch_nhwc(
 }
 
 /// [`conv1x1_batch`] of `x` with its input channels scaled by `gates` (`[n][cin]`, a
-/// squeeze-excite's gates): `y[co][p] = act(Σ_ci w[co][ci]·gates[ci]·x[ci][p] + bias[co])
-/// + residual[co][p]`. The gates are folded into a per-thread copy of the packed weights
+/// squeeze-excite's gates):
+/// `y[co][p] = act(Σ_ci w[co][ci]·gates[ci]·x[ci][p] + bias[co]) + residual[co][p]`. The gates are folded into a per-thread copy of the packed weights
 /// (`cout × cin` products) instead of scaling the `cin × hw` feature map in memory.
 ///
 /// # Panics

@@ -8,6 +8,10 @@
 //!
 //! The ring lives in a per-thread `scratch` buffer: once a call has run on
 //! a thread, later calls there allocate nothing.
+//!
+//! With AVX-512, narrow or small planes (rows of 10 or 20 outputs, 16² and smaller) go to
+//! [`super::depthwise_lanes`] instead, which vectorizes across channels and gives the same
+//! bits.
 
 use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
@@ -201,11 +205,56 @@ pub(crate) struct Args<'a> {
     pub(crate) means: &'a mut [f32],
 }
 
+impl Args<'_> {
+    /// The same call for channels `n..` only.
+    fn skip(&mut self, n: usize) -> Args<'_> {
+        let (kk, plane_in) = (self.k * self.k, self.h * self.w_in);
+        Args {
+            x: &self.x[n * plane_in..],
+            w: &self.w[n * kk..],
+            bias: &self.bias[n..],
+            y: &mut self.y[n * self.y_stride..],
+            y_stride: self.y_stride,
+            h: self.h,
+            w_in: self.w_in,
+            oh: self.oh,
+            ow: self.ow,
+            k: self.k,
+            stride: self.stride,
+            pads: self.pads,
+            act: self.act,
+            means: if self.means.is_empty() {
+                &mut []
+            } else {
+                &mut self.means[n..]
+            },
+        }
+    }
+}
+
 /// Runs the fast path (`k` 3 or 5, stride 1 or 2) on one group of channels, with the vector
-/// type of `usable(isa)`.
+/// type of `usable(isa)`: channel-vectorized for narrow planes where AVX-512 pays
+/// ([`super::depthwise_lanes`]), else the row kernel.
 pub(crate) fn run_planes(isa: Isa, a: &mut Args) {
     assert!(matches!(a.k, 3 | 5) && matches!(a.stride, 1 | 2));
-    let (k, ow, isa) = (a.k, a.ow, usable(isa));
+    let isa = usable(isa);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && super::depthwise_lanes::worth(a.bias.len(), a.oh, a.ow, a.k, a.stride)
+    {
+        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA; `a` is checked by
+        // the callers as for the row kernel.
+        let done = unsafe { super::depthwise_lanes::run(a) };
+        if done < a.bias.len() {
+            run_rows(isa, &mut a.skip(done));
+        }
+        return;
+    }
+    run_rows(isa, a);
+}
+
+/// [`run_planes`] with the row kernel only.
+pub(crate) fn run_rows(isa: Isa, a: &mut Args) {
+    let (k, ow) = (a.k, a.ow);
     match isa {
         // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
         #[cfg(target_arch = "x86_64")]

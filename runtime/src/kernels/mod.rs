@@ -24,6 +24,8 @@ pub mod conv1x1;
 pub mod denormals;
 pub mod dense;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_lanes;
 pub mod fuse;
 pub mod generic;
 pub mod mbconv;
