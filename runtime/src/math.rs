@@ -3,7 +3,7 @@
 //!
 //! With the `std` feature the inherent methods of `f32`/`f64` are used (they take precedence
 //! over a trait's methods of the same name, and [`Float`] is not even in scope then). Without
-//! it, [`crate::prelude`] brings [`Float`] into scope, so the same `x.exp()` resolves here.
+//! it, `crate::prelude` brings [`Float`] into scope, so the same `x.exp()` resolves here.
 //!
 //! Accuracy: every function computes in `f64` with range reduction and a series whose
 //! truncation error is below `f64` rounding, so the `f64` results are within a few ulp and

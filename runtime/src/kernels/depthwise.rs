@@ -10,7 +10,7 @@
 //! a thread, later calls there allocate nothing.
 //!
 //! With AVX-512, narrow or small planes (rows of 10 or 20 outputs, 16² and smaller) go to
-//! [`super::depthwise_lanes`] instead, which vectorizes across channels and gives the same
+//! `depthwise_lanes` instead, which vectorizes across channels and gives the same
 //! bits.
 
 use super::scratch;
