@@ -1,17 +1,11 @@
 //! `effdetc inspect` with the fusion passes: `ops_fused`, `--passes`, `--no-fuse`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-fn effdetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effdetc"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("effdetc runs")
-}
+mod common;
+use common::effdetc;
 
 fn inspect_json(args: &[&str]) -> Value {
     let o = effdetc(&[&["inspect", "--json"], args].concat());

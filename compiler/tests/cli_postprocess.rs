@@ -1,15 +1,9 @@
 //! `effdetc postprocess` against the reference implementation's detections.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn effdetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effdetc"))
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .output()
-        .expect("effdetc runs")
-}
+mod common;
+use common::effdetc;
 
 fn fixtures() -> PathBuf {
     let dir =

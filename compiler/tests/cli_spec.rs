@@ -6,28 +6,15 @@
 mod compare;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn effdetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effdetc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("effdetc runs")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{effdetc, root, stderr};
 
 fn fixtures() -> PathBuf {
     let dir = root().join("../shared/fixtures/tf_efficientdet_d0");
     assert!(dir.is_dir(), "golden fixtures missing at {}", dir.display());
     dir
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs effdetc expecting failure; returns stderr after checking it is an error, not a panic.

@@ -6,23 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn effdetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effdetc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("effdetc runs")
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{effdetc, stderr};
 
 /// Every file of a crate directory, by relative path.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {

@@ -9,7 +9,7 @@
 //! CI runs a few hundred cases per property; a long run sets `PROPTEST_CASES`, e.g.
 //! `PROPTEST_CASES=200000 cargo test --release -p effdet-compiler --test fuzz_inputs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use effdet_compiler::budget::{self, Limits};
@@ -19,9 +19,8 @@ use effdet_compiler::plan::Plan;
 use effdet_compiler::{npy, spec, weights};
 use proptest::prelude::*;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 /// Caps the address space once (8 GiB): an allocation beyond it fails instead of paging.
 fn cap_memory() {

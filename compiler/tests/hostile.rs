@@ -7,16 +7,15 @@
 
 mod onnx_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use onnx_common::build::{ints, model, node, value};
 use prost::Message;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 /// The largest resident set of any child waited for so far, in bytes.
 fn children_peak_rss() -> u64 {

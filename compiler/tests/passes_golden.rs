@@ -11,7 +11,7 @@
 mod compare;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use effdet_compiler::interp::{self, Tensor};
@@ -20,9 +20,8 @@ use effdet_compiler::model::{self, LoadOptions};
 use effdet_compiler::passes::{self, PassSet};
 use effdet_compiler::{npy, onnx, spec, weights};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::root;
 
 fn fixture() -> PathBuf {
     root().join("../shared/fixtures/tf_efficientdet_d0")

@@ -12,16 +12,15 @@ mod compare;
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use effdet_compiler::compile::{self, BuildRequest, WeightsChoice};
 use effdet_compiler::model::{self, LoadOptions};
 use effdet_compiler::passes::PassSet;
 use effdet_compiler::weights;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{effdetc, root, stderr};
 
 /// A fixture file; a missing one fails the test (it must not pass silently).
 fn fixture(name: &str) -> PathBuf {
@@ -34,18 +33,6 @@ fn fixture(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn effdetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effdetc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("effdetc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn run_d0(weights: &Path, out: &Path) -> Output {
