@@ -1,4 +1,5 @@
-//! Micro-benchmarks of the non-GEMM kernels on EfficientDet-D0's shapes.
+//! Micro-benchmarks of the non-GEMM kernels on EfficientDet-D0's shapes (and Lite0's narrow
+//! depthwise planes).
 //!
 //! `cargo run --release -p effdet-runtime --example bench_kernels [-- RUNS [FILTER [THREADS]]]`
 //!
@@ -108,7 +109,8 @@ fn main() {
     println!("| kernel | isa | median ms | wall ms | rate |");
     println!("|---|---|---|---|---|");
 
-    // (channels, input size, kernel, stride) of D0's depthwise convs; TF 'same' padding.
+    // (channels, input size, kernel, stride) of D0's and Lite0's depthwise convs; TF 'same'
+    // padding.
     let dw = [
         (96, 256, 3, 2),
         (144, 128, 3, 1),
@@ -121,6 +123,12 @@ fn main() {
         (144, 128, 5, 2),
         (240, 64, 3, 2),
         (672, 32, 5, 2),
+        // Lite0's (320²) narrow planes: channel-vectorized with AVX-512 (`depthwise_lanes`).
+        (480, 20, 3, 1),
+        (672, 20, 5, 1),
+        (672, 20, 5, 2),
+        (1152, 10, 5, 1),
+        (1152, 10, 3, 1),
     ];
     for &(c, n, k, s) in &dw {
         let name = format!("depthwise {c}ch {k}x{k} s{s} @{n}² swish");
