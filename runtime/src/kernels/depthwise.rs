@@ -9,9 +9,9 @@
 //! The ring lives in a per-thread `scratch` buffer: once a call has run on
 //! a thread, later calls there allocate nothing.
 //!
-//! With AVX-512, narrow or small planes (rows of 10 or 20 outputs, 16² and smaller) go to
-//! `depthwise_lanes` instead, which vectorizes across channels and gives the same
-//! bits.
+//! With AVX-512 or AVX2, narrow or small planes (rows of 10 or 20 outputs, 16² and
+//! smaller) go to `depthwise_lanes` instead, which vectorizes across channels and gives the
+//! same bits.
 
 use super::scratch;
 use super::simd::{specialize_act, usable, Vf32};
@@ -207,6 +207,7 @@ pub(crate) struct Args<'a> {
 
 impl Args<'_> {
     /// The same call for channels `n..` only.
+    #[cfg(target_arch = "x86_64")]
     fn skip(&mut self, n: usize) -> Args<'_> {
         let (kk, plane_in) = (self.k * self.k, self.h * self.w_in);
         Args {
@@ -233,17 +234,16 @@ impl Args<'_> {
 }
 
 /// Runs the fast path (`k` 3 or 5, stride 1 or 2) on one group of channels, with the vector
-/// type of `usable(isa)`: channel-vectorized for narrow planes where AVX-512 pays
+/// type of `usable(isa)`: channel-vectorized for narrow or small planes where it pays
 /// ([`super::depthwise_lanes`]), else the row kernel.
 pub(crate) fn run_planes(isa: Isa, a: &mut Args) {
     assert!(matches!(a.k, 3 | 5) && matches!(a.stride, 1 | 2));
     let isa = usable(isa);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && super::depthwise_lanes::worth(a.bias.len(), a.oh, a.ow, a.k, a.stride)
-    {
-        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA; `a` is checked by
-        // the callers as for the row kernel.
-        let done = unsafe { super::depthwise_lanes::run(a) };
+    if super::depthwise_lanes::worth(isa, a.bias.len(), a.oh, a.ow, a.k, a.stride) {
+        // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA, the
+        // only ones `worth` takes); `a` is checked by the callers as for the row kernel.
+        let done = unsafe { super::depthwise_lanes::run(isa, a) };
         if done < a.bias.len() {
             run_rows(isa, &mut a.skip(done));
         }

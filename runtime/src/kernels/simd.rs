@@ -76,6 +76,29 @@ pub(crate) trait Vf32: Copy {
     unsafe fn dup_low(a: Self) -> Self;
     /// The activation `act` on every lane.
     unsafe fn act(a: Self, act: Act) -> Self;
+    /// Transposes the `LANES × LANES` matrix whose rows are `r[..LANES]` (the rest of `r`
+    /// is left as it is). This default goes through memory; AVX-512 and AVX2 shuffle in
+    /// registers. (Only the x86 channel-vectorized depthwise conv uses it so far.)
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    unsafe fn transpose(r: &mut [Self; 16]) {
+        let l = Self::LANES;
+        let (mut m, mut t) = ([0.0f32; 256], [0.0f32; 256]);
+        // SAFETY: `l ≤ 16` rows of `l` floats within the 256-float buffers.
+        unsafe {
+            for (i, v) in r.iter().enumerate().take(l) {
+                Self::store(m.as_mut_ptr().add(i * l), *v);
+            }
+            for i in 0..l {
+                for j in 0..l {
+                    t[i * l + j] = m[j * l + i];
+                }
+            }
+            for (i, v) in r.iter_mut().enumerate().take(l) {
+                *v = Self::load(t.as_ptr().add(i * l));
+            }
+        }
+    }
     /// [`Vf32::act`] on each of a few vectors (a register tile's accumulators), with the
     /// exp-based activations interleaved across them where the ISA has a version for it;
     /// bit for bit the same results.
@@ -232,6 +255,38 @@ mod x86 {
             // SAFETY: AVX-512F and FMA are enabled in every caller.
             unsafe { crate::kernels::act::avx512::apply(act, a) }
         }
+        #[inline(always)]
+        unsafe fn transpose(r: &mut [Self; 16]) {
+            // SAFETY: register-only shuffles; AVX-512F is enabled in every caller.
+            unsafe {
+                // 2×2 blocks of single lanes, then of pairs (within 128-bit lanes), then of
+                // 128-bit lanes twice.
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                let mut u = [_mm512_setzero_ps(); 16];
+                for i in 0..4 {
+                    let b = 4 * i;
+                    u[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+                    u[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+                    u[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+                    u[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+                }
+                for i in 0..2 {
+                    let b = 8 * i;
+                    for j in 0..4 {
+                        t[b + j] = _mm512_shuffle_f32x4::<0x88>(u[b + j], u[b + 4 + j]);
+                        t[b + 4 + j] = _mm512_shuffle_f32x4::<0xDD>(u[b + j], u[b + 4 + j]);
+                    }
+                }
+                for j in 0..8 {
+                    r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
+                    r[8 + j] = _mm512_shuffle_f32x4::<0xDD>(t[j], t[8 + j]);
+                }
+            }
+        }
     }
 
     impl Vf32 for __m256 {
@@ -321,6 +376,29 @@ mod x86 {
         unsafe fn act(a: Self, act: Act) -> Self {
             // SAFETY: AVX2 and FMA are enabled in every caller.
             unsafe { crate::kernels::act::avx2::apply(act, a) }
+        }
+        #[inline(always)]
+        unsafe fn transpose(r: &mut [Self; 16]) {
+            // SAFETY: register-only shuffles; AVX2 is enabled in every caller.
+            unsafe {
+                let mut t = [_mm256_setzero_ps(); 8];
+                for i in 0..4 {
+                    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+                }
+                let mut u = [_mm256_setzero_ps(); 8];
+                for i in 0..2 {
+                    let b = 4 * i;
+                    u[b] = _mm256_shuffle_ps::<0x44>(t[b], t[b + 2]);
+                    u[b + 1] = _mm256_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+                    u[b + 2] = _mm256_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+                    u[b + 3] = _mm256_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+                }
+                for j in 0..4 {
+                    r[j] = _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j]);
+                    r[4 + j] = _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j]);
+                }
+            }
         }
         #[inline(always)]
         unsafe fn act_each(v: &mut [Self], act: Act) {
