@@ -215,20 +215,12 @@ impl Args<'_> {
             w: &self.w[n * kk..],
             bias: &self.bias[n..],
             y: &mut self.y[n * self.y_stride..],
-            y_stride: self.y_stride,
-            h: self.h,
-            w_in: self.w_in,
-            oh: self.oh,
-            ow: self.ow,
-            k: self.k,
-            stride: self.stride,
-            pads: self.pads,
-            act: self.act,
             means: if self.means.is_empty() {
                 &mut []
             } else {
                 &mut self.means[n..]
             },
+            ..*self
         }
     }
 }

@@ -88,79 +88,75 @@ unsafe fn run_avx2(a: &mut Args) -> usize {
     unsafe { by_shape!(groups, __m256, a) }
 }
 
-/// `R` output rows × `P` output columns of one group from output pixel (`oy`, `ox`): `xt`
-/// the padded pixel-major input (`wp` pixels a row), `wt` the `[K·K][LANES]` weights, `yt`
-/// the pixel-major output (`ow` pixels a row).
-///
-/// # Safety
-/// `V`'s instructions are enabled; the pixels read and written are within the buffers.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<V: Vf32, const K: usize, const S: usize, const R: usize, const P: usize>(
+/// One group's buffers as the tiles see them: `xt` the padded pixel-major input (`wp`
+/// pixels a row), `wt` the `[K·K][LANES]` weights, `yt` the pixel-major output (`ow`
+/// pixels a row), and the group's bias and activation.
+#[derive(Clone, Copy)]
+struct Group<V> {
     xt: *const f32,
     wp: usize,
     wt: *const f32,
     bias: V,
     yt: *mut f32,
     ow: usize,
-    (oy, ox): (usize, usize),
     act: Act,
+}
+
+/// `R` output rows × `P` output columns of group `g` from output pixel (`oy`, `ox`).
+///
+/// # Safety
+/// `V`'s instructions are enabled; the pixels read and written are within `g`'s buffers.
+#[inline(always)]
+unsafe fn tile<V: Vf32, const K: usize, const S: usize, const R: usize, const P: usize>(
+    g: &Group<V>,
+    oy: usize,
+    ox: usize,
 ) {
     let l = V::LANES;
     // SAFETY: the caller's contract; `kx, ky < K` (`black_box` is the identity).
     unsafe {
-        let mut acc = [bias; 8];
+        let mut acc = [g.bias; 8];
         // As the row kernel: tap column outermost, then tap row, each output's FMAs in
         // that order.
         for kx in 0..core::hint::black_box(K) {
             let mut col = [V::splat(0.0); 5];
             for (ky, c) in col.iter_mut().enumerate().take(K) {
-                *c = V::load(wt.add((ky * K + kx) * l));
+                *c = V::load(g.wt.add((ky * K + kx) * l));
             }
             for i in 0..R {
                 for (ky, &w) in col.iter().enumerate().take(K) {
                     for p in 0..P {
-                        let px = ((oy + i) * S + ky) * wp + (ox + p) * S + kx;
-                        let x = V::load(xt.add(px * l));
+                        let px = ((oy + i) * S + ky) * g.wp + (ox + p) * S + kx;
+                        let x = V::load(g.xt.add(px * l));
                         acc[i * P + p] = V::fma(x, w, acc[i * P + p]);
                     }
                 }
             }
         }
-        V::act_each(&mut acc[..R * P], act);
+        V::act_each(&mut acc[..R * P], g.act);
         for i in 0..R {
             for p in 0..P {
-                V::store(yt.add(((oy + i) * ow + ox + p) * l), acc[i * P + p]);
+                V::store(g.yt.add(((oy + i) * g.ow + ox + p) * l), acc[i * P + p]);
             }
         }
     }
 }
 
-/// `R` output rows of one group, two columns at a time, then one.
+/// `R` output rows of group `g` from row `oy`, two columns at a time, then one.
 ///
 /// # Safety
 /// As [`tile`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows<V: Vf32, const K: usize, const S: usize, const R: usize>(
-    xt: *const f32,
-    wp: usize,
-    wt: *const f32,
-    bias: V,
-    yt: *mut f32,
-    ow: usize,
-    oy: usize,
-    act: Act,
-) {
+unsafe fn rows<V: Vf32, const K: usize, const S: usize, const R: usize>(g: &Group<V>, oy: usize) {
     let mut ox = 0;
     // SAFETY: forwarded contract; columns stay below `ow`.
     unsafe {
-        while ox + 2 <= ow {
-            tile::<V, K, S, R, 2>(xt, wp, wt, bias, yt, ow, (oy, ox), act);
+        while ox + 2 <= g.ow {
+            tile::<V, K, S, R, 2>(g, oy, ox);
             ox += 2;
         }
-        if ox < ow {
-            tile::<V, K, S, R, 1>(xt, wp, wt, bias, yt, ow, (oy, ox), act);
+        if ox < g.ow {
+            tile::<V, K, S, R, 1>(g, oy, ox);
         }
     }
 }
@@ -221,15 +217,23 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize>(a: &mut Args) -> usize
                     *v = a.w[(c0 + ci) * K * K + tap];
                 }
             }
-            let bias = V::load(a.bias.as_ptr().add(c0));
-            let (xp, wtp, yp) = (xt.as_ptr(), wt.as_ptr(), yt.as_mut_ptr());
+            let yp = yt.as_mut_ptr();
+            let group = Group {
+                xt: xt.as_ptr(),
+                wp,
+                wt: wt.as_ptr(),
+                bias: V::load(a.bias.as_ptr().add(c0)),
+                yt: yp,
+                ow,
+                act: a.act,
+            };
             let mut oy = 0;
             while oy + 4 <= oh {
-                rows::<V, K, S, 4>(xp, wp, wtp, bias, yp, ow, oy, a.act);
+                rows::<V, K, S, 4>(&group, oy);
                 oy += 4;
             }
             while oy < oh {
-                rows::<V, K, S, 1>(xp, wp, wtp, bias, yp, ow, oy, a.act);
+                rows::<V, K, S, 1>(&group, oy);
                 oy += 1;
             }
             let y = a.y.as_mut_ptr().add(c0 * a.y_stride);
@@ -267,55 +271,6 @@ mod tests {
     use super::*;
     use crate::kernels::depthwise::{out_len, run_planes, run_rows};
     use crate::kernels::simd::test_util::Rng;
-
-    /// `V::transpose` of a `LANES × LANES` matrix.
-    unsafe fn transposed<V: Vf32>() {
-        let l = V::LANES;
-        let m: Vec<f32> = (0..l * l).map(|i| i as f32).collect();
-        let mut out = vec![0.0; l * l];
-        // SAFETY: the caller enabled V's instructions; `l` rows of `l` floats.
-        unsafe {
-            let mut r = [V::splat(0.0); 16];
-            for (i, v) in r.iter_mut().enumerate().take(l) {
-                *v = V::load(m.as_ptr().add(l * i));
-            }
-            V::transpose(&mut r);
-            for (i, v) in r.iter().enumerate().take(l) {
-                V::store(out.as_mut_ptr().add(l * i), *v);
-            }
-        }
-        for i in 0..l {
-            for j in 0..l {
-                assert_eq!(out[l * i + j], m[l * j + i], "{l} lanes ({i}, {j})");
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn transposed_avx512() {
-        // SAFETY: AVX-512F enabled here.
-        unsafe { transposed::<__m512>() }
-    }
-
-    #[target_feature(enable = "avx2")]
-    unsafe fn transposed_avx2() {
-        // SAFETY: AVX2 enabled here.
-        unsafe { transposed::<__m256>() }
-    }
-
-    #[test]
-    fn transposes() {
-        // SAFETY: each runs only where the CPU has its instruction set; f32 needs none.
-        unsafe {
-            transposed::<f32>();
-            if Isa::available().contains(&Isa::Avx512) {
-                transposed_avx512();
-            }
-            if Isa::available().contains(&Isa::Avx2) {
-                transposed_avx2();
-            }
-        }
-    }
 
     #[test]
     fn the_rule_picks_narrow_or_small_planes() {

@@ -553,7 +553,8 @@ mod tests {
         let n = V::LANES;
         let a: Vec<f32> = (0..2 * n).map(|i| i as f32).collect();
         let mut out = vec![0f32; 2 * n];
-        // SAFETY: every pointer covers 2·LANES floats; the caller checked the CPU.
+        // SAFETY: every pointer covers 2·LANES floats, or LANES² for the transpose; the caller
+        // checked the CPU.
         unsafe {
             let (e, o) = V::deinterleave(V::load(a.as_ptr()), V::load(a.as_ptr().add(n)));
             V::store(out.as_mut_ptr(), e);
@@ -577,6 +578,22 @@ mod tests {
                 for i in 0..n {
                     assert_eq!(out[i], if i < k { (i + 1) as f32 } else { 7.0 });
                     assert_eq!(out[n + i], if i < k { (i + 1) as f32 } else { -1.0 });
+                }
+            }
+            // transpose: the LANES × LANES matrix of 0, 1, 2, … row by row.
+            let m: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
+            let mut r = [V::splat(0.0); 16];
+            for (i, v) in r.iter_mut().enumerate().take(n) {
+                *v = V::load(m.as_ptr().add(n * i));
+            }
+            V::transpose(&mut r);
+            let mut t = vec![0f32; n * n];
+            for (i, v) in r.iter().enumerate().take(n) {
+                V::store(t.as_mut_ptr().add(n * i), *v);
+            }
+            for i in 0..n {
+                for j in 0..n {
+                    assert_eq!(t[n * i + j], m[n * j + i], "{n} lanes: ({i}, {j})");
                 }
             }
         }
