@@ -3,9 +3,10 @@
 # `aarch64`): cross-builds for aarch64-unknown-linux-gnu with ../shared/tools/aarch64-env.sh
 # (Debian's rustc 1.96 and its aarch64 std, the aarch64 linker, qemu-user) and runs under
 # qemu-aarch64:
-#   1. the runtime's unit and integration tests: every kernel against its scalar reference on
-#      each instruction set the CPU has, NEON included (Isa::available), small shapes; then
-#      the runtime built without std (no_std) for aarch64;
+#   1. the runtime's unit and integration tests (its vector primitives on each instruction
+#      set the CPU has, NEON included), then the compiler's kernel tests (`kernels::`: every
+#      op kernel against its scalar reference on each instruction set, small shapes; and
+#      `tests/no_alloc.rs`), then the runtime built without std (no_std) for aarch64;
 #   2. the D0 golden: `effdetc build specs/d0.yaml` with the fixture weights, the crate built
 #      for aarch64, its binary run under `qemu-aarch64 -L /usr/aarch64-linux-gnu` on the
 #      fixture input (it must say isa=Neon), the outputs compared with the fixture by
@@ -40,10 +41,15 @@ took "generation"
   QEMU="qemu-aarch64 -L /usr/aarch64-linux-gnu"
   T=aarch64-unknown-linux-gnu
 
-  step "runtime tests under qemu (NEON kernels vs the scalar reference)"
+  step "runtime tests under qemu (NEON primitives vs the scalar reference)"
   # --lib --tests: the doc tests would need rustdoc's aarch64 std, which rustup lacks here.
   timeout 1200 cargo test -q -p effdet-runtime --release --target $T --lib --tests
   took "runtime tests"
+
+  step "kernel tests under qemu (the compiler's kernels: NEON vs the scalar reference, no allocation)"
+  timeout 1200 cargo test -q -p effdet-compiler --release --target $T --lib kernels::
+  timeout 1200 cargo test -q -p effdet-compiler --release --target $T --test no_alloc
+  took "kernel tests"
 
   step "the runtime without std for aarch64"
   cargo build -q -p effdet-runtime --release --target $T --lib --no-default-features

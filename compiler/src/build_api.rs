@@ -370,8 +370,13 @@ impl Build {
         } else {
             WeightsSource::File(path_expr)
         };
-        let module_text = emit::module(&compiled.plan, &source, &compiled.header())
-            .map_err(|e| BuildError::new(format!("{}: {e}", model.display())))?;
+        let module_text = emit::module(
+            &compiled.plan,
+            &source,
+            &compiled.header(),
+            emit::KernelSource::Inline,
+        )
+        .map_err(|e| BuildError::new(format!("{}: {e}", model.display())))?;
         // The items sit in an inner module so that a crate using part of the API gets no
         // dead-code warnings for the rest (`include!`d text cannot carry inner attributes).
         let text = format!(

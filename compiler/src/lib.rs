@@ -38,6 +38,7 @@ pub mod compile;
 pub mod detection;
 pub mod interp;
 pub mod ir;
+pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod onnx;

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use effdet_runtime::kernels::conv1x1::{self, Plan as ConvPlan, Tile, Tuning};
+use crate::kernels::conv1x1::{self, Plan as ConvPlan, Tile, Tuning};
 use effdet_runtime::kernels::{Act, Isa, Par};
 use serde::{Deserialize, Serialize};
 

@@ -460,6 +460,7 @@ fn module_tokens(c: &compile::Compiled, model: &PathArg) -> syn::Result<TokenStr
         &c.plan,
         &WeightsSource::Embedded(quote!(#MARK)),
         &c.header(),
+        emit::KernelSource::Inline,
     )
     .map_err(|e| syn::Error::new(model.lit.span(), format!("effdet: {e}")))?;
     let tokens: TokenStream = text.parse().map_err(|e| {

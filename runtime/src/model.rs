@@ -232,6 +232,10 @@ pub mod prelude {
     pub use alloc::string::{String, ToString};
     pub use alloc::vec;
     pub use alloc::vec::Vec;
+
+    /// The `f32` methods (`exp`, `sqrt`, ...) `core` lacks, for the op kernels (`std` has them).
+    #[cfg(not(feature = "std"))]
+    pub use crate::math::Float as _;
 }
 
 /// One generated block function's share of a forward pass, from a generated

@@ -831,8 +831,23 @@ fn kernel_call(
     (prologue, call)
 }
 
+/// Where a generated module's op kernels ([`crate::kernels`]) go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSource {
+    /// In the crate's `src/kernels/` (`crate::kernels::crate_files`), declared from
+    /// `src/model.rs`.
+    Files,
+    /// Inline in the module: one file for `include!` and the proc-macro.
+    Inline,
+}
+
 /// The whole module source, formatted.
-pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Result<String, String> {
+pub fn module(
+    plan: &Plan,
+    weights: &WeightsSource,
+    header: &Header<'_>,
+    kernels: KernelSource,
+) -> Result<String, String> {
     let mut functions: Vec<TokenStream> = Vec::new();
     let mut by_body: HashMap<String, usize> = HashMap::new();
     let mut calls = Vec::new();
@@ -1053,7 +1068,8 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
     } = detect;
     let file = quote! {
         use ::effdet_runtime::arena;
-        use ::effdet_runtime::kernels::{self as k, Act, Isa, Pool};
+        use self::kernels as k;
+        use ::effdet_runtime::kernels::{Act, FlushDenormals, Isa, Pool};
         use ::effdet_runtime::model::{catch_panic, Ctx, OutputSlot, StateCell, Weights};
         use ::effdet_runtime::model::prelude::*;
         pub use ::effdet_runtime::model::{BlockTime, Error, Outputs};
@@ -1154,10 +1170,10 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         /// The network: every kernel call, on the input already in the arena. A panic on
         /// any thread becomes `Error::Panic`. `lap(i)` follows each call of `block_i`
         /// (`profile` times them; elsewhere it does nothing). Denormals are flushed to zero
-        /// meanwhile (the caller's mode is restored on return): see `k::denormals`.
+        /// meanwhile (the caller's mode is restored on return): see `effdet_runtime::kernels::denormals`.
         fn run(state: &mut State, weights: &[f32], isa: Isa, lap: &mut dyn FnMut(usize)) -> Result<(), Error> {
             state.pool.restart_after_fork();
-            let _flush = k::FlushDenormals::new();
+            let _flush = FlushDenormals::new();
             catch_panic(|| {
                 let mut cx = Ctx {
                     arena: &mut state.arena,
@@ -1233,8 +1249,12 @@ pub fn module(plan: &Plan, weights: &WeightsSource, header: &Header<'_>) -> Resu
         env!("CARGO_PKG_VERSION"),
         header.source
     );
+    let kernels = match kernels {
+        KernelSource::Files => crate::kernels::module_declaration(),
+        KernelSource::Inline => crate::kernels::module_inline(),
+    };
     Ok(format!(
-        "{banner}{}\n// Constructors that read files: they exist when the runtime has its `std` feature.\n::effdet_runtime::if_std! {{\n{std_items}}}\n",
+        "{banner}{}\n// Constructors that read files: they exist when the runtime has its `std` feature.\n::effdet_runtime::if_std! {{\n{std_items}}}\n\n{kernels}",
         prettyplease::unparse(&parsed)
     ))
 }

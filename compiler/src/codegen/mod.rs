@@ -54,7 +54,7 @@ pub fn crate_files(
     } else {
         WeightsSource::File(quote!(concat!(env!("CARGO_MANIFEST_DIR"), "/weights.bin")))
     };
-    let model = emit::module(plan, &source, &opts.header)?;
+    let model = emit::module(plan, &source, &opts.header, emit::KernelSource::Files)?;
     let lib_name = opts.name.replace('-', "_");
     let mut files: Vec<(PathBuf, Vec<u8>)> = vec![
         ("Cargo.toml".into(), cargo_toml(opts.name).into_bytes()),
@@ -73,6 +73,9 @@ pub fn crate_files(
             runtime_toml(opts.runtime_version).into_bytes(),
         ),
     ];
+    for (path, text) in crate::kernels::crate_files() {
+        files.push((path.into(), text.into_bytes()));
+    }
     for (path, text) in vendor::RUNTIME_FILES {
         files.push((Path::new("runtime").join(path), text.as_bytes().to_vec()));
     }
@@ -183,9 +186,9 @@ fn lib_rs(plan: &Plan, opts: &CrateOptions<'_>, embedded: bool) -> String {
     format!(
         r#"//! `{model}` compiled by effdetc from `{source}`{fused}.
 //!
-//! Every shape, stride and padding is a constant of the generated code; the kernels
-//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) live in the vendored
-//! `effdet-runtime`.
+//! Every shape, stride and padding is a constant of the generated code; the op kernels
+//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) are in `src/kernels/`, written
+//! by effdetc, on the vendored `effdet-runtime`'s vector primitives and thread pool.
 //!
 //! Without its default `std` feature (`default-features = false`) the library is `#![no_std]`
 //! (`core` + `alloc`): `Model::from_bytes` instead of `Model::from_file`, one thread, and on

@@ -10,7 +10,7 @@
 //! batch 1 only (the fused kernel takes one image); no residual, gates or channels-last
 //! output on the 1×1 conv.
 
-use effdet_runtime::kernels::mbconv::worth_fusing;
+use crate::kernels::mbconv::worth_fusing;
 
 use super::{Expand, Kernel, Slot, Step};
 

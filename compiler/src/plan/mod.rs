@@ -21,10 +21,10 @@ pub use segments::{block_key, Segment};
 pub const ALIGN: usize = 16;
 
 /// A 1×1 conv's blocking chosen by `--tune`: the runtime kernel's own description.
-pub use effdet_runtime::kernels::conv1x1::Tuning;
+pub use crate::kernels::conv1x1::Tuning;
 /// How one input of a fused BiFPN sum is sampled (sizes are the input's): the runtime
 /// kernel's own description, so the plan and the kernel cannot drift apart.
-pub use effdet_runtime::kernels::fuse::Sample;
+pub use crate::kernels::fuse::Sample;
 
 /// The kernel a step calls, with every shape constant it needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -370,7 +370,7 @@ impl Plan {
                                 cout,
                                 cin,
                             },
-                            effdet_runtime::kernels::conv1x1::packed_len(cout, cin),
+                            crate::kernels::conv1x1::packed_len(cout, cin),
                         ));
                         step_weights.push(bias(&mut weight));
                         let n = std::mem::replace(&mut images, 1);
@@ -737,7 +737,7 @@ impl Plan {
             let packed: Vec<f32> = match &e.packing {
                 Packing::Raw(p) => data(*p)?.to_vec(),
                 Packing::Conv1x1 { param, cout, cin } => {
-                    effdet_runtime::kernels::conv1x1::pack(&data(*param)?, *cout, *cin)
+                    crate::kernels::conv1x1::pack(&data(*param)?, *cout, *cin)
                 }
                 Packing::Zeros(n) => vec![0.0; *n],
             };

@@ -1,8 +1,8 @@
 //! `tf_efficientdet_d0` compiled by effdetc from `d0.yaml`.
 //!
-//! Every shape, stride and padding is a constant of the generated code; the kernels
-//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) live in the vendored
-//! `effdet-runtime`.
+//! Every shape, stride and padding is a constant of the generated code; the op kernels
+//! (AVX-512, AVX2+FMA, NEON or portable, chosen at run time) are in `src/kernels/`, written
+//! by effdetc, on the vendored `effdet-runtime`'s vector primitives and thread pool.
 //!
 //! Without its default `std` feature (`default-features = false`) the library is `#![no_std]`
 //! (`core` + `alloc`): `Model::from_bytes` instead of `Model::from_file`, one thread, and on

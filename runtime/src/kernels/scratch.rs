@@ -43,14 +43,14 @@ use core::ops::{Deref, DerefMut};
 use crate::prelude::*;
 
 /// The alignment of every buffer start, in bytes (a cache line; one AVX-512 vector).
-pub(crate) const ALIGN: usize = 64;
+pub const ALIGN: usize = 64;
 
 /// A thread's free buffers of one element type.
 #[cfg(feature = "std")]
-pub(crate) type Pool<T> = RefCell<Vec<Vec<T>>>;
+pub type Pool<T> = RefCell<Vec<Vec<T>>>;
 
 /// An element type with a scratch pool.
-pub(crate) trait Elem: Copy + 'static {
+pub trait Elem: Copy + 'static {
     /// The value new elements get when a buffer grows.
     const FILL: Self;
     /// Runs `f` on this thread's pool of free buffers of `Self`; `None` where there is no
@@ -61,73 +61,98 @@ pub(crate) trait Elem: Copy + 'static {
 
 /// A per-thread value (`static NAME: T = INIT;`) reached with `NAME.with_borrow_mut(|v| …)`:
 /// a `thread_local!` `RefCell` with `std`; without `std` (one thread, no thread-locals) a
-/// fresh `INIT` for each call, so what it caches is rebuilt per call.
+/// fresh `INIT` for each call, so what it caches is rebuilt per call. (Two definitions, so
+/// that the runtime's `std` feature decides, not the feature set of the crate expanding it.)
+#[cfg(feature = "std")]
+#[macro_export]
+#[doc(hidden)]
 macro_rules! per_thread {
     ($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;) => {
-        #[cfg(feature = "std")]
         ::std::thread_local! {
             $(#[$m])*
             static $name: ::core::cell::RefCell<$t> = const { ::core::cell::RefCell::new($init) };
         }
-        #[cfg(not(feature = "std"))]
+    };
+}
+
+/// See the `std` definition.
+#[cfg(not(feature = "std"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! per_thread {
+    ($(#[$m:meta])* static $name:ident: $t:ty = $init:expr;) => {
         $(#[$m])*
         static $name: $crate::kernels::scratch::PerCall<$t> =
             $crate::kernels::scratch::PerCall::new(|| $init);
     };
 }
-pub(crate) use per_thread;
 
 /// [`per_thread!`]'s storage without `std`: no storage, a new value per call.
 #[cfg(not(feature = "std"))]
-pub(crate) struct PerCall<T>(fn() -> T);
+pub struct PerCall<T>(fn() -> T);
 
 #[cfg(not(feature = "std"))]
 impl<T> PerCall<T> {
-    pub(crate) const fn new(init: fn() -> T) -> Self {
+    /// A value made by `init` on each use.
+    pub const fn new(init: fn() -> T) -> Self {
         PerCall(init)
     }
 
     /// `f` on a fresh value.
-    pub(crate) fn with_borrow_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> R {
+    pub fn with_borrow_mut<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> R {
         f(&mut (self.0)())
     }
 }
 
-/// Implements [`Elem`] for `$t` with a per-thread pool.
-macro_rules! elem {
+/// Implements [`Elem`] for `$t` with a per-thread pool (one definition per value of the
+/// runtime's `std` feature, as for `per_thread!`).
+#[cfg(feature = "std")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! scratch_elem {
     ($t:ty, $fill:expr) => {
         impl $crate::kernels::scratch::Elem for $t {
             const FILL: Self = $fill;
-            #[cfg(feature = "std")]
             fn with_pool<R>(
-                f: impl FnOnce(&mut $crate::prelude::Vec<$crate::prelude::Vec<Self>>) -> R,
+                f: impl FnOnce(&mut $crate::model::prelude::Vec<$crate::model::prelude::Vec<Self>>) -> R,
             ) -> Option<R> {
                 ::std::thread_local! {
                     static POOL: $crate::kernels::scratch::Pool<$t> =
-                        const { ::core::cell::RefCell::new($crate::prelude::Vec::new()) };
+                        const { ::core::cell::RefCell::new($crate::model::prelude::Vec::new()) };
                 }
                 POOL.try_with(|p| f(&mut p.borrow_mut())).ok()
             }
-            #[cfg(not(feature = "std"))]
+        }
+    };
+}
+
+/// See the `std` definition.
+#[cfg(not(feature = "std"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! scratch_elem {
+    ($t:ty, $fill:expr) => {
+        impl $crate::kernels::scratch::Elem for $t {
+            const FILL: Self = $fill;
             fn with_pool<R>(
-                _: impl FnOnce(&mut $crate::prelude::Vec<$crate::prelude::Vec<Self>>) -> R,
+                _: impl FnOnce(&mut $crate::model::prelude::Vec<$crate::model::prelude::Vec<Self>>) -> R,
             ) -> Option<R> {
                 None
             }
         }
     };
 }
-pub(crate) use elem;
+pub use crate::scratch_elem as elem;
 
-elem!(f32, 0.0);
-elem!(f64, 0.0);
-elem!(usize, 0);
-elem!(*const f32, core::ptr::null());
+crate::scratch_elem!(f32, 0.0);
+crate::scratch_elem!(f64, 0.0);
+crate::scratch_elem!(usize, 0);
+crate::scratch_elem!(*const f32, core::ptr::null());
 
 /// `len` elements of `T` on a 64-byte boundary (for primitive `T`, see `aligns`), from this
 /// thread's pool; returned to the pool when dropped. The contents are unspecified (see the
 /// module docs).
-pub(crate) struct Buf<T: Elem> {
+pub struct Buf<T: Elem> {
     vec: Vec<T>,
     start: usize,
     len: usize,
@@ -138,7 +163,7 @@ pub(crate) struct Buf<T: Elem> {
 /// is none).
 // Not inlined: kept out of the kernels' hot functions (a call per kernel call costs nothing).
 #[inline(never)]
-pub(crate) fn take<T: Elem>(len: usize) -> Buf<T> {
+pub fn take<T: Elem>(len: usize) -> Buf<T> {
     if len == 0 {
         return Buf {
             vec: Vec::new(),
@@ -203,7 +228,7 @@ const fn aligns<T>() -> bool {
 /// `len` rounded up to a whole number of 64-byte lines of `T` (`len` itself where `T` is
 /// not aligned): the room for a part of a buffer that keeps the next part aligned.
 #[inline]
-pub(crate) const fn padded<T>(len: usize) -> usize {
+pub const fn padded<T>(len: usize) -> usize {
     if !aligns::<T>() {
         return len;
     }

@@ -15,7 +15,7 @@ use super::{Act, Isa};
 /// point must not execute AVX-512 just because a caller passed `Isa::Avx512` (costs a
 /// cached feature lookup).
 #[inline]
-pub(crate) fn usable(isa: Isa) -> Isa {
+pub fn usable(isa: Isa) -> Isa {
     match (isa, Isa::detect()) {
         (Isa::Avx512, best @ (Isa::Avx512 | Isa::Avx2)) => best,
         (Isa::Avx2, Isa::Avx512 | Isa::Avx2) => Isa::Avx2,
@@ -28,29 +28,39 @@ pub(crate) fn usable(isa: Isa) -> Isa {
 /// activations (swish, none, ReLU6 of the Lite models) and to the runtime value otherwise,
 /// so that inlined epilogues lose their per-vector `match` where it matters (four copies of
 /// `$body`; ReLU6's made Lite0 3–4% faster with the conv1x1 one, Intel Xeon).
+#[macro_export]
+#[doc(hidden)]
 macro_rules! specialize_act {
     ($value:expr, $act:ident => $body:expr) => {
         match $value {
-            Act::Swish => {
-                let $act = Act::Swish;
+            $crate::kernels::Act::Swish => {
+                let $act = $crate::kernels::Act::Swish;
                 $body
             }
-            Act::None => {
-                let $act = Act::None;
+            $crate::kernels::Act::None => {
+                let $act = $crate::kernels::Act::None;
                 $body
             }
-            Act::Relu6 => {
-                let $act = Act::Relu6;
+            $crate::kernels::Act::Relu6 => {
+                let $act = $crate::kernels::Act::Relu6;
                 $body
             }
             $act => $body,
         }
     };
 }
-pub(crate) use specialize_act;
+pub use crate::specialize_act;
 
 /// A vector of `LANES` f32 values.
-pub(crate) trait Vf32: Copy {
+///
+/// # Safety
+///
+/// Every method has one contract, stated here once (hence the `allow`): the pointer
+/// methods read or write `LANES` (or `n`) floats at `p`, which must be valid for it; an
+/// x86 or NEON implementation runs only on a CPU with its features (callers dispatch on
+/// [`Isa`] after [`usable`]).
+#[allow(clippy::missing_safety_doc)]
+pub trait Vf32: Copy {
     /// Lanes per vector.
     const LANES: usize;
     /// Every lane `v`.
@@ -63,10 +73,13 @@ pub(crate) trait Vf32: Copy {
     unsafe fn load_n(p: *const f32, n: usize, fill: f32) -> Self;
     /// Writes the first `n < LANES` lanes to `p`.
     unsafe fn store_n(p: *mut f32, v: Self, n: usize);
+    /// `a + b`, lane by lane.
     unsafe fn add(a: Self, b: Self) -> Self;
+    /// `a · b`, lane by lane.
     unsafe fn mul(a: Self, b: Self) -> Self;
     /// `a · b + c`.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// The larger of `a` and `b`, lane by lane.
     unsafe fn max(a: Self, b: Self) -> Self;
     /// The sum of the lanes.
     unsafe fn sum(a: Self) -> f32;
@@ -507,30 +520,32 @@ mod arm {
 }
 
 /// Helpers for the kernels' tests: a deterministic generator and a tolerance check.
-#[cfg(test)]
-pub(crate) mod test_util {
+#[doc(hidden)]
+pub mod test_util {
+    use crate::prelude::*;
+
     /// xorshift64*: deterministic pseudo-random values without dependencies.
-    pub(crate) struct Rng(u64);
+    pub struct Rng(u64);
 
     impl Rng {
-        pub(crate) fn new(seed: u64) -> Rng {
+        pub fn new(seed: u64) -> Rng {
             Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
         }
         /// Uniform in [-1, 1).
-        pub(crate) fn f32(&mut self) -> f32 {
+        pub fn f32(&mut self) -> f32 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
             (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         }
-        pub(crate) fn vec(&mut self, n: usize) -> Vec<f32> {
+        pub fn vec(&mut self, n: usize) -> Vec<f32> {
             (0..n).map(|_| self.f32()).collect()
         }
     }
 
     /// Checks `got` against the f64 reference `want` with a relative tolerance.
-    pub(crate) fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let ok = (g as f64 - w).abs() <= tol * w.abs().max(1.0)

@@ -13,9 +13,10 @@
 //! smaller) go to `depthwise_lanes` instead, which vectorizes across channels and gives the
 //! same bits.
 
-use super::scratch;
-use super::simd::{specialize_act, usable, Vf32};
-use super::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::specialize_act;
 
 /// Calls `$f::<K, S, RB>($a)` for the fast-path kernel size and stride of `$a`, with
 /// blocks of 8 output rows if `$tall`, else 4.
@@ -729,8 +730,8 @@ fn depthwise_any(a: &mut Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::simd::test_util::{assert_close, Rng};
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::Pool;
 
     #[allow(clippy::too_many_arguments)]
     fn reference(

@@ -6,8 +6,8 @@
 //! over the threads by channel groups (each channel's mean and scale do not depend on the
 //! split, so outputs are the same at every thread count).
 
-use super::simd::{usable, Vf32};
-use super::{Act, Isa, Par};
+use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::{Act, Isa, Par};
 
 /// Squeeze-excite on `x` (`[c][hw]`) in place.
 ///
@@ -110,11 +110,12 @@ pub fn squeeze_excite_gates(
 /// The reduce and expand weights' sizes for `c` channels and `r` hidden units.
 fn check_weights(c: usize, r: usize, reduce_w: &[f32], expand_w: &[f32], expand_b: &[f32]) {
     assert!(
-        reduce_w.len() >= super::size("squeeze_excite", &[r, c]),
+        reduce_w.len() >= ::effdet_runtime::kernels::size("squeeze_excite", &[r, c]),
         "squeeze_excite: reduce weights too short"
     );
     assert!(
-        expand_w.len() >= super::size("squeeze_excite", &[c, r]) && expand_b.len() >= c,
+        expand_w.len() >= ::effdet_runtime::kernels::size("squeeze_excite", &[c, r])
+            && expand_b.len() >= c,
         "squeeze_excite: expand weights too short"
     );
 }
@@ -393,14 +394,14 @@ mod tests {
     /// The gates alone are what the in-place squeeze-excite multiplies by.
     #[test]
     fn gates_are_what_the_in_place_version_applies() {
-        use crate::kernels::simd::test_util::Rng;
+        use ::effdet_runtime::kernels::simd::test_util::Rng;
         let mut rng = Rng::new(5);
         let (c, hw, r) = (24, 100, 6);
         let x: Vec<f32> = rng.vec(c * hw).iter().map(|v| v.abs() + 0.5).collect();
         let (rw, rb, ew, eb) = (rng.vec(r * c), rng.vec(r), rng.vec(c * r), rng.vec(c));
         for isa in Isa::available() {
             for threads in [1, 2] {
-                let pool = crate::kernels::Pool::new(threads);
+                let pool = ::effdet_runtime::kernels::Pool::new(threads);
                 let mut y = x.clone();
                 let mut scratch = vec![0.0; c + r];
                 squeeze_excite(
@@ -437,8 +438,8 @@ mod tests {
             }
         }
     }
-    use crate::kernels::simd::test_util::{assert_close, Rng};
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::Pool;
 
     #[test]
     fn matches_reference_on_every_isa() {

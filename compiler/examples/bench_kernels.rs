@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the non-GEMM kernels on EfficientDet-D0's shapes (and Lite0's narrow
 //! depthwise planes).
 //!
-//! `cargo run --release -p effdet-runtime --example bench_kernels [-- RUNS [FILTER [THREADS]]]`
+//! `cargo run --release -p effdet-compiler --example bench_kernels [-- RUNS [FILTER [THREADS]]]`
 //!
 //! With `THREADS` > 1 the kernels run on a pool of that many threads: compare the wall
 //! column with a 1-thread run (the CPU-time column then counts the calling thread only).
@@ -16,10 +16,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use effdet_runtime::kernels::dense::conv_dense;
-use effdet_runtime::kernels::depthwise::depthwise;
-use effdet_runtime::kernels::fuse::{fuse, Sample};
-use effdet_runtime::kernels::se::squeeze_excite;
+use effdet_compiler::kernels::dense::conv_dense;
+use effdet_compiler::kernels::depthwise::depthwise;
+use effdet_compiler::kernels::fuse::{fuse, Sample};
+use effdet_compiler::kernels::se::squeeze_excite;
 use effdet_runtime::kernels::{Act, Isa, Pool};
 
 /// Deterministic values in [-1, 1).

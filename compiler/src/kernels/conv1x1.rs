@@ -40,10 +40,10 @@
 //! 9 FMA-pipe cycles per 16 outputs, against K cycles for the sums: 16→96 reaches ~30 with
 //! swish) and, on large planes, by the output stores (16→96 at 256² writes 25 MB).
 
-use super::act::{apply_portable, isa_ok};
-use super::scratch::per_thread;
-use super::{Act, Isa, Par};
-use crate::prelude::*;
+use ::effdet_runtime::kernels::act::{apply_portable, isa_ok};
+use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::model::prelude::*;
+use ::effdet_runtime::per_thread;
 
 /// Output channels per packed weight panel.
 pub const MR: usize = 8;
@@ -567,7 +567,7 @@ pub(crate) fn conv1x1_pixels(
     let rows = y.len() / count;
     assert!(
         y.len() == rows * count
-            && x.len() >= super::size("conv1x1", &[cin, hw])
+            && x.len() >= ::effdet_runtime::kernels::size("conv1x1", &[cin, hw])
             && first + count <= hw
             && w.len() >= packed_len(rows, cin)
             && (bias.is_empty() || bias.len() >= rows),
@@ -834,7 +834,7 @@ fn panel_scalar(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
 ))]
 mod tiles {
     use super::{Panel, MR};
-    use crate::kernels::Act;
+    use ::effdet_runtime::kernels::Act;
 
     /// The vector operations the tile needs, for `__m512` (AVX-512F), `__m256` (AVX2) and
     /// `float32x4_t` (NEON).
@@ -1020,8 +1020,8 @@ mod tiles {
     pub(super) mod x86 {
         use super::super::{Panel, Tile};
         use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
-        use crate::kernels::act::{avx2 as act256, avx512 as act512};
-        use crate::kernels::Act;
+        use ::effdet_runtime::kernels::act::{avx2 as act256, avx512 as act512};
+        use ::effdet_runtime::kernels::Act;
         use core::arch::x86_64::*;
 
         impl Vec for __m512 {
@@ -1199,9 +1199,9 @@ mod tiles {
     pub(super) mod neon {
         use super::super::Panel;
         use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
-        use crate::kernels::act::neon as act128;
-        use crate::kernels::simd::Vf32;
-        use crate::kernels::Act;
+        use ::effdet_runtime::kernels::act::neon as act128;
+        use ::effdet_runtime::kernels::simd::Vf32;
+        use ::effdet_runtime::kernels::Act;
         use core::arch::aarch64::*;
 
         // NEON has no masked loads and stores: the "mask" is the lane count, and partial
@@ -1294,7 +1294,7 @@ mod tiles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::Pool;
 
     /// Small deterministic generator (xorshift), values in [−1, 1).
     struct Rng(u64);

@@ -13,10 +13,10 @@
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{out_len, run_planes, Args};
-use super::scratch;
 use super::se::plane_means;
-use super::simd::usable;
-use super::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::simd::usable;
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
 /// Floats of one band of the block's input (`cin` channels × rows × width, copied with a
 /// padded row stride): 256 KB, so that it, one panel's expanded rows and the depthwise
@@ -224,8 +224,8 @@ mod tests {
     }
     use crate::kernels::conv1x1::{conv1x1, pack};
     use crate::kernels::depthwise::depthwise_pooled;
-    use crate::kernels::simd::test_util::Rng;
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::simd::test_util::Rng;
+    use ::effdet_runtime::kernels::Pool;
 
     /// TF 'same' padding `(before, after)` of one dimension.
     fn same(len: usize, k: usize, s: usize) -> (usize, usize) {

@@ -13,12 +13,12 @@
 //! split, so results do not depend on the thread count. Transpose, concat, reductions,
 //! softmax and broadcasting binary ops run on the calling thread.
 
-use super::act::apply_slice;
+use super::activation::apply_slice;
 use super::depthwise::out_len;
-use super::scratch;
-use super::simd::usable;
-use super::{Act, Isa, Par};
-use crate::prelude::*;
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::simd::usable;
+use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::model::prelude::*;
 
 /// Calls `f(first_plane, planes_of_y)` for groups of whole planes of `plane` values of `y`
 /// (`planes` of them), one group per thread. `work`: the op's element operations.
@@ -154,7 +154,7 @@ pub fn batch_norm(
     if hw == 0 || c == 0 {
         return;
     }
-    let chw = super::size("batch_norm", &[c, hw]);
+    let chw = ::effdet_runtime::kernels::size("batch_norm", &[c, hw]);
     assert!(
         x.len().is_multiple_of(chw),
         "batch_norm: input is not [n][c][hw]"
@@ -763,7 +763,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: usize, y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
 
     /// f64 numpy-broadcast reference.
     fn broadcast_ref(
@@ -1123,7 +1123,7 @@ mod tests {
     /// large enough to be split (uneven plane counts and lengths included).
     #[test]
     fn thread_splits_match_serial_bit_for_bit() {
-        let pool = crate::kernels::Pool::new(3);
+        let pool = ::effdet_runtime::kernels::Pool::new(3);
         // Above the split threshold (64K element operations) for every op.
         let (c, h, w) = (37, 61, 67);
         let n = c * h * w;

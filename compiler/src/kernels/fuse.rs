@@ -12,9 +12,10 @@
 //! allocate nothing, for any number of inputs.
 
 use super::depthwise::out_len;
-use super::scratch::{self, padded};
-use super::simd::{specialize_act, usable, Vf32};
-use super::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::scratch::{self, padded};
+use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::specialize_act;
 
 /// How one input of [`fuse`] is brought to the output's size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -676,8 +677,8 @@ unsafe fn weighted_row<V: Vf32>(rows: &[*const f32], coef: &[f32], out: &mut [f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::simd::test_util::{assert_close, Rng};
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::Pool;
 
     /// f64 reference of one input's sampled plane.
     fn sampled(x: &[f32], s: Sample, oh: usize, ow: usize) -> Vec<f64> {

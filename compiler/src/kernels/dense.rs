@@ -11,9 +11,10 @@
 //! per call).
 
 use super::depthwise::{out_len, PaddedRows, RingShape};
-use super::scratch;
-use super::simd::{specialize_act, usable, Vf32};
-use super::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::specialize_act;
 
 /// Dense 2-D convolution: `y[co] = act(bias[co] + Σ_ci conv(x[ci], w[co][ci]))`.
 ///
@@ -422,8 +423,8 @@ fn valid_range(out: usize, stride: usize, offset: isize, len: usize) -> (usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::simd::test_util::{assert_close, Rng};
-    use crate::kernels::Pool;
+    use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::Pool;
 
     /// f64 reference of `act(conv + bias) + residual`.
     #[allow(clippy::too_many_arguments)]

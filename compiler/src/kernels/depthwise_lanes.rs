@@ -16,9 +16,9 @@
 use core::arch::x86_64::*;
 
 use super::depthwise::Args;
-use super::scratch;
-use super::simd::Vf32;
-use super::{Act, Isa};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::simd::Vf32;
+use ::effdet_runtime::kernels::{Act, Isa};
 
 /// Whether this kernel beats the row kernel on `isa` for `c` channels of `oh × ow`
 /// outputs (`k`, `stride`): at least one whole group of `lanes` channels, and either rows
@@ -270,7 +270,7 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize>(a: &mut Args) -> usize
 mod tests {
     use super::*;
     use crate::kernels::depthwise::{out_len, run_planes, run_rows};
-    use crate::kernels::simd::test_util::Rng;
+    use ::effdet_runtime::kernels::simd::test_util::Rng;
 
     #[test]
     fn the_rule_picks_narrow_or_small_planes() {

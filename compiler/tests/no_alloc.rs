@@ -14,12 +14,12 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use effdet_runtime::kernels::conv1x1;
-use effdet_runtime::kernels::dense::{conv_dense, conv_generic};
-use effdet_runtime::kernels::depthwise::depthwise;
-use effdet_runtime::kernels::fuse::{fuse, Sample};
-use effdet_runtime::kernels::generic::{self as g, BinOp, FusionMethod, PoolKind, ReduceKind};
-use effdet_runtime::kernels::se::{self, squeeze_excite};
+use effdet_compiler::kernels::conv1x1;
+use effdet_compiler::kernels::dense::{conv_dense, conv_generic};
+use effdet_compiler::kernels::depthwise::depthwise;
+use effdet_compiler::kernels::fuse::{fuse, Sample};
+use effdet_compiler::kernels::generic::{self as g, BinOp, FusionMethod, PoolKind, ReduceKind};
+use effdet_compiler::kernels::se::{self, squeeze_excite};
 use effdet_runtime::kernels::{Act, Isa, Par, Pool};
 
 /// The system allocator, counting allocations per thread.

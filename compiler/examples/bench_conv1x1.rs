@@ -1,7 +1,7 @@
 //! Micro-benchmark of the 1×1 convolution kernel on EfficientDet-D0's shapes.
 //!
 //! ```text
-//! cargo run --release -p effdet-runtime --example bench_conv1x1 -- [options]
+//! cargo run --release -p effdet-compiler --example bench_conv1x1 -- [options]
 //!   --isa avx512|avx2|scalar|all   (default: all available)
 //!   --threads N                    (default 1)
 //!   --samples N                    (default 31; the median is reported)
@@ -20,7 +20,7 @@
 //! where the producer just wrote `x`); the table shows the median GMAC/s of the samples and
 //! their range (min–max), so noise from other processes on the machine is visible.
 
-use effdet_runtime::kernels::conv1x1::{self, Plan, Tile};
+use effdet_compiler::kernels::conv1x1::{self, Plan, Tile};
 use effdet_runtime::kernels::{Act, Isa, Pool};
 use std::time::Instant;
 
@@ -204,7 +204,7 @@ fn bench_acts(o: &Opts) {
                     let t = Instant::now();
                     for _ in 0..reps {
                         buf.copy_from_slice(&src);
-                        effdet_runtime::kernels::act::apply_slice(isa, act, &mut buf);
+                        effdet_compiler::kernels::activation::apply_slice(isa, act, &mut buf);
                     }
                     (reps * buf.len()) as f64 / t.elapsed().as_secs_f64() / 1e9
                 })

@@ -1,0 +1,1293 @@
+//! 1×1 convolution (pointwise, a GEMM `y = W·x`), with bias, activation and residual fused
+//! into the epilogue. 89% of EfficientDet-D0's multiply-adds run here.
+//!
+//! # Layout and tiling
+//! * `x`: `[cin][hw]`, `y` and `residual`: `[cout][hw]` (NCHW planes, batch 1). The spatial
+//!   dimension is the vector dimension.
+//! * Weights are packed by [`pack`] into panels of [`MR`] = 8 output channels, each
+//!   `[cin][MR]` (the last panel zero-padded), so one K step of a panel is 8 consecutive
+//!   floats.
+//! * Register tile, AVX-512 (32 zmm): 8 output channels (a panel) × 2 zmm = 32 pixels, 16
+//!   accumulators (4 channels × 4 zmm, kept for the micro-benchmark, loads twice as much x).
+//!   AVX2 (16 ymm): 4 channels × 2 ymm, or 8 channels × 1 ymm for cin ≥ 512 (8 accumulators:
+//!   4×3 needs all 16 registers and LLVM then spills an accumulator into the loop-carried
+//!   chain, halving the speed). The whole K (cin) loop accumulates in registers: per K step,
+//!   V pixel vectors are loaded and R weights broadcast from the panel. The accumulators
+//!   start at the bias; activation and residual are applied in registers before the single
+//!   store.
+//! * Pixels not filling a tile (any `hw`, down to 1) are one tile of 1..=V vectors whose last
+//!   is masked (`_mm512_maskz_loadu_ps` / `_mm512_mask_storeu_ps`; `_mm256_maskload_ps` /
+//!   `_mm256_maskstore_ps` on AVX2). Padded output channels of the last panel are computed
+//!   (zero weights) but never stored; a last panel of ≤ 4 channels runs one half only.
+//! * Blocking: the output channels are split into one chunk of panels per thread (the unit of
+//!   [`Par::for_each_chunk`], so each thread writes whole channel planes and reads x once).
+//!   Within a chunk, pixels are cut into blocks whose slice of x (`cin × block` floats,
+//!   ≤ 256 KB) stays in L2 while every panel of the chunk sweeps it, one panel across the
+//!   whole block before the next.
+//! * Each pixel block of x is first copied to a per-thread buffer with a padded stride
+//!   ([`Plan::pack_x`]): power-of-two planes (a row stride that is a multiple of 1 KB) put
+//!   every row a tile reads into the same few cache sets, and in a model, where x comes from
+//!   L3, the contiguous block is read faster by every panel than the rows of a whole plane
+//!   (10–25% per conv on an Intel Xeon, at any plane size).
+//!
+//! The accumulation order (bias, then k = 0, 1, …, cin−1 with one rounding per fused
+//! multiply-add) is the same for every tile, block and thread split, so results do not
+//! depend on the thread count. The portable path rounds the product and the sum separately.
+//!
+//! # Speed (Zen 4, one core, AVX-512; `examples/bench_conv1x1.rs`)
+//! 53–58 G multiply-adds/s (90–98% of the 58.7 peak) on D0's shapes with Cin or Cout ≥ 112
+//! without activation, 49–57 with swish. Small K is bound by the epilogue (swish costs about
+//! 9 FMA-pipe cycles per 16 outputs, against K cycles for the sums: 16→96 reaches ~30 with
+//! swish) and, on large planes, by the output stores (16→96 at 256² writes 25 MB).
+
+use ::effdet_runtime::kernels::act::{apply_portable, isa_ok};
+use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::model::prelude::*;
+use ::effdet_runtime::per_thread;
+
+/// Output channels per packed weight panel.
+pub const MR: usize = 8;
+
+/// f32 length of the packed weights of a `[cout, cin]` 1×1 conv.
+pub fn packed_len(cout: usize, cin: usize) -> usize {
+    cout.div_ceil(MR) * MR * cin
+}
+
+/// Packs row-major `[cout][cin]` weights into the kernel's layout (panels of MR output
+/// channels, each `[cin][MR]`, the last panel zero-padded). Run by the compiler at build time.
+///
+/// # Panics
+/// If `w.len() != cout · cin`.
+pub fn pack(w: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    assert_eq!(
+        Some(w.len()),
+        cout.checked_mul(cin),
+        "conv1x1::pack: w has {} floats, expected cout·cin = {cout}·{cin}",
+        w.len()
+    );
+    let mut out = vec![0.0f32; packed_len(cout, cin)];
+    for (co, row) in w.chunks_exact(cin.max(1)).enumerate().take(cout) {
+        let panel = &mut out[(co / MR) * MR * cin..][..MR * cin];
+        for (ci, &v) in row.iter().enumerate() {
+            panel[ci * MR + co % MR] = v;
+        }
+    }
+    out
+}
+
+/// `y[co][p] = act(Σ_ci w[co][ci]·x[ci][p] + bias[co]) + residual[co][p]`, for `p < hw`.
+/// x: `[cin][hw]`, y and residual: `[cout][hw]`, NCHW planes (one image). `w` packed by
+/// [`pack`]. [`conv1x1_batch`] with a batch of one.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    conv1x1_batch(isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act);
+}
+
+/// [`conv1x1`] over a batch of `n` images: x `[n][cin][hw]`, y and residual `[n][cout][hw]`.
+///
+/// `bias` is either empty (no bias) or has `cout` values. `isa` must be one this CPU runs
+/// ([`Isa::detect`] / [`Isa::available`]). Threads split the output channels (whole panels
+/// of [`MR`] channels); each thread runs its channels for every image in turn, so its
+/// panels of `w` come from memory once per call, not once per image. With few output
+/// channels on a wide plane they split the pixels instead ([`Plan::pixel_parts`]). Each image's result
+/// is bit-identical to a batch of one, whatever `par`.
+///
+/// # Panics
+/// Once at entry, with a message naming the argument, if a slice length does not match the
+/// shape (`x.len() != n·cin·hw`, `w.len() != packed_len(cout, cin)`, `bias` neither empty
+/// nor `cout` long, `residual` or `y` not `n·cout·hw` long), or if `isa` is not supported by
+/// this CPU. Nothing is checked per element after that.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads());
+    run_batch(
+        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+/// A blocking `effdetc build --tune` measured as the fastest for one conv shape on the
+/// building machine. It applies where the running CPU takes the instruction set it was
+/// timed with ([`Tuning::isa`]); elsewhere the kernel plans as without it. Every blocking
+/// computes the same values bit for bit (the accumulation order does not depend on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// The instruction set the choice was timed with.
+    pub isa: Isa,
+    /// Pixels per block ([`Plan::block`]).
+    pub block: usize,
+    /// Copy each block of x first ([`Plan::pack_x`]).
+    pub pack_x: bool,
+    /// The register tile ([`Plan::tile`]; only AVX2 has a choice).
+    pub tile: Tile,
+}
+
+impl Plan {
+    /// This plan with `t`'s choices if `isa` is the one `t` was timed with.
+    pub fn tuned(mut self, isa: Isa, t: &Tuning) -> Plan {
+        if isa == t.isa {
+            self.block = t.block.max(1);
+            self.pack_x = t.pack_x;
+            self.tile = t.tile;
+        }
+        self
+    }
+}
+
+/// [`conv1x1_batch`] with the blocking of a [`Tuning`] (where it applies).
+///
+/// # Panics
+/// As [`conv1x1_batch`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_tuned(
+    tuning: &Tuning,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
+    run_batch(
+        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+/// [`conv1x1_batch`] writing its output channels-last: `y[i][p][co]` (NHWC, `[n][hw][cout]`)
+/// instead of `[n][cout][hw]`, for a conv whose only reader is an NCHW → NHWC transpose (a
+/// TensorFlow export's head outputs). No residual.
+///
+/// Why not the NCHW kernel and a transpose: a head output is large (810 × 64² floats,
+/// 13 MB), so its round trip through memory and the transpose's second pass cost ~1 ms per
+/// level. Here each block of pixels is computed by the same register tiles into a
+/// per-thread buffer that stays in L2, and transposed from there into place. Threads split
+/// the pixels (each writes whole `[cout]` rows); every value is bit-identical to
+/// [`conv1x1_batch`]'s, whatever the thread count.
+///
+/// # Panics
+/// As [`conv1x1_batch`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_nhwc(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    check_args(isa, x, w, bias, None, y, n, cin, cout, hw);
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    let plan = Plan::new(isa, cin, cout, hw, 1);
+    // Pixels per block: the block's output (cout × block floats, ≤ 256 KB) stays in L2 until
+    // it is transposed; whole 64-pixel tiles, and no more than the x block of the plan.
+    let block = ((64 * 1024 / cout) / 64 * 64).clamp(64, plan.block.max(64));
+    let work = n
+        .saturating_mul(cout)
+        .saturating_mul(cin)
+        .saturating_mul(hw);
+    par.for_each_chunk_of_images(y, n, block * cout, work, |i, image, yc| {
+        let x = &x[image * cin * hw..][..cin * hw];
+        let p0 = i * block;
+        let len = yc.len() / cout;
+        OUT_SCRATCH.with_borrow_mut(|tmp| {
+            if tmp.len() < cout * len {
+                tmp.resize(cout * len, 0.0);
+            }
+            let tmp = &mut tmp[..cout * len];
+            // The block as NCHW planes of `len` pixels, then transposed into place.
+            run_group(isa, plan, x, w, bias, None, tmp, cin, hw, p0, len, act);
+            super::generic::transpose_2d(tmp, cout, len, yc);
+        });
+    });
+}
+
+/// [`conv1x1_batch`] of `x` with its input channels scaled by `gates` (`[n][cin]`, a
+/// squeeze-excite's gates):
+/// `y[co][p] = act(Σ_ci w[co][ci]·gates[ci]·x[ci][p] + bias[co]) + residual[co][p]`. The gates are folded into a per-thread copy of the packed weights
+/// (`cout × cin` products) instead of scaling the `cin × hw` feature map in memory.
+///
+/// # Panics
+/// As [`conv1x1_batch`], and if `gates` does not hold `n·cin` values.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_gated(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads());
+    run_gated(
+        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+/// [`conv1x1_batch_gated`] with the blocking of a [`Tuning`] (where it applies).
+///
+/// # Panics
+/// As [`conv1x1_batch_gated`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_gated_tuned(
+    tuning: &Tuning,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
+    run_gated(
+        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_gated(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
+    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    assert_eq!(
+        Some(gates.len()),
+        n.checked_mul(cin),
+        "conv1x1: gates have {} values, expected n·cin = {n}·{cin}",
+        gates.len()
+    );
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    GATED_WEIGHTS.with_borrow_mut(|scaled| {
+        scaled.resize(w.len(), 0.0);
+        for i in 0..n {
+            let g = &gates[i * cin..][..cin];
+            // Packed panels are `[cin][MR]`: row k of every panel scales by gates[k].
+            for (pd, ps) in scaled
+                .chunks_exact_mut(MR * cin)
+                .zip(w.chunks_exact(MR * cin))
+            {
+                for ((d, s), &gk) in pd.chunks_exact_mut(MR).zip(ps.chunks_exact(MR)).zip(g) {
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = s * gk;
+                    }
+                }
+            }
+            let (xi, yi) = (
+                &x[i * cin * hw..][..cin * hw],
+                &mut y[i * cout * hw..][..cout * hw],
+            );
+            let ri = residual.map(|r| &r[i * cout * hw..][..cout * hw]);
+            run_batch(
+                isa, par, xi, scaled, bias, ri, yi, 1, cin, cout, hw, act, plan,
+            );
+        }
+    });
+}
+
+/// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Register tile.
+    pub tile: Tile,
+    /// Pixels per block (a multiple of 64, or ≥ hw for one block).
+    pub block: usize,
+    /// Panels per chunk of output channels (the unit threads split).
+    pub group: usize,
+    /// Threads split the pixels into this many parts instead of the channels, when > 1.
+    pub pixel_parts: usize,
+    /// Copy each pixel block of x into a scratch buffer with a padded row stride first.
+    /// Planes whose stride is a multiple of 1 KB map every row of a tile to the same few
+    /// cache sets (4K aliasing); the copy costs one pass over x per call.
+    pub pack_x: bool,
+}
+
+/// Register tile shapes (rows of output channels × pixel vectors).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// 8 channels × 2 vectors (AVX-512: 8×32 pixels; NEON: 8×8).
+    R8V2,
+    /// AVX2: 8 channels × 1 ymm.
+    R8V1,
+    /// AVX2: 4 channels × 2 ymm.
+    R4V2,
+}
+// Tried and removed (each instantiation costs build time): 4×4 on AVX-512 and NEON (faster
+// with hot caches, 2–3% slower in the models), AVX2 4×3 and 2×4 (never faster than 4×2 or
+// 8×1), and non-temporal stores of the output (no change on the 13 MB class-head output).
+
+impl Plan {
+    /// The blocking for a shape (measured on Zen 4, see `examples/bench_conv1x1.rs`).
+    pub fn new(isa: Isa, cin: usize, cout: usize, hw: usize, threads: usize) -> Plan {
+        // Pixel block: the block's slice of x (cin × block floats) stays within ~256 KB of
+        // L2 while every panel of the chunk sweeps it.
+        let budget = 64 * 1024; // floats
+        let block = (budget / cin.max(1)).max(64) / 64 * 64;
+        let block = if block >= hw { hw } else { block };
+        // One chunk of output channels per thread: each reads x from memory once.
+        let panels = cout.div_ceil(MR);
+        let group = panels.div_ceil(threads.max(1)).max(1);
+        let tile = match isa {
+            // AVX2: 8×1 loads half as much x per FMA as 4×2, 15–20% faster once K is large,
+            // 5–10% slower below.
+            Isa::Avx2 if cin >= 512 => Tile::R8V1,
+            Isa::Avx2 => Tile::R4V2,
+            // NEON (32 registers, 4 lanes): 8 channels × 2 vectors.
+            Isa::Neon => Tile::R8V2,
+            // AVX-512: 8×2 loads half as much x per FMA as 4×4. With hot caches 4×4 was a
+            // little faster wherever the plane fills it, but in the models (x from L2/L3)
+            // 8×2 is 2–3% faster (D0 and Lite0, Intel Xeon), and it wastes fewer lanes on
+            // small planes (P6/P7 of the BiFPN).
+            _ => Tile::R8V2,
+        };
+        // Few output channels, or many input channels per output channel, on a wide
+        // plane: split by channels, every thread would copy and read all of x for a few
+        // panels (a 144 → 24 conv at 80² ran at 0.90× its one-thread time on two threads,
+        // 0.54× split by pixels; 672 → 112 at 20²: 0.62×, 0.57×). Otherwise channels:
+        // a thread's output channels are then the ones the next (depthwise) op reads on
+        // that thread, from its own L2 (64 → 64 at 20² ran 10–30% slower split by pixels).
+        // Parts of ≥ 8 vectors, so the masked tail stays small.
+        let few = panels < 4 * threads || cin >= 4 * cout;
+        let pixel_parts = if threads > 1 && few && hw / threads >= 128 {
+            threads
+        } else {
+            1
+        };
+        Plan {
+            tile,
+            block,
+            group,
+            pixel_parts,
+            // Always copy. Planes whose row stride is a multiple of 1 KB put every row a
+            // tile reads into the same few cache sets (AVX2's narrow tiles ran 3× slower
+            // on 64² planes without the copy); and in a model, where x arrives from L3 and
+            // the panels re-read it, a contiguous padded block is read faster than rows of
+            // a whole plane at any stride. With hot caches (the micro-benchmark) the copy
+            // is within ±10% except 1.7–2.3× faster for 672→112 and 480→80 at 32²; in the
+            // models, on an Intel Xeon, it made nearly every 1×1 conv faster: D0 75.6 →
+            // 67.3 ms, Lite0 (40², 20², 10² planes) 27.4 → 23.6 ms with AVX-512 and 39.5 →
+            // 34.8 ms with AVX2 (measured with per-op timers in the generated code).
+            pack_x: true,
+        }
+    }
+}
+
+/// [`conv1x1`] with an explicit blocking (for the micro-benchmark).
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_planned(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
+    run_batch(
+        isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act, plan,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_batch(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+    plan: Plan,
+) {
+    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    if n == 0 || cout == 0 || hw == 0 {
+        return;
+    }
+    let group = plan.group.max(1);
+    let work = n
+        .saturating_mul(cout)
+        .saturating_mul(cin)
+        .saturating_mul(hw);
+    if plan.pixel_parts > 1 {
+        // Each part: its pixels of every output channel into a per-thread buffer, then its
+        // columns of y (plus the residual: the same `act(acc) + r` the tiles compute).
+        let len = hw.div_ceil(plan.pixel_parts).next_multiple_of(16);
+        par.for_each_column_part(y, hw, len, work, |_, cols| {
+            let (first, count) = (cols.start(), cols.len());
+            if count == 0 {
+                return;
+            }
+            OUT_SCRATCH.with_borrow_mut(|tmp| {
+                if tmp.len() < cout * count {
+                    tmp.resize(cout * count, 0.0);
+                }
+                let tmp = &mut tmp[..cout * count];
+                for image in 0..n {
+                    let xi = &x[image * cin * hw..][..cin * hw];
+                    run_group(
+                        isa, plan, xi, w, bias, None, tmp, cin, hw, first, count, act,
+                    );
+                    for (co, src) in tmp.chunks_exact(count).enumerate() {
+                        let row = image * cout + co;
+                        let dst = cols.row(row);
+                        match residual {
+                            Some(r) => {
+                                let r = &r[row * hw + first..][..count];
+                                for ((d, &s), &r) in dst.iter_mut().zip(src).zip(r) {
+                                    *d = s + r;
+                                }
+                            }
+                            None => dst.copy_from_slice(src),
+                        }
+                    }
+                }
+            });
+        });
+        return;
+    }
+    par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
+        let row0 = i * group * MR;
+        let rows = yc.len() / hw;
+        let x = &x[image * cin * hw..][..cin * hw];
+        let res = residual.map(|r| &r[(image * cout + row0) * hw..][..rows * hw]);
+        let w = &w[row0 * cin..][..rows.div_ceil(MR) * MR * cin];
+        let bias = if bias.is_empty() {
+            bias
+        } else {
+            &bias[row0..][..rows]
+        };
+        run_group(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, act);
+    });
+}
+
+/// Output channels `[r0, r0 + rows)` of a 1×1 conv (`r0` a multiple of [`MR`]) for the
+/// pixels `first..first + count` of x (`[cin][hw]`), into `y`: `rows` planes of `count`
+/// pixels. `w` holds those channels' packed panels (from panel `r0 / MR` on), `bias` their
+/// values or nothing. One thread; x is read in place (no padded copy of its blocks: the
+/// caller gives it a row stride `hw` that is not a multiple of 1 KB). For kernels that run
+/// a 1×1 conv band by band inside their own loop ([`super::mbconv`]); each output value is
+/// the one [`conv1x1`] computes (the accumulation order does not depend on the blocking).
+///
+/// # Panics
+/// If the slices are too short for these sizes, or `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv1x1_pixels(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    hw: usize,
+    first: usize,
+    count: usize,
+    act: Act,
+) {
+    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+    if count == 0 || y.is_empty() {
+        return;
+    }
+    let rows = y.len() / count;
+    assert!(
+        y.len() == rows * count
+            && x.len() >= ::effdet_runtime::kernels::size("conv1x1", &[cin, hw])
+            && first + count <= hw
+            && w.len() >= packed_len(rows, cin)
+            && (bias.is_empty() || bias.len() >= rows),
+        "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
+    );
+    let mut plan = Plan::new(isa, cin, rows, hw, 1);
+    // The caller lays x out for the tiles (a band copied with a padded row stride).
+    plan.pack_x = false;
+    let bias = if bias.is_empty() { bias } else { &bias[..rows] };
+    run_group(
+        isa,
+        plan,
+        x,
+        &w[..packed_len(rows, cin)],
+        bias,
+        None,
+        y,
+        cin,
+        hw,
+        first,
+        count,
+        act,
+    );
+}
+
+/// The argument checks of [`conv1x1_batch`] (see its `# Panics`).
+#[allow(clippy::too_many_arguments)]
+fn check_args(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &[f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+) {
+    let xlen = n.checked_mul(cin).and_then(|v| v.checked_mul(hw));
+    let ylen = n.checked_mul(cout).and_then(|v| v.checked_mul(hw));
+    assert_eq!(
+        Some(x.len()),
+        xlen,
+        "conv1x1: x has {} floats, expected n·cin·hw = {n}·{cin}·{hw}",
+        x.len()
+    );
+    assert_eq!(
+        Some(y.len()),
+        ylen,
+        "conv1x1: y has {} floats, expected n·cout·hw = {n}·{cout}·{hw}",
+        y.len()
+    );
+    assert_eq!(
+        w.len(),
+        packed_len(cout, cin),
+        "conv1x1: packed w has {} floats, expected packed_len(cout = {cout}, cin = {cin})",
+        w.len()
+    );
+    assert!(
+        bias.is_empty() || bias.len() == cout,
+        "conv1x1: bias has {} values, expected 0 or cout = {cout}",
+        bias.len()
+    );
+    if let Some(r) = residual {
+        assert_eq!(
+            Some(r.len()),
+            ylen,
+            "conv1x1: residual has {} floats, expected n·cout·hw = {n}·{cout}·{hw}",
+            r.len()
+        );
+    }
+    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+}
+
+/// One chunk: `rows` output channels starting at a panel boundary (`y` holds exactly
+/// them, `w` their panels, `bias` and `res` their values or nothing), for the pixels
+/// `first..first + count` of x's `hw`; `y` (and `res`) hold them as planes of `count`
+/// pixels (all of them: `first` 0, `count` hw).
+#[allow(clippy::too_many_arguments)]
+fn run_group(
+    isa: Isa,
+    plan: Plan,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    res: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    hw: usize,
+    first: usize,
+    count: usize,
+    act: Act,
+) {
+    let rows = y.len() / count;
+    let panels = rows.div_ceil(MR);
+    let block = plan.block.max(1);
+    // Pixel `p` of x is output column `p − first`: x is taken from `first` on, so the tiles
+    // index both with the same column.
+    assert!(
+        first + count <= hw,
+        "conv1x1: pixels {first}+{count} of {hw}"
+    );
+    let x = &x[first..];
+    // x's row stride; `hw` from here on is y's.
+    let (hw_x, hw) = (hw, count);
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut p0 = 0;
+        while p0 < hw {
+            let len = block.min(hw - p0);
+            // x as the tiles read it: the plane itself, or this block copied to `scratch`
+            // with a stride of len rounded up to 16, plus 16 (rows 64 bytes apart in the
+            // cache sets), from a 64-byte boundary (no row splits cache lines). The buffer
+            // only grows, and is not cleared: the ld − len pad columns are never read (the
+            // tiles mask them off).
+            let (xb, xs, x0) = if plan.pack_x {
+                let ld = len.next_multiple_of(16) + 16;
+                if scratch.len() < cin * ld + 16 {
+                    scratch.resize(cin * ld + 16, 0.0);
+                }
+                let at = scratch.as_ptr().align_offset(64).min(16);
+                let xb = &mut scratch[at..at + cin * ld];
+                for (k, dst) in xb.chunks_exact_mut(ld).enumerate() {
+                    dst[..len].copy_from_slice(&x[k * hw_x + p0..][..len]);
+                }
+                (&xb[..], ld, p0)
+            } else {
+                (x, hw_x, 0)
+            };
+            for pi in 0..panels {
+                let r0 = pi * MR;
+                let prow = (rows - r0).min(MR);
+                let mut b = [0.0f32; MR];
+                if !bias.is_empty() {
+                    b[..prow].copy_from_slice(&bias[r0..r0 + prow]);
+                }
+                let wp = &w[r0 * cin..][..MR * cin];
+                let yp = &mut y[r0 * hw..][..prow * hw];
+                let rp = res.map(|r| &r[r0 * hw..][..prow * hw]);
+                let panel = Panel {
+                    x: xb,
+                    xs,
+                    x0,
+                    w: wp,
+                    bias: b,
+                    res: rp,
+                    cin,
+                    hw,
+                    rows: prow,
+                    act,
+                };
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => {
+                        // SAFETY: `check_args` checked that this CPU runs AVX-512F+FMA,
+                        // and the panel's slices have the lengths `panel_512` requires
+                        // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
+                        // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw),
+                        // with x0 ≤ p0 and p0 + len ≤ hw.
+                        unsafe { tiles::x86::panel_512(&panel, yp, p0, len) }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => {
+                        // SAFETY: as above, for AVX2+FMA.
+                        unsafe { tiles::x86::panel_256(&panel, yp, p0, len, plan.tile) }
+                    }
+                    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                    Isa::Neon => {
+                        // SAFETY: as above (NEON is part of every aarch64 CPU).
+                        unsafe { tiles::neon::panel_neon(&panel, yp, p0, len) }
+                    }
+                    _ => panel_scalar(&panel, yp, p0, len),
+                }
+            }
+            p0 += len;
+        }
+    });
+}
+
+per_thread! {
+    /// Per-thread buffer for packed blocks of x (see [`Plan::pack_x`]).
+    static SCRATCH: Vec<f32> = Vec::new();
+}
+per_thread! {
+    /// Per-thread copy of the packed weights with [`conv1x1_batch_gated`]'s gates folded in.
+    static GATED_WEIGHTS: Vec<f32> = Vec::new();
+}
+per_thread! {
+    /// Per-thread buffer for a block of [`conv1x1_batch_nhwc`]'s output before its transpose,
+    /// or a pixel part's output before it goes to its columns ([`Plan::pixel_parts`]).
+    static OUT_SCRATCH: Vec<f32> = Vec::new();
+}
+
+/// One panel of MR output channels (of which `rows` are real).
+struct Panel<'a> {
+    /// `[cin][xs]`: pixel `p` of input channel `k` is `x[k·xs + p − x0]`.
+    x: &'a [f32],
+    /// Row stride of `x`.
+    xs: usize,
+    /// The pixel index of column 0 of `x`.
+    x0: usize,
+    /// `[cin][MR]`.
+    w: &'a [f32],
+    bias: [f32; MR],
+    /// `[rows][hw]`.
+    res: Option<&'a [f32]>,
+    cin: usize,
+    hw: usize,
+    rows: usize,
+    act: Act,
+}
+
+/// Portable path: tiles of 4 channels (half a panel) × 8 pixels, fixed-size loops that
+/// LLVM vectorizes for the baseline target and keeps in registers (8 SSE accumulators).
+fn panel_scalar(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+    const W: usize = 8;
+    const R: usize = 4;
+    let (hw, xs) = (a.hw, a.xs);
+    let mut p = p0;
+    while p < p0 + len {
+        let n = W.min(p0 + len - p);
+        for r0 in (0..a.rows).step_by(R) {
+            let mut acc = [[0.0f32; W]; R];
+            for (row, &b) in acc.iter_mut().zip(&a.bias[r0..]) {
+                *row = [b; W];
+            }
+            for k in 0..a.cin {
+                let xrow = &a.x[k * xs + p - a.x0..][..n];
+                let mut xv = [0.0f32; W];
+                if n == W {
+                    xv = xrow.try_into().unwrap();
+                } else {
+                    for (d, &v) in xv.iter_mut().zip(xrow) {
+                        *d = v;
+                    }
+                }
+                let ws: &[f32; R] = a.w[k * MR + r0..][..R].try_into().unwrap();
+                for (row, &wv) in acc.iter_mut().zip(ws) {
+                    for (acc, &xv) in row.iter_mut().zip(&xv) {
+                        *acc += wv * xv;
+                    }
+                }
+            }
+            for (r, row) in acc.iter_mut().enumerate().take(a.rows - r0) {
+                apply_portable(a.act, row);
+                let off = (r0 + r) * hw + p;
+                let out = &mut y[off..][..n];
+                out.copy_from_slice(&row[..n]);
+                if let Some(res) = a.res {
+                    for (o, &v) in out.iter_mut().zip(&res[off..][..n]) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        p += n;
+    }
+}
+
+/// The register-tiled micro-kernel, generic over the vector type, and its instances per ISA.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+mod tiles {
+    use super::{Panel, MR};
+    use ::effdet_runtime::kernels::Act;
+
+    /// The vector operations the tile needs, for `__m512` (AVX-512F), `__m256` (AVX2) and
+    /// `float32x4_t` (NEON).
+    /// All `unsafe`: pointer ones access `LANES` floats (the masked ones only the lanes in
+    /// the mask), and they must run inside a matching target-feature context.
+    pub(super) trait Vec: Copy {
+        const LANES: usize;
+        type Mask: Copy;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn load_m(p: *const f32, m: Self::Mask) -> Self;
+        unsafe fn store(p: *mut f32, v: Self);
+        unsafe fn store_m(p: *mut f32, m: Self::Mask, v: Self);
+        /// The mask selecting the first `n` (1..=LANES) lanes.
+        unsafe fn mask(n: usize) -> Self::Mask;
+        unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+        unsafe fn add(a: Self, b: Self) -> Self;
+        /// A hint to fetch the cache line at `p` (any address: a prefetch never faults).
+        #[inline(always)]
+        fn prefetch(_p: *const f32) {}
+        unsafe fn swish(v: Self) -> Self;
+        /// [`Vec::swish`] of each vector, interleaved where the ISA has a version for it.
+        #[inline(always)]
+        unsafe fn swish_each(v: &mut [Self]) {
+            for x in v {
+                // SAFETY: forwarded contract.
+                *x = unsafe { Self::swish(*x) };
+            }
+        }
+        /// `sigmoid` of each vector, interleaved where the ISA has a version for it.
+        #[inline(always)]
+        unsafe fn sigmoid_each(v: &mut [Self]) {
+            for x in v {
+                // SAFETY: forwarded contract.
+                *x = unsafe { Self::act(Act::Sigmoid, *x) };
+            }
+        }
+        unsafe fn act(act: Act, v: Self) -> Self;
+    }
+
+    /// How far ahead (floats) the K loop prefetches its weights: 1 KB, ~32 K steps.
+    const PF_W: usize = 256;
+
+    /// Epilogue kinds the tile is compiled for: no activation, swish, sigmoid (the class
+    /// head of a TensorFlow export), ReLU6 (the Lite models), any other (through a copy of
+    /// the accumulators and a match per vector: ~4% slower on Lite0 than ReLU6 inline).
+    pub(super) const E_NONE: u8 = 0;
+    pub(super) const E_SWISH: u8 = 1;
+    pub(super) const E_ANY: u8 = 2;
+    pub(super) const E_SIGMOID: u8 = 3;
+    pub(super) const E_RELU6: u8 = 4;
+
+    /// One panel in tiles of R channels (R = 4: the two half panels in turn) × V vectors,
+    /// then the pixels left over in one masked tile of 1..=V vectors.
+    ///
+    /// # Safety
+    /// Target-feature context of `S`; see `panel_512`.
+    #[inline(always)]
+    pub(super) unsafe fn panel<S: Vec, const R: usize, const V: usize, const E: u8>(
+        a: &Panel,
+        y: &mut [f32],
+        p0: usize,
+        len: usize,
+    ) {
+        let (end, l) = (p0 + len, S::LANES);
+        let y = y.as_mut_ptr();
+        // SAFETY (for every kern call below): tiles read x[k][p..p+l·V] (masked past `end`),
+        // w[k][row0..row0+R] with row0 + R ≤ MR, and touch y/res rows < rows, pixels < end:
+        // all within the lengths the caller guarantees.
+        unsafe {
+            let mut row0 = 0;
+            while row0 < a.rows {
+                let mut p = p0;
+                while p + l * V <= end {
+                    kern::<S, R, V, false, E>(a, y, row0, p, S::mask(l));
+                    p += l * V;
+                }
+                let rem = end - p;
+                if rem > 0 {
+                    let m = S::mask(rem - (rem - 1) / l * l);
+                    match rem.div_ceil(l) {
+                        1 => kern::<S, R, 1, true, E>(a, y, row0, p, m),
+                        2 if V > 2 => kern::<S, R, 2, true, E>(a, y, row0, p, m),
+                        3 if V > 3 => kern::<S, R, 3, true, E>(a, y, row0, p, m),
+                        _ => kern::<S, R, V, true, E>(a, y, row0, p, m),
+                    }
+                }
+                row0 += R;
+            }
+        }
+    }
+
+    /// R output channels (`row0..row0+R` of the panel) × V vectors of pixels from `p`;
+    /// with MASKED, the last vector holds only the lanes in `mask`. E: epilogue kind.
+    ///
+    /// # Safety
+    /// Target-feature context of `S`; pointer ranges as documented in `panel_512`.
+    #[inline(always)]
+    unsafe fn kern<S: Vec, const R: usize, const V: usize, const MASKED: bool, const E: u8>(
+        a: &Panel,
+        y: *mut f32,
+        row0: usize,
+        p: usize,
+        mask: S::Mask,
+    ) {
+        let (hw, xs, l) = (a.hw, a.xs, S::LANES);
+        // SAFETY: pointer ranges as documented in `panel_512`.
+        unsafe {
+            let mut acc = [[S::splat(0.0); V]; R];
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = [S::splat(a.bias[row0 + r]); V];
+            }
+            // wrapping_add: after the last K step the pointers may point past the slices.
+            let mut xp = a.x.as_ptr().wrapping_add(p - a.x0);
+            let mut wp = a.w.as_ptr().wrapping_add(row0);
+            for _ in 0..a.cin {
+                S::prefetch(wp.wrapping_add(PF_W));
+                let mut xv = [S::splat(0.0); V];
+                for (v, xv) in xv.iter_mut().enumerate() {
+                    *xv = if MASKED && v == V - 1 {
+                        S::load_m(xp.add(l * v), mask)
+                    } else {
+                        S::load(xp.add(l * v))
+                    };
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let wv = S::splat(*wp.add(r));
+                    for (acc, &xv) in row.iter_mut().zip(&xv) {
+                        *acc = S::fma(wv, xv, *acc);
+                    }
+                }
+                xp = xp.wrapping_add(xs);
+                wp = wp.wrapping_add(MR);
+            }
+            // Every loop touching `acc` must unroll fully (constant trip counts and
+            // indices), or LLVM keeps it in memory during the K loop too. With a heavy
+            // activation the epilogue loop does not unroll, so it runs on a copy.
+            let mut out = if E == E_ANY {
+                core::hint::black_box(acc)
+            } else {
+                acc
+            };
+            match E {
+                E_SWISH => S::swish_each(out.as_flattened_mut()),
+                E_SIGMOID => S::sigmoid_each(out.as_flattened_mut()),
+                _ => {}
+            }
+            let rows = a.rows - row0;
+            for (r, row) in out.iter().enumerate() {
+                if r >= rows {
+                    break;
+                }
+                let off = (row0 + r) * hw + p;
+                let yp = y.add(off);
+                let rp = a.res.map(|res| res.as_ptr().add(off));
+                for (v, &val) in row.iter().enumerate() {
+                    let mut val = match E {
+                        E_NONE => val,
+                        E_SWISH | E_SIGMOID => val,
+                        E_RELU6 => S::act(Act::Relu6, val),
+                        _ => S::act(a.act, val),
+                    };
+                    let last = MASKED && v == V - 1;
+                    if let Some(rp) = rp {
+                        let res = if last {
+                            S::load_m(rp.add(l * v), mask)
+                        } else {
+                            S::load(rp.add(l * v))
+                        };
+                        val = S::add(val, res);
+                    }
+                    if last {
+                        S::store_m(yp.add(l * v), mask, val);
+                    } else {
+                        S::store(yp.add(l * v), val);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(super) mod x86 {
+        use super::super::{Panel, Tile};
+        use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
+        use ::effdet_runtime::kernels::act::{avx2 as act256, avx512 as act512};
+        use ::effdet_runtime::kernels::Act;
+        use core::arch::x86_64::*;
+
+        impl Vec for __m512 {
+            #[inline(always)]
+            fn prefetch(p: *const f32) {
+                // SAFETY: a prefetch reads nothing and cannot fault, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+            }
+            const LANES: usize = 16;
+            type Mask = __mmask16;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                _mm512_set1_ps(v)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { _mm512_loadu_ps(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, m: __mmask16) -> Self {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm512_maskz_loadu_ps(m, p) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm512_storeu_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, m: __mmask16, v: Self) {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm512_mask_storeu_ps(p, m, v) }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> __mmask16 {
+                ((1u32 << n) - 1) as __mmask16
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                _mm512_fmadd_ps(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                _mm512_add_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act512::swish(v) }
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act512::apply(act, v) }
+            }
+        }
+
+        impl Vec for __m256 {
+            #[inline(always)]
+            fn prefetch(p: *const f32) {
+                // SAFETY: a prefetch reads nothing and cannot fault, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+            }
+            const LANES: usize = 8;
+            type Mask = __m256i;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                _mm256_set1_ps(v)
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { _mm256_loadu_ps(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, m: __m256i) -> Self {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm256_maskload_ps(p, m) }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { _mm256_storeu_ps(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, m: __m256i, v: Self) {
+                // SAFETY: forwarded contract (masked-off lanes are not accessed).
+                unsafe { _mm256_maskstore_ps(p, m, v) }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> __m256i {
+                // SAFETY: forwarded contract.
+                unsafe { act256::first_lanes(n) }
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                _mm256_fmadd_ps(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                _mm256_add_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act256::swish(v) }
+            }
+            #[inline(always)]
+            unsafe fn swish_each(v: &mut [Self]) {
+                // SAFETY: forwarded contract.
+                unsafe { act256::swish_each(v) }
+            }
+            #[inline(always)]
+            unsafe fn sigmoid_each(v: &mut [Self]) {
+                // SAFETY: forwarded contract.
+                unsafe { act256::sigmoid_each(v) }
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { act256::apply(act, v) }
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, AVX-512.
+        ///
+        /// # Safety
+        /// The CPU supports AVX-512F and FMA; `a.x.len() ≥ (cin−1)·xs + p0 + len − x0` with
+        /// `x0 ≤ p0`, `a.w.len() ≥ MR·cin`,
+        /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`.
+        #[target_feature(enable = "avx512f,fma")]
+        pub(in super::super) unsafe fn panel_512(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match a.act {
+                    Act::None => panel::<__m512, 8, 2, E_NONE>(a, y, p0, len),
+                    Act::Swish => panel::<__m512, 8, 2, E_SWISH>(a, y, p0, len),
+                    Act::Relu6 => panel::<__m512, 8, 2, E_RELU6>(a, y, p0, len),
+                    _ => panel::<__m512, 8, 2, E_ANY>(a, y, p0, len),
+                }
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, AVX2.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
+        #[target_feature(enable = "avx2,fma")]
+        pub(in super::super) unsafe fn panel_256(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+            tile: Tile,
+        ) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match (tile, a.act) {
+                    (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE>(a, y, p0, len),
+                    (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH>(a, y, p0, len),
+                    (Tile::R8V1, Act::Sigmoid) => panel::<__m256, 8, 1, E_SIGMOID>(a, y, p0, len),
+                    (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY>(a, y, p0, len),
+                    (_, Act::None) => panel::<__m256, 4, 2, E_NONE>(a, y, p0, len),
+                    (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH>(a, y, p0, len),
+                    (_, Act::Relu6) => panel::<__m256, 4, 2, E_RELU6>(a, y, p0, len),
+                    (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID>(a, y, p0, len),
+                    (_, _) => panel::<__m256, 4, 2, E_ANY>(a, y, p0, len),
+                }
+            }
+        }
+    }
+
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    pub(super) mod neon {
+        use super::super::Panel;
+        use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
+        use ::effdet_runtime::kernels::act::neon as act128;
+        use ::effdet_runtime::kernels::simd::Vf32;
+        use ::effdet_runtime::kernels::Act;
+        use core::arch::aarch64::*;
+
+        // NEON has no masked loads and stores: the "mask" is the lane count, and partial
+        // vectors are `Vf32`'s (a stack copy). The arithmetic intrinsics are safe calls (NEON is
+        // part of the aarch64 target); only the pointer ones need the caller's guarantee.
+        impl Vec for float32x4_t {
+            const LANES: usize = 4;
+            type Mask = usize;
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vdupq_n_f32(v) }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: forwarded contract.
+                unsafe { vld1q_f32(p) }
+            }
+            #[inline(always)]
+            unsafe fn load_m(p: *const f32, n: usize) -> Self {
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are readable
+                // (`load_n` takes n < 4).
+                unsafe {
+                    match n {
+                        4 => vld1q_f32(p),
+                        _ => <Self as Vf32>::load_n(p, n, 0.0),
+                    }
+                }
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: Self) {
+                // SAFETY: forwarded contract.
+                unsafe { vst1q_f32(p, v) }
+            }
+            #[inline(always)]
+            unsafe fn store_m(p: *mut f32, n: usize, v: Self) {
+                // SAFETY: forwarded contract: the first n ≤ 4 floats at `p` are writable
+                // (`store_n` takes n < 4).
+                unsafe {
+                    match n {
+                        4 => vst1q_f32(p, v),
+                        _ => <Self as Vf32>::store_n(p, v, n),
+                    }
+                }
+            }
+            #[inline(always)]
+            unsafe fn mask(n: usize) -> usize {
+                n
+            }
+            #[inline(always)]
+            unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vfmaq_f32(c, a, b) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                // SAFETY: NEON is enabled for this target (the module is compiled only then).
+                unsafe { vaddq_f32(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn swish(v: Self) -> Self {
+                act128::swish(v)
+            }
+            #[inline(always)]
+            unsafe fn act(act: Act, v: Self) -> Self {
+                act128::apply(act, v)
+            }
+        }
+
+        /// Pixels `[p0, p0 + len)` of one panel, NEON (32 registers: 8 channels × 2 vectors,
+        /// 16 accumulators).
+        ///
+        /// # Safety
+        /// As `panel_512`, without the CPU condition.
+        pub(in super::super) unsafe fn panel_neon(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+            // SAFETY: forwarded contract; the const parameters only select code.
+            unsafe {
+                match a.act {
+                    Act::None => panel::<float32x4_t, 8, 2, E_NONE>(a, y, p0, len),
+                    Act::Swish => panel::<float32x4_t, 8, 2, E_SWISH>(a, y, p0, len),
+                    Act::Relu6 => panel::<float32x4_t, 8, 2, E_RELU6>(a, y, p0, len),
+                    Act::Sigmoid => panel::<float32x4_t, 8, 2, E_SIGMOID>(a, y, p0, len),
+                    _ => panel::<float32x4_t, 8, 2, E_ANY>(a, y, p0, len),
+                }
+            }
+        }
+    }
+}
+
