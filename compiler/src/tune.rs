@@ -1,7 +1,7 @@
 //! `effdetc build --tune`: the blocking of each distinct 1×1 conv shape, timed on the
 //! building machine.
 //!
-//! Without it the runtime's kernels block every call by a fixed rule (`conv1x1::Plan::new`:
+//! Without it the kernels block every call by a fixed rule (`conv1x1::Plan::new`:
 //! pixel blocks whose slice of x fits ~256 KB of L2, 8×2 tiles on AVX-512, 4×2 or 8×1 on
 //! AVX2), so a generated crate does not depend on the machine that built it. `--tune` times
 //! the candidates for every distinct `(cin, cout, hw)` of the plan's 1×1 convs (pixel block,

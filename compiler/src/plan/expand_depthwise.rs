@@ -1,10 +1,10 @@
 //! A 1×1 conv whose only reader is the depthwise conv right after it runs inside that conv,
-//! band by band (the runtime's `kernels::mbconv::expand_depthwise`): an MBConv's expand
+//! band by band (the kernels' `mbconv::expand_depthwise`): an MBConv's expand
 //! and depthwise convs. The 1×1 conv's output (6× the block's input) is then never
 //! written: its slot is emptied, and the conv's input lives until the depthwise step,
 //! which now reads it. The outputs are bit for bit the separate kernels'.
 //!
-//! Only where the runtime's fixed rule says it pays (`mbconv::worth_fusing`: an expanded
+//! Only where the kernels' fixed rule says it pays (`mbconv::worth_fusing`: an expanded
 //! tensor of 2 MiB or more, few rows expanded twice; D0's 256² and 128² stages and its 64²
 //! stride-2 one, Lite0's 160² and 80² ones);
 //! batch 1 only (the fused kernel takes one image); no residual, gates or channels-last
