@@ -94,6 +94,17 @@ pub fn crate_files(
     Ok(CrateFiles { files })
 }
 
+/// `text` with every non-empty line prefixed by `prefix` (source nested one or more
+/// levels deeper: the `if_std!` items, the inline kernels module).
+pub(crate) fn indent(text: &str, prefix: &str) -> String {
+    text.lines()
+        .map(|l| match l {
+            "" => "\n".to_string(),
+            _ => format!("{prefix}{l}\n"),
+        })
+        .collect()
+}
+
 /// The memory layout of a model's input, as its docs name it: `NHWC` for a TensorFlow
 /// export's `[N, H, W, 3]` images, `NCHW` otherwise.
 pub fn input_layout(plan: &Plan) -> &'static str {

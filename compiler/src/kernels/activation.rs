@@ -155,7 +155,6 @@ mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::effdet_runtime::kernels::act::Act;
 
     fn all_acts() -> Vec<Act> {
         vec![

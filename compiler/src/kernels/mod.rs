@@ -98,16 +98,7 @@ pub fn module_inline() -> String {
             out.push_str(&format!("    #[cfg({cfg})]\n"));
         }
         out.push_str(&format!("    pub mod {name} {{\n"));
-        for line in without_tests(text).lines() {
-            match line {
-                "" => out.push('\n'),
-                _ => {
-                    out.push_str("        ");
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
-        }
+        out.push_str(&crate::codegen::indent(without_tests(text), "        "));
         out.push_str("    }\n");
     }
     out.push_str("}\n");
