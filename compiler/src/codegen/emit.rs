@@ -14,7 +14,10 @@ use quote::{format_ident, quote};
 
 use crate::detection::DetectionSettings;
 use crate::ir::{Activation, BinaryOp, FusionMethod, PoolKind, ReduceKind};
+use crate::kernels::depthwise;
 use crate::plan::{Kernel, Plan, Sample};
+use effdet_runtime::kernels::act::code;
+use effdet_runtime::kernels::Act;
 
 /// Where the generated module finds its packed weights.
 #[derive(Clone, Debug)]
@@ -284,23 +287,52 @@ fn f32_lit(v: f32) -> TokenStream {
     }
 }
 
-fn act(a: Option<Activation>) -> TokenStream {
+/// The kernels' activation for an IR activation (`None`: identity).
+fn kernel_act(a: Option<Activation>) -> Act {
     match a {
-        None => quote!(Act::None),
-        Some(Activation::Swish) => quote!(Act::Swish),
-        Some(Activation::Relu) => quote!(Act::Relu),
-        Some(Activation::Relu6) => quote!(Act::Relu6),
-        Some(Activation::Sigmoid) => quote!(Act::Sigmoid),
-        Some(Activation::HardSwish) => quote!(Act::HardSwish),
-        Some(Activation::Clip { min, max }) => {
+        None => Act::None,
+        Some(Activation::Swish) => Act::Swish,
+        Some(Activation::Relu) => Act::Relu,
+        Some(Activation::Relu6) => Act::Relu6,
+        Some(Activation::Sigmoid) => Act::Sigmoid,
+        Some(Activation::HardSwish) => Act::HardSwish,
+        Some(Activation::Clip { min, max }) => Act::Clip { min, max },
+        Some(Activation::HardSigmoid { alpha, beta }) => Act::HardSigmoid { alpha, beta },
+    }
+}
+
+/// The activation argument of a kernel call.
+fn act(a: Option<Activation>) -> TokenStream {
+    match kernel_act(a) {
+        Act::None => quote!(Act::None),
+        Act::Swish => quote!(Act::Swish),
+        Act::Relu => quote!(Act::Relu),
+        Act::Relu6 => quote!(Act::Relu6),
+        Act::Sigmoid => quote!(Act::Sigmoid),
+        Act::HardSwish => quote!(Act::HardSwish),
+        Act::Clip { min, max } => {
             let (min, max) = (f32_lit(min), f32_lit(max));
             quote!(Act::Clip { min: #min, max: #max })
         }
-        Some(Activation::HardSigmoid { alpha, beta }) => {
+        Act::HardSigmoid { alpha, beta } => {
             let (alpha, beta) = (f32_lit(alpha), f32_lit(beta));
             quote!(Act::HardSigmoid { alpha: #alpha, beta: #beta })
         }
     }
+}
+
+/// The const parameter of a kernel compiled per activation: the code of `a`
+/// (`effdet_runtime::kernels::act::code`), so that the model compiles that variant only.
+fn act_code(a: Option<Activation>) -> TokenStream {
+    let name = match kernel_act(a).code() {
+        code::NONE => "NONE",
+        code::SWISH => "SWISH",
+        code::RELU6 => "RELU6",
+        code::SIGMOID => "SIGMOID",
+        _ => "ANY",
+    };
+    let name = format_ident!("{name}");
+    quote!({ ::effdet_runtime::kernels::act::code::#name })
 }
 
 /// Offsets a segment body refers to, numbered in order of first use.
@@ -527,9 +559,13 @@ fn kernel_call(
                 Some(_) => (&ws[2], &ws[3]),
                 None => (&ws[0], &ws[1]),
             };
-            let means_arg = match means {
-                Means::Write => quote!(&mut cx.scratch[..#c]),
-                _ => quote!(&mut []),
+            let means_arg = quote!(&mut cx.scratch[..#c]);
+            // A fast shape calls the kernel compiled for its kernel size, stride and
+            // activation; any other the plain loops.
+            let fixed = depthwise::fast(*k, *stride);
+            let consts = {
+                let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
+                quote!(::<#kc, #sc, #ac>)
             };
             let (c, h, w, k, stride, pads, a) = (
                 lit(*c),
@@ -540,16 +576,20 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
-            let call = match (expand, means) {
-                (Some(e), _) => {
+            let means_arg = match means {
+                Means::Write => means_arg,
+                _ => quote!(&mut []),
+            };
+            let call = match expand {
+                Some(e) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    quote!(k::mbconv::expand_depthwise(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
-                (None, Means::Write) => {
-                    quote!(k::depthwise::depthwise_pooled(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                None if fixed => {
+                    quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
-                (None, _) => {
-                    quote!(k::depthwise::depthwise(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                None => {
+                    quote!(k::depthwise::depthwise_general(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
             };
             quote! {{
@@ -569,10 +609,11 @@ fn kernel_call(
         } => {
             let (w0, b) = (&ws[0], &ws[1]);
             let (cin, cout, h, w) = (lit(*cin), lit(*cout), lit(*h), lit(*w));
+            let code = act_code(*a);
             let (kernel, stride, pads, a) = (lits(kernel), lits(stride), lits(pads), act(*a));
             quote! {{
                 #split
-                k::dense::conv_dense(cx.isa, cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
+                k::dense::conv_dense_fixed::<#code>(cx.isa, cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
             }}
         }
         Kernel::ConvGeneric {
@@ -675,10 +716,11 @@ fn kernel_call(
                 };
                 quote!((#x, #sample))
             });
+            let code = act_code(*a);
             let (c, oh, ow, a) = (lit(*c), lit(*oh), lit(*ow), act(*a));
             quote! {{
                 #split
-                k::fuse::fuse(cx.isa, cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
+                k::fuse::fuse_fixed::<#code>(cx.isa, cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
             }}
         }
         Kernel::BatchNorm { c, hw, eps } => {

@@ -356,27 +356,43 @@ mod tests {
     /// each takes its channel means from that conv (through the scratch buffer) instead of
     /// reading the map again: the pairs are emitted together, and no map-reading gates
     /// call is left.
+    /// Where each depthwise call of `body` that writes channel means (into `cx.scratch`)
+    /// starts: a depthwise conv alone or with its expand conv fused in.
+    fn pooled_depthwise_calls(body: &str) -> Vec<usize> {
+        let mut at = Vec::new();
+        for name in ["k::depthwise::depthwise_", "k::mbconv::expand_depthwise_"] {
+            for (i, _) in body.match_indices(name) {
+                let call = &body[i..];
+                let call = &call[..call.find(");").unwrap_or(call.len())];
+                if call.contains("cx.scratch") {
+                    at.push(i);
+                }
+            }
+        }
+        at
+    }
+
     #[test]
     fn squeeze_excite_means_come_from_their_depthwise_conv() {
         let files = d0_files(DEFAULT_EMBED_LIMIT);
         let model = text(&files, "src/model.rs");
         // D0's three large expand convs (256², 128², 64²) run inside their depthwise
         // convs, which then take the means the same way.
-        let fused = model.matches("k::mbconv::expand_depthwise(").count();
-        let pooled = model.matches("k::depthwise::depthwise_pooled(").count() + fused;
+        let fused = model
+            .matches("k::mbconv::expand_depthwise_fixed::<")
+            .count();
+        let pooled = pooled_depthwise_calls(model).len();
         let from_means = model
             .matches("k::se::squeeze_excite_gates_from_means(")
             .count();
         assert_eq!(fused, 3);
         assert!(
-            pooled > 0 && pooled == from_means,
+            pooled > fused && pooled == from_means,
             "{pooled} vs {from_means}"
         );
         assert!(!model.contains("k::se::squeeze_excite_gates("));
         for body in model.split("\nfn block_").skip(1) {
-            let w = body
-                .find("depthwise_pooled(")
-                .or(body.find("expand_depthwise("));
+            let w = pooled_depthwise_calls(body).into_iter().min();
             let r = body.find("gates_from_means(");
             assert_eq!(
                 w.is_some(),
@@ -388,6 +404,45 @@ mod tests {
                 "the means are read before they are written:\n{body}"
             );
         }
+    }
+
+    /// Each depthwise, dense and fused-sum call names the kernel variant compiled for its
+    /// shape and activation (const parameters), so the crate compiles those variants only;
+    /// D0's backbone runs swish, its BiFPN convs and heads none.
+    #[test]
+    fn kernel_calls_fix_their_shape_and_activation() {
+        let files = d0_files(DEFAULT_EMBED_LIMIT);
+        let model = text(&files, "src/model.rs");
+        for generic in [
+            "k::depthwise::depthwise_pooled(",
+            "k::depthwise::depthwise(",
+            "k::mbconv::expand_depthwise(",
+            "k::dense::conv_dense(",
+            "k::fuse::fuse(",
+        ] {
+            assert!(!model.contains(generic), "{generic}");
+        }
+        let code = |name: &str| format!("{{ ::effdet_runtime::kernels::act::code::{name} }}");
+        for (k, s, a) in [
+            (3, 1, "SWISH"),
+            (3, 2, "SWISH"),
+            (5, 2, "SWISH"),
+            (3, 1, "NONE"),
+        ] {
+            let call = format!(
+                "depthwise_fixed::<\n            {k},\n            {s},\n            {},",
+                code(a)
+            );
+            assert!(model.contains(&call), "{call}");
+        }
+        assert!(model.contains(&format!(
+            "conv_dense_fixed::<\n            {},",
+            code("SWISH")
+        )));
+        assert!(
+            !model.contains("code::ANY"),
+            "D0 has no activation without a code"
+        );
     }
 
     #[test]

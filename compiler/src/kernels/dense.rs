@@ -11,6 +11,7 @@
 //! per call).
 
 use super::depthwise::{out_len, PaddedRows, RingShape};
+use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
@@ -39,6 +40,35 @@ pub fn conv_dense(
     pads: [usize; 4],
     act: Act,
 ) {
+    conv_dense_fixed::<{ code::ANY }>(
+        isa, par, x, w, bias, y, cin, cout, h, w_in, kernel, stride, pads, act,
+    );
+}
+
+/// [`conv_dense`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`)
+/// only, as a generated model calls it; `act` must be that code's activation (any with
+/// `code::ANY`).
+///
+/// # Panics
+/// As [`conv_dense`]; and if `act` is not the activation of `A`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_dense_fixed<const A: u8>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w_in: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    act: Act,
+) {
+    let act = act.fixed::<A>();
     let oh = out_len(h, pads[0], pads[2], kernel[0], stride[0]);
     let ow = out_len(w_in, pads[1], pads[3], kernel[1], stride[1]);
     let plane_out = size("conv_dense", &[oh, ow]);
@@ -108,14 +138,14 @@ pub fn conv_dense(
         match isa {
             // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { run_avx512(&mut a) },
+            Isa::Avx512 => unsafe { run_avx512::<A>(&mut a) },
             // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { run_avx2(&mut a) },
+            Isa::Avx2 => unsafe { run_avx2::<A>(&mut a) },
             // SAFETY: NEON is part of every aarch64 CPU (32 registers: the AVX-512 tile).
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::Neon => unsafe {
-                specialize_act!(a.act, act => run::<core::arch::aarch64::float32x4_t, 8, 2>(&mut a, act))
+                specialize_act!(A, a.act, act => run::<core::arch::aarch64::float32x4_t, 8, 2>(&mut a, act))
             },
             // SAFETY: the one-lane f32 path runs on any CPU.
             _ => unsafe { run::<f32, 4, 2>(&mut a, act) },
@@ -142,16 +172,16 @@ struct Args<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn run_avx512(a: &mut Args) {
+unsafe fn run_avx512<const A: u8>(a: &mut Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m512, 8, 2>(a, act)) }
+    unsafe { specialize_act!(A, a.act, act => run::<core::arch::x86_64::__m512, 8, 2>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2(a: &mut Args) {
+unsafe fn run_avx2<const A: u8>(a: &mut Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m256, 4, 2>(a, act)) }
+    unsafe { specialize_act!(A, a.act, act => run::<core::arch::x86_64::__m256, 4, 2>(a, act)) }
 }
 
 /// Computes the group with tiles of `COB` output channels × `NV` vectors.

@@ -52,40 +52,30 @@ pub(crate) fn worth(isa: Isa, c: usize, oh: usize, ow: usize, k: usize, stride: 
 /// # Safety
 /// The CPU supports `isa` (AVX-512F+FMA or AVX2+FMA); `a`'s slices hold its planes (as for
 /// the row kernel).
-pub(crate) unsafe fn run(isa: Isa, a: &mut Args) -> usize {
+pub(crate) unsafe fn run<const K: usize, const S: usize, const A: u8>(
+    isa: Isa,
+    a: &mut Args,
+) -> usize {
     // SAFETY: forwarded contract.
     unsafe {
         match isa {
-            Isa::Avx512 => run_avx512(a),
-            Isa::Avx2 => run_avx2(a),
+            Isa::Avx512 => run_avx512::<K, S, A>(a),
+            Isa::Avx2 => run_avx2::<K, S, A>(a),
             _ => 0,
         }
     }
 }
 
-/// Calls `$f::<$v, K, S>($a)` for the kernel size and stride of `$a`.
-macro_rules! by_shape {
-    ($f:ident, $v:ty, $a:expr) => {
-        match ($a.k, $a.stride) {
-            (3, 1) => $f::<$v, 3, 1>($a),
-            (3, 2) => $f::<$v, 3, 2>($a),
-            (5, 1) => $f::<$v, 5, 1>($a),
-            (5, 2) => $f::<$v, 5, 2>($a),
-            (k, s) => unreachable!("no depthwise fast path for k {k} stride {s}"),
-        }
-    };
-}
-
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn run_avx512(a: &mut Args) -> usize {
+unsafe fn run_avx512<const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
     // SAFETY: forwarded contract (AVX-512F and FMA enabled here).
-    unsafe { by_shape!(groups, __m512, a) }
+    unsafe { groups::<__m512, K, S, A>(a) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2(a: &mut Args) -> usize {
+unsafe fn run_avx2<const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
     // SAFETY: forwarded contract (AVX2 and FMA enabled here).
-    unsafe { by_shape!(groups, __m256, a) }
+    unsafe { groups::<__m256, K, S, A>(a) }
 }
 
 /// One group's buffers as the tiles see them: `xt` the padded pixel-major input (`wp`
@@ -164,7 +154,7 @@ unsafe fn rows<V: Vf32, const K: usize, const S: usize, const R: usize>(g: &Grou
 /// # Safety
 /// As [`run`], with `V` the vectors of the instruction set enabled in the caller.
 #[inline(always)]
-unsafe fn groups<V: Vf32, const K: usize, const S: usize>(a: &mut Args) -> usize {
+unsafe fn groups<V: Vf32, const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
     let l = V::LANES;
     let (h, w_in, oh, ow) = (a.h, a.w_in, a.oh, a.ow);
     let (pt, pl) = (a.pads[0], a.pads[1]);
@@ -225,7 +215,7 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize>(a: &mut Args) -> usize
                 bias: V::load(a.bias.as_ptr().add(c0)),
                 yt: yp,
                 ow,
-                act: a.act,
+                act: a.act.fixed::<A>(),
             };
             let mut oy = 0;
             while oy + 4 <= oh {
@@ -269,7 +259,17 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize>(a: &mut Args) -> usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::depthwise::{out_len, run_planes, run_rows};
+    use crate::kernels::depthwise::{by_shape, out_len, run_planes, run_rows};
+
+    /// The row kernel alone, for `a`'s kernel size, stride and activation.
+    fn rows(isa: Isa, a: &mut Args) {
+        by_shape!(run_rows, a.k, a.stride, a.act; isa, a)
+    }
+
+    /// The row kernel or this one, as a depthwise call chooses.
+    fn planes(isa: Isa, a: &mut Args) {
+        by_shape!(run_planes, a.k, a.stride, a.act; isa, a)
+    }
     use ::effdet_runtime::kernels::simd::test_util::Rng;
 
     #[test]
@@ -343,8 +343,8 @@ mod tests {
                         f(isa, &mut a);
                         (y, m)
                     };
-                    let (want, want_m) = run(run_rows);
-                    let (got, got_m) = run(run_planes);
+                    let (want, want_m) = run(rows);
+                    let (got, got_m) = run(planes);
                     let what = format!("{isa:?} {c}ch {h}x{w} k{k} s{s} {pads:?} {act:?}");
                     assert!(want.iter().all(|v| v.is_finite()), "{what}: reference");
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();

@@ -12,6 +12,7 @@
 //! allocate nothing, for any number of inputs.
 
 use super::depthwise::out_len;
+use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch::{self, padded};
 use ::effdet_runtime::kernels::simd::{usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
@@ -72,6 +73,28 @@ pub fn fuse(
     ow: usize,
     act: Act,
 ) {
+    fuse_fixed::<{ code::ANY }>(isa, par, inputs, coef, y, c, oh, ow, act);
+}
+
+/// [`fuse`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`) only,
+/// as a generated model calls it; `act` must be that code's activation (any with
+/// `code::ANY`).
+///
+/// # Panics
+/// As [`fuse`]; and if `act` is not the activation of `A`.
+#[allow(clippy::too_many_arguments)]
+pub fn fuse_fixed<const A: u8>(
+    isa: Isa,
+    par: Par,
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    y: &mut [f32],
+    c: usize,
+    oh: usize,
+    ow: usize,
+    act: Act,
+) {
+    let act = act.fixed::<A>();
     let plane = size("fuse", &[oh, ow]);
     assert!(
         coef.len() >= inputs.len(),
@@ -123,14 +146,14 @@ pub fn fuse(
         match isa {
             // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { run_avx512(a) },
+            Isa::Avx512 => unsafe { run_avx512::<A>(a) },
             // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { run_avx2(a) },
+            Isa::Avx2 => unsafe { run_avx2::<A>(a) },
             // SAFETY: NEON is part of every aarch64 CPU.
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::Neon => unsafe {
-                specialize_act!(a.act, act => run::<core::arch::aarch64::float32x4_t>(a, act))
+                specialize_act!(A, a.act, act => run::<core::arch::aarch64::float32x4_t>(a, act))
             },
             // SAFETY: the one-lane f32 path runs on any CPU.
             _ => unsafe { run::<f32>(a, act) },
@@ -151,16 +174,16 @@ struct Args<'a> {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn run_avx512(a: Args) {
+unsafe fn run_avx512<const A: u8>(a: Args) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m512>(a, act)) }
+    unsafe { specialize_act!(A, a.act, act => run::<core::arch::x86_64::__m512>(a, act)) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2(a: Args) {
+unsafe fn run_avx2<const A: u8>(a: Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => run::<core::arch::x86_64::__m256>(a, act)) }
+    unsafe { specialize_act!(A, a.act, act => run::<core::arch::x86_64::__m256>(a, act)) }
 }
 
 /// The scratch one input needs, by kind: a nearest row buffer (`wide` floats) and maybe a

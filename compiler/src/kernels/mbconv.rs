@@ -12,7 +12,7 @@
 //! rows become zero rows of the band).
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{out_len, run_planes, Args};
+use super::depthwise::{by_shape, fast, out_len, run_planes, Args};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::usable;
@@ -86,9 +86,46 @@ pub fn expand_depthwise(
     means: &mut [f32],
 ) {
     assert!(
-        matches!(k, 3 | 5) && matches!(stride, 1 | 2),
+        fast(k, stride),
         "expand_depthwise: kernel {k} stride {stride} (3 or 5, 1 or 2)"
     );
+    by_shape!(expand_depthwise_fixed, k, stride, act;
+        isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means);
+}
+
+/// [`expand_depthwise`] compiled for the depthwise conv's kernel size `K`, stride `S` and
+/// activation code `A` (`effdet_runtime::kernels::act::code`), as a generated model calls
+/// it: only the variants a model calls are compiled into it. `k`, `stride` and `act` must
+/// be those constants' values.
+///
+/// # Panics
+/// As [`expand_depthwise`]; and if the arguments differ from the constants.
+#[allow(clippy::too_many_arguments)]
+pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w_exp: &[f32],
+    b_exp: &[f32],
+    act_exp: Act,
+    w_dw: &[f32],
+    b_dw: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+) {
+    assert!(
+        fast(K, S) && (k, stride) == (K, S),
+        "expand_depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+    );
+    let act = act.fixed::<A>();
     let oh = out_len(h, pads[0], pads[2], k, stride);
     let ow = out_len(w, pads[1], pads[3], k, stride);
     let (hw, plane_out) = (
@@ -181,7 +218,7 @@ pub fn expand_depthwise(
                         act,
                         means: &mut [],
                     };
-                    run_planes(isa, &mut a);
+                    run_planes::<K, S, A>(isa, &mut a);
                 }
                 o0 = o1;
             }

@@ -747,7 +747,9 @@ const _: fn() = || {
 fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 786432)], (t[0], 2097152));
-        k::dense::conv_dense(
+        k::dense::conv_dense_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -769,7 +771,11 @@ fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
 fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 2097152)], (t[0], 2097152));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -828,7 +834,11 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
 fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1048576)], (t[0], 1572864));
-        k::mbconv::expand_depthwise(
+        k::mbconv::expand_depthwise_fixed::<
+            3,
+            2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -891,7 +901,11 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
 fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
-        k::mbconv::expand_depthwise(
+        k::mbconv::expand_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -971,7 +985,11 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 2359296)], (t[2], 589824));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1047,7 +1065,11 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 983040)], (t[2], 983040));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1106,7 +1128,11 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 245760));
-        k::mbconv::expand_depthwise(
+        k::mbconv::expand_depthwise_fixed::<
+            3,
+            2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1186,7 +1212,11 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 491520)], (t[2], 491520));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1262,7 +1292,11 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 491520)], (t[2], 491520));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1338,7 +1372,11 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 688128)], (t[2], 688128));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1414,7 +1452,11 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 688128)], (t[2], 172032));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1490,7 +1532,11 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 294912)], (t[2], 294912));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            5,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1566,7 +1612,11 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 294912)], (t[2], 294912));
-        k::depthwise::depthwise_pooled(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1682,7 +1732,9 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             [(t[1], 4096), (t[2], 1024)],
             (t[0], 4096),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -1705,7 +1757,11 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[3], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1719,6 +1775,7 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -1767,7 +1824,9 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             [(t[1], 16384), (t[2], 4096)],
             (t[0], 16384),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -1790,7 +1849,11 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[3], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1804,6 +1867,7 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -1852,7 +1916,9 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             [(t[1], 65536), (t[2], 16384)],
             (t[0], 65536),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -1875,7 +1941,11 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[3], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1889,6 +1959,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -1937,7 +2008,9 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             [(t[1], 262144), (t[2], 65536)],
             (t[0], 262144),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -1960,7 +2033,11 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[3], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -1974,6 +2051,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2002,7 +2080,9 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             [(t[1], 65536), (t[2], 65536), (t[3], 262144)],
             (t[0], 65536),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -2029,7 +2109,11 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[4], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2043,6 +2127,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2071,7 +2156,9 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             [(t[1], 16384), (t[2], 16384), (t[3], 65536)],
             (t[0], 16384),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -2098,7 +2185,11 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[4], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2112,6 +2203,7 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2140,7 +2232,9 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             [(t[1], 4096), (t[2], 4096), (t[3], 16384)],
             (t[0], 4096),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -2167,7 +2261,11 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[4], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2181,6 +2279,7 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2209,7 +2308,9 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             [(t[1], 1024), (t[2], 4096)],
             (t[0], 1024),
         );
-        k::fuse::fuse(
+        k::fuse::fuse_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
             cx.isa,
             cx.par,
             &[
@@ -2235,7 +2336,11 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[3], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2249,6 +2354,7 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2273,7 +2379,11 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2287,6 +2397,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2308,7 +2419,11 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 262144)], (t[3], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2322,6 +2437,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2343,7 +2459,11 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 262144)], (t[5], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2357,6 +2477,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2378,7 +2499,11 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 262144)], (t[7], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2392,6 +2517,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2416,7 +2542,11 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2430,6 +2560,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2451,7 +2582,11 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 65536)], (t[3], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2465,6 +2600,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2486,7 +2622,11 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2500,6 +2640,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2521,7 +2662,11 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 65536)], (t[7], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2535,6 +2680,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2559,7 +2705,11 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2573,6 +2723,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2594,7 +2745,11 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 16384)], (t[3], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2608,6 +2763,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2629,7 +2785,11 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2643,6 +2803,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2664,7 +2825,11 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 16384)], (t[7], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2678,6 +2843,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2702,7 +2868,11 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2716,6 +2886,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2737,7 +2908,11 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2751,6 +2926,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2772,7 +2948,11 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2786,6 +2966,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2807,7 +2988,11 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 4096)], (t[7], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2821,6 +3006,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2845,7 +3031,11 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2859,6 +3049,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2880,7 +3071,11 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2894,6 +3089,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2915,7 +3111,11 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 1024)], (t[5], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2929,6 +3129,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2950,7 +3151,11 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 1024)], (t[7], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -2964,6 +3169,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -2988,7 +3194,11 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3002,6 +3212,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3023,7 +3234,11 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 262144)], (t[3], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3037,6 +3252,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3058,7 +3274,11 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 262144)], (t[5], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3072,6 +3292,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3093,7 +3314,11 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 262144)], (t[7], 262144));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3107,6 +3332,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3131,7 +3357,11 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3145,6 +3375,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3166,7 +3397,11 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 65536)], (t[3], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3180,6 +3415,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3201,7 +3437,11 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3215,6 +3455,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3236,7 +3477,11 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 65536)], (t[7], 65536));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3250,6 +3495,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3274,7 +3520,11 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3288,6 +3538,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3309,7 +3560,11 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 16384)], (t[3], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3323,6 +3578,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3344,7 +3600,11 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3358,6 +3618,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3379,7 +3640,11 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 16384)], (t[7], 16384));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3393,6 +3658,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3417,7 +3683,11 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3431,6 +3701,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3452,7 +3723,11 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3466,6 +3741,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3487,7 +3763,11 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3501,6 +3781,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3522,7 +3803,11 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 4096)], (t[7], 4096));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3536,6 +3821,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3560,7 +3846,11 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
 fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3574,6 +3864,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3595,7 +3886,11 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3609,6 +3904,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3630,7 +3926,11 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 1024)], (t[5], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3644,6 +3944,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {
@@ -3665,7 +3966,11 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[6], 1024)], (t[7], 1024));
-        k::depthwise::depthwise(
+        k::depthwise::depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
             cx.isa,
             cx.par,
             x0,
@@ -3679,6 +3984,7 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             1,
             [1, 1, 1, 1],
             Act::None,
+            &mut [],
         );
     }
     {

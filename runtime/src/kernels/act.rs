@@ -74,6 +74,54 @@ impl Act {
             Act::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
         }
     }
+
+    /// This activation's [`code`]: what a generated model passes as a kernel's const
+    /// parameter ([`code::ANY`] for those without a code of their own).
+    pub const fn code(self) -> u8 {
+        match self {
+            Act::None => code::NONE,
+            Act::Swish => code::SWISH,
+            Act::Relu6 => code::RELU6,
+            Act::Sigmoid => code::SIGMOID,
+            _ => code::ANY,
+        }
+    }
+
+    /// The activation of code `A` (a constant, so a kernel compiled for `A` holds that
+    /// activation's code only), or `self` where `A` is [`code::ANY`].
+    ///
+    /// # Panics
+    /// If `A` is a code other than `ANY` and `self` is not its activation: a caller passed
+    /// a code that does not match its `Act`.
+    #[inline(always)]
+    pub fn fixed<const A: u8>(self) -> Act {
+        let fixed = match A {
+            code::NONE => Act::None,
+            code::SWISH => Act::Swish,
+            code::RELU6 => Act::Relu6,
+            code::SIGMOID => Act::Sigmoid,
+            _ => return self,
+        };
+        assert!(fixed == self, "activation code {A} given for {self:?}");
+        fixed
+    }
+}
+
+/// The codes of the activations a kernel can take as a const parameter (an [`Act`] carries
+/// data, so it cannot be one). A generated model passes each call's code, so a kernel is
+/// compiled for the activations the model uses and no other; `ANY` reads the [`Act`] at
+/// run time (the piecewise-linear ones with parameters).
+pub mod code {
+    /// The activation is the `Act` argument, read at run time.
+    pub const ANY: u8 = 0;
+    /// [`super::Act::None`].
+    pub const NONE: u8 = 1;
+    /// [`super::Act::Swish`].
+    pub const SWISH: u8 = 2;
+    /// [`super::Act::Relu6`].
+    pub const RELU6: u8 = 3;
+    /// [`super::Act::Sigmoid`].
+    pub const SIGMOID: u8 = 4;
 }
 
 // The short exp, shared by both SIMD paths (see the module docs).
@@ -555,6 +603,46 @@ pub mod neon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_fix_their_activation_and_any_keeps_the_argument() {
+        let all = [
+            Act::None,
+            Act::Relu,
+            Act::Relu6,
+            Act::Swish,
+            Act::Sigmoid,
+            Act::HardSwish,
+            Act::Clip {
+                min: -1.0,
+                max: 2.0,
+            },
+            Act::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+        ];
+        for a in all {
+            assert_eq!(a.fixed::<{ code::ANY }>(), a);
+            let fixed = match a.code() {
+                code::NONE => a.fixed::<{ code::NONE }>(),
+                code::SWISH => a.fixed::<{ code::SWISH }>(),
+                code::RELU6 => a.fixed::<{ code::RELU6 }>(),
+                code::SIGMOID => a.fixed::<{ code::SIGMOID }>(),
+                code::ANY => a,
+                c => panic!("unknown code {c}"),
+            };
+            assert_eq!(fixed, a);
+        }
+        assert_eq!(Act::Relu.code(), code::ANY);
+        assert_ne!(Act::Swish.code(), Act::Sigmoid.code());
+    }
+
+    #[test]
+    #[should_panic(expected = "activation code 2 given for Relu6")]
+    fn a_code_that_is_not_the_argument_panics() {
+        Act::Relu6.fixed::<{ code::SWISH }>();
+    }
 
     /// The interleaved swish and sigmoid of a register tile give the one-vector ones bit for bit,
     /// for every tile size up to 20 vectors (past one 16-vector step), on ordinary and

@@ -24,28 +24,36 @@ pub fn usable(isa: Isa) -> Isa {
     }
 }
 
-/// Evaluates `$body` with `$act` bound to a compile-time constant for the common
-/// activations (swish, none, ReLU6 of the Lite models) and to the runtime value otherwise,
-/// so that inlined epilogues lose their per-vector `match` where it matters (four copies of
-/// `$body`; ReLU6's made Lite0 3–4% faster with the conv1x1 one, Intel Xeon).
+/// Evaluates `$body` with `$act` bound to a compile-time constant activation: the one of
+/// activation code `$code` (a const parameter: `act::code`) when it is fixed, which is how
+/// a generated model calls a kernel, so only that copy is compiled; with `code::ANY`, one
+/// copy per common activation (swish, none, ReLU6 of the Lite models) chosen by `$value`
+/// at run time, and the run-time value for the rest, so that inlined epilogues lose their
+/// per-vector `match` where it matters (ReLU6's made Lite0 3–4% faster with the conv1x1
+/// one, Intel Xeon).
 #[macro_export]
 #[doc(hidden)]
 macro_rules! specialize_act {
-    ($value:expr, $act:ident => $body:expr) => {
-        match $value {
-            $crate::kernels::Act::Swish => {
-                let $act = $crate::kernels::Act::Swish;
-                $body
+    ($code:expr, $value:expr, $act:ident => $body:expr) => {
+        if $code != $crate::kernels::act::code::ANY {
+            let $act = $value.fixed::<{ $code }>();
+            $body
+        } else {
+            match $value {
+                $crate::kernels::Act::Swish => {
+                    let $act = $crate::kernels::Act::Swish;
+                    $body
+                }
+                $crate::kernels::Act::None => {
+                    let $act = $crate::kernels::Act::None;
+                    $body
+                }
+                $crate::kernels::Act::Relu6 => {
+                    let $act = $crate::kernels::Act::Relu6;
+                    $body
+                }
+                $act => $body,
             }
-            $crate::kernels::Act::None => {
-                let $act = $crate::kernels::Act::None;
-                $body
-            }
-            $crate::kernels::Act::Relu6 => {
-                let $act = $crate::kernels::Act::Relu6;
-                $body
-            }
-            $act => $body,
         }
     };
 }

@@ -16,24 +16,37 @@
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
-use ::effdet_runtime::specialize_act;
 
-/// Calls `$f::<K, S, RB>($a)` for the fast-path kernel size and stride of `$a`, with
-/// blocks of 8 output rows if `$tall`, else 4.
+/// Calls `$f::<K, S, A>($args…)` for the fast-path kernel size `$k` and stride `$s` and the
+/// code `A` of activation `$act`: the run-time dispatch of [`depthwise_pooled`] and
+/// [`super::mbconv::expand_depthwise`] onto the entry points a generated model calls
+/// directly (which compile only the variants that model uses).
 macro_rules! by_shape {
-    ($f:ident, $a:expr, $tall:expr) => {
-        match ($a.k, $a.stride, $tall) {
-            (3, 1, true) => $f::<3, 1, 8>($a),
-            (3, 2, true) => $f::<3, 2, 8>($a),
-            (3, 1, false) => $f::<3, 1, 4>($a),
-            (3, 2, false) => $f::<3, 2, 4>($a),
-            (5, 1, true) => $f::<5, 1, 8>($a),
-            (5, 1, false) => $f::<5, 1, 4>($a),
-            (5, 2, true) => $f::<5, 2, 8>($a),
-            (5, 2, false) => $f::<5, 2, 4>($a),
-            (k, s, _) => unreachable!("no depthwise fast path for k {k} stride {s}"),
+    ($f:ident, $k:expr, $s:expr, $act:expr; $($arg:expr),* $(,)?) => {
+        match ($k, $s) {
+            (3, 1) => by_shape!(@act $f, 3, 1, $act; $($arg),*),
+            (3, 2) => by_shape!(@act $f, 3, 2, $act; $($arg),*),
+            (5, 1) => by_shape!(@act $f, 5, 1, $act; $($arg),*),
+            (5, 2) => by_shape!(@act $f, 5, 2, $act; $($arg),*),
+            (k, s) => unreachable!("no depthwise fast path for k {k} stride {s}"),
         }
     };
+    (@act $f:ident, $k:literal, $s:literal, $act:expr; $($arg:expr),*) => {{
+        use ::effdet_runtime::kernels::act::code;
+        match $act.code() {
+            code::NONE => $f::<$k, $s, { code::NONE }>($($arg),*),
+            code::SWISH => $f::<$k, $s, { code::SWISH }>($($arg),*),
+            code::RELU6 => $f::<$k, $s, { code::RELU6 }>($($arg),*),
+            code::SIGMOID => $f::<$k, $s, { code::SIGMOID }>($($arg),*),
+            _ => $f::<$k, $s, { code::ANY }>($($arg),*),
+        }
+    }};
+}
+pub(crate) use by_shape;
+
+/// Whether `k` and `stride` have a fast path (the others take plain loops).
+pub fn fast(k: usize, stride: usize) -> bool {
+    matches!(k, 3 | 5) && matches!(stride, 1 | 2)
 }
 
 /// Output size of a sliding window: `(len + pads − k) / stride + 1`.
@@ -120,6 +133,131 @@ pub fn depthwise_pooled(
     act: Act,
     means: &mut [f32],
 ) {
+    if fast(k, stride) {
+        by_shape!(depthwise_fixed, k, stride, act;
+            isa, par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
+    } else {
+        depthwise_general(
+            isa, par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means,
+        );
+    }
+}
+
+/// [`depthwise_pooled`] compiled for kernel size `K`, stride `S` and activation code `A`
+/// (`effdet_runtime::kernels::act::code`), which a generated model chooses per call: only
+/// the variants a model calls are compiled into it. `k`, `stride` and `act` must be
+/// those constants' values.
+///
+/// # Panics
+/// As [`depthwise_pooled`]; and if `(K, S)` has no fast path ([`fast`]) or the arguments
+/// differ from the constants.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w_in: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+) {
+    assert!(
+        fast(K, S) && (k, stride) == (K, S),
+        "depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+    );
+    let act = act.fixed::<A>();
+    let isa = usable(isa);
+    for_groups(
+        par,
+        x,
+        w,
+        bias,
+        y,
+        c,
+        h,
+        w_in,
+        k,
+        stride,
+        pads,
+        act,
+        means,
+        |a| run_planes::<K, S, A>(isa, a),
+    );
+}
+
+/// [`depthwise_pooled`] for any kernel size and stride, by plain loops: what a generated
+/// model calls for the shapes without a fast path.
+///
+/// # Panics
+/// As [`depthwise_pooled`].
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_general(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w_in: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+) {
+    let isa = usable(isa);
+    for_groups(
+        par,
+        x,
+        w,
+        bias,
+        y,
+        c,
+        h,
+        w_in,
+        k,
+        stride,
+        pads,
+        act,
+        means,
+        |a| {
+            depthwise_any(a);
+            if !a.means.is_empty() {
+                super::se::plane_means(isa, a.y, a.means, a.oh * a.ow);
+            }
+        },
+    );
+}
+
+/// The checks of a depthwise call and its split into groups of channels, one per thread;
+/// `run` computes a group.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn for_groups(
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w_in: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+    run: impl Fn(&mut Args) + Sync,
+) {
     assert!(
         means.is_empty() || means.len() == c,
         "depthwise: {} means for {c} channels",
@@ -145,8 +283,6 @@ pub fn depthwise_pooled(
     }
     let y = &mut y[..c * plane_out];
     let group = c.div_ceil(par.threads());
-    let isa = usable(isa);
-    let fast = matches!(k, 3 | 5) && matches!(stride, 1 | 2);
     let per_group = if means.is_empty() { 0 } else { group };
     let work = c * plane_out * k * k;
     par.for_each_chunk_with(
@@ -157,7 +293,7 @@ pub fn depthwise_pooled(
         work,
         |gi, yg, mg| {
             let (c0, n) = (gi * group, yg.len() / plane_out);
-            let mut a = Args {
+            run(&mut Args {
                 x: &x[c0 * plane_in..(c0 + n) * plane_in],
                 w: &w[c0 * k * k..(c0 + n) * k * k],
                 bias: &bias[c0..c0 + n],
@@ -172,15 +308,7 @@ pub fn depthwise_pooled(
                 pads,
                 act,
                 means: mg,
-            };
-            if !fast {
-                depthwise_any(&mut a);
-                if !a.means.is_empty() {
-                    super::se::plane_means(isa, a.y, a.means, plane_out);
-                }
-                return;
-            }
-            run_planes(isa, &mut a);
+            });
         },
     );
 }
@@ -226,69 +354,75 @@ impl Args<'_> {
     }
 }
 
-/// Runs the fast path (`k` 3 or 5, stride 1 or 2) on one group of channels, with the vector
-/// type of `usable(isa)`: channel-vectorized for narrow or small planes where it pays
-/// ([`super::depthwise_lanes`]), else the row kernel.
-pub(crate) fn run_planes(isa: Isa, a: &mut Args) {
-    assert!(matches!(a.k, 3 | 5) && matches!(a.stride, 1 | 2));
+/// Runs the fast path (kernel size `K`, stride `S`, activation code `A`) on one group of
+/// channels, with the vector type of `usable(isa)`: channel-vectorized for narrow or small
+/// planes where it pays ([`super::depthwise_lanes`]), else the row kernel.
+pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8>(isa: Isa, a: &mut Args) {
+    assert!(fast(K, S) && (a.k, a.stride) == (K, S));
     let isa = usable(isa);
     #[cfg(target_arch = "x86_64")]
-    if super::depthwise_lanes::worth(isa, a.bias.len(), a.oh, a.ow, a.k, a.stride) {
+    if super::depthwise_lanes::worth(isa, a.bias.len(), a.oh, a.ow, K, S) {
         // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA, the
         // only ones `worth` takes); `a` is checked by the callers as for the row kernel.
-        let done = unsafe { super::depthwise_lanes::run(isa, a) };
+        let done = unsafe { super::depthwise_lanes::run::<K, S, A>(isa, a) };
         if done < a.bias.len() {
-            run_rows(isa, &mut a.skip(done));
+            run_rows::<K, S, A>(isa, &mut a.skip(done));
         }
         return;
     }
-    run_rows(isa, a);
+    run_rows::<K, S, A>(isa, a);
 }
 
 /// [`run_planes`] with the row kernel only.
-pub(crate) fn run_rows(isa: Isa, a: &mut Args) {
-    let (k, ow) = (a.k, a.ow);
+pub(crate) fn run_rows<const K: usize, const S: usize, const A: u8>(isa: Isa, a: &mut Args) {
+    let tall = tall_blocks(isa, K, a.ow);
     match isa {
         // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { by_shape!(planes_avx512, a, tall_blocks(isa, k, ow)) },
+        Isa::Avx512 if tall => unsafe { planes_avx512::<K, S, 8, A>(a) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { planes_avx512::<K, S, 4, A>(a) },
         // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { by_shape!(planes_avx2, a, false) },
+        Isa::Avx2 => unsafe { planes_avx2::<K, S, 4, A>(a) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        Isa::Neon => by_shape!(planes_neon, a, tall_blocks(isa, k, ow)),
-        _ => by_shape!(planes_scalar, a, false),
+        Isa::Neon if tall => planes_neon::<K, S, 8, A>(a),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => planes_neon::<K, S, 4, A>(a),
+        _ => planes_scalar::<K, S, 4, A>(a),
     }
 }
 
-// One function per ISA, (K, S) and block height: each gets its own register allocation
-// (sharing one function between the two block heights cost 13% on small planes).
+// One function per ISA, (K, S), block height and activation: each gets its own register
+// allocation (sharing one function between the two block heights cost 13% on small
+// planes).
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn planes_avx512<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
+unsafe fn planes_avx512<const K: usize, const S: usize, const RB: usize, const A: u8>(
+    a: &mut Args,
+) {
     // SAFETY: this function only runs where AVX-512F is available.
-    unsafe { specialize_act!(a.act, act => planes::<core::arch::x86_64::__m512, K, S, RB>(a, act)) }
+    unsafe { planes::<core::arch::x86_64::__m512, K, S, RB>(a, a.act.fixed::<A>()) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn planes_avx2<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
+unsafe fn planes_avx2<const K: usize, const S: usize, const RB: usize, const A: u8>(a: &mut Args) {
     // SAFETY: this function only runs where AVX2 and FMA are available.
-    unsafe { specialize_act!(a.act, act => planes::<core::arch::x86_64::__m256, K, S, RB>(a, act)) }
+    unsafe { planes::<core::arch::x86_64::__m256, K, S, RB>(a, a.act.fixed::<A>()) }
 }
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-fn planes_neon<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
+fn planes_neon<const K: usize, const S: usize, const RB: usize, const A: u8>(a: &mut Args) {
     // SAFETY: NEON is part of every aarch64 CPU.
-    unsafe {
-        specialize_act!(a.act, act => planes::<core::arch::aarch64::float32x4_t, K, S, RB>(a, act))
-    }
+    unsafe { planes::<core::arch::aarch64::float32x4_t, K, S, RB>(a, a.act.fixed::<A>()) }
 }
 
-fn planes_scalar<const K: usize, const S: usize, const RB: usize>(a: &mut Args) {
+fn planes_scalar<const K: usize, const S: usize, const RB: usize, const A: u8>(a: &mut Args) {
     // SAFETY: the one-lane f32 path runs on any CPU.
-    unsafe { planes::<f32, K, S, RB>(a, a.act) }
+    unsafe { planes::<f32, K, S, RB>(a, a.act.fixed::<A>()) }
 }
 
 /// Whether to compute 8 output rows at a time rather than 4. More rows share more loads
