@@ -510,37 +510,35 @@ fn kernel_call(
                 _ => quote!(None),
             };
             let n = if per_image { 1 } else { *n };
+            let code = act_code(*a);
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            // A tuned conv (never a channels-last one: `tune::apply` skips those) calls the
-            // `_tuned` entry point with its `Tuning` as the first argument.
-            let (tuned, suffix) = match tuning {
+            // A tuned conv (never a channels-last one: `tune::apply` skips those) passes
+            // its `Tuning`.
+            let tuned = match tuning {
                 Some(t) => {
                     let isa = format_ident!("{}", format!("{:?}", t.isa));
                     let tile = format_ident!("{}", format!("{:?}", t.tile));
                     let (block, pack_x) = (lit(t.block), t.pack_x);
-                    let t = quote! {
-                        &k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile },
-                    };
-                    (t, "_tuned")
+                    quote! {
+                        Some(&k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile })
+                    }
                 }
-                None => (quote!(), ""),
+                None => quote!(None),
             };
             if *gated {
-                let f = format_ident!("conv1x1_batch_gated{suffix}");
                 quote! {{
                     #split
-                    k::conv1x1::#f(#tuned cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_gated_fixed::<#code>(#tuned, cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else if *nhwc {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_nhwc(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_nhwc_fixed::<#code>(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else {
-                let f = format_ident!("conv1x1_batch{suffix}");
                 quote! {{
                     #split
-                    k::conv1x1::#f(#tuned cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_fixed::<#code>(#tuned, cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             }
         }
@@ -563,6 +561,7 @@ fn kernel_call(
             // A fast shape calls the kernel compiled for its kernel size, stride and
             // activation; any other the plain loops.
             let fixed = depthwise::fast(*k, *stride);
+            let (k0, s0, a0) = (*k, *stride, *a);
             let consts = {
                 let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
                 quote!(::<#kc, #sc, #ac>)
@@ -583,7 +582,8 @@ fn kernel_call(
             let call = match expand {
                 Some(e) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    let (kc, sc, ac, aec) = (lit(k0), lit(s0), act_code(a0), act_code(e.act));
+                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 None if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

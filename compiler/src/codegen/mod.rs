@@ -419,6 +419,9 @@ mod tests {
             "k::mbconv::expand_depthwise(",
             "k::dense::conv_dense(",
             "k::fuse::fuse(",
+            "k::conv1x1::conv1x1_batch(",
+            "k::conv1x1::conv1x1_batch_gated(",
+            "k::conv1x1::conv1x1_batch_nhwc(",
         ] {
             assert!(!model.contains(generic), "{generic}");
         }
@@ -439,6 +442,25 @@ mod tests {
             "conv_dense_fixed::<\n            {},",
             code("SWISH")
         )));
+        // The expand conv fused into a depthwise conv fixes its activation too.
+        let fused = format!(
+            "expand_depthwise_fixed::<\n            3,\n            2,\n            {},\n            {},",
+            code("SWISH"),
+            code("SWISH")
+        );
+        assert!(model.contains(&fused), "{fused}");
+        // Expand convs run swish, project convs (gated by their squeeze-excite) none.
+        for (f, a) in [
+            ("conv1x1_batch_fixed", "SWISH"),
+            ("conv1x1_batch_fixed", "NONE"),
+            ("conv1x1_batch_gated_fixed", "NONE"),
+        ] {
+            let call = format!(
+                "{f}::<\n            {},\n        >(\n            None,",
+                code(a)
+            );
+            assert!(model.contains(&call), "{call}");
+        }
         assert!(
             !model.contains("code::ANY"),
             "D0 has no activation without a code"

@@ -813,7 +813,10 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             [(t[0], 2097152), (t[2], 32)],
             (t[3], 1048576),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -837,6 +840,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         k::mbconv::expand_depthwise_fixed::<
             3,
             2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
         >(
             cx.isa,
@@ -880,7 +884,10 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             [(t[0], 1572864), (t[2], 96)],
             (t[3], 393216),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -904,6 +911,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         k::mbconv::expand_depthwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
         >(
             cx.isa,
@@ -947,7 +955,10 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             [(t[0], 2359296), (t[2], 144), (t[1], 393216)],
             (t[3], 393216),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -968,7 +979,10 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
 fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1027,7 +1041,10 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 589824), (t[3], 144)],
             (t[4], 163840),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1048,7 +1065,10 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1107,7 +1127,10 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 983040), (t[3], 240), (t[1], 163840)],
             (t[4], 163840),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1131,6 +1154,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         k::mbconv::expand_depthwise_fixed::<
             3,
             2,
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
         >(
             cx.isa,
@@ -1174,7 +1198,10 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             [(t[0], 245760), (t[2], 240)],
             (t[3], 81920),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1195,7 +1222,10 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
 fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1254,7 +1284,10 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 491520), (t[3], 480), (t[1], 81920)],
             (t[4], 81920),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1275,7 +1308,10 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1334,7 +1370,10 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 491520), (t[3], 480)],
             (t[4], 114688),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1355,7 +1394,10 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1414,7 +1456,10 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 688128), (t[3], 672), (t[1], 114688)],
             (t[4], 114688),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1435,7 +1480,10 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1494,7 +1542,10 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 172032), (t[3], 672)],
             (t[4], 49152),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1515,7 +1566,10 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1574,7 +1628,10 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 294912), (t[3], 1152), (t[1], 49152)],
             (t[4], 49152),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1595,7 +1652,10 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1654,7 +1714,10 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             [(t[2], 294912), (t[3], 1152)],
             (t[4], 81920),
         );
-        k::conv1x1::conv1x1_batch_gated(
+        k::conv1x1::conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1675,7 +1738,10 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
 fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1780,7 +1846,10 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1800,7 +1869,10 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1872,7 +1944,10 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1892,7 +1967,10 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1964,7 +2042,10 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -1984,7 +2065,10 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
 fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2056,7 +2140,10 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2132,7 +2219,10 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2208,7 +2298,10 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2284,7 +2377,10 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2359,7 +2455,10 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2402,7 +2501,10 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2442,7 +2544,10 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2482,7 +2587,10 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2522,7 +2630,10 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 3317760));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2565,7 +2676,10 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2605,7 +2719,10 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2645,7 +2762,10 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2685,7 +2805,10 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 829440));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2728,7 +2851,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2768,7 +2894,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2808,7 +2937,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2848,7 +2980,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 207360));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2891,7 +3026,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2931,7 +3069,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -2971,7 +3112,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3011,7 +3155,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 51840));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3054,7 +3201,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3094,7 +3244,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3134,7 +3287,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3174,7 +3330,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 12960));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3217,7 +3376,10 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3257,7 +3419,10 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3297,7 +3462,10 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3337,7 +3505,10 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 147456));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3380,7 +3551,10 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3420,7 +3594,10 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3460,7 +3637,10 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3500,7 +3680,10 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 36864));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3543,7 +3726,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3583,7 +3769,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3623,7 +3812,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3663,7 +3855,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 9216));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3706,7 +3901,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3746,7 +3944,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3786,7 +3987,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3826,7 +4030,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 2304));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3869,7 +4076,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3909,7 +4119,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3949,7 +4162,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::SWISH },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,
@@ -3989,7 +4205,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 576));
-        k::conv1x1::conv1x1_batch(
+        k::conv1x1::conv1x1_batch_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+        >(
+            None,
             cx.isa,
             cx.par,
             x0,

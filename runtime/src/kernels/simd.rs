@@ -35,11 +35,9 @@ pub fn usable(isa: Isa) -> Isa {
 #[doc(hidden)]
 macro_rules! specialize_act {
     ($code:expr, $value:expr, $act:ident => $body:expr) => {
-        if $code != $crate::kernels::act::code::ANY {
-            let $act = $value.fixed::<{ $code }>();
-            $body
-        } else {
-            match $value {
+        // A `match` on the constant itself: rustc compiles only the arm it selects.
+        match $code {
+            $crate::kernels::act::code::ANY => match $value {
                 $crate::kernels::Act::Swish => {
                     let $act = $crate::kernels::Act::Swish;
                     $body
@@ -53,6 +51,10 @@ macro_rules! specialize_act {
                     $body
                 }
                 $act => $body,
+            },
+            _ => {
+                let $act = $value.fixed::<{ $code }>();
+                $body
             }
         }
     };

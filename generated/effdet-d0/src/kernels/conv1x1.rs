@@ -40,7 +40,7 @@
 //! 9 FMA-pipe cycles per 16 outputs, against K cycles for the sums: 16→96 reaches ~30 with
 //! swish) and, on large planes, by the output stores (16→96 at 256² writes 25 MB).
 
-use ::effdet_runtime::kernels::act::{apply_portable, isa_ok};
+use ::effdet_runtime::kernels::act::{apply_portable, code, isa_ok};
 use ::effdet_runtime::kernels::{Act, Isa, Par};
 use ::effdet_runtime::model::prelude::*;
 use ::effdet_runtime::per_thread;
@@ -124,8 +124,36 @@ pub fn conv1x1_batch(
     hw: usize,
     act: Act,
 ) {
-    let plan = Plan::new(isa, cin, cout, hw, par.threads());
-    run_batch(
+    conv1x1_batch_fixed::<{ code::ANY }>(
+        None, isa, par, x, w, bias, residual, y, n, cin, cout, hw, act,
+    );
+}
+
+/// [`conv1x1_batch`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`)
+/// only, as a generated model calls it, with the blocking of `tuning` where it applies
+/// ([`conv1x1_batch_tuned`]); `act` must be that code's activation (any with `code::ANY`).
+///
+/// # Panics
+/// As [`conv1x1_batch`]; and if `act` is not the activation of `A`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_fixed<const A: u8>(
+    tuning: Option<&Tuning>,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let act = act.fixed::<A>();
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
+    run_batch::<A>(
         isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
     );
 }
@@ -156,6 +184,14 @@ impl Plan {
         }
         self
     }
+
+    /// [`Plan::tuned`] by `t` if there is one.
+    fn maybe_tuned(self, isa: Isa, t: Option<&Tuning>) -> Plan {
+        match t {
+            Some(t) => self.tuned(isa, t),
+            None => self,
+        }
+    }
 }
 
 /// [`conv1x1_batch`] with the blocking of a [`Tuning`] (where it applies).
@@ -178,9 +214,20 @@ pub fn conv1x1_batch_tuned(
     hw: usize,
     act: Act,
 ) {
-    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
-    run_batch(
-        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    conv1x1_batch_fixed::<{ code::ANY }>(
+        Some(tuning),
+        isa,
+        par,
+        x,
+        w,
+        bias,
+        residual,
+        y,
+        n,
+        cin,
+        cout,
+        hw,
+        act,
     );
 }
 
@@ -211,6 +258,29 @@ pub fn conv1x1_batch_nhwc(
     hw: usize,
     act: Act,
 ) {
+    conv1x1_batch_nhwc_fixed::<{ code::ANY }>(isa, par, x, w, bias, y, n, cin, cout, hw, act);
+}
+
+/// [`conv1x1_batch_nhwc`] compiled for activation code `A` only (as
+/// [`conv1x1_batch_fixed`]).
+///
+/// # Panics
+/// As [`conv1x1_batch_nhwc`]; and if `act` is not the activation of `A`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_nhwc_fixed<const A: u8>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let act = act.fixed::<A>();
     check_args(isa, x, w, bias, None, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
         return;
@@ -233,7 +303,7 @@ pub fn conv1x1_batch_nhwc(
             }
             let tmp = &mut tmp[..cout * len];
             // The block as NCHW planes of `len` pixels, then transposed into place.
-            run_group(isa, plan, x, w, bias, None, tmp, cin, hw, p0, len, act);
+            run_group::<A>(isa, plan, x, w, bias, None, tmp, cin, hw, p0, len, act);
             super::generic::transpose_2d(tmp, cout, len, yc);
         });
     });
@@ -262,8 +332,36 @@ pub fn conv1x1_batch_gated(
     hw: usize,
     act: Act,
 ) {
-    let plan = Plan::new(isa, cin, cout, hw, par.threads());
-    run_gated(
+    conv1x1_batch_gated_fixed::<{ code::ANY }>(
+        None, isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
+    );
+}
+
+/// [`conv1x1_batch_gated`] compiled for activation code `A` only, with the blocking of
+/// `tuning` where it applies (as [`conv1x1_batch_fixed`]).
+///
+/// # Panics
+/// As [`conv1x1_batch_gated`]; and if `act` is not the activation of `A`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv1x1_batch_gated_fixed<const A: u8>(
+    tuning: Option<&Tuning>,
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    gates: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+    act: Act,
+) {
+    let act = act.fixed::<A>();
+    let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
+    run_gated::<A>(
         isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
     );
 }
@@ -289,14 +387,26 @@ pub fn conv1x1_batch_gated_tuned(
     hw: usize,
     act: Act,
 ) {
-    let plan = Plan::new(isa, cin, cout, hw, par.threads()).tuned(isa, tuning);
-    run_gated(
-        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    conv1x1_batch_gated_fixed::<{ code::ANY }>(
+        Some(tuning),
+        isa,
+        par,
+        x,
+        gates,
+        w,
+        bias,
+        residual,
+        y,
+        n,
+        cin,
+        cout,
+        hw,
+        act,
     );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_gated(
+fn run_gated<const A: u8>(
     isa: Isa,
     par: Par,
     x: &[f32],
@@ -342,7 +452,7 @@ fn run_gated(
                 &mut y[i * cout * hw..][..cout * hw],
             );
             let ri = residual.map(|r| &r[i * cout * hw..][..cout * hw]);
-            run_batch(
+            run_batch::<A>(
                 isa, par, xi, scaled, bias, ri, yi, 1, cin, cout, hw, act, plan,
             );
         }
@@ -455,13 +565,13 @@ pub fn conv1x1_planned(
     act: Act,
     plan: Plan,
 ) {
-    run_batch(
+    run_batch::<{ code::ANY }>(
         isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act, plan,
     );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_batch(
+fn run_batch<const A: u8>(
     isa: Isa,
     par: Par,
     x: &[f32],
@@ -501,7 +611,7 @@ fn run_batch(
                 let tmp = &mut tmp[..cout * count];
                 for image in 0..n {
                     let xi = &x[image * cin * hw..][..cin * hw];
-                    run_group(
+                    run_group::<A>(
                         isa, plan, xi, w, bias, None, tmp, cin, hw, first, count, act,
                     );
                     for (co, src) in tmp.chunks_exact(count).enumerate() {
@@ -533,7 +643,7 @@ fn run_batch(
         } else {
             &bias[row0..][..rows]
         };
-        run_group(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, act);
+        run_group::<A>(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, act);
     });
 }
 
@@ -548,7 +658,7 @@ fn run_batch(
 /// # Panics
 /// If the slices are too short for these sizes, or `isa` is not supported by this CPU.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv1x1_pixels(
+pub(crate) fn conv1x1_pixels<const A: u8>(
     isa: Isa,
     x: &[f32],
     w: &[f32],
@@ -577,7 +687,7 @@ pub(crate) fn conv1x1_pixels(
     // The caller lays x out for the tiles (a band copied with a padded row stride).
     plan.pack_x = false;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
-    run_group(
+    run_group::<A>(
         isa,
         plan,
         x,
@@ -648,7 +758,7 @@ fn check_args(
 /// `first..first + count` of x's `hw`; `y` (and `res`) hold them as planes of `count`
 /// pixels (all of them: `first` 0, `count` hw).
 #[allow(clippy::too_many_arguments)]
-fn run_group(
+fn run_group<const A: u8>(
     isa: Isa,
     plan: Plan,
     x: &[f32],
@@ -727,17 +837,17 @@ fn run_group(
                         // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
                         // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw),
                         // with x0 ≤ p0 and p0 + len ≤ hw.
-                        unsafe { tiles::x86::panel_512(&panel, yp, p0, len) }
+                        unsafe { tiles::x86::panel_512::<A>(&panel, yp, p0, len) }
                     }
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2 => {
                         // SAFETY: as above, for AVX2+FMA.
-                        unsafe { tiles::x86::panel_256(&panel, yp, p0, len, plan.tile) }
+                        unsafe { tiles::x86::panel_256::<A>(&panel, yp, p0, len, plan.tile) }
                     }
                     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
                     Isa::Neon => {
                         // SAFETY: as above (NEON is part of every aarch64 CPU).
-                        unsafe { tiles::neon::panel_neon(&panel, yp, p0, len) }
+                        unsafe { tiles::neon::panel_neon::<A>(&panel, yp, p0, len) }
                     }
                     _ => panel_scalar(&panel, yp, p0, len),
                 }
@@ -1020,6 +1130,7 @@ mod tiles {
     pub(super) mod x86 {
         use super::super::{Panel, Tile};
         use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
+        use ::effdet_runtime::kernels::act::code;
         use ::effdet_runtime::kernels::act::{avx2 as act256, avx512 as act512};
         use ::effdet_runtime::kernels::Act;
         use core::arch::x86_64::*;
@@ -1154,14 +1265,25 @@ mod tiles {
         /// `x0 ≤ p0`, `a.w.len() ≥ MR·cin`,
         /// `y.len()` (and `a.res`'s) `≥ rows·hw` with `rows ≤ MR`, and `p0 + len ≤ hw`.
         #[target_feature(enable = "avx512f,fma")]
-        pub(in super::super) unsafe fn panel_512(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+        pub(in super::super) unsafe fn panel_512<const A: u8>(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+        ) {
             // SAFETY: forwarded contract; the const parameters only select code.
             unsafe {
-                match a.act {
-                    Act::None => panel::<__m512, 8, 2, E_NONE>(a, y, p0, len),
-                    Act::Swish => panel::<__m512, 8, 2, E_SWISH>(a, y, p0, len),
-                    Act::Relu6 => panel::<__m512, 8, 2, E_RELU6>(a, y, p0, len),
-                    _ => panel::<__m512, 8, 2, E_ANY>(a, y, p0, len),
+                match A {
+                    code::NONE => panel::<__m512, 8, 2, E_NONE>(a, y, p0, len),
+                    code::SWISH => panel::<__m512, 8, 2, E_SWISH>(a, y, p0, len),
+                    code::RELU6 => panel::<__m512, 8, 2, E_RELU6>(a, y, p0, len),
+                    code::SIGMOID => panel::<__m512, 8, 2, E_ANY>(a, y, p0, len),
+                    _ => match a.act {
+                        Act::None => panel::<__m512, 8, 2, E_NONE>(a, y, p0, len),
+                        Act::Swish => panel::<__m512, 8, 2, E_SWISH>(a, y, p0, len),
+                        Act::Relu6 => panel::<__m512, 8, 2, E_RELU6>(a, y, p0, len),
+                        _ => panel::<__m512, 8, 2, E_ANY>(a, y, p0, len),
+                    },
                 }
             }
         }
@@ -1171,7 +1293,7 @@ mod tiles {
         /// # Safety
         /// The CPU supports AVX2 and FMA; otherwise as `panel_512`.
         #[target_feature(enable = "avx2,fma")]
-        pub(in super::super) unsafe fn panel_256(
+        pub(in super::super) unsafe fn panel_256<const A: u8>(
             a: &Panel,
             y: &mut [f32],
             p0: usize,
@@ -1180,16 +1302,29 @@ mod tiles {
         ) {
             // SAFETY: forwarded contract; the const parameters only select code.
             unsafe {
-                match (tile, a.act) {
-                    (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE>(a, y, p0, len),
-                    (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH>(a, y, p0, len),
-                    (Tile::R8V1, Act::Sigmoid) => panel::<__m256, 8, 1, E_SIGMOID>(a, y, p0, len),
-                    (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY>(a, y, p0, len),
-                    (_, Act::None) => panel::<__m256, 4, 2, E_NONE>(a, y, p0, len),
-                    (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH>(a, y, p0, len),
-                    (_, Act::Relu6) => panel::<__m256, 4, 2, E_RELU6>(a, y, p0, len),
-                    (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID>(a, y, p0, len),
-                    (_, _) => panel::<__m256, 4, 2, E_ANY>(a, y, p0, len),
+                let wide = tile == Tile::R8V1;
+                match A {
+                    code::NONE if wide => panel::<__m256, 8, 1, E_NONE>(a, y, p0, len),
+                    code::NONE => panel::<__m256, 4, 2, E_NONE>(a, y, p0, len),
+                    code::SWISH if wide => panel::<__m256, 8, 1, E_SWISH>(a, y, p0, len),
+                    code::SWISH => panel::<__m256, 4, 2, E_SWISH>(a, y, p0, len),
+                    code::RELU6 if wide => panel::<__m256, 8, 1, E_ANY>(a, y, p0, len),
+                    code::RELU6 => panel::<__m256, 4, 2, E_RELU6>(a, y, p0, len),
+                    code::SIGMOID if wide => panel::<__m256, 8, 1, E_SIGMOID>(a, y, p0, len),
+                    code::SIGMOID => panel::<__m256, 4, 2, E_SIGMOID>(a, y, p0, len),
+                    _ => match (tile, a.act) {
+                        (Tile::R8V1, Act::None) => panel::<__m256, 8, 1, E_NONE>(a, y, p0, len),
+                        (Tile::R8V1, Act::Swish) => panel::<__m256, 8, 1, E_SWISH>(a, y, p0, len),
+                        (Tile::R8V1, Act::Sigmoid) => {
+                            panel::<__m256, 8, 1, E_SIGMOID>(a, y, p0, len)
+                        }
+                        (Tile::R8V1, _) => panel::<__m256, 8, 1, E_ANY>(a, y, p0, len),
+                        (_, Act::None) => panel::<__m256, 4, 2, E_NONE>(a, y, p0, len),
+                        (_, Act::Swish) => panel::<__m256, 4, 2, E_SWISH>(a, y, p0, len),
+                        (_, Act::Relu6) => panel::<__m256, 4, 2, E_RELU6>(a, y, p0, len),
+                        (_, Act::Sigmoid) => panel::<__m256, 4, 2, E_SIGMOID>(a, y, p0, len),
+                        (_, _) => panel::<__m256, 4, 2, E_ANY>(a, y, p0, len),
+                    },
                 }
             }
         }
@@ -1199,6 +1334,7 @@ mod tiles {
     pub(super) mod neon {
         use super::super::Panel;
         use super::{panel, Vec, E_ANY, E_NONE, E_RELU6, E_SIGMOID, E_SWISH};
+        use ::effdet_runtime::kernels::act::code;
         use ::effdet_runtime::kernels::act::neon as act128;
         use ::effdet_runtime::kernels::simd::Vf32;
         use ::effdet_runtime::kernels::Act;
@@ -1276,15 +1412,26 @@ mod tiles {
         ///
         /// # Safety
         /// As `panel_512`, without the CPU condition.
-        pub(in super::super) unsafe fn panel_neon(a: &Panel, y: &mut [f32], p0: usize, len: usize) {
+        pub(in super::super) unsafe fn panel_neon<const A: u8>(
+            a: &Panel,
+            y: &mut [f32],
+            p0: usize,
+            len: usize,
+        ) {
             // SAFETY: forwarded contract; the const parameters only select code.
             unsafe {
-                match a.act {
-                    Act::None => panel::<float32x4_t, 8, 2, E_NONE>(a, y, p0, len),
-                    Act::Swish => panel::<float32x4_t, 8, 2, E_SWISH>(a, y, p0, len),
-                    Act::Relu6 => panel::<float32x4_t, 8, 2, E_RELU6>(a, y, p0, len),
-                    Act::Sigmoid => panel::<float32x4_t, 8, 2, E_SIGMOID>(a, y, p0, len),
-                    _ => panel::<float32x4_t, 8, 2, E_ANY>(a, y, p0, len),
+                match A {
+                    code::NONE => panel::<float32x4_t, 8, 2, E_NONE>(a, y, p0, len),
+                    code::SWISH => panel::<float32x4_t, 8, 2, E_SWISH>(a, y, p0, len),
+                    code::RELU6 => panel::<float32x4_t, 8, 2, E_RELU6>(a, y, p0, len),
+                    code::SIGMOID => panel::<float32x4_t, 8, 2, E_SIGMOID>(a, y, p0, len),
+                    _ => match a.act {
+                        Act::None => panel::<float32x4_t, 8, 2, E_NONE>(a, y, p0, len),
+                        Act::Swish => panel::<float32x4_t, 8, 2, E_SWISH>(a, y, p0, len),
+                        Act::Relu6 => panel::<float32x4_t, 8, 2, E_RELU6>(a, y, p0, len),
+                        Act::Sigmoid => panel::<float32x4_t, 8, 2, E_SIGMOID>(a, y, p0, len),
+                        _ => panel::<float32x4_t, 8, 2, E_ANY>(a, y, p0, len),
+                    },
                 }
             }
         }

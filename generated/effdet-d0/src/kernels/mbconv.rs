@@ -14,6 +14,7 @@
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{by_shape, fast, out_len, run_planes, Args};
 use super::se::plane_means;
+use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::usable;
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
@@ -89,19 +90,48 @@ pub fn expand_depthwise(
         fast(k, stride),
         "expand_depthwise: kernel {k} stride {stride} (3 or 5, 1 or 2)"
     );
-    by_shape!(expand_depthwise_fixed, k, stride, act;
+    by_shape!(expand_depthwise_any_expand, k, stride, act;
         isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means);
 }
 
+/// [`expand_depthwise_fixed`] with the expand conv's activation chosen at run time.
+#[allow(clippy::too_many_arguments)]
+fn expand_depthwise_any_expand<const K: usize, const S: usize, const A: u8>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w_exp: &[f32],
+    b_exp: &[f32],
+    act_exp: Act,
+    w_dw: &[f32],
+    b_dw: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    means: &mut [f32],
+) {
+    expand_depthwise_fixed::<K, S, A, { code::ANY }>(
+        isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act,
+        means,
+    );
+}
+
 /// [`expand_depthwise`] compiled for the depthwise conv's kernel size `K`, stride `S` and
-/// activation code `A` (`effdet_runtime::kernels::act::code`), as a generated model calls
-/// it: only the variants a model calls are compiled into it. `k`, `stride` and `act` must
-/// be those constants' values.
+/// activation code `A`, and the expand conv's activation code `AE`
+/// (`effdet_runtime::kernels::act::code`), as a generated model calls it: only the
+/// variants a model calls are compiled into it. `k`, `stride`, `act` and `act_exp` must be
+/// those constants' values.
 ///
 /// # Panics
 /// As [`expand_depthwise`]; and if the arguments differ from the constants.
 #[allow(clippy::too_many_arguments)]
-pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8>(
+pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8, const AE: u8>(
     isa: Isa,
     par: Par,
     x: &[f32],
@@ -125,7 +155,7 @@ pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8>(
         fast(K, S) && (k, stride) == (K, S),
         "expand_depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
     );
-    let act = act.fixed::<A>();
+    let (act, act_exp) = (act.fixed::<A>(), act_exp.fixed::<AE>());
     let oh = out_len(h, pads[0], pads[2], k, stride);
     let ow = out_len(w, pads[1], pads[3], k, stride);
     let (hw, plane_out) = (
@@ -190,7 +220,7 @@ pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8>(
                         &b_exp[r0..r0 + rows]
                     };
                     let e = &mut ebuf[..rows * count];
-                    conv1x1_pixels(
+                    conv1x1_pixels::<AE>(
                         isa,
                         &xbuf[..cin * ld],
                         wp,
