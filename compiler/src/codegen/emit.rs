@@ -335,6 +335,27 @@ fn act_code(a: Option<Activation>) -> TokenStream {
     quote!({ ::effdet_runtime::kernels::act::code::#name })
 }
 
+/// The const parameter naming depthwise route `bits` (`kernels::depthwise::route`) in a
+/// kernel call: its constants or'ed, so the generated source says which kernels run.
+fn route_tokens(bits: u8) -> TokenStream {
+    use depthwise::route;
+    let names: Vec<proc_macro2::Ident> = [
+        (route::LANES_512, "LANES_512"),
+        (route::TALL_512, "TALL_512"),
+        (route::LANES_256, "LANES_256"),
+        (route::TALL_NEON, "TALL_NEON"),
+    ]
+    .iter()
+    .filter(|(b, _)| bits & b != 0)
+    .map(|(_, n)| format_ident!("{n}"))
+    .collect();
+    if names.is_empty() {
+        quote!({ k::depthwise::route::ROWS })
+    } else {
+        quote!({ #(k::depthwise::route::#names)|* })
+    }
+}
+
 /// Offsets a segment body refers to, numbered in order of first use.
 #[derive(Default)]
 struct Locals {
@@ -562,10 +583,17 @@ fn kernel_call(
             // activation; any other the plain loops.
             let fixed = depthwise::fast(*k, *stride);
             let (k0, s0, a0) = (*k, *stride, *a);
+            // The route of the whole call (a fused MBConv runs it on panels of MR channels).
+            let (oh, ow) = (
+                depthwise::out_len(*h, pads[0], pads[2], *k, *stride),
+                depthwise::out_len(*w, pads[1], pads[3], *k, *stride),
+            );
+            let route = |c: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
             let consts = {
-                let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
-                quote!(::<#kc, #sc, #ac>)
+                let (kc, sc, ac, r) = (lit(*k), lit(*stride), act_code(*a), route(*c));
+                quote!(::<#kc, #sc, #ac, #r>)
             };
+            let mbconv_route = route(crate::kernels::conv1x1::MR.min(*c));
             let (c, h, w, k, stride, pads, a) = (
                 lit(*c),
                 lit(*h),
@@ -583,7 +611,7 @@ fn kernel_call(
                 Some(e) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
                     let (kc, sc, ac, aec) = (lit(k0), lit(s0), act_code(a0), act_code(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #mbconv_route>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 None if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

@@ -461,6 +461,12 @@ mod tests {
             );
             assert!(model.contains(&call), "{call}");
         }
+        // Each depthwise call fixes its route: D0's 16² and smaller planes go to the
+        // channels-across-a-vector kernel on x86, its 64² ones to 8-row blocks on AVX-512.
+        for r in ["LANES_512", "LANES_256", "TALL_512", "TALL_NEON", "ROWS"] {
+            assert!(model.contains(&format!("k::depthwise::route::{r}")), "{r}");
+        }
+        assert!(!model.contains("route::AUTO"));
         assert!(
             !model.contains("code::ANY"),
             "D0 has no activation without a code"

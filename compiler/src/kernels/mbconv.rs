@@ -12,7 +12,7 @@
 //! rows become zero rows of the band).
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{by_shape, fast, out_len, run_planes, Args};
+use super::depthwise::{by_shape, fast, out_len, route, run_planes, Args};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch;
@@ -90,7 +90,7 @@ pub fn expand_depthwise(
         fast(k, stride),
         "expand_depthwise: kernel {k} stride {stride} (3 or 5, 1 or 2)"
     );
-    by_shape!(expand_depthwise_any_expand, k, stride, act;
+    by_shape!(expand_depthwise_any_expand[], k, stride, act;
         isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means);
 }
 
@@ -116,22 +116,29 @@ fn expand_depthwise_any_expand<const K: usize, const S: usize, const A: u8>(
     act: Act,
     means: &mut [f32],
 ) {
-    expand_depthwise_fixed::<K, S, A, { code::ANY }>(
+    expand_depthwise_fixed::<K, S, A, { code::ANY }, { route::AUTO }>(
         isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act,
         means,
     );
 }
 
 /// [`expand_depthwise`] compiled for the depthwise conv's kernel size `K`, stride `S` and
-/// activation code `A`, and the expand conv's activation code `AE`
-/// (`effdet_runtime::kernels::act::code`), as a generated model calls it: only the
-/// variants a model calls are compiled into it. `k`, `stride`, `act` and `act_exp` must be
+/// activation code `A`, the expand conv's activation code `AE`
+/// (`effdet_runtime::kernels::act::code`) and the depthwise conv's route `R` (for panels
+/// of [`MR`] channels: [`super::depthwise::route`]), as a generated model calls it: only
+/// the variants a model calls are compiled into it. `k`, `stride`, `act` and `act_exp` must be
 /// those constants' values.
 ///
 /// # Panics
 /// As [`expand_depthwise`]; and if the arguments differ from the constants.
 #[allow(clippy::too_many_arguments)]
-pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8, const AE: u8>(
+pub fn expand_depthwise_fixed<
+    const K: usize,
+    const S: usize,
+    const A: u8,
+    const AE: u8,
+    const R: u8,
+>(
     isa: Isa,
     par: Par,
     x: &[f32],
@@ -248,7 +255,7 @@ pub fn expand_depthwise_fixed<const K: usize, const S: usize, const A: u8, const
                         act,
                         means: &mut [],
                     };
-                    run_planes::<K, S, A>(isa, &mut a);
+                    run_planes::<K, S, A, R>(isa, &mut a);
                 }
                 o0 = o1;
             }
@@ -330,7 +337,7 @@ mod tests {
             act: Act,
             means: &mut [f32],
         ) {
-            expand_depthwise_fixed::<K, S, A, { code::SWISH }>(
+            expand_depthwise_fixed::<K, S, A, { code::SWISH }, { route::AUTO }>(
                 isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads,
                 act, means,
             );
@@ -441,7 +448,7 @@ mod tests {
                         );
                         // As a generated model calls it: both activations fixed.
                         let mut fixed = vec![f32::NAN; c * oh * ow];
-                        by_shape!(swish_swish, k, s, Act::Swish;
+                        by_shape!(swish_swish[], k, s, Act::Swish;
                             isa, pool.par(), &x, &wp, &be, Act::Swish, &wd, &bd, &mut fixed, cin,
                             c, h, w, k, s, pads, Act::Swish, &mut []);
                         assert!(

@@ -775,6 +775,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -842,6 +843,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -913,6 +915,7 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -1003,6 +1006,7 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -1089,6 +1093,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -1156,6 +1161,7 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -1246,6 +1252,7 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -1332,6 +1339,7 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -1418,6 +1426,7 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::ROWS },
         >(
             cx.isa,
             cx.par,
@@ -1504,6 +1513,7 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 },
         >(
             cx.isa,
             cx.par,
@@ -1590,6 +1600,10 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             5,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256
+            },
         >(
             cx.isa,
             cx.par,
@@ -1676,6 +1690,10 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -1827,6 +1845,10 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -1925,6 +1947,10 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2023,6 +2049,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2121,6 +2148,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2200,6 +2228,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2279,6 +2308,10 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2358,6 +2391,10 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2436,6 +2473,10 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2482,6 +2523,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2525,6 +2567,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2568,6 +2611,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2611,6 +2655,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2657,6 +2702,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2700,6 +2746,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2743,6 +2790,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2786,6 +2834,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2832,6 +2881,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2875,6 +2928,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2918,6 +2975,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2961,6 +3022,10 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3007,6 +3072,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3050,6 +3119,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3093,6 +3166,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3136,6 +3213,10 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3182,6 +3263,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3225,6 +3310,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3268,6 +3357,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3311,6 +3404,10 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3357,6 +3454,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3400,6 +3498,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3443,6 +3542,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3486,6 +3586,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3532,6 +3633,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3575,6 +3677,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3618,6 +3721,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3661,6 +3765,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -3707,6 +3812,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3750,6 +3859,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3793,6 +3906,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3836,6 +3953,10 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3882,6 +4003,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3925,6 +4050,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -3968,6 +4097,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -4011,6 +4144,10 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -4057,6 +4194,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -4100,6 +4241,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -4143,6 +4288,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -4186,6 +4335,10 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,

@@ -17,28 +17,28 @@ use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
-/// Calls `$f::<K, S, A>($args…)` for the fast-path kernel size `$k` and stride `$s` and the
-/// code `A` of activation `$act`: the run-time dispatch of [`depthwise_pooled`] and
+/// Calls `$f::<K, S, A $extra>($args…)` for the fast-path kernel size `$k` and stride `$s`
+/// and the code `A` of activation `$act` (`$extra`: `, ` and any further const arguments): the run-time dispatch of [`depthwise_pooled`] and
 /// [`super::mbconv::expand_depthwise`] onto the entry points a generated model calls
 /// directly (which compile only the variants that model uses).
 macro_rules! by_shape {
-    ($f:ident, $k:expr, $s:expr, $act:expr; $($arg:expr),* $(,)?) => {
+    ($f:ident [$($extra:tt)*], $k:expr, $s:expr, $act:expr; $($arg:expr),* $(,)?) => {
         match ($k, $s) {
-            (3, 1) => by_shape!(@act $f, 3, 1, $act; $($arg),*),
-            (3, 2) => by_shape!(@act $f, 3, 2, $act; $($arg),*),
-            (5, 1) => by_shape!(@act $f, 5, 1, $act; $($arg),*),
-            (5, 2) => by_shape!(@act $f, 5, 2, $act; $($arg),*),
+            (3, 1) => by_shape!(@act $f [$($extra)*], 3, 1, $act; $($arg),*),
+            (3, 2) => by_shape!(@act $f [$($extra)*], 3, 2, $act; $($arg),*),
+            (5, 1) => by_shape!(@act $f [$($extra)*], 5, 1, $act; $($arg),*),
+            (5, 2) => by_shape!(@act $f [$($extra)*], 5, 2, $act; $($arg),*),
             (k, s) => unreachable!("no depthwise fast path for k {k} stride {s}"),
         }
     };
-    (@act $f:ident, $k:literal, $s:literal, $act:expr; $($arg:expr),*) => {{
+    (@act $f:ident [$($extra:tt)*], $k:literal, $s:literal, $act:expr; $($arg:expr),*) => {{
         use ::effdet_runtime::kernels::act::code;
         match $act.code() {
-            code::NONE => $f::<$k, $s, { code::NONE }>($($arg),*),
-            code::SWISH => $f::<$k, $s, { code::SWISH }>($($arg),*),
-            code::RELU6 => $f::<$k, $s, { code::RELU6 }>($($arg),*),
-            code::SIGMOID => $f::<$k, $s, { code::SIGMOID }>($($arg),*),
-            _ => $f::<$k, $s, { code::ANY }>($($arg),*),
+            code::NONE => $f::<$k, $s, { code::NONE } $($extra)*>($($arg),*),
+            code::SWISH => $f::<$k, $s, { code::SWISH } $($extra)*>($($arg),*),
+            code::RELU6 => $f::<$k, $s, { code::RELU6 } $($extra)*>($($arg),*),
+            code::SIGMOID => $f::<$k, $s, { code::SIGMOID } $($extra)*>($($arg),*),
+            _ => $f::<$k, $s, { code::ANY } $($extra)*>($($arg),*),
         }
     }};
 }
@@ -47,6 +47,77 @@ pub(crate) use by_shape;
 /// Whether `k` and `stride` have a fast path (the others take plain loops).
 pub fn fast(k: usize, stride: usize) -> bool {
     matches!(k, 3 | 5) && matches!(stride, 1 | 2)
+}
+
+/// How a fast-path call runs on each instruction set: which kernel ([`lanes_worth`]) and,
+/// for the row kernel, how many output rows a block computes ([`tall_blocks`]). A bit set
+/// per choice, a const parameter of the kernels: [`route`] of the shape, which the compiler
+/// passes, so that a model compiles the routes its shapes take; or [`route::AUTO`], chosen
+/// per call at run time (the run-time entry points). Every route computes the same bits.
+pub mod route {
+    /// The row kernel, 4-row blocks, on every instruction set.
+    pub const ROWS: u8 = 0;
+    /// AVX-512: channels across a vector ([`super::super::depthwise_lanes`]).
+    pub const LANES_512: u8 = 1;
+    /// AVX-512: 8-row blocks.
+    pub const TALL_512: u8 = 2;
+    /// AVX2: channels across a vector.
+    pub const LANES_256: u8 = 4;
+    /// NEON: 8-row blocks.
+    pub const TALL_NEON: u8 = 8;
+    /// Chosen at run time from the call's shape.
+    pub const AUTO: u8 = 0x80;
+}
+
+/// The [`route`] of a call of `c` channels, `oh × ow` outputs, kernel size `k` and stride
+/// `stride` (a fast path), by the same fixed rules as [`route::AUTO`] applies at run time.
+pub fn route(c: usize, oh: usize, ow: usize, k: usize, stride: usize) -> u8 {
+    let mut r = route::ROWS;
+    if lanes_worth(Isa::Avx512, c, oh, ow, k, stride) {
+        r |= route::LANES_512;
+    }
+    if tall_blocks(Isa::Avx512, k, ow) {
+        r |= route::TALL_512;
+    }
+    if lanes_worth(Isa::Avx2, c, oh, ow, k, stride) {
+        r |= route::LANES_256;
+    }
+    if tall_blocks(Isa::Neon, k, ow) {
+        r |= route::TALL_NEON;
+    }
+    r
+}
+
+/// Whether [`super::depthwise_lanes`] (channels across a vector) beats the row kernel on `isa` for `c` channels of `oh × ow`
+/// outputs (`k`, `stride`): at least one whole group of `lanes` channels, and either rows
+/// that leave at least a quarter of the row kernel's lanes empty (widths 10 and 20 with
+/// AVX-512, 10 with AVX2) or a group's padded input of at most 24² pixels (36 KB with
+/// AVX-512, about L1: D0's 16² stage and the heads' small levels, where the row kernel's
+/// per-plane ring costs as much as its FMAs). Larger planes stay with the row kernel: the
+/// pixel-major buffer leaves L1 (672 channels 5×5 at 32²: 233 µs by rows, 386 by
+/// channels). Other instruction sets: never.
+///
+/// Measured on an AMD EPYC Zen 4, one thread, warm caches, row kernel → this one
+/// (`bench_kernels`, swish). AVX-512: 1152 channels 5×5 at 10², 155 → 71 µs; 672 channels
+/// 5×5 at 20², 286 → 140 µs (stride 2, 109 → 63 µs); 480 channels 3×3 at 20², 105 → 69
+/// µs; 1152 channels 5×5 at 16², 175 → 156 µs. AVX2: 284 → 161, 359 → 285 (231 → 139),
+/// 195 → 147 µs; 1152 channels 3×3 at 10², 209 → 118 µs; at 16², 255 → 260 µs (even).
+pub(crate) fn lanes_worth(
+    isa: Isa,
+    c: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    stride: usize,
+) -> bool {
+    let lanes = match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        _ => return false,
+    };
+    let padded = oh.saturating_sub(1) * stride + k;
+    let padded = padded.saturating_mul(ow.saturating_sub(1) * stride + k);
+    c >= lanes && (4 * ow <= 3 * ow.next_multiple_of(lanes) || padded <= 24 * 24)
 }
 
 /// Output size of a sliding window: `(len + pads − k) / stride + 1`.
@@ -134,7 +205,7 @@ pub fn depthwise_pooled(
     means: &mut [f32],
 ) {
     if fast(k, stride) {
-        by_shape!(depthwise_fixed, k, stride, act;
+        by_shape!(depthwise_fixed[, { route::AUTO }], k, stride, act;
             isa, par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
     } else {
         depthwise_general(
@@ -143,16 +214,16 @@ pub fn depthwise_pooled(
     }
 }
 
-/// [`depthwise_pooled`] compiled for kernel size `K`, stride `S` and activation code `A`
-/// (`effdet_runtime::kernels::act::code`), which a generated model chooses per call: only
-/// the variants a model calls are compiled into it. `k`, `stride` and `act` must be
-/// those constants' values.
+/// [`depthwise_pooled`] compiled for kernel size `K`, stride `S`, activation code `A`
+/// (`effdet_runtime::kernels::act::code`) and [`route`] `R`, which a generated model
+/// chooses per call: only the variants a model calls are compiled into it. `k`, `stride`
+/// and `act` must be those constants' values (`R` changes the speed, never a value).
 ///
 /// # Panics
 /// As [`depthwise_pooled`]; and if `(K, S)` has no fast path ([`fast`]) or the arguments
 /// differ from the constants.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8>(
+pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8>(
     isa: Isa,
     par: Par,
     x: &[f32],
@@ -188,7 +259,7 @@ pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8>(
         pads,
         act,
         means,
-        |a| run_planes::<K, S, A>(isa, a),
+        |a| run_planes::<K, S, A, R>(isa, a),
     );
 }
 
@@ -355,22 +426,79 @@ impl Args<'_> {
 }
 
 /// Runs the fast path (kernel size `K`, stride `S`, activation code `A`) on one group of
-/// channels, with the vector type of `usable(isa)`: channel-vectorized for narrow or small
-/// planes where it pays ([`super::depthwise_lanes`]), else the row kernel.
-pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8>(isa: Isa, a: &mut Args) {
+/// channels, with the vector type of `usable(isa)` and the kernels of route `R`:
+/// channel-vectorized for narrow or small planes where it pays ([`super::depthwise_lanes`]),
+/// else the row kernel. With a fixed route each branch is a constant (`const { }`), so
+/// rustc compiles the kernels it selects only.
+pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u8>(
+    isa: Isa,
+    a: &mut Args,
+) {
     assert!(fast(K, S) && (a.k, a.stride) == (K, S));
     let isa = usable(isa);
-    #[cfg(target_arch = "x86_64")]
-    if super::depthwise_lanes::worth(isa, a.bias.len(), a.oh, a.ow, K, S) {
-        // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA, the
-        // only ones `worth` takes); `a` is checked by the callers as for the row kernel.
-        let done = unsafe { super::depthwise_lanes::run::<K, S, A>(isa, a) };
-        if done < a.bias.len() {
-            run_rows::<K, S, A>(isa, &mut a.skip(done));
+    if const { R == route::AUTO } {
+        let r = route(a.bias.len(), a.oh, a.ow, K, S);
+        #[cfg(target_arch = "x86_64")]
+        if (isa == Isa::Avx512 && r & route::LANES_512 != 0)
+            || (isa == Isa::Avx2 && r & route::LANES_256 != 0)
+        {
+            // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA);
+            // `a` is checked by the callers as for the row kernel.
+            let done = unsafe { super::depthwise_lanes::run::<K, S, A>(isa, a) };
+            if done < a.bias.len() {
+                run_rows::<K, S, A>(isa, &mut a.skip(done));
+            }
+            return;
         }
+        run_rows::<K, S, A>(isa, a);
         return;
     }
-    run_rows::<K, S, A>(isa, a);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            let done = if const { R & route::LANES_512 != 0 } {
+                // SAFETY: `usable` checked that this CPU has AVX-512F and FMA; `a` is
+                // checked by the callers as for the row kernel.
+                unsafe { super::depthwise_lanes::run_avx512::<K, S, A>(a) }
+            } else {
+                0
+            };
+            if done < a.bias.len() {
+                let a = &mut a.skip(done);
+                // SAFETY: as above.
+                unsafe {
+                    if const { R & route::TALL_512 != 0 } {
+                        planes_avx512::<K, S, 8, A>(a)
+                    } else {
+                        planes_avx512::<K, S, 4, A>(a)
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let done = if const { R & route::LANES_256 != 0 } {
+                // SAFETY: `usable` checked that this CPU has AVX2 and FMA; `a` is checked
+                // by the callers as for the row kernel.
+                unsafe { super::depthwise_lanes::run_avx2::<K, S, A>(a) }
+            } else {
+                0
+            };
+            if done < a.bias.len() {
+                // SAFETY: as above.
+                unsafe { planes_avx2::<K, S, 4, A>(&mut a.skip(done)) }
+            }
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => {
+            if const { R & route::TALL_NEON != 0 } {
+                planes_neon::<K, S, 8, A>(a)
+            } else {
+                planes_neon::<K, S, 4, A>(a)
+            }
+        }
+        _ => planes_scalar::<K, S, 4, A>(a),
+    }
 }
 
 /// [`run_planes`] with the row kernel only.

@@ -20,31 +20,6 @@ use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::Vf32;
 use ::effdet_runtime::kernels::{Act, Isa};
 
-/// Whether this kernel beats the row kernel on `isa` for `c` channels of `oh × ow`
-/// outputs (`k`, `stride`): at least one whole group of `lanes` channels, and either rows
-/// that leave at least a quarter of the row kernel's lanes empty (widths 10 and 20 with
-/// AVX-512, 10 with AVX2) or a group's padded input of at most 24² pixels (36 KB with
-/// AVX-512, about L1: D0's 16² stage and the heads' small levels, where the row kernel's
-/// per-plane ring costs as much as its FMAs). Larger planes stay with the row kernel: the
-/// pixel-major buffer leaves L1 (672 channels 5×5 at 32²: 233 µs by rows, 386 by
-/// channels). Other instruction sets: never.
-///
-/// Measured on an AMD EPYC Zen 4, one thread, warm caches, row kernel → this one
-/// (`bench_kernels`, swish). AVX-512: 1152 channels 5×5 at 10², 155 → 71 µs; 672 channels
-/// 5×5 at 20², 286 → 140 µs (stride 2, 109 → 63 µs); 480 channels 3×3 at 20², 105 → 69
-/// µs; 1152 channels 5×5 at 16², 175 → 156 µs. AVX2: 284 → 161, 359 → 285 (231 → 139),
-/// 195 → 147 µs; 1152 channels 3×3 at 10², 209 → 118 µs; at 16², 255 → 260 µs (even).
-pub(crate) fn worth(isa: Isa, c: usize, oh: usize, ow: usize, k: usize, stride: usize) -> bool {
-    let lanes = match isa {
-        Isa::Avx512 => 16,
-        Isa::Avx2 => 8,
-        _ => return false,
-    };
-    let padded = oh.saturating_sub(1) * stride + k;
-    let padded = padded.saturating_mul(ow.saturating_sub(1) * stride + k);
-    c >= lanes && (4 * ow <= 3 * ow.next_multiple_of(lanes) || padded <= 24 * 24)
-}
-
 /// All whole groups of channels of `a` (one vector's worth each; `k` 3 or 5, `stride` 1
 /// or 2) with `isa`'s vectors; returns how many channels it computed (the rest is left to
 /// the row kernel). Means are taken as the row kernel takes them.
@@ -67,13 +42,15 @@ pub(crate) unsafe fn run<const K: usize, const S: usize, const A: u8>(
 }
 
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn run_avx512<const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
+pub(crate) unsafe fn run_avx512<const K: usize, const S: usize, const A: u8>(
+    a: &mut Args,
+) -> usize {
     // SAFETY: forwarded contract (AVX-512F and FMA enabled here).
     unsafe { groups::<__m512, K, S, A>(a) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
+pub(crate) unsafe fn run_avx2<const K: usize, const S: usize, const A: u8>(a: &mut Args) -> usize {
     // SAFETY: forwarded contract (AVX2 and FMA enabled here).
     unsafe { groups::<__m256, K, S, A>(a) }
 }
