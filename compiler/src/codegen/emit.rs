@@ -578,22 +578,30 @@ fn kernel_call(
                 Some(_) => (&ws[2], &ws[3]),
                 None => (&ws[0], &ws[1]),
             };
-            let means_arg = quote!(&mut cx.scratch[..#c]);
-            // A fast shape calls the kernel compiled for its kernel size, stride and
-            // activation; any other the plain loops.
-            let fixed = depthwise::fast(*k, *stride);
-            let (k0, s0, a0) = (*k, *stride, *a);
-            // The route of the whole call (a fused MBConv runs it on panels of MR channels).
+            let means_arg = match means {
+                Means::Write => quote!(&mut cx.scratch[..#c]),
+                _ => quote!(&mut []),
+            };
+            // A fast shape calls the kernel compiled for its kernel size, stride,
+            // activation(s) and route (of the whole call, or of the panels of MR channels a
+            // fused MBConv runs it on); any other the plain loops.
             let (oh, ow) = (
                 depthwise::out_len(*h, pads[0], pads[2], *k, *stride),
                 depthwise::out_len(*w, pads[1], pads[3], *k, *stride),
             );
             let route = |c: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
-            let consts = {
-                let (kc, sc, ac, r) = (lit(*k), lit(*stride), act_code(*a), route(*c));
-                quote!(::<#kc, #sc, #ac, #r>)
+            let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
+            let consts = match expand {
+                Some(e) => {
+                    let (aec, r) = (act_code(e.act), route(crate::kernels::conv1x1::MR.min(*c)));
+                    quote!(::<#kc, #sc, #ac, #aec, #r>)
+                }
+                None => {
+                    let r = route(*c);
+                    quote!(::<#kc, #sc, #ac, #r>)
+                }
             };
-            let mbconv_route = route(crate::kernels::conv1x1::MR.min(*c));
+            let fixed = depthwise::fast(*k, *stride);
             let (c, h, w, k, stride, pads, a) = (
                 lit(*c),
                 lit(*h),
@@ -603,15 +611,10 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
-            let means_arg = match means {
-                Means::Write => means_arg,
-                _ => quote!(&mut []),
-            };
             let call = match expand {
                 Some(e) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    let (kc, sc, ac, aec) = (lit(k0), lit(s0), act_code(a0), act_code(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #mbconv_route>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 None if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

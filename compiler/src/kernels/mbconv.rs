@@ -14,7 +14,6 @@
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{by_shape, fast, out_len, route, run_planes, Args};
 use super::se::plane_means;
-use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::usable;
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
@@ -90,36 +89,11 @@ pub fn expand_depthwise(
         fast(k, stride),
         "expand_depthwise: kernel {k} stride {stride} (3 or 5, 1 or 2)"
     );
-    by_shape!(expand_depthwise_any_expand[], k, stride, act;
+    // The expand conv's activation and the route are chosen at run time.
+    by_shape!(
+        expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::ANY }, { route::AUTO }],
+        k, stride, act;
         isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means);
-}
-
-/// [`expand_depthwise_fixed`] with the expand conv's activation chosen at run time.
-#[allow(clippy::too_many_arguments)]
-fn expand_depthwise_any_expand<const K: usize, const S: usize, const A: u8>(
-    isa: Isa,
-    par: Par,
-    x: &[f32],
-    w_exp: &[f32],
-    b_exp: &[f32],
-    act_exp: Act,
-    w_dw: &[f32],
-    b_dw: &[f32],
-    y: &mut [f32],
-    cin: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pads: [usize; 4],
-    act: Act,
-    means: &mut [f32],
-) {
-    expand_depthwise_fixed::<K, S, A, { code::ANY }, { route::AUTO }>(
-        isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act,
-        means,
-    );
 }
 
 /// [`expand_depthwise`] compiled for the depthwise conv's kernel size `K`, stride `S` and
@@ -314,35 +288,6 @@ mod tests {
     /// planes smaller than the kernel, symmetric and TF 'same' padding.
     #[test]
     fn matches_the_two_kernels_bit_for_bit() {
-        /// The variant of a block whose expand conv runs swish, the depthwise conv's
-        /// activation code `A`.
-        #[allow(clippy::too_many_arguments)]
-        fn swish_swish<const K: usize, const S: usize, const A: u8>(
-            isa: Isa,
-            par: Par,
-            x: &[f32],
-            w_exp: &[f32],
-            b_exp: &[f32],
-            act_exp: Act,
-            w_dw: &[f32],
-            b_dw: &[f32],
-            y: &mut [f32],
-            cin: usize,
-            c: usize,
-            h: usize,
-            w: usize,
-            k: usize,
-            stride: usize,
-            pads: [usize; 4],
-            act: Act,
-            means: &mut [f32],
-        ) {
-            expand_depthwise_fixed::<K, S, A, { code::SWISH }, { route::AUTO }>(
-                isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads,
-                act, means,
-            );
-        }
-
         let mut rng = Rng::new(5);
         let cases = [
             // (cin, c, h, w, k, stride)
@@ -448,7 +393,9 @@ mod tests {
                         );
                         // As a generated model calls it: both activations fixed.
                         let mut fixed = vec![f32::NAN; c * oh * ow];
-                        by_shape!(swish_swish[], k, s, Act::Swish;
+                        by_shape!(
+                            expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::SWISH }, { route::AUTO }],
+                            k, s, Act::Swish;
                             isa, pool.par(), &x, &wp, &be, Act::Swish, &wd, &bd, &mut fixed, cin,
                             c, h, w, k, s, pads, Act::Swish, &mut []);
                         assert!(

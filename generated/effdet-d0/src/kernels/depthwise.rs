@@ -437,13 +437,11 @@ pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u
     assert!(fast(K, S) && (a.k, a.stride) == (K, S));
     let isa = usable(isa);
     if const { R == route::AUTO } {
-        let r = route(a.bias.len(), a.oh, a.ow, K, S);
         #[cfg(target_arch = "x86_64")]
-        if (isa == Isa::Avx512 && r & route::LANES_512 != 0)
-            || (isa == Isa::Avx2 && r & route::LANES_256 != 0)
-        {
-            // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA);
-            // `a` is checked by the callers as for the row kernel.
+        if lanes_worth(isa, a.bias.len(), a.oh, a.ow, K, S) {
+            // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA,
+            // the only ones `lanes_worth` takes); `a` is checked by the callers as for the
+            // row kernel.
             let done = unsafe { super::depthwise_lanes::run::<K, S, A>(isa, a) };
             if done < a.bias.len() {
                 run_rows::<K, S, A>(isa, &mut a.skip(done));
