@@ -440,7 +440,7 @@ fn means_routes(plan: &Plan, seg: &[usize], per_image: bool) -> Vec<Means> {
         let (a, b) = (&plan.steps[pair[0]], &plan.steps[pair[1]]);
         let one_image = per_image || (a.images <= 1 && b.images <= 1);
         if let (
-            Kernel::Depthwise { c, .. },
+            Kernel::Depthwise { c, sum: None, .. },
             Kernel::SqueezeExcite {
                 c: c_se,
                 gates_only: true,
@@ -455,6 +455,36 @@ fn means_routes(plan: &Plan, seg: &[usize], per_image: bool) -> Vec<Means> {
         }
     }
     routes
+}
+
+/// The `(input, sample)` pairs of a BiFPN input fusion's call: each input local with the
+/// `k::fuse::Sample` that brings it to the output's size.
+fn fuse_inputs(samples: &[Sample], names: &[proc_macro2::Ident]) -> Vec<TokenStream> {
+    samples
+        .iter()
+        .zip(names)
+        .map(|(sample, x)| {
+            let sample = match sample {
+                Sample::Identity => quote!(k::fuse::Sample::Identity),
+                Sample::Nearest { h, w } => {
+                    let (h, w) = (lit(*h), lit(*w));
+                    quote!(k::fuse::Sample::Nearest { h: #h, w: #w })
+                }
+                Sample::MaxPool {
+                    h,
+                    w,
+                    kernel,
+                    stride,
+                    pads,
+                } => {
+                    let (h, w, kernel, stride, pads) =
+                        (lit(*h), lit(*w), lits(kernel), lits(stride), lits(pads));
+                    quote!(k::fuse::Sample::MaxPool { h: #h, w: #w, kernel: #kernel, stride: #stride, pads: #pads })
+                }
+            };
+            quote!((#x, #sample))
+        })
+        .collect()
 }
 
 /// What runs once before the per-image calls (a whole-tensor copy), and one kernel call
@@ -572,11 +602,15 @@ fn kernel_call(
             pads,
             act: a,
             expand,
+            sum,
         } => {
-            // With `expand`, the 1×1 conv's weights come first and x is that conv's input.
-            let (w0, b) = match expand {
-                Some(_) => (&ws[2], &ws[3]),
-                None => (&ws[0], &ws[1]),
+            // With `expand`, the 1×1 conv's weights come first and x is that conv's input;
+            // with `sum`, the fusion's coefficients come first and its inputs are the
+            // step's.
+            let (w0, b) = match (expand, sum) {
+                (Some(_), _) => (&ws[2], &ws[3]),
+                (_, Some(_)) => (&ws[1], &ws[2]),
+                _ => (&ws[0], &ws[1]),
             };
             let means_arg = match means {
                 Means::Write => quote!(&mut cx.scratch[..#c]),
@@ -591,12 +625,17 @@ fn kernel_call(
             );
             let route = |c: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
             let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
-            let consts = match expand {
-                Some(e) => {
+            let consts = match (expand, sum) {
+                (Some(e), _) => {
                     let (aec, r) = (act_code(e.act), route(crate::kernels::conv1x1::MR.min(*c)));
                     quote!(::<#kc, #sc, #ac, #aec, #r>)
                 }
-                None => {
+                (_, Some(f)) => {
+                    let afc = act_code(f.act);
+                    let r = route(crate::kernels::fuse_depthwise::tile_channels(*c, *h, *w));
+                    quote!(::<#kc, #sc, #ac, #afc, #r>)
+                }
+                _ => {
                     let r = route(*c);
                     quote!(::<#kc, #sc, #ac, #r>)
                 }
@@ -611,15 +650,19 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
-            let call = match expand {
-                Some(e) => {
+            let call = match (expand, sum) {
+                (Some(e), _) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
                     quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
-                None if fixed => {
+                (_, Some(f)) => {
+                    let (coef, fa, inputs) = (&ws[0], act(f.act), fuse_inputs(&f.samples, &names));
+                    quote!(k::fuse_depthwise::fuse_depthwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                }
+                _ if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
-                None => {
+                _ => {
                     quote!(k::depthwise::depthwise_general(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
             };
@@ -732,21 +775,7 @@ fn kernel_call(
             samples,
             act: a,
         } => {
-            let coef = &ws[0];
-            let inputs = samples.iter().zip(&names).map(|(sample, x)| {
-                let sample = match sample {
-                    Sample::Identity => quote!(k::fuse::Sample::Identity),
-                    Sample::Nearest { h, w } => {
-                        let (h, w) = (lit(*h), lit(*w));
-                        quote!(k::fuse::Sample::Nearest { h: #h, w: #w })
-                    }
-                    Sample::MaxPool { h, w, kernel, stride, pads } => {
-                        let (h, w, kernel, stride, pads) = (lit(*h), lit(*w), lits(kernel), lits(stride), lits(pads));
-                        quote!(k::fuse::Sample::MaxPool { h: #h, w: #w, kernel: #kernel, stride: #stride, pads: #pads })
-                    }
-                };
-                quote!((#x, #sample))
-            });
+            let (coef, inputs) = (&ws[0], fuse_inputs(samples, &names));
             let code = act_code(*a);
             let (c, oh, ow, a) = (lit(*c), lit(*oh), lit(*ow), act(*a));
             quote! {{

@@ -471,6 +471,15 @@ mod tests {
             !model.contains("code::ANY"),
             "D0 has no activation without a code"
         );
+        // Every BiFPN node's weighted sum (swish) runs inside its depthwise conv (none):
+        // D0's 8 nodes per cell, in 3 cells of one shape each, no fusion call left alone.
+        let sum_dw = format!(
+            "fuse_depthwise_fixed::<\n            3,\n            1,\n            {},\n            {},",
+            code("NONE"),
+            code("SWISH")
+        );
+        assert_eq!(model.matches(&sum_dw).count(), 8, "{sum_dw}");
+        assert!(!model.contains("k::fuse::fuse_fixed"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The op kernels of generated models, as Rust source: activations over a tensor, 1×1 convs (register-tiled GEMM
-//! micro-kernels), dense convs, depthwise convs (row- and channel-vectorized), BiFPN fusion,
-//! squeeze-excite, the MBConv expand→depthwise fusion and the generic ops of imported graphs.
+//! micro-kernels), dense convs, depthwise convs (row- and channel-vectorized), BiFPN fusion (alone or feeding
+//! its depthwise conv), squeeze-excite, the MBConv expand→depthwise fusion and the generic ops of imported graphs.
 //!
 //! Each file here is compiled twice: into the compiler, where the weight packing
 //! (`conv1x1::pack`), the plan's fusion rules (`mbconv::worth_fusing`), `--tune`'s timings
@@ -25,6 +25,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise_lanes;
 pub mod fuse;
+pub mod fuse_depthwise;
 pub mod generic;
 pub mod mbconv;
 pub mod se;
@@ -41,6 +42,7 @@ pub const SOURCES: &[(&str, Option<&str>, &str)] = &[
         include_str!("depthwise_lanes.rs"),
     ),
     ("fuse", None, include_str!("fuse.rs")),
+    ("fuse_depthwise", None, include_str!("fuse_depthwise.rs")),
     ("generic", None, include_str!("generic.rs")),
     ("mbconv", None, include_str!("mbconv.rs")),
     ("se", None, include_str!("se.rs")),

@@ -5,6 +5,7 @@
 //! [`memory::Planner`], and lays out the packed weights. The code generator only prints it.
 
 mod expand_depthwise;
+mod fuse_depthwise;
 pub mod memory;
 pub mod segments;
 
@@ -50,7 +51,9 @@ pub enum Kernel {
     /// With `expand`, the 1×1 conv before it (an MBConv's expand conv, or a separable
     /// conv's pointwise before the next one's depthwise) runs inside it band by band: its
     /// input is then that conv's input and its weights come
-    /// after that conv's (`plan/expand_depthwise.rs`).
+    /// after that conv's (`plan/expand_depthwise.rs`). With `sum`, the BiFPN input fusion
+    /// before it runs inside it tile by tile of channels: its inputs are then the fusion's
+    /// and the coefficients come first (`plan/fuse_depthwise.rs`).
     Depthwise {
         c: usize,
         h: usize,
@@ -60,6 +63,7 @@ pub enum Kernel {
         pads: Pads,
         act: Option<Activation>,
         expand: Option<Expand>,
+        sum: Option<FusedSum>,
     },
     Dense {
         cin: usize,
@@ -214,6 +218,14 @@ pub struct Slot {
 pub struct Expand {
     /// Its input channels (its output channels are the depthwise conv's).
     pub cin: usize,
+    pub act: Option<Activation>,
+}
+
+/// A BiFPN input fusion run inside the depthwise conv that reads it ([`Kernel::Depthwise`]):
+/// how each of its inputs is sampled, and its activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedSum {
+    pub samples: Vec<Sample>,
     pub act: Option<Activation>,
 }
 
@@ -396,6 +408,7 @@ impl Plan {
                             pads: c.pads,
                             act: c.act,
                             expand: None,
+                            sum: None,
                         }
                     } else if c.groups == 1 && c.dilation == [1, 1] && !residual {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
@@ -600,6 +613,7 @@ impl Plan {
         };
         gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
         expand_depthwise::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
+        fuse_depthwise::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs);
         plan.segments = segments::segments(&plan);
         let runs = segments::image_major_runs(&plan.segments);
         let Plan {

@@ -216,7 +216,7 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Runs the network (221 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
+    /// Runs the network (197 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         let state = self.state.get_mut();
         load_input(state, input)?;
@@ -468,7 +468,7 @@ fn run(
         lap(14);
         block_15(
             &mut cx,
-            [0, 688128, 696320, 4096, 692224],
+            [0, 688128, 696320, 692224],
             [3596336, 3596352, 3596928, 3596992, 3601088],
         );
         lap(15);
@@ -476,7 +476,7 @@ fn run(
         lap(16);
         block_17(
             &mut cx,
-            [16384, 0, 692224, 0, 671744],
+            [16384, 0, 692224, 671744],
             [3621696, 3621712, 3596928, 3622288, 3626384],
         );
         lap(17);
@@ -484,7 +484,7 @@ fn run(
         lap(18);
         block_19(
             &mut cx,
-            [65536, 0, 671744, 0, 524288],
+            [65536, 0, 671744, 524288],
             [3633680, 3633696, 3596928, 3634272, 3638368],
         );
         lap(19);
@@ -492,131 +492,131 @@ fn run(
         lap(20);
         block_21(
             &mut cx,
-            [262144, 0, 524288, 0, 262144],
+            [262144, 0, 524288, 0],
             [3641056, 3641072, 3596928, 3641648, 3645744],
         );
         lap(21);
-        block_18(&mut cx, [0, 1376256], [3645808, 3652976]);
+        block_18(&mut cx, [262144, 1376256], [3645808, 3652976]);
         lap(18);
         block_22(
             &mut cx,
-            [65536, 0, 524288, 262144, 0, 524288],
+            [327680, 262144, 524288, 0, 524288],
             [3653040, 3653056, 3596928, 3653632, 3657728],
         );
         lap(22);
-        block_16(&mut cx, [0, 589824], [3657792, 3678272]);
+        block_16(&mut cx, [262144, 589824], [3657792, 3678272]);
         lap(16);
         block_23(
             &mut cx,
-            [16384, 0, 671744, 524288, 0, 655360],
+            [278528, 262144, 671744, 524288, 655360],
             [3678336, 3678352, 3596928, 3678928, 3683024],
         );
         lap(23);
         block_24(
             &mut cx,
-            [0, 688128, 692224, 655360, 4096, 688128],
+            [262144, 688128, 692224, 655360, 688128],
             [3683088, 3683104, 3596928, 3683680, 3687776],
         );
         lap(24);
         block_25(
             &mut cx,
-            [0, 696320, 688128, 1024, 696320],
+            [262144, 696320, 688128, 696320],
             [3687840, 3687856, 3596928, 3688432, 3692528],
         );
         lap(25);
         block_15(
             &mut cx,
-            [0, 688128, 696320, 4096, 692224],
+            [262144, 688128, 696320, 692224],
             [3692592, 3692608, 3596928, 3693184, 3697280],
         );
         lap(15);
         block_17(
             &mut cx,
-            [0, 655360, 692224, 16384, 671744],
+            [262144, 655360, 692224, 671744],
             [3697344, 3697360, 3596928, 3697936, 3702032],
         );
         lap(17);
         block_19(
             &mut cx,
-            [0, 524288, 671744, 65536, 589824],
+            [262144, 524288, 671744, 589824],
             [3702096, 3702112, 3596928, 3702688, 3706784],
         );
         lap(19);
         block_21(
             &mut cx,
-            [0, 262144, 589824, 262144, 0],
+            [262144, 0, 589824, 0],
             [3706848, 3706864, 3596928, 3707440, 3711536],
         );
         lap(21);
         block_22(
             &mut cx,
-            [262144, 524288, 589824, 0, 327680, 524288],
+            [262144, 524288, 589824, 0, 524288],
             [3711600, 3711616, 3596928, 3712192, 3716288],
         );
         lap(22);
         block_23(
             &mut cx,
-            [262144, 655360, 671744, 524288, 278528, 655360],
+            [262144, 655360, 671744, 524288, 655360],
             [3716352, 3716368, 3596928, 3716944, 3721040],
         );
         lap(23);
         block_24(
             &mut cx,
-            [262144, 688128, 692224, 655360, 266240, 688128],
+            [262144, 688128, 692224, 655360, 688128],
             [3721104, 3721120, 3596928, 3721696, 3725792],
         );
         lap(24);
         block_25(
             &mut cx,
-            [262144, 696320, 688128, 263168, 696320],
+            [262144, 696320, 688128, 696320],
             [3725856, 3725872, 3596928, 3726448, 3730544],
         );
         lap(25);
         block_15(
             &mut cx,
-            [262144, 688128, 696320, 266240, 692224],
+            [262144, 688128, 696320, 692224],
             [3730608, 3730624, 3596928, 3731200, 3735296],
         );
         lap(15);
         block_17(
             &mut cx,
-            [262144, 655360, 692224, 278528, 671744],
+            [262144, 655360, 692224, 671744],
             [3735360, 3735376, 3596928, 3735952, 3740048],
         );
         lap(17);
         block_19(
             &mut cx,
-            [262144, 524288, 671744, 327680, 589824],
+            [262144, 524288, 671744, 589824],
             [3740112, 3740128, 3596928, 3740704, 3744800],
         );
         lap(19);
         block_21(
             &mut cx,
-            [262144, 0, 589824, 0, 4147200],
+            [262144, 0, 589824, 4147200],
             [3744864, 3744880, 3596928, 3745456, 3749552],
         );
         lap(21);
         block_22(
             &mut cx,
-            [0, 524288, 589824, 4147200, 65536, 4878848],
+            [0, 524288, 589824, 4147200, 4878848],
             [3749616, 3749632, 3596928, 3750208, 3754304],
         );
         lap(22);
         block_23(
             &mut cx,
-            [0, 655360, 671744, 4878848, 16384, 4996224],
+            [0, 655360, 671744, 4878848, 4996224],
             [3754368, 3754384, 3596928, 3754960, 3759056],
         );
         lap(23);
         block_24(
             &mut cx,
-            [0, 688128, 692224, 4996224, 4096, 5025568],
+            [0, 688128, 692224, 4996224, 5025568],
             [3759120, 3759136, 3596928, 3759712, 3763808],
         );
         lap(24);
         block_25(
             &mut cx,
-            [0, 696320, 5025568, 1024, 5029664],
+            [0, 696320, 5025568, 5029664],
             [3763872, 3763888, 3596928, 3764464, 3768560],
         );
         lap(25);
@@ -1808,16 +1808,23 @@ fn block_14(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.0.combine` …
-fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.0.after_combine.conv.conv_dw` …
+fn block_15(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 4096), (t[2], 1024)],
             (t[0], 4096),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -1832,27 +1839,7 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 2],
-            y,
-            64,
-            8,
-            8,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[3], 4096));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -1863,11 +1850,10 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[3], 4096));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -1910,16 +1896,23 @@ fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.1.combine` …
-fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.1.after_combine.conv.conv_dw` …
+fn block_17(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 16384), (t[2], 4096)],
             (t[0], 16384),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -1934,27 +1927,7 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 2],
-            y,
-            64,
-            16,
-            16,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[3], 16384));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -1965,11 +1938,10 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[3], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2012,16 +1984,20 @@ fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.2.combine` …
-fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.2.after_combine.conv.conv_dw` …
+fn block_19(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 65536), (t[2], 16384)],
             (t[0], 65536),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2036,24 +2012,7 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 2],
-            y,
-            64,
-            32,
-            32,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[3], 65536));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2064,11 +2023,10 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[3], 65536));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2111,16 +2069,20 @@ fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.3.combine` …
-fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.3.after_combine.conv.conv_dw` …
+fn block_21(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 262144), (t[2], 65536)],
             (t[0], 262144),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2135,24 +2097,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 2],
-            y,
-            64,
-            64,
-            64,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[3], 262144));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2163,11 +2108,10 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[3], 262144));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2187,16 +2131,20 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.4.combine` …
-fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.4.after_combine.conv.conv_dw` …
+fn block_22(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 65536), (t[2], 65536), (t[3], 262144)],
             (t[0], 65536),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
             cx.par,
@@ -2215,24 +2163,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 3],
-            y,
-            64,
-            32,
-            32,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[4], 65536));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2243,11 +2174,10 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[4], 65536));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2267,16 +2197,23 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.5.combine` …
-fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.5.after_combine.conv.conv_dw` …
+fn block_23(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 16384), (t[2], 16384), (t[3], 65536)],
             (t[0], 16384),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2295,27 +2232,7 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 3],
-            y,
-            64,
-            16,
-            16,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[4], 16384));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2326,11 +2243,10 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[4], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2350,16 +2266,23 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.6.combine` …
-fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.6.after_combine.conv.conv_dw` …
+fn block_24(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 4096), (t[2], 4096), (t[3], 16384)],
             (t[0], 4096),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2378,27 +2301,7 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 3],
-            y,
-            64,
-            8,
-            8,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[4], 4096));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2409,11 +2312,10 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[4], 4096));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -2433,16 +2335,23 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 6], w: [usize; 5]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.7.combine` …
-fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.7.after_combine.conv.conv_dw` …
+fn block_25(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 1024), (t[2], 4096)],
             (t[0], 1024),
         );
-        k::fuse::fuse_fixed::<
+        k::fuse_depthwise::fuse_depthwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
             cx.isa,
             cx.par,
@@ -2460,27 +2369,7 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
                 ),
             ],
             &cx.weights[w[0]..w[0] + 2],
-            y,
-            64,
-            4,
-            4,
             Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[3], 1024));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
             y,
@@ -2491,11 +2380,10 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             1,
             [1, 1, 1, 1],
             Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
+        let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[3], 1024));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
         >(
@@ -4426,17 +4314,17 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
         ("block_12", "backbone.blocks.6.0.conv_pw", 1),
         ("block_13", "fpn.resample.3.conv.conv", 1),
         ("block_14", "fpn.resample.4.downsample", 1),
-        ("block_15", "fpn.cell.0.fnode.0.combine", 3),
+        ("block_15", "fpn.cell.0.fnode.0.after_combine.conv.conv_dw", 3),
         ("block_16", "fpn.cell.0.fnode.1.combine.resample.2.conv.conv", 2),
-        ("block_17", "fpn.cell.0.fnode.1.combine", 3),
+        ("block_17", "fpn.cell.0.fnode.1.after_combine.conv.conv_dw", 3),
         ("block_18", "fpn.cell.0.fnode.2.combine.resample.1.conv.conv", 2),
-        ("block_19", "fpn.cell.0.fnode.2.combine", 3),
+        ("block_19", "fpn.cell.0.fnode.2.after_combine.conv.conv_dw", 3),
         ("block_20", "fpn.cell.0.fnode.3.combine.resample.0.conv.conv", 1),
-        ("block_21", "fpn.cell.0.fnode.3.combine", 3),
-        ("block_22", "fpn.cell.0.fnode.4.combine", 3),
-        ("block_23", "fpn.cell.0.fnode.5.combine", 3),
-        ("block_24", "fpn.cell.0.fnode.6.combine", 3),
-        ("block_25", "fpn.cell.0.fnode.7.combine", 3),
+        ("block_21", "fpn.cell.0.fnode.3.after_combine.conv.conv_dw", 3),
+        ("block_22", "fpn.cell.0.fnode.4.after_combine.conv.conv_dw", 3),
+        ("block_23", "fpn.cell.0.fnode.5.after_combine.conv.conv_dw", 3),
+        ("block_24", "fpn.cell.0.fnode.6.after_combine.conv.conv_dw", 3),
+        ("block_25", "fpn.cell.0.fnode.7.after_combine.conv.conv_dw", 3),
         ("block_26", "class_net.conv_rep.0.conv_dw@P3", 1),
         ("block_27", "class_net.conv_rep.0.conv_dw@P4", 1),
         ("block_28", "class_net.conv_rep.0.conv_dw@P5", 1),

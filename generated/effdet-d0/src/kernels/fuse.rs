@@ -95,6 +95,43 @@ pub fn fuse_fixed<const A: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
+    check(inputs, coef, y.len(), c, oh, ow);
+    let plane = oh * ow;
+    if plane == 0 || c == 0 {
+        return;
+    }
+    let y = &mut y[..c * plane];
+    let group = c.div_ceil(par.threads());
+    let work = c * plane * inputs.len().max(1) * 4;
+    par.for_each_chunk(y, group * plane, work, |gi, yg| {
+        run_channels::<A>(
+            isa,
+            Args {
+                inputs,
+                coef,
+                y: yg,
+                c0: gi * group,
+                oh,
+                ow,
+                act,
+            },
+        )
+    });
+}
+
+/// The checks of a fusion into `[c][oh][ow]` (`y_len` floats; see [`fuse`]).
+///
+/// # Panics
+/// If a slice is too short, there are fewer coefficients than inputs, or a max pool does
+/// not give the output's size.
+pub(crate) fn check(
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    y_len: usize,
+    c: usize,
+    oh: usize,
+    ow: usize,
+) {
     let plane = size("fuse", &[oh, ow]);
     assert!(
         coef.len() >= inputs.len(),
@@ -102,10 +139,7 @@ pub fn fuse_fixed<const A: u8>(
         coef.len(),
         inputs.len()
     );
-    assert!(
-        y.len() >= size("fuse", &[c, plane]),
-        "fuse: output too short"
-    );
+    assert!(y_len >= size("fuse", &[c, plane]), "fuse: output too short");
     for (i, (x, s)) in inputs.iter().enumerate() {
         let (h, w) = s.input_size(oh, ow);
         assert!(
@@ -126,50 +160,41 @@ pub fn fuse_fixed<const A: u8>(
             assert_eq!(size, (oh, ow), "fuse: input {i}'s max pool gives {size:?}");
         }
     }
-    if plane == 0 || c == 0 {
-        return;
-    }
-    let y = &mut y[..c * plane];
-    let group = c.div_ceil(par.threads());
-    let isa = usable(isa);
-    let work = c * plane * inputs.len().max(1) * 4;
-    par.for_each_chunk(y, group * plane, work, |gi, yg| {
-        let a = Args {
-            inputs,
-            coef,
-            y: yg,
-            c0: gi * group,
-            oh,
-            ow,
-            act,
-        };
-        match isa {
-            // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { run_avx512::<A>(a) },
-            // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { run_avx2::<A>(a) },
-            // SAFETY: NEON is part of every aarch64 CPU.
-            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-            Isa::Neon => unsafe {
-                specialize_act!(A, a.act, act => run::<core::arch::aarch64::float32x4_t>(a, act))
-            },
+}
+
+/// The channels `a.c0 ..` of a fusion that `a.y` holds, on this thread, with the vector
+/// type of `usable(isa)`; `a.act` must be the activation of code `A`. The inputs were
+/// checked by [`check`].
+pub(crate) fn run_channels<const A: u8>(isa: Isa, a: Args) {
+    match usable(isa) {
+        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { run_avx512::<A>(a) },
+        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { run_avx2::<A>(a) },
+        // SAFETY: NEON is part of every aarch64 CPU.
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        Isa::Neon => unsafe {
+            specialize_act!(A, a.act, act => run::<core::arch::aarch64::float32x4_t>(a, act))
+        },
+        _ => {
+            let act = a.act;
             // SAFETY: the one-lane f32 path runs on any CPU.
-            _ => unsafe { run::<f32>(a, act) },
+            unsafe { run::<f32>(a, act) }
         }
-    });
+    }
 }
 
 /// The channels `c0 ..` of the output that `y` holds.
-struct Args<'a> {
-    inputs: &'a [(&'a [f32], Sample)],
-    coef: &'a [f32],
-    y: &'a mut [f32],
-    c0: usize,
-    oh: usize,
-    ow: usize,
-    act: Act,
+pub(crate) struct Args<'a> {
+    pub(crate) inputs: &'a [(&'a [f32], Sample)],
+    pub(crate) coef: &'a [f32],
+    pub(crate) y: &'a mut [f32],
+    pub(crate) c0: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) act: Act,
 }
 
 #[cfg(target_arch = "x86_64")]

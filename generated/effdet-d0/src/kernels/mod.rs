@@ -9,6 +9,7 @@ pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 pub mod depthwise_lanes;
 pub mod fuse;
+pub mod fuse_depthwise;
 pub mod generic;
 pub mod mbconv;
 pub mod se;

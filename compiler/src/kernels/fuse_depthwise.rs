@@ -1,0 +1,332 @@
+//! A BiFPN node's weighted input fusion feeding its separable conv's depthwise conv, tile
+//! by tile of channels: `y = act(depthwise(act_sum(Σ_i coef[i] · sample_i(x_i))))`.
+//!
+//! Both halves work channel by channel, so each thread takes a run of channels and, a tile
+//! of [`tile_channels`] at a time, fuses the inputs' planes into a per-thread buffer and
+//! runs the depthwise conv from it. The fused sum (at D0's P3 a 1 MB tensor, per node) is
+//! never written to the arena: one tile of it stays in L2 between its writer and its
+//! reader, instead of the whole tensor going out and coming back.
+//!
+//! The pointwise half of the separable conv needs every channel of a pixel, so it runs
+//! after this kernel as a 1×1 conv on the depthwise output.
+//!
+//! Each output value is the one the two kernels compute one after the other, bit for bit:
+//! both compute each channel on its own, in the same order whatever channels a call covers
+//! (and every depthwise route gives the same bits).
+
+use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
+use super::fuse::{check, run_channels, Args as Sum, Sample};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+
+/// Floats of one tile of fused planes: 128 KB, so that the tile, the input rows the sum
+/// reads and the depthwise conv's output rows all stay in L2 (1 MiB per core in the cache
+/// model the compiler's fixed rules assume).
+const TILE_FLOATS: usize = 32 * 1024;
+
+/// Channels per tile for `c` channels of `h × w` fused planes: as many planes as fit in
+/// [`TILE_FLOATS`] (at least one), in whole vectors of 16 channels when 16 or more fit, so
+/// that the depthwise conv's channels-across-a-vector route can take a tile of small
+/// planes. Emitted code picks its depthwise route for this many channels.
+pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
+    let fit = TILE_FLOATS / h.saturating_mul(w).max(1);
+    let fit = if fit >= 16 { fit / 16 * 16 } else { fit };
+    fit.clamp(1, c.max(1))
+}
+
+/// `y = act(depthwise(act_sum(Σ_i coef[i] · sample_i(x_i))))`, compiled for the depthwise
+/// conv's kernel size `K`, stride `S`, activation code `A`, the sum's activation code `AF`
+/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
+/// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels), as a generated
+/// model calls it; `k`, `stride`, `act` and `act_sum` must be those constants' values.
+///
+/// `inputs` and `coef` as [`super::fuse::fuse`] takes them for an `h × w` output of `c`
+/// channels; `w_dw`: `[c][k][k]`; `b_dw`: `[c]`; `y`: `[c][oh][ow]` as
+/// [`super::depthwise::depthwise`] sizes it. `k` is 3 or 5 and `stride` 1 or 2.
+///
+/// # Panics
+/// If a slice is too short for these sizes, a max pool does not give `h × w`, the
+/// arguments differ from the constants, or `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn fuse_depthwise_fixed<
+    const K: usize,
+    const S: usize,
+    const A: u8,
+    const AF: u8,
+    const R: u8,
+>(
+    isa: Isa,
+    par: Par,
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    act_sum: Act,
+    w_dw: &[f32],
+    b_dw: &[f32],
+    y: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+) {
+    assert!(
+        fast(K, S) && (k, stride) == (K, S),
+        "fuse_depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+    );
+    let (act, act_sum) = (act.fixed::<A>(), act_sum.fixed::<AF>());
+    let plane_in = size("fuse_depthwise", &[h, w]);
+    check(inputs, coef, c * plane_in, c, h, w);
+    let oh = out_len(h, pads[0], pads[2], k, stride);
+    let ow = out_len(w, pads[1], pads[3], k, stride);
+    let plane_out = size("fuse_depthwise", &[oh, ow]);
+    assert!(
+        w_dw.len() >= size("fuse_depthwise", &[c, k, k])
+            && b_dw.len() >= c
+            && y.len() >= size("fuse_depthwise", &[c, plane_out]),
+        "fuse_depthwise: slices too short for c {c}, {h}×{w}, k {k}"
+    );
+    if c == 0 || plane_out == 0 {
+        return;
+    }
+    let y = &mut y[..c * plane_out];
+    let group = c.div_ceil(par.threads());
+    let tile = tile_channels(c, h, w);
+    let work = c * (plane_in * inputs.len().max(1) * 4 + plane_out * k * k);
+    par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
+        let (c0, n) = (gi * group, yg.len() / plane_out);
+        let mut fused = scratch::take::<f32>(tile.min(n) * plane_in);
+        for t0 in (0..n).step_by(tile) {
+            let (first, m) = (c0 + t0, tile.min(n - t0));
+            let fused = &mut fused[..m * plane_in];
+            run_channels::<AF>(
+                isa,
+                Sum {
+                    inputs,
+                    coef,
+                    y: fused,
+                    c0: first,
+                    oh: h,
+                    ow: w,
+                    act: act_sum,
+                },
+            );
+            run_planes::<K, S, A, R>(
+                isa,
+                &mut Depthwise {
+                    x: fused,
+                    w: &w_dw[first * k * k..(first + m) * k * k],
+                    bias: &b_dw[first..first + m],
+                    y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
+                    y_stride: plane_out,
+                    h,
+                    w_in: w,
+                    oh,
+                    ow,
+                    k,
+                    stride,
+                    pads,
+                    act,
+                    means: &mut [],
+                },
+            );
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::depthwise::{by_shape, depthwise_pooled, route};
+    use crate::kernels::fuse::fuse;
+    use ::effdet_runtime::kernels::act::code;
+    use ::effdet_runtime::kernels::simd::test_util::Rng;
+    use ::effdet_runtime::kernels::Pool;
+
+    #[test]
+    fn tiles_hold_whole_vectors_of_small_planes() {
+        assert_eq!(tile_channels(64, 64, 64), 8, "D0's P3: 8 planes of 16 KB");
+        assert_eq!(tile_channels(64, 32, 32), 32);
+        assert_eq!(tile_channels(160, 10, 10), 160, "all of Lite0's P5");
+        assert_eq!(tile_channels(400, 9, 9), 400);
+        assert_eq!(
+            tile_channels(3, 300, 300),
+            1,
+            "one plane larger than a tile"
+        );
+        assert_eq!(tile_channels(0, 4, 4), 1);
+    }
+
+    /// The fused kernel gives `fuse` then the depthwise conv bit for bit, on every ISA at
+    /// 1–3 threads, with the run-time route and the emitted one: one tile and many (planes
+    /// larger than a tile, a channel count off the tile size), identity, nearest and
+    /// max-pool inputs, two and three inputs, strides 1 and 2.
+    #[test]
+    fn matches_the_two_kernels_bit_for_bit() {
+        let mut rng = Rng::new(11);
+        // (c, h, w, k, stride)
+        let cases: [(usize, usize, usize, usize, usize); 4] = [
+            (8, 9, 11, 3, 1),
+            (20, 72, 72, 3, 1),
+            (37, 10, 10, 3, 1),
+            (5, 13, 7, 5, 2),
+        ];
+        for (c, h, w, k, s) in cases {
+            let pads = [k / 2; 4];
+            let (uh, uw) = (h.div_ceil(2), w.div_ceil(2));
+            let same = rng.vec(c * h * w);
+            let up = rng.vec(c * uh * uw);
+            let down = rng.vec(c * 2 * h * 2 * w);
+            let pool_in = Sample::MaxPool {
+                h: 2 * h,
+                w: 2 * w,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [0, 0, 1, 1],
+            };
+            let node_inputs: [Vec<(&[f32], Sample)>; 2] = [
+                vec![
+                    (&same, Sample::Identity),
+                    (&up, Sample::Nearest { h: uh, w: uw }),
+                ],
+                vec![
+                    (&same, Sample::Identity),
+                    (&up, Sample::Nearest { h: uh, w: uw }),
+                    (&down, pool_in),
+                ],
+            ];
+            let (wd, bd) = (rng.vec(c * k * k), rng.vec(c));
+            let coef = [0.3, 0.5, 0.2];
+            let oh = out_len(h, pads[0], pads[2], k, s);
+            let ow = out_len(w, pads[1], pads[3], k, s);
+            let emitted = route(tile_channels(c, h, w), oh, ow, k, s);
+            for inputs in &node_inputs {
+                for isa in Isa::available() {
+                    for threads in [1, 2, 3] {
+                        let pool = Pool::new(threads);
+                        let mut sum = vec![f32::NAN; c * h * w];
+                        fuse(
+                            isa,
+                            pool.par(),
+                            inputs,
+                            &coef,
+                            &mut sum,
+                            c,
+                            h,
+                            w,
+                            Act::Swish,
+                        );
+                        let mut want = vec![f32::NAN; c * oh * ow];
+                        depthwise_pooled(
+                            isa,
+                            pool.par(),
+                            &sum,
+                            &wd,
+                            &bd,
+                            &mut want,
+                            c,
+                            h,
+                            w,
+                            k,
+                            s,
+                            pads,
+                            Act::None,
+                            &mut [],
+                        );
+                        let what = format!(
+                            "{isa:?} c{c} {h}x{w} k{k} s{s} {} inputs t{threads}",
+                            inputs.len()
+                        );
+                        assert!(
+                            want.iter().all(|v| v.is_finite()),
+                            "{what}: reference not finite"
+                        );
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        let mut got = vec![f32::NAN; c * oh * ow];
+                        by_shape!(
+                            fuse_depthwise_fixed[, { code::ANY }, { route::AUTO }], k, s, Act::None;
+                            isa, pool.par(), inputs, &coef, Act::Swish, &wd, &bd, &mut got, c, h,
+                            w, k, s, pads, Act::None);
+                        assert!(bits(&got) == bits(&want), "{what}: output differs");
+                        // As a generated model calls it: fixed activations and route.
+                        let mut fixed = vec![f32::NAN; c * oh * ow];
+                        let call = if (k, s) == (3, 1) {
+                            call_fixed::<3, 1>
+                        } else {
+                            call_fixed::<5, 2>
+                        };
+                        call(
+                            emitted, isa, &pool, inputs, &coef, &wd, &bd, &mut fixed, c, h, w, pads,
+                        );
+                        assert!(bits(&fixed) == bits(&want), "{what}: fixed variant differs");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fixed variant for route `r` (one of the routes these test shapes take).
+    #[allow(clippy::too_many_arguments)]
+    fn call_fixed<const K: usize, const S: usize>(
+        r: u8,
+        isa: Isa,
+        pool: &Pool,
+        inputs: &[(&[f32], Sample)],
+        coef: &[f32],
+        wd: &[f32],
+        bd: &[f32],
+        y: &mut [f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+    ) {
+        macro_rules! with_route {
+            ($($r:expr),*) => {
+                match r {
+                    $(x if x == $r => fuse_depthwise_fixed::<K, S, { code::NONE }, { code::SWISH }, { $r }>(
+                        isa, pool.par(), inputs, coef, Act::Swish, wd, bd, y, c, h, w, K, S,
+                        pads, Act::None,
+                    ),)*
+                    x => panic!("route {x:#x} not in the test's list"),
+                }
+            };
+        }
+        with_route!(
+            route::ROWS,
+            route::TALL_512,
+            route::TALL_512 | route::TALL_NEON,
+            route::LANES_512 | route::LANES_256,
+            route::LANES_512 | route::TALL_512 | route::LANES_256 | route::TALL_NEON,
+            route::LANES_512 | route::TALL_512 | route::LANES_256,
+            route::LANES_512 | route::LANES_256 | route::TALL_NEON,
+            route::TALL_NEON,
+            route::TALL_512 | route::LANES_256 | route::TALL_NEON
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "compiled for kernel 3 stride 1")]
+    fn refuses_another_kernel_size() {
+        let x = vec![0.0; 4 * 25];
+        let mut y = vec![0.0; 4 * 25];
+        fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::NONE }, { route::AUTO }>(
+            Isa::Scalar,
+            Par::serial(),
+            &[(&x, Sample::Identity)],
+            &[1.0],
+            Act::None,
+            &[0.0; 4 * 25],
+            &[0.0; 4],
+            &mut y,
+            4,
+            5,
+            5,
+            5,
+            1,
+            [2; 4],
+            Act::None,
+        );
+    }
+}
