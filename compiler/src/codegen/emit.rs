@@ -440,7 +440,12 @@ fn means_routes(plan: &Plan, seg: &[usize], per_image: bool) -> Vec<Means> {
         let (a, b) = (&plan.steps[pair[0]], &plan.steps[pair[1]]);
         let one_image = per_image || (a.images <= 1 && b.images <= 1);
         if let (
-            Kernel::Depthwise { c, sum: None, .. },
+            Kernel::Depthwise {
+                c,
+                sum: None,
+                project: None,
+                ..
+            },
             Kernel::SqueezeExcite {
                 c: c_se,
                 gates_only: true,
@@ -603,10 +608,11 @@ fn kernel_call(
             act: a,
             expand,
             sum,
+            project,
         } => {
             // With `expand`, the 1×1 conv's weights come first and x is that conv's input;
             // with `sum`, the fusion's coefficients come first and its inputs are the
-            // step's.
+            // step's; with `project`, the 1×1 conv's weights come last.
             let (w0, b) = match (expand, sum) {
                 (Some(_), _) => (&ws[2], &ws[3]),
                 (_, Some(_)) => (&ws[1], &ws[2]),
@@ -617,26 +623,39 @@ fn kernel_call(
                 _ => quote!(&mut []),
             };
             // A fast shape calls the kernel compiled for its kernel size, stride,
-            // activation(s) and route (of the whole call, or of the panels of MR channels a
-            // fused MBConv runs it on); any other the plain loops.
+            // activation(s) and route (of the channels and rows each call of the depthwise
+            // kernel covers: all, the panels of MR channels a fused MBConv runs it on, a
+            // fused sum's tiles, a separable conv's bands); any other the plain loops.
             let (oh, ow) = (
                 depthwise::out_len(*h, pads[0], pads[2], *k, *stride),
                 depthwise::out_len(*w, pads[1], pads[3], *k, *stride),
             );
-            let route = |c: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
+            let route =
+                |c: usize, oh: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
             let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
-            let consts = match (expand, sum) {
-                (Some(e), _) => {
-                    let (aec, r) = (act_code(e.act), route(crate::kernels::conv1x1::MR.min(*c)));
+            let consts = match (expand, sum, project) {
+                (Some(e), _, _) => {
+                    let (aec, r) = (
+                        act_code(e.act),
+                        route(crate::kernels::conv1x1::MR.min(*c), oh),
+                    );
                     quote!(::<#kc, #sc, #ac, #aec, #r>)
                 }
-                (_, Some(f)) => {
+                (_, Some(f), _) => {
                     let afc = act_code(f.act);
-                    let r = route(crate::kernels::fuse_depthwise::tile_channels(*c, *h, *w));
+                    let r = route(
+                        crate::kernels::fuse_depthwise::tile_channels(*c, *h, *w),
+                        oh,
+                    );
                     quote!(::<#kc, #sc, #ac, #afc, #r>)
                 }
+                (_, _, Some(p)) => {
+                    let apc = act_code(p.act);
+                    let r = route(*c, crate::kernels::separable::band_rows(*c, oh, ow));
+                    quote!(::<#kc, #sc, #ac, #apc, #r>)
+                }
                 _ => {
-                    let r = route(*c);
+                    let r = route(*c, oh);
                     quote!(::<#kc, #sc, #ac, #r>)
                 }
             };
@@ -650,14 +669,23 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
-            let call = match (expand, sum) {
-                (Some(e), _) => {
+            let call = match (expand, sum, project) {
+                (Some(e), _, _) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
                     quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
-                (_, Some(f)) => {
+                (_, Some(f), _) => {
                     let (coef, fa, inputs) = (&ws[0], act(f.act), fuse_inputs(&f.samples, &names));
                     quote!(k::fuse_depthwise::fuse_depthwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                }
+                (_, _, Some(p)) => {
+                    let (pw, pb, pa, cout) = (&ws[2], &ws[3], act(p.act), lit(p.cout));
+                    let residual = if p.residual {
+                        quote!(Some(x1))
+                    } else {
+                        quote!(None)
+                    };
+                    quote!(k::separable::depthwise_pointwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, #a, #pw, #pb, #pa, #residual, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 _ if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

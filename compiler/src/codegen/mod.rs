@@ -480,6 +480,24 @@ mod tests {
         );
         assert_eq!(model.matches(&sum_dw).count(), 8, "{sum_dw}");
         assert!(!model.contains("k::fuse::fuse_fixed"));
+        // The heads' separable convs (64 channels) run their depthwise and 1×1 convs
+        // band by band: no head depthwise conv is left alone.
+        let separable = format!(
+            "depthwise_pointwise_fixed::<\n            3,\n            1,\n            {},\n            {},",
+            code("NONE"),
+            code("SWISH")
+        );
+        assert!(model.contains(&separable), "{separable}");
+        let mut heads = 0;
+        for block in model.split("\n/// `").skip(1) {
+            // A block function after its doc line, which names its first op.
+            let first_op = &block[..block.find('`').unwrap_or(0)];
+            if first_op.contains("_net.") && block.contains("\nfn block_") {
+                heads += 1;
+                assert!(!block.contains("k::depthwise::depthwise_fixed"), "{block}");
+            }
+        }
+        assert!(heads > 0);
     }
 
     #[test]

@@ -303,7 +303,21 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8>(
             }
             let tmp = &mut tmp[..cout * len];
             // The block as NCHW planes of `len` pixels, then transposed into place.
-            run_group::<A>(isa, plan, x, w, bias, None, tmp, cin, hw, p0, len, act);
+            run_group::<A>(
+                isa,
+                plan,
+                x,
+                w,
+                bias,
+                None,
+                tmp,
+                cin,
+                hw,
+                p0,
+                len,
+                (len, 0),
+                act,
+            );
             super::generic::transpose_2d(tmp, cout, len, yc);
         });
     });
@@ -612,7 +626,19 @@ fn run_batch<const A: u8>(
                 for image in 0..n {
                     let xi = &x[image * cin * hw..][..cin * hw];
                     run_group::<A>(
-                        isa, plan, xi, w, bias, None, tmp, cin, hw, first, count, act,
+                        isa,
+                        plan,
+                        xi,
+                        w,
+                        bias,
+                        None,
+                        tmp,
+                        cin,
+                        hw,
+                        first,
+                        count,
+                        (count, 0),
+                        act,
                     );
                     for (co, src) in tmp.chunks_exact(count).enumerate() {
                         let row = image * cout + co;
@@ -643,16 +669,18 @@ fn run_batch<const A: u8>(
         } else {
             &bias[row0..][..rows]
         };
-        run_group::<A>(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, act);
+        run_group::<A>(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, (hw, 0), act);
     });
 }
 
 /// Output channels `[r0, r0 + rows)` of a 1×1 conv (`r0` a multiple of [`MR`]) for the
-/// pixels `first..first + count` of x (`[cin][hw]`), into `y`: `rows` planes of `count`
-/// pixels. `w` holds those channels' packed panels (from panel `r0 / MR` on), `bias` their
-/// values or nothing. One thread; x is read in place (no padded copy of its blocks: the
-/// caller gives it a row stride `hw` that is not a multiple of 1 KB). For kernels that run
-/// a 1×1 conv band by band inside their own loop ([`super::mbconv`]); each output value is
+/// pixels `first..first + count` of x (`[cin][hw]`), into `y`: `rows` rows of `ys` floats,
+/// at columns `y0..y0 + count` (`(ys, y0)` = `(count, 0)`: planes of `count` pixels),
+/// plus `res` (laid out as `y`) if given. With `in_place`, x is read in place (the caller
+/// gave it a row stride `hw` that is not a multiple of 1 KB); otherwise as [`conv1x1`]
+/// reads it. `w` holds those channels' packed panels (from panel `r0 / MR` on), `bias` their
+/// values or nothing. One thread. For kernels that run a 1×1 conv band by band inside
+/// their own loop ([`super::mbconv`], [`super::separable`]); each output value is
 /// the one [`conv1x1`] computes (the accumulation order does not depend on the blocking).
 ///
 /// # Panics
@@ -663,29 +691,35 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
+    res: Option<&[f32]>,
     y: &mut [f32],
     cin: usize,
     hw: usize,
     first: usize,
     count: usize,
+    (ys, y0): (usize, usize),
+    in_place: bool,
     act: Act,
 ) {
     assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
     if count == 0 || y.is_empty() {
         return;
     }
-    let rows = y.len() / count;
+    let rows = y.len() / ys.max(1);
     assert!(
-        y.len() == rows * count
+        y.len() == rows * ys
+            && y0 + count <= ys
             && x.len() >= ::effdet_runtime::kernels::size("conv1x1", &[cin, hw])
             && first + count <= hw
             && w.len() >= packed_len(rows, cin)
-            && (bias.is_empty() || bias.len() >= rows),
+            && (bias.is_empty() || bias.len() >= rows)
+            && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
-    let mut plan = Plan::new(isa, cin, rows, hw, 1);
-    // The caller lays x out for the tiles (a band copied with a padded row stride).
-    plan.pack_x = false;
+    let mut plan = Plan::new(isa, cin, rows, count, 1);
+    // With `in_place`, the caller has laid x out for the tiles (a band copied with a padded
+    // row stride); otherwise blocks of it are copied as the plan's rule says.
+    plan.pack_x &= !in_place;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
     run_group::<A>(
         isa,
@@ -693,12 +727,13 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
         x,
         &w[..packed_len(rows, cin)],
         bias,
-        None,
+        res,
         y,
         cin,
         hw,
         first,
         count,
+        (ys, y0),
         act,
     );
 }
@@ -755,8 +790,9 @@ fn check_args(
 
 /// One chunk: `rows` output channels starting at a panel boundary (`y` holds exactly
 /// them, `w` their panels, `bias` and `res` their values or nothing), for the pixels
-/// `first..first + count` of x's `hw`; `y` (and `res`) hold them as planes of `count`
-/// pixels (all of them: `first` 0, `count` hw).
+/// `first..first + count` of x's `hw`; `y` (and `res`) hold them in rows of `ys` floats,
+/// at columns `y0..y0 + count` (`(ys, y0)`: `(count, 0)` for planes of `count` pixels; all
+/// of them: `first` 0, `count` hw).
 #[allow(clippy::too_many_arguments)]
 fn run_group<const A: u8>(
     isa: Isa,
@@ -770,24 +806,25 @@ fn run_group<const A: u8>(
     hw: usize,
     first: usize,
     count: usize,
+    (ys, y0): (usize, usize),
     act: Act,
 ) {
-    let rows = y.len() / count;
+    let rows = y.len() / ys;
     let panels = rows.div_ceil(MR);
     let block = plan.block.max(1);
-    // Pixel `p` of x is output column `p − first`: x is taken from `first` on, so the tiles
-    // index both with the same column.
+    // Pixel `first + q` of x is output column `y0 + q`: x is taken from `first` on and
+    // starts at column `y0` (its `x0`), so the tiles index both with the same column.
     assert!(
-        first + count <= hw,
-        "conv1x1: pixels {first}+{count} of {hw}"
+        first + count <= hw && y0 + count <= ys && y.len() == rows * ys,
+        "conv1x1: pixels {first}+{count} of {hw} into columns {y0}.. of {ys}"
     );
     let x = &x[first..];
     // x's row stride; `hw` from here on is y's.
-    let (hw_x, hw) = (hw, count);
+    let (hw_x, hw) = (hw, ys);
     SCRATCH.with_borrow_mut(|scratch| {
-        let mut p0 = 0;
-        while p0 < hw {
-            let len = block.min(hw - p0);
+        let mut q = 0;
+        while q < count {
+            let (len, p0) = (block.min(count - q), y0 + q);
             // x as the tiles read it: the plane itself, or this block copied to `scratch`
             // with a stride of len rounded up to 16, plus 16 (rows 64 bytes apart in the
             // cache sets), from a 64-byte boundary (no row splits cache lines). The buffer
@@ -801,11 +838,11 @@ fn run_group<const A: u8>(
                 let at = scratch.as_ptr().align_offset(64).min(16);
                 let xb = &mut scratch[at..at + cin * ld];
                 for (k, dst) in xb.chunks_exact_mut(ld).enumerate() {
-                    dst[..len].copy_from_slice(&x[k * hw_x + p0..][..len]);
+                    dst[..len].copy_from_slice(&x[k * hw_x + q..][..len]);
                 }
                 (&xb[..], ld, p0)
             } else {
-                (x, hw_x, 0)
+                (x, hw_x, y0)
             };
             for pi in 0..panels {
                 let r0 = pi * MR;
@@ -835,8 +872,9 @@ fn run_group<const A: u8>(
                         // SAFETY: `check_args` checked that this CPU runs AVX-512F+FMA,
                         // and the panel's slices have the lengths `panel_512` requires
                         // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
-                        // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw),
-                        // with x0 ≤ p0 and p0 + len ≤ hw.
+                        // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw,
+                        // hw being y's row stride), with x0 ≤ p0 and p0 + len ≤ y0 + count
+                        // ≤ hw (asserted).
                         unsafe { tiles::x86::panel_512::<A>(&panel, yp, p0, len) }
                     }
                     #[cfg(target_arch = "x86_64")]
@@ -852,7 +890,7 @@ fn run_group<const A: u8>(
                     _ => panel_scalar(&panel, yp, p0, len),
                 }
             }
-            p0 += len;
+            q += len;
         }
     });
 }

@@ -137,8 +137,15 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize, const A: u8>(a: &mut A
     let (pt, pl) = (a.pads[0], a.pads[1]);
     // The padded rows and columns the outputs read.
     let (hp, wp) = ((oh - 1) * S + K, (ow - 1) * S + K);
-    let (plane_in, plane_out) = (h * w_in, oh * ow);
+    let (xs, plane_out) = (a.x_stride, oh * ow);
     let n_groups = a.bias.len() / l;
+    // The strides' bounds for the raw loads and stores below (the row kernel slices).
+    let last = (n_groups * l).saturating_sub(1);
+    assert!(
+        n_groups == 0
+            || (a.x.len() >= last * xs + h * w_in && a.y.len() >= last * a.y_stride + plane_out),
+        "depthwise: planes too short for their strides"
+    );
     let out_px = plane_out.next_multiple_of(l);
     let mut buf = scratch::take::<f32>((hp * wp + out_px + K * K) * l);
     let (xt, rest) = buf.split_at_mut(hp * wp * l);
@@ -153,7 +160,7 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize, const A: u8>(a: &mut A
         for g in 0..n_groups {
             let c0 = g * l;
             xt.fill(0.0);
-            let x = a.x.as_ptr().add(c0 * plane_in);
+            let x = a.x.as_ptr().add(c0 * xs);
             for iy in 0..h.min(hp.saturating_sub(pt)) {
                 let py = iy + pt;
                 let mut ix0 = 0;
@@ -161,7 +168,7 @@ unsafe fn groups<V: Vf32, const K: usize, const S: usize, const A: u8>(a: &mut A
                     let n = (w_in - ix0).min(l);
                     let mut r = [V::splat(0.0); 16];
                     for (ci, v) in r.iter_mut().enumerate().take(l) {
-                        let src = x.add(ci * plane_in + iy * w_in + ix0);
+                        let src = x.add(ci * xs + iy * w_in + ix0);
                         *v = if n == l {
                             V::load(src)
                         } else {
@@ -305,6 +312,7 @@ mod tests {
                         let (mut y, mut m) = (vec![f32::NAN; c * oh * ow], vec![f32::NAN; c]);
                         let mut a = Args {
                             x: &x,
+                            x_stride: h * w,
                             w: &wt,
                             bias: &b,
                             y: &mut y,

@@ -1,6 +1,6 @@
 //! The op kernels of generated models, as Rust source: activations over a tensor, 1×1 convs (register-tiled GEMM
 //! micro-kernels), dense convs, depthwise convs (row- and channel-vectorized), BiFPN fusion (alone or feeding
-//! its depthwise conv), squeeze-excite, the MBConv expand→depthwise fusion and the generic ops of imported graphs.
+//! its depthwise conv), squeeze-excite, the MBConv expand→depthwise fusion, separable convs (depthwise→1×1 band by band) and the generic ops of imported graphs.
 //!
 //! Each file here is compiled twice: into the compiler, where the weight packing
 //! (`conv1x1::pack`), the plan's fusion rules (`mbconv::worth_fusing`), `--tune`'s timings
@@ -29,6 +29,7 @@ pub mod fuse_depthwise;
 pub mod generic;
 pub mod mbconv;
 pub mod se;
+pub mod separable;
 
 /// Every kernel file: (module name, `cfg` it is compiled under if any, source text).
 pub const SOURCES: &[(&str, Option<&str>, &str)] = &[
@@ -46,6 +47,7 @@ pub const SOURCES: &[(&str, Option<&str>, &str)] = &[
     ("generic", None, include_str!("generic.rs")),
     ("mbconv", None, include_str!("mbconv.rs")),
     ("se", None, include_str!("se.rs")),
+    ("separable", None, include_str!("separable.rs")),
 ];
 
 /// Where a kernel file's unit tests start: they are its last item.

@@ -8,6 +8,7 @@ mod expand_depthwise;
 mod fuse_depthwise;
 pub mod memory;
 pub mod segments;
+mod separable;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,7 +54,9 @@ pub enum Kernel {
     /// input is then that conv's input and its weights come
     /// after that conv's (`plan/expand_depthwise.rs`). With `sum`, the BiFPN input fusion
     /// before it runs inside it tile by tile of channels: its inputs are then the fusion's
-    /// and the coefficients come first (`plan/fuse_depthwise.rs`).
+    /// and the coefficients come first (`plan/fuse_depthwise.rs`). With `project`, it feeds
+    /// the 1×1 conv after it band by band (a separable conv): the step's output and
+    /// residual input are that conv's, and its weights come last (`plan/separable.rs`).
     Depthwise {
         c: usize,
         h: usize,
@@ -64,6 +67,7 @@ pub enum Kernel {
         act: Option<Activation>,
         expand: Option<Expand>,
         sum: Option<FusedSum>,
+        project: Option<Project>,
     },
     Dense {
         cin: usize,
@@ -227,6 +231,16 @@ pub struct Expand {
 pub struct FusedSum {
     pub samples: Vec<Sample>,
     pub act: Option<Activation>,
+}
+
+/// The 1×1 conv a depthwise conv feeds band by band ([`Kernel::Depthwise`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Project {
+    /// Its output channels (its input channels are the depthwise conv's).
+    pub cout: usize,
+    pub act: Option<Activation>,
+    /// It adds a residual: the step's second input.
+    pub residual: bool,
 }
 
 /// One kernel call.
@@ -409,6 +423,7 @@ impl Plan {
                             act: c.act,
                             expand: None,
                             sum: None,
+                            project: None,
                         }
                     } else if c.groups == 1 && c.dilation == [1, 1] && !residual {
                         step_weights.push(weight(Packing::Raw(c.weight), plen(c.weight)));
@@ -614,6 +629,7 @@ impl Plan {
         gate_project_convs(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
         expand_depthwise::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs, batch);
         fuse_depthwise::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs);
+        separable::fuse(&mut plan.steps, &mut plan.slots, &plan.outputs);
         plan.segments = segments::segments(&plan);
         let runs = segments::image_major_runs(&plan.segments);
         let Plan {

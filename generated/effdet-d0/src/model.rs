@@ -216,7 +216,7 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Runs the network (197 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
+    /// Runs the network (157 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         let state = self.state.get_mut();
         load_input(state, input)?;
@@ -622,7 +622,7 @@ fn run(
         lap(25);
         block_26(
             &mut cx,
-            [0, 4147200, 262144, 0, 262144, 0, 262144, 3317760, 0],
+            [0, 4147200, 262144, 3317760, 0],
             [
                 3768624, 3596928, 3769200, 3773296, 3773360, 3773936, 3778032, 3778096,
                 3778672, 3782768, 3782832, 3783408, 3835632,
@@ -631,10 +631,7 @@ fn run(
         lap(26);
         block_27(
             &mut cx,
-            [
-                3317760, 4878848, 3383296, 3317760, 3383296, 3317760, 3383296, 4409344,
-                3317760,
-            ],
+            [3317760, 4878848, 3383296, 4409344, 3317760],
             [
                 3768624, 3596928, 3836448, 3840544, 3773360, 3840608, 3844704, 3778096,
                 3844768, 3848864, 3782832, 3783408, 3835632,
@@ -643,10 +640,7 @@ fn run(
         lap(27);
         block_28(
             &mut cx,
-            [
-                4409344, 4996224, 4425728, 4409344, 4425728, 4409344, 4425728, 4409344,
-                4671488,
-            ],
+            [4409344, 4996224, 4425728, 4409344, 4671488],
             [
                 3768624, 3596928, 3848928, 3853024, 3773360, 3853088, 3857184, 3778096,
                 3857248, 3861344, 3782832, 3783408, 3835632,
@@ -655,10 +649,7 @@ fn run(
         lap(28);
         block_29(
             &mut cx,
-            [
-                4409344, 5025568, 4413440, 4409344, 4413440, 4409344, 4413440, 4409344,
-                4944384,
-            ],
+            [4409344, 5025568, 4413440, 4409344, 4944384],
             [
                 3768624, 3596928, 3861408, 3865504, 3773360, 3865568, 3869664, 3778096,
                 3869728, 3873824, 3782832, 3783408, 3835632,
@@ -667,10 +658,7 @@ fn run(
         lap(29);
         block_30(
             &mut cx,
-            [
-                4409344, 5029664, 4410368, 4409344, 4410368, 4409344, 4410368, 4409344,
-                5012608,
-            ],
+            [4409344, 5029664, 4410368, 4409344, 5012608],
             [
                 3768624, 3596928, 3873888, 3877984, 3773360, 3878048, 3882144, 3778096,
                 3882208, 3886304, 3782832, 3783408, 3835632,
@@ -679,10 +667,7 @@ fn run(
         lap(30);
         block_31(
             &mut cx,
-            [
-                4409344, 4147200, 4147200, 4409344, 4147200, 4409344, 4147200, 4409344,
-                4147200,
-            ],
+            [4409344, 4147200, 4147200, 4409344, 4147200],
             [
                 3886368, 3596928, 3886944, 3891040, 3891104, 3891680, 3895776, 3895840,
                 3896416, 3900512, 3900576, 3901152, 3903712,
@@ -691,10 +676,7 @@ fn run(
         lap(31);
         block_32(
             &mut cx,
-            [
-                4294656, 4878848, 4360192, 4294656, 4360192, 4294656, 4360192, 4294656,
-                4360192,
-            ],
+            [4294656, 4878848, 4360192, 4294656, 4360192],
             [
                 3886368, 3596928, 3903760, 3907856, 3891104, 3907920, 3912016, 3895840,
                 3912080, 3916176, 3900576, 3901152, 3903712,
@@ -703,10 +685,7 @@ fn run(
         lap(32);
         block_33(
             &mut cx,
-            [
-                4294656, 4996224, 4311040, 4294656, 4311040, 4294656, 4311040, 4294656,
-                4311040,
-            ],
+            [4294656, 4996224, 4311040, 4294656, 4311040],
             [
                 3886368, 3596928, 3916240, 3920336, 3891104, 3920400, 3924496, 3895840,
                 3924560, 3928656, 3900576, 3901152, 3903712,
@@ -715,10 +694,7 @@ fn run(
         lap(33);
         block_34(
             &mut cx,
-            [
-                4294656, 5025568, 4298752, 4294656, 4298752, 4294656, 4298752, 4294656,
-                4298752,
-            ],
+            [4294656, 5025568, 4298752, 4294656, 4298752],
             [
                 3886368, 3596928, 3928720, 3932816, 3891104, 3932880, 3936976, 3895840,
                 3937040, 3941136, 3900576, 3901152, 3903712,
@@ -727,10 +703,7 @@ fn run(
         lap(34);
         block_35(
             &mut cx,
-            [
-                4294656, 5029664, 4295680, 4294656, 4295680, 4294656, 4295680, 4294656,
-                4295680,
-            ],
+            [4294656, 5029664, 4295680, 4294656, 4295680],
             [
                 3886368, 3596928, 3941200, 3945296, 3891104, 3945360, 3949456, 3895840,
                 3949520, 3953616, 3900576, 3901152, 3903712,
@@ -2403,14 +2376,15 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
         );
     }
 }
-/// `class_net.conv_rep.0.conv_dw@P3` …
-fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `class_net.conv_rep.0.conv_pw@P3` …
+fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2418,87 +2392,57 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            64,
+            64,
+            3,
             1,
-            64,
-            64,
-            4096,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 262144)], (t[3], 262144));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            64,
-            64,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            4096,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 262144)], (t[5], 262144));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2506,42 +2450,27 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            4096,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 262144)], (t[7], 262144));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 3317760));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
@@ -2550,46 +2479,31 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 52224],
+            &cx.weights[w[12]..w[12] + 810],
+            Act::None,
+            None,
             y,
             64,
+            810,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 3317760));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 52224],
-            &cx.weights[w[12]..w[12] + 810],
-            None,
-            y,
-            1,
-            64,
-            810,
-            4096,
-            Act::None,
         );
     }
 }
-/// `class_net.conv_rep.0.conv_dw@P4` …
-fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `class_net.conv_rep.0.conv_pw@P4` …
+fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2597,87 +2511,57 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            32,
+            32,
+            3,
             1,
-            64,
-            64,
-            1024,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 65536)], (t[3], 65536));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            32,
-            32,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2685,42 +2569,27 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 65536)], (t[7], 65536));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 829440));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
@@ -2729,46 +2598,31 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 52224],
+            &cx.weights[w[12]..w[12] + 810],
+            Act::None,
+            None,
             y,
             64,
+            810,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 829440));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 52224],
-            &cx.weights[w[12]..w[12] + 810],
-            None,
-            y,
-            1,
-            64,
-            810,
-            1024,
-            Act::None,
         );
     }
 }
-/// `class_net.conv_rep.0.conv_dw@P5` …
-fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `class_net.conv_rep.0.conv_pw@P5` …
+fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2779,90 +2633,60 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            16,
+            16,
+            3,
             1,
-            64,
-            64,
-            256,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 16384)], (t[3], 16384));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            16,
-            16,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2873,42 +2697,27 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 16384)], (t[7], 16384));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 207360));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -2920,46 +2729,31 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 52224],
+            &cx.weights[w[12]..w[12] + 810],
+            Act::None,
+            None,
             y,
             64,
+            810,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 207360));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 52224],
-            &cx.weights[w[12]..w[12] + 810],
-            None,
-            y,
-            1,
-            64,
-            810,
-            256,
-            Act::None,
         );
     }
 }
-/// `class_net.conv_rep.0.conv_dw@P6` …
-fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `class_net.conv_rep.0.conv_pw@P6` …
+fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2970,43 +2764,28 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3017,43 +2796,28 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[4]..w[4] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3064,42 +2828,27 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 4096)], (t[7], 4096));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 51840));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -3111,46 +2860,31 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 52224],
+            &cx.weights[w[12]..w[12] + 810],
+            Act::None,
+            None,
             y,
             64,
+            810,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 51840));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 52224],
-            &cx.weights[w[12]..w[12] + 810],
-            None,
-            y,
-            1,
-            64,
-            810,
-            64,
-            Act::None,
         );
     }
 }
-/// `class_net.conv_rep.0.conv_dw@P7` …
-fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `class_net.conv_rep.0.conv_pw@P7` …
+fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3161,43 +2895,28 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3208,43 +2927,28 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[4]..w[4] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 1024)], (t[5], 1024));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3255,42 +2959,27 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 1024)], (t[7], 1024));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 12960));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -3302,46 +2991,31 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 52224],
+            &cx.weights[w[12]..w[12] + 810],
+            Act::None,
+            None,
             y,
             64,
+            810,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 12960));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 52224],
-            &cx.weights[w[12]..w[12] + 810],
-            None,
-            y,
-            1,
-            64,
-            810,
-            16,
-            Act::None,
         );
     }
 }
-/// `box_net.conv_rep.0.conv_dw@P3` …
-fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `box_net.conv_rep.0.conv_pw@P3` …
+fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -3349,87 +3023,57 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[2], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            64,
+            64,
+            3,
             1,
-            64,
-            64,
-            4096,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 262144)], (t[3], 262144));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            64,
-            64,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            4096,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 262144)], (t[5], 262144));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -3437,42 +3081,27 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 262144)], (t[6], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            4096,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 262144)], (t[7], 262144));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 262144)], (t[4], 147456));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
@@ -3481,46 +3110,31 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 2560],
+            &cx.weights[w[12]..w[12] + 36],
+            Act::None,
+            None,
             y,
             64,
+            36,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 262144)], (t[8], 147456));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 2560],
-            &cx.weights[w[12]..w[12] + 36],
-            None,
-            y,
-            1,
-            64,
-            36,
-            4096,
-            Act::None,
         );
     }
 }
-/// `box_net.conv_rep.0.conv_dw@P4` …
-fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `box_net.conv_rep.0.conv_pw@P4` …
+fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -3528,87 +3142,57 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[2], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            32,
+            32,
+            3,
             1,
-            64,
-            64,
-            1024,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 65536)], (t[3], 65536));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            32,
-            32,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 65536)], (t[5], 65536));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -3616,42 +3200,27 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 65536)], (t[6], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 65536)], (t[7], 65536));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 65536)], (t[4], 36864));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
@@ -3660,46 +3229,31 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 2560],
+            &cx.weights[w[12]..w[12] + 36],
+            Act::None,
+            None,
             y,
             64,
+            36,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 65536)], (t[8], 36864));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 2560],
-            &cx.weights[w[12]..w[12] + 36],
-            None,
-            y,
-            1,
-            64,
-            36,
-            1024,
-            Act::None,
         );
     }
 }
-/// `box_net.conv_rep.0.conv_dw@P5` …
-fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `box_net.conv_rep.0.conv_pw@P5` …
+fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3710,90 +3264,60 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[2], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
+            3,
+            1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            {
+                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
+                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
+            },
         >(
-            None,
             cx.isa,
             cx.par,
             x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
+            &cx.weights[w[4]..w[4] + 576],
+            &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
             None,
             y,
+            64,
+            64,
+            16,
+            16,
+            3,
             1,
-            64,
-            64,
-            256,
-            Act::Swish,
+            [1, 1, 1, 1],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[2], 16384)], (t[3], 16384));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
-            {
-                k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
-                    | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
-            },
-        >(
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[4]..w[4] + 576],
-            &cx.weights[w[1]..w[1] + 64],
-            y,
-            64,
-            16,
-            16,
-            3,
-            1,
-            [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 16384)], (t[5], 16384));
-        k::depthwise::depthwise_fixed::<
-            3,
-            1,
-            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3804,42 +3328,27 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 16384)], (t[6], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 16384)], (t[7], 16384));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 16384)], (t[4], 9216));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -3851,46 +3360,31 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 2560],
+            &cx.weights[w[12]..w[12] + 36],
+            Act::None,
+            None,
             y,
             64,
+            36,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 16384)], (t[8], 9216));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 2560],
-            &cx.weights[w[12]..w[12] + 36],
-            None,
-            y,
-            1,
-            64,
-            36,
-            256,
-            Act::None,
         );
     }
 }
-/// `box_net.conv_rep.0.conv_dw@P6` …
-fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `box_net.conv_rep.0.conv_pw@P6` …
+fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3901,43 +3395,28 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[2], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3948,43 +3427,28 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[4]..w[4] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 4096)], (t[5], 4096));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 4096)], (t[3], 4096));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -3995,42 +3459,27 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 4096)], (t[6], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 4096)], (t[7], 4096));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 4096)], (t[4], 2304));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -4042,46 +3491,31 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 2560],
+            &cx.weights[w[12]..w[12] + 36],
+            Act::None,
+            None,
             y,
             64,
+            36,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 4096)], (t[8], 2304));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 2560],
-            &cx.weights[w[12]..w[12] + 36],
-            None,
-            y,
-            1,
-            64,
-            36,
-            64,
-            Act::None,
         );
     }
 }
-/// `box_net.conv_rep.0.conv_dw@P7` …
-fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
+/// `box_net.conv_rep.0.conv_pw@P7` …
+fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -4092,43 +3526,28 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[0]..w[0] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[2]..w[2] + 4096],
+            &cx.weights[w[3]..w[3] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
         let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[2], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[2]..w[2] + 4096],
-            &cx.weights[w[3]..w[3] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
-        k::depthwise::depthwise_fixed::<
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -4139,43 +3558,28 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[4]..w[4] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[5]..w[5] + 4096],
+            &cx.weights[w[6]..w[6] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[5]..w[5] + 4096],
-            &cx.weights[w[6]..w[6] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[4], 1024)], (t[5], 1024));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[2], 1024)], (t[3], 1024));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
+            { ::effdet_runtime::kernels::act::code::SWISH },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -4186,42 +3590,27 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[7]..w[7] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[8]..w[8] + 4096],
+            &cx.weights[w[9]..w[9] + 64],
+            Act::Swish,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
         );
     }
     {
-        let ([x0], y) = arena::split(cx.arena, [(t[5], 1024)], (t[6], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::SWISH },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[8]..w[8] + 4096],
-            &cx.weights[w[9]..w[9] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::Swish,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[6], 1024)], (t[7], 1024));
-        k::depthwise::depthwise_fixed::<
+        let ([x0], y) = arena::split(cx.arena, [(t[3], 1024)], (t[4], 576));
+        k::separable::depthwise_pointwise_fixed::<
             3,
             1,
+            { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
@@ -4233,35 +3622,19 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
             x0,
             &cx.weights[w[10]..w[10] + 576],
             &cx.weights[w[1]..w[1] + 64],
+            Act::None,
+            &cx.weights[w[11]..w[11] + 2560],
+            &cx.weights[w[12]..w[12] + 36],
+            Act::None,
+            None,
             y,
             64,
+            36,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-            &mut [],
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[7], 1024)], (t[8], 576));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[11]..w[11] + 2560],
-            &cx.weights[w[12]..w[12] + 36],
-            None,
-            y,
-            1,
-            64,
-            36,
-            16,
-            Act::None,
         );
     }
 }
@@ -4325,16 +3698,16 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 9], w: [usize; 13]) {
         ("block_23", "fpn.cell.0.fnode.5.after_combine.conv.conv_dw", 3),
         ("block_24", "fpn.cell.0.fnode.6.after_combine.conv.conv_dw", 3),
         ("block_25", "fpn.cell.0.fnode.7.after_combine.conv.conv_dw", 3),
-        ("block_26", "class_net.conv_rep.0.conv_dw@P3", 1),
-        ("block_27", "class_net.conv_rep.0.conv_dw@P4", 1),
-        ("block_28", "class_net.conv_rep.0.conv_dw@P5", 1),
-        ("block_29", "class_net.conv_rep.0.conv_dw@P6", 1),
-        ("block_30", "class_net.conv_rep.0.conv_dw@P7", 1),
-        ("block_31", "box_net.conv_rep.0.conv_dw@P3", 1),
-        ("block_32", "box_net.conv_rep.0.conv_dw@P4", 1),
-        ("block_33", "box_net.conv_rep.0.conv_dw@P5", 1),
-        ("block_34", "box_net.conv_rep.0.conv_dw@P6", 1),
-        ("block_35", "box_net.conv_rep.0.conv_dw@P7", 1),
+        ("block_26", "class_net.conv_rep.0.conv_pw@P3", 1),
+        ("block_27", "class_net.conv_rep.0.conv_pw@P4", 1),
+        ("block_28", "class_net.conv_rep.0.conv_pw@P5", 1),
+        ("block_29", "class_net.conv_rep.0.conv_pw@P6", 1),
+        ("block_30", "class_net.conv_rep.0.conv_pw@P7", 1),
+        ("block_31", "box_net.conv_rep.0.conv_pw@P3", 1),
+        ("block_32", "box_net.conv_rep.0.conv_pw@P4", 1),
+        ("block_33", "box_net.conv_rep.0.conv_pw@P5", 1),
+        ("block_34", "box_net.conv_rep.0.conv_pw@P6", 1),
+        ("block_35", "box_net.conv_rep.0.conv_pw@P7", 1),
     ];
 }
 

@@ -366,6 +366,7 @@ fn for_groups(
             let (c0, n) = (gi * group, yg.len() / plane_out);
             run(&mut Args {
                 x: &x[c0 * plane_in..(c0 + n) * plane_in],
+                x_stride: plane_in,
                 w: &w[c0 * k * k..(c0 + n) * k * k],
                 bias: &bias[c0..c0 + n],
                 y: yg,
@@ -385,10 +386,12 @@ fn for_groups(
 }
 
 /// One group of channels of a depthwise convolution: `x`, `w`, `bias` hold exactly its
-/// channels; output plane `i` starts at `y[i · y_stride]` (`oh · ow` apart normally; a band
-/// of rows of taller planes in [`super::mbconv`]).
+/// channels; input plane `i` starts at `x[i · x_stride]` and output plane `i` at
+/// `y[i · y_stride]` (`h · w_in` and `oh · ow` apart normally; bands of rows of taller
+/// planes in [`super::mbconv`] and [`super::separable`]).
 pub(crate) struct Args<'a> {
     pub(crate) x: &'a [f32],
+    pub(crate) x_stride: usize,
     pub(crate) w: &'a [f32],
     pub(crate) bias: &'a [f32],
     pub(crate) y: &'a mut [f32],
@@ -409,9 +412,9 @@ impl Args<'_> {
     /// The same call for channels `n..` only.
     #[cfg(target_arch = "x86_64")]
     fn skip(&mut self, n: usize) -> Args<'_> {
-        let (kk, plane_in) = (self.k * self.k, self.h * self.w_in);
+        let kk = self.k * self.k;
         Args {
-            x: &self.x[n * plane_in..],
+            x: &self.x[n * self.x_stride..],
             w: &self.w[n * kk..],
             bias: &self.bias[n..],
             y: &mut self.y[n * self.y_stride..],
@@ -579,7 +582,7 @@ unsafe fn planes<V: Vf32, const K: usize, const S: usize, const RB: usize>(a: &m
     let n = a.bias.len();
     for ch in 0..n {
         rows.reset();
-        let src = &a.x[ch * plane_in..(ch + 1) * plane_in];
+        let src = &a.x[ch * a.x_stride..][..plane_in];
         let out = &mut a.y[ch * a.y_stride..][..oh * ow];
         // SAFETY: the CPU supports V (caller); the kernel writes `out`'s rows only.
         unsafe {
@@ -963,9 +966,9 @@ impl<'a> PaddedRows<'a> {
 fn depthwise_any(a: &mut Args) {
     let (h, w, oh, ow, k, s) = (a.h, a.w_in, a.oh, a.ow, a.k, a.stride);
     for ch in 0..a.bias.len() {
-        let src = &a.x[ch * h * w..][..h * w];
+        let src = &a.x[ch * a.x_stride..][..h * w];
         let wk = &a.w[ch * k * k..][..k * k];
-        let out = &mut a.y[ch * oh * ow..][..oh * ow];
+        let out = &mut a.y[ch * a.y_stride..][..oh * ow];
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut acc = a.bias[ch];

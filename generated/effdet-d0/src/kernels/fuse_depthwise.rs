@@ -116,6 +116,7 @@ pub fn fuse_depthwise_fixed<
                 isa,
                 &mut Depthwise {
                     x: fused,
+                    x_stride: plane_in,
                     w: &w_dw[first * k * k..(first + m) * k * k],
                     bias: &b_dw[first..first + m],
                     y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],

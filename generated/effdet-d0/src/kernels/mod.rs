@@ -13,3 +13,4 @@ pub mod fuse_depthwise;
 pub mod generic;
 pub mod mbconv;
 pub mod se;
+pub mod separable;

@@ -1,0 +1,158 @@
+//! A depthwise conv whose only reader is a 1×1 conv (a separable conv: the heads' towers,
+//! Lite0's MBConv depthwise → project pairs) runs with that conv band by band (the
+//! kernels' `separable::depthwise_pointwise_fixed`). The depthwise output is then never
+//! written to the arena: its slot is emptied, and the fused step takes the 1×1 conv's
+//! place, output and residual. The outputs are bit for bit the separate kernels'.
+//!
+//! The 1×1 conv may come some steps after the depthwise conv (an imported graph may order
+//! other branches' steps in between): the depthwise conv's input is then live until it.
+//!
+//! Only where the kernels' fixed rule says it does not lose (`separable::worth_fusing`: one
+//! band, or bands of 16 rows or more: the heads, not Lite0's MBConvs), for the depthwise
+//! kernel's fast shapes, without an expand conv or BiFPN sum fused
+//! in front, nor channel means taken; batch 1 (the fused kernel takes one image); a plain
+//! 1×1 conv (no squeeze-excite gates, channels-last output or `--tune` blocking).
+
+use crate::kernels::depthwise::{fast, out_len};
+use crate::kernels::separable::worth_fusing;
+
+use super::{Kernel, Project, Slot, Step};
+
+/// Fuses every such pair in `steps` (removing the depthwise conv's step).
+pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String, usize)]) {
+    let readers = super::readers(steps, slots.len());
+    let mut i = 0;
+    while i < steps.len() {
+        let a = &steps[i];
+        let Some(j) = (i + 1..steps.len()).find(|&j| steps[j].inputs.contains(&a.output)) else {
+            i += 1;
+            continue;
+        };
+        let b = &steps[j];
+        let fits = match (&a.kernel, &b.kernel) {
+            (
+                &Kernel::Depthwise {
+                    c,
+                    h,
+                    w,
+                    k,
+                    stride,
+                    pads,
+                    expand: None,
+                    sum: None,
+                    project: None,
+                    ..
+                },
+                &Kernel::Conv1x1 {
+                    n: 1,
+                    cin,
+                    cout,
+                    hw,
+                    act,
+                    nhwc: false,
+                    gated: false,
+                    tuning: None,
+                },
+            ) if b.inputs[0] == a.output
+                && a.inputs.len() == 1
+                && a.images <= 1
+                && readers[a.output] == 1
+                && !outputs.iter().any(|&(_, o)| o == a.output)
+                && cin == c
+                && fast(k, stride)
+                && {
+                    let oh = out_len(h, pads[0], pads[2], k, stride);
+                    let ow = out_len(w, pads[1], pads[3], k, stride);
+                    hw == oh * ow && worth_fusing(c, oh, ow)
+                } =>
+            {
+                Some(Project {
+                    cout,
+                    act,
+                    residual: b.inputs.len() == 2,
+                })
+            }
+            _ => None,
+        };
+        let Some(p) = fits else {
+            i += 1;
+            continue;
+        };
+        let dw = steps.remove(i);
+        slots[dw.output].len = 0;
+        let pw = &mut steps[j - 1];
+        pw.inputs[0] = dw.inputs[0];
+        pw.weights.splice(0..0, dw.weights);
+        pw.images = dw.images;
+        pw.kernel = dw.kernel;
+        if let Kernel::Depthwise { project, .. } = &mut pw.kernel {
+            *project = Some(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Plan;
+    use super::*;
+    use crate::ir::{BinaryOp, Graph, Op};
+    use crate::passes::testutil::conv;
+
+    /// x → 3×3 depthwise conv (8 channels, 6×6) → (another conv of x, when `between`) →
+    /// 1×1 conv (+ x as a residual, when `residual`); the depthwise output also a graph
+    /// output when `shared`.
+    fn separable(between: bool, residual: bool, shared: bool) -> Plan {
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", &[1, 8, 6, 6]);
+        let d = conv(&mut g, "dw", x, 8, 3, 8, true);
+        if between {
+            let other = conv(&mut g, "other", x, 4, 1, 1, true);
+            g.mark_output("other", other);
+        }
+        let mut p = conv(&mut g, "pw", d, 8, 1, 1, true);
+        if residual {
+            p = g.add("add", Op::Binary(BinaryOp::Add), &[p, x]).unwrap();
+        }
+        g.mark_output("y", p);
+        if shared {
+            g.mark_output("d", d);
+        }
+        crate::passes::run(&mut g, &crate::passes::PassSet::all()).unwrap();
+        Plan::build(&g).unwrap()
+    }
+
+    #[test]
+    fn a_depthwise_conv_runs_with_its_pointwise_conv() {
+        for (between, residual) in [(false, false), (true, false), (false, true)] {
+            let plan = separable(between, residual, false);
+            let what = format!("between {between} residual {residual}: {:?}", plan.steps);
+            let last = plan.steps.last().unwrap();
+            let Kernel::Depthwise {
+                project: Some(p), ..
+            } = &last.kernel
+            else {
+                panic!("{what}");
+            };
+            assert_eq!(p.cout, 8, "{what}");
+            assert_eq!(p.residual, residual, "{what}");
+            assert_eq!(plan.steps.len(), 1 + between as usize, "{what}");
+            // x (and x again as the residual); the depthwise weights, then the 1×1 conv's.
+            assert_eq!(last.inputs.len(), 1 + residual as usize, "{what}");
+            assert_eq!(last.weights.len(), 4, "{what}");
+            assert_eq!(
+                last.output,
+                plan.outputs.iter().find(|o| o.0 == "y").unwrap().1
+            );
+        }
+    }
+
+    #[test]
+    fn a_depthwise_output_read_elsewhere_is_kept() {
+        let plan = separable(false, false, true);
+        assert!(matches!(
+            plan.steps[0].kernel,
+            Kernel::Depthwise { project: None, .. }
+        ));
+        assert!(matches!(plan.steps[1].kernel, Kernel::Conv1x1 { .. }));
+    }
+}

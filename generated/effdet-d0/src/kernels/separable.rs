@@ -1,0 +1,186 @@
+//! A separable conv: the depthwise conv (+ bias, activation) feeding the pointwise 1×1
+//! conv (+ bias, activation, residual), band by band of output rows. The depthwise output
+//! (at D0's P3 a 1 MB tensor per head conv) is never written to the arena: a band of it,
+//! every channel of [`band_rows`] output rows, goes to a buffer of 256 KB (where
+//! [`worth_fusing`]) that stays in L2 while the 1×1 conv reads it in place, once per panel
+//! of output channels, with no copy of its blocks.
+//!
+//! A band is two parallel steps: the depthwise conv split by channels, then the 1×1 conv
+//! split by panels of output channels, writing its band's columns of each output plane in
+//! place. The depthwise conv reads the band's input rows in place (planes `h·w` apart).
+//!
+//! Each output value is the one the two kernels compute one after the other, bit for bit:
+//! the depthwise conv's per-pixel tap order does not depend on the rows a call covers
+//! (padding rows become zero rows of the band), and the 1×1 conv's accumulation order does
+//! not depend on its pixel blocking.
+
+use super::conv1x1::{conv1x1_pixels, packed_len, MR};
+use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
+use ::effdet_runtime::kernels::scratch;
+use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+
+/// Floats of one band of the depthwise output (all channels): 256 KB, so that it, the
+/// input rows the depthwise conv reads and the weights stay in L2 (1 MiB per core in the
+/// cache model the compiler's fixed rules assume) while every panel of the 1×1 conv reads
+/// it.
+const BAND_FLOATS: usize = 64 * 1024;
+
+/// Output rows per band for `cin` channels of `oh × ow` depthwise outputs: as many as keep
+/// a band within [`BAND_FLOATS`], in multiples of 8 (the depthwise kernel's tallest row
+/// block), at least 8 (or all `oh`).
+pub fn band_rows(cin: usize, oh: usize, ow: usize) -> usize {
+    let rows = BAND_FLOATS / cin.saturating_mul(ow).max(1);
+    (rows / 8 * 8).max(8).min(oh.max(1))
+}
+
+/// Whether [`depthwise_pointwise_fixed`] beats the two kernels for this shape (`cin`
+/// channels of `oh × ow` depthwise outputs), by a fixed rule: a band of 8 rows (or the
+/// whole plane) fits in [`BAND_FLOATS`]. The 1×1 conv then reads the band where the
+/// depthwise conv wrote it, with no copy of its blocks; measured 5–7% faster than the two
+/// kernels for the heads' 64 channels at 64², 40² and 32² (Zen 5, one thread,
+/// `examples/bench_separable.rs`). Wider bands lose: 160 channels at 112² (D3's P3 head)
+/// ran 4–10% slower in bands of 3 to 14 rows, read in place or copied, as did Lite0's
+/// MBConv depthwise → project pairs (240–1152 channels in bands of 5–6 rows of 40², 20²
+/// and 10²; 3–5% slower at one thread, 10–15% at two, in the model).
+pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
+    cin.saturating_mul(ow).saturating_mul(oh.min(8)) <= BAND_FLOATS
+}
+
+/// `y = act_pw(conv1x1(act(depthwise(x))) (+ residual))`, compiled for the depthwise conv's
+/// kernel size `K`, stride `S`, activation code `A`, the 1×1 conv's activation code `AP`
+/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
+/// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows), as a generated
+/// model calls it; `k`, `stride`, `act` and `act_pw` must
+/// be those constants' values.
+///
+/// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
+/// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
+/// `y`: `[cout][oh][ow]` with `oh × ow` the depthwise output's size. `k` is 3 or 5 and
+/// `stride` 1 or 2.
+///
+/// # Panics
+/// If a slice is too short for these sizes, the arguments differ from the constants, or
+/// `isa` is not supported by this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_pointwise_fixed<
+    const K: usize,
+    const S: usize,
+    const A: u8,
+    const AP: u8,
+    const R: u8,
+>(
+    isa: Isa,
+    par: Par,
+    x: &[f32],
+    w_dw: &[f32],
+    b_dw: &[f32],
+    act: Act,
+    w_pw: &[f32],
+    b_pw: &[f32],
+    act_pw: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+) {
+    assert!(
+        fast(K, S) && (k, stride) == (K, S),
+        "separable: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+    );
+    let (act, act_pw) = (act.fixed::<A>(), act_pw.fixed::<AP>());
+    let oh = out_len(h, pads[0], pads[2], k, stride);
+    let ow = out_len(w, pads[1], pads[3], k, stride);
+    let (plane_in, plane_out) = (size("separable", &[h, w]), size("separable", &[oh, ow]));
+    let y_len = size("separable", &[cout, plane_out]);
+    assert!(
+        x.len() >= size("separable", &[cin, plane_in])
+            && w_dw.len() >= size("separable", &[cin, k, k])
+            && b_dw.len() >= cin
+            && w_pw.len() == packed_len(cout, cin)
+            && (b_pw.is_empty() || b_pw.len() >= cout)
+            && y.len() >= y_len
+            && residual.is_none_or(|r| r.len() >= y_len),
+        "separable: slices too short for cin {cin}, cout {cout}, {h}×{w}, k {k}"
+    );
+    if cin == 0 || cout == 0 || plane_out == 0 {
+        assert!(cin > 0 || plane_out == 0, "separable: no input channels");
+        return;
+    }
+    let y = &mut y[..y_len];
+    let residual = residual.map(|r| &r[..y_len]);
+    let band = band_rows(cin, oh, ow);
+    // The band's row stride: its pixels rounded up to 16, plus 16 (rows 64 bytes apart in
+    // the cache sets, as conv1x1 pads its copies).
+    let ld = (band * ow).next_multiple_of(16) + 16;
+    let mut dbuf = scratch::take::<f32>(cin * ld);
+    let dw_group = cin.div_ceil(par.threads());
+    let pw_group = cout.div_ceil(MR).div_ceil(par.threads()) * MR;
+    let mut o0 = 0;
+    while o0 < oh {
+        let o1 = (o0 + band).min(oh);
+        let count = (o1 - o0) * ow;
+        // Padded rows o0·s .. (o1−1)·s + k; the image rows among them, and the zero rows
+        // before and after them.
+        let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
+        let i0 = lo.saturating_sub(pads[0]).min(h);
+        let i1 = hi.saturating_sub(pads[0]).min(h);
+        let top = pads[0].saturating_sub(lo).min(hi - lo);
+        let bottom = hi - lo - top - (i1 - i0);
+        let rows_in = &x[i0 * w..];
+        let d = &mut dbuf[..cin * ld];
+        par.for_each_chunk(d, dw_group * ld, cin * count * k * k, |gi, dc| {
+            let (c0, n) = (gi * dw_group, dc.len() / ld);
+            run_planes::<K, S, A, R>(
+                isa,
+                &mut Depthwise {
+                    x: &rows_in[c0 * plane_in..],
+                    x_stride: plane_in,
+                    w: &w_dw[c0 * k * k..(c0 + n) * k * k],
+                    bias: &b_dw[c0..c0 + n],
+                    y: dc,
+                    y_stride: ld,
+                    h: i1 - i0,
+                    w_in: w,
+                    oh: o1 - o0,
+                    ow,
+                    k,
+                    stride,
+                    pads: [top, pads[1], bottom, pads[3]],
+                    act,
+                    means: &mut [],
+                },
+            );
+        });
+        let d = &dbuf[..cin * ld];
+        par.for_each_chunk(y, pw_group * plane_out, cout * count * cin, |gi, yc| {
+            let (r0, rows) = (gi * pw_group, yc.len() / plane_out);
+            let bias = if b_pw.is_empty() {
+                b_pw
+            } else {
+                &b_pw[r0..r0 + rows]
+            };
+            conv1x1_pixels::<AP>(
+                isa,
+                d,
+                &w_pw[r0 * cin..][..packed_len(rows, cin)],
+                bias,
+                residual.map(|r| &r[r0 * plane_out..(r0 + rows) * plane_out]),
+                yc,
+                cin,
+                ld,
+                0,
+                count,
+                (plane_out, o0 * ow),
+                true,
+                act_pw,
+            );
+        });
+        o0 = o1;
+    }
+}
+
