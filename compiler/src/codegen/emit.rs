@@ -612,7 +612,8 @@ fn kernel_call(
         } => {
             // With `expand`, the 1×1 conv's weights come first and x is that conv's input;
             // with `sum`, the fusion's coefficients come first and its inputs are the
-            // step's; with `project`, the 1×1 conv's weights come last.
+            // step's; with `project`, the 1×1 conv's weights come last and a residual is the
+            // last input.
             let (w0, b) = match (expand, sum) {
                 (Some(_), _) => (&ws[2], &ws[3]),
                 (_, Some(_)) => (&ws[1], &ws[2]),
@@ -633,7 +634,12 @@ fn kernel_call(
             let route =
                 |c: usize, oh: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
             let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
+            let band = |c: usize| crate::kernels::separable::band_rows(c, oh, ow);
             let consts = match (expand, sum, project) {
+                (_, Some(f), Some(p)) => {
+                    let (afc, apc, r) = (act_code(f.act), act_code(p.act), route(*c, band(*c)));
+                    quote!(::<#kc, #sc, #ac, #afc, #apc, #r>)
+                }
                 (Some(e), _, _) => {
                     let (aec, r) = (
                         act_code(e.act),
@@ -650,8 +656,7 @@ fn kernel_call(
                     quote!(::<#kc, #sc, #ac, #afc, #r>)
                 }
                 (_, _, Some(p)) => {
-                    let apc = act_code(p.act);
-                    let r = route(*c, crate::kernels::separable::band_rows(*c, oh, ow));
+                    let (apc, r) = (act_code(p.act), route(*c, band(*c)));
                     quote!(::<#kc, #sc, #ac, #apc, #r>)
                 }
                 _ => {
@@ -669,7 +674,23 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
+            let project_args = |p: &crate::plan::Project, first: usize| {
+                let (pw, pb, pa) = (&ws[first], &ws[first + 1], act(p.act));
+                let residual = if p.residual {
+                    let r = &names[names.len() - 1];
+                    quote!(Some(#r))
+                } else {
+                    quote!(None)
+                };
+                (quote!(#pw, #pb, #pa, #residual), lit(p.cout))
+            };
             let call = match (expand, sum, project) {
+                (_, Some(f), Some(p)) => {
+                    let (coef, fa) = (&ws[0], act(f.act));
+                    let inputs = fuse_inputs(&f.samples, &names);
+                    let (pargs, cout) = project_args(p, 3);
+                    quote!(k::separable::sum_depthwise_pointwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                }
                 (Some(e), _, _) => {
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
                     quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
@@ -679,13 +700,8 @@ fn kernel_call(
                     quote!(k::fuse_depthwise::fuse_depthwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
                 }
                 (_, _, Some(p)) => {
-                    let (pw, pb, pa, cout) = (&ws[2], &ws[3], act(p.act), lit(p.cout));
-                    let residual = if p.residual {
-                        quote!(Some(x1))
-                    } else {
-                        quote!(None)
-                    };
-                    quote!(k::separable::depthwise_pointwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, #a, #pw, #pb, #pa, #residual, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    let (pargs, cout) = project_args(p, 2);
+                    quote!(k::separable::depthwise_pointwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 _ if fixed => {
                     quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

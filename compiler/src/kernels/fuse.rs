@@ -113,6 +113,7 @@ pub fn fuse_fixed<const A: u8>(
                 c0: gi * group,
                 oh,
                 ow,
+                rows: (0, oh),
                 act,
             },
         )
@@ -186,7 +187,8 @@ pub(crate) fn run_channels<const A: u8>(isa: Isa, a: Args) {
     }
 }
 
-/// The channels `c0 ..` of the output that `y` holds.
+/// The channels `c0 ..` of an `oh × ow` output that `y` holds, rows `rows.0 .. rows.1` of
+/// each (`(0, oh)`: whole planes).
 pub(crate) struct Args<'a> {
     pub(crate) inputs: &'a [(&'a [f32], Sample)],
     pub(crate) coef: &'a [f32],
@@ -194,6 +196,7 @@ pub(crate) struct Args<'a> {
     pub(crate) c0: usize,
     pub(crate) oh: usize,
     pub(crate) ow: usize,
+    pub(crate) rows: (usize, usize),
     pub(crate) act: Act,
 }
 
@@ -371,28 +374,32 @@ fn prepare(inputs: &[(&[f32], Sample)], ow: usize, l: usize) -> State {
 /// The CPU must support `V`'s instructions; the slices have the sizes [`fuse`] checks.
 #[inline(always)]
 unsafe fn run<V: Vf32>(a: Args, act: Act) {
-    let (oh, ow) = (a.oh, a.ow);
+    let (oh, ow, (r0, r1)) = (a.oh, a.ow, a.rows);
+    let band = (r1 - r0) * ow;
+    if band == 0 {
+        return;
+    }
     let n = a.inputs.len();
     // The sources point into the state's buffers, which nothing else touches until the
     // state is dropped at the end.
     let mut state = prepare(a.inputs, ow, V::LANES);
     let sources: &mut [Source] = &mut state.sources;
     let rows: &mut [*const f32] = &mut state.rows;
-    let nch = a.y.len() / (oh * ow);
+    let nch = a.y.len() / band;
     for ch in a.c0..a.c0 + nch {
         for src in sources.iter_mut() {
             if let Source::Nearest { last, .. } = src {
                 *last = None;
             }
         }
-        for oy in 0..oh {
+        for oy in r0..r1 {
             for (i, ((x, s), src)) in a.inputs.iter().zip(sources.iter_mut()).enumerate() {
                 let (h, w) = s.input_size(oh, ow);
                 let plane = &x[ch * h * w..(ch + 1) * h * w];
                 // SAFETY: the CPU supports V (caller); `src` was built above for `s`.
                 rows[i] = unsafe { source_row::<V>(plane, *s, src, oy, oh, ow) };
             }
-            let out = &mut a.y[(ch - a.c0) * oh * ow + oy * ow..][..ow];
+            let out = &mut a.y[(ch - a.c0) * band + (oy - r0) * ow..][..ow];
             // SAFETY: every row pointer covers `ow` floats: an input row of width ow, or a
             // buffer of `wide` floats.
             // Not on AVX2 (8 lanes): with 16 vector registers, the epilogue's constants and

@@ -109,6 +109,7 @@ pub fn fuse_depthwise_fixed<
                     c0: first,
                     oh: h,
                     ow: w,
+                    rows: (0, h),
                     act: act_sum,
                 },
             );

@@ -16,6 +16,8 @@
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
+use super::fuse::{check, run_channels, Args as Sum, Sample};
+use super::fuse_depthwise::tile_channels;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
@@ -50,8 +52,7 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 /// kernel size `K`, stride `S`, activation code `A`, the 1×1 conv's activation code `AP`
 /// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
 /// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows), as a generated
-/// model calls it; `k`, `stride`, `act` and `act_pw` must
-/// be those constants' values.
+/// model calls it; `k`, `stride`, `act` and `act_pw` must be those constants' values.
 ///
 /// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
 /// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
@@ -88,99 +89,313 @@ pub fn depthwise_pointwise_fixed<
     stride: usize,
     pads: [usize; 4],
 ) {
+    let plane_in = size("separable", &[h, w]);
     assert!(
-        fast(K, S) && (k, stride) == (K, S),
-        "separable: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+        x.len() >= size("separable", &[cin, plane_in]),
+        "separable: input too short for cin {cin}, {h}×{w}"
     );
-    let (act, act_pw) = (act.fixed::<A>(), act_pw.fixed::<AP>());
-    let oh = out_len(h, pads[0], pads[2], k, stride);
-    let ow = out_len(w, pads[1], pads[3], k, stride);
-    let (plane_in, plane_out) = (size("separable", &[h, w]), size("separable", &[oh, ow]));
-    let y_len = size("separable", &[cout, plane_out]);
-    assert!(
-        x.len() >= size("separable", &[cin, plane_in])
-            && w_dw.len() >= size("separable", &[cin, k, k])
-            && b_dw.len() >= cin
-            && w_pw.len() == packed_len(cout, cin)
-            && (b_pw.is_empty() || b_pw.len() >= cout)
-            && y.len() >= y_len
-            && residual.is_none_or(|r| r.len() >= y_len),
-        "separable: slices too short for cin {cin}, cout {cout}, {h}×{w}, k {k}"
+    let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
+    shape.run::<AP, R>(
+        isa,
+        par,
+        w_dw,
+        b_dw,
+        w_pw,
+        b_pw,
+        residual,
+        y,
+        |band, c0, d| {
+            // The band's input rows, read in place (planes `h·w` apart).
+            let x = &x[c0 * plane_in + band.i0 * w..];
+            band.depthwise::<K, S, A, R>(isa, x, plane_in, c0, d);
+        },
     );
-    if cin == 0 || cout == 0 || plane_out == 0 {
-        assert!(cin > 0 || plane_out == 0, "separable: no input channels");
-        return;
+}
+
+/// A BiFPN node's separable conv fed by its weighted input fusion:
+/// `y = act_pw(conv1x1(act(depthwise(act_sum(Σ_i coef[i] · sample_i(x_i))))) (+ residual))`,
+/// the sum computed band by band too (the rows a band's depthwise conv reads, a tile of
+/// channels at a time, as [`super::fuse_depthwise`] does for whole planes): neither the
+/// sum nor the depthwise output is written to the arena. `AF` is the sum's activation
+/// code, `act_sum` its activation; `inputs` and `coef` as [`super::fuse::fuse`] takes
+/// them for an `h × w` output of `cin` channels; the rest as [`depthwise_pointwise_fixed`].
+///
+/// # Panics
+/// As [`depthwise_pointwise_fixed`], and as [`super::fuse::fuse`] for the inputs.
+#[allow(clippy::too_many_arguments)]
+pub fn sum_depthwise_pointwise_fixed<
+    const K: usize,
+    const S: usize,
+    const A: u8,
+    const AF: u8,
+    const AP: u8,
+    const R: u8,
+>(
+    isa: Isa,
+    par: Par,
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    act_sum: Act,
+    w_dw: &[f32],
+    b_dw: &[f32],
+    act: Act,
+    w_pw: &[f32],
+    b_pw: &[f32],
+    act_pw: Act,
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+) {
+    let act_sum = act_sum.fixed::<AF>();
+    let plane_in = size("separable", &[h, w]);
+    check(inputs, coef, cin * plane_in, cin, h, w);
+    let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
+    shape.run::<AP, R>(
+        isa,
+        par,
+        w_dw,
+        b_dw,
+        w_pw,
+        b_pw,
+        residual,
+        y,
+        |band, c0, d| {
+            let plane = (band.i1 - band.i0) * w;
+            let n = d.len() / band.ld;
+            let tile = tile_channels(n, band.i1 - band.i0, w);
+            let mut sum = scratch::take::<f32>(tile.min(n) * plane);
+            for t0 in (0..n).step_by(tile) {
+                let m = tile.min(n - t0);
+                let sum = &mut sum[..m * plane];
+                run_channels::<AF>(
+                    isa,
+                    Sum {
+                        inputs,
+                        coef,
+                        y: sum,
+                        c0: c0 + t0,
+                        oh: h,
+                        ow: w,
+                        rows: (band.i0, band.i1),
+                        act: act_sum,
+                    },
+                );
+                let d = &mut d[t0 * band.ld..(t0 + m) * band.ld];
+                band.depthwise::<K, S, A, R>(isa, sum, plane, c0 + t0, d);
+            }
+        },
+    );
+}
+
+/// The sizes of one separable conv, checked.
+struct Shape {
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    act: Act,
+    act_pw: Act,
+}
+
+/// One band of output rows `o0..o1`: the image rows `i0..i1` its depthwise conv reads and
+/// the zero rows around them (`pads[0]` above, `pads[2]` below), the row stride `ld` of
+/// its depthwise output, and the shape.
+struct Band<'a> {
+    o0: usize,
+    o1: usize,
+    i0: usize,
+    i1: usize,
+    pads: [usize; 4],
+    ld: usize,
+    s: &'a Shape,
+    w_dw: &'a [f32],
+    b_dw: &'a [f32],
+}
+
+impl Band<'_> {
+    /// The depthwise conv of channels `c0 .. c0 + n` of this band from `x` (their input
+    /// rows `i0..i1`, planes `x_stride` apart) into `d` (`n` rows of `ld`).
+    #[inline(always)]
+    fn depthwise<const K: usize, const S: usize, const A: u8, const R: u8>(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        x_stride: usize,
+        c0: usize,
+        d: &mut [f32],
+    ) {
+        let (s, n) = (self.s, d.len() / self.ld);
+        run_planes::<K, S, A, R>(
+            isa,
+            &mut Depthwise {
+                x,
+                x_stride,
+                w: &self.w_dw[c0 * K * K..(c0 + n) * K * K],
+                bias: &self.b_dw[c0..c0 + n],
+                y: d,
+                y_stride: self.ld,
+                h: self.i1 - self.i0,
+                w_in: s.w,
+                oh: self.o1 - self.o0,
+                ow: s.ow,
+                k: s.k,
+                stride: s.stride,
+                pads: self.pads,
+                act: s.act,
+                means: &mut [],
+            },
+        );
     }
-    let y = &mut y[..y_len];
-    let residual = residual.map(|r| &r[..y_len]);
-    let band = band_rows(cin, oh, ow);
-    // The band's row stride: its pixels rounded up to 16, plus 16 (rows 64 bytes apart in
-    // the cache sets, as conv1x1 pads its copies).
-    let ld = (band * ow).next_multiple_of(16) + 16;
-    let mut dbuf = scratch::take::<f32>(cin * ld);
-    let dw_group = cin.div_ceil(par.threads());
-    let pw_group = cout.div_ceil(MR).div_ceil(par.threads()) * MR;
-    let mut o0 = 0;
-    while o0 < oh {
-        let o1 = (o0 + band).min(oh);
-        let count = (o1 - o0) * ow;
-        // Padded rows o0·s .. (o1−1)·s + k; the image rows among them, and the zero rows
-        // before and after them.
-        let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
-        let i0 = lo.saturating_sub(pads[0]).min(h);
-        let i1 = hi.saturating_sub(pads[0]).min(h);
-        let top = pads[0].saturating_sub(lo).min(hi - lo);
-        let bottom = hi - lo - top - (i1 - i0);
-        let rows_in = &x[i0 * w..];
-        let d = &mut dbuf[..cin * ld];
-        par.for_each_chunk(d, dw_group * ld, cin * count * k * k, |gi, dc| {
-            let (c0, n) = (gi * dw_group, dc.len() / ld);
-            run_planes::<K, S, A, R>(
-                isa,
-                &mut Depthwise {
-                    x: &rows_in[c0 * plane_in..],
-                    x_stride: plane_in,
-                    w: &w_dw[c0 * k * k..(c0 + n) * k * k],
-                    bias: &b_dw[c0..c0 + n],
-                    y: dc,
-                    y_stride: ld,
-                    h: i1 - i0,
-                    w_in: w,
-                    oh: o1 - o0,
-                    ow,
-                    k,
-                    stride,
-                    pads: [top, pads[1], bottom, pads[3]],
-                    act,
-                    means: &mut [],
-                },
-            );
-        });
-        let d = &dbuf[..cin * ld];
-        par.for_each_chunk(y, pw_group * plane_out, cout * count * cin, |gi, yc| {
-            let (r0, rows) = (gi * pw_group, yc.len() / plane_out);
-            let bias = if b_pw.is_empty() {
-                b_pw
-            } else {
-                &b_pw[r0..r0 + rows]
-            };
-            conv1x1_pixels::<AP>(
-                isa,
-                d,
-                &w_pw[r0 * cin..][..packed_len(rows, cin)],
-                bias,
-                residual.map(|r| &r[r0 * plane_out..(r0 + rows) * plane_out]),
-                yc,
-                cin,
+}
+
+impl Shape {
+    #[allow(clippy::too_many_arguments)]
+    fn new<const K: usize, const S: usize, const A: u8, const AP: u8>(
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        stride: usize,
+        pads: [usize; 4],
+        act: Act,
+        act_pw: Act,
+    ) -> Shape {
+        assert!(
+            fast(K, S) && (k, stride) == (K, S),
+            "separable: compiled for kernel {K} stride {S}, called with {k} and {stride}"
+        );
+        Shape {
+            cin,
+            cout,
+            h,
+            w,
+            oh: out_len(h, pads[0], pads[2], k, stride),
+            ow: out_len(w, pads[1], pads[3], k, stride),
+            k,
+            stride,
+            pads,
+            act: act.fixed::<A>(),
+            act_pw: act_pw.fixed::<AP>(),
+        }
+    }
+
+    /// Checks the weights and outputs, then runs the bands: per band, `depthwise(band, c0,
+    /// d)` fills the rows of channels `c0 ..` (`d`: a run of them, `band.ld` apart) on each
+    /// thread, then the 1×1 conv reads them.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn run<const AP: u8, const R: u8>(
+        &self,
+        isa: Isa,
+        par: Par,
+        w_dw: &[f32],
+        b_dw: &[f32],
+        w_pw: &[f32],
+        b_pw: &[f32],
+        residual: Option<&[f32]>,
+        y: &mut [f32],
+        depthwise: impl Fn(&Band, usize, &mut [f32]) + Sync,
+    ) {
+        let &Shape {
+            cin,
+            cout,
+            h,
+            oh,
+            ow,
+            k,
+            stride,
+            pads,
+            act_pw,
+            ..
+        } = self;
+        let plane_out = size("separable", &[oh, ow]);
+        let y_len = size("separable", &[cout, plane_out]);
+        assert!(
+            w_dw.len() >= size("separable", &[cin, k, k])
+                && b_dw.len() >= cin
+                && w_pw.len() == packed_len(cout, cin)
+                && (b_pw.is_empty() || b_pw.len() >= cout)
+                && y.len() >= y_len
+                && residual.is_none_or(|r| r.len() >= y_len),
+            "separable: slices too short for cin {cin}, cout {cout}, {h}×{}, k {k}",
+            self.w
+        );
+        if cout == 0 || plane_out == 0 {
+            return;
+        }
+        assert!(cin > 0, "separable: no input channels");
+        let y = &mut y[..y_len];
+        let residual = residual.map(|r| &r[..y_len]);
+        let band = band_rows(cin, oh, ow);
+        // The band's row stride: its pixels rounded up to 16, plus 16 (rows 64 bytes apart
+        // in the cache sets, as conv1x1 pads its copies).
+        let ld = (band * ow).next_multiple_of(16) + 16;
+        let mut dbuf = scratch::take::<f32>(cin * ld);
+        let dw_group = cin.div_ceil(par.threads());
+        let pw_group = cout.div_ceil(MR).div_ceil(par.threads()) * MR;
+        let mut o0 = 0;
+        while o0 < oh {
+            let o1 = (o0 + band).min(oh);
+            let count = (o1 - o0) * ow;
+            // Padded rows o0·s .. (o1−1)·s + k; the image rows among them, and the zero
+            // rows before and after them.
+            let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
+            let i0 = lo.saturating_sub(pads[0]).min(h);
+            let i1 = hi.saturating_sub(pads[0]).min(h);
+            let top = pads[0].saturating_sub(lo).min(hi - lo);
+            let b = Band {
+                o0,
+                o1,
+                i0,
+                i1,
+                pads: [top, pads[1], hi - lo - top - (i1 - i0), pads[3]],
                 ld,
-                0,
-                count,
-                (plane_out, o0 * ow),
-                true,
-                act_pw,
-            );
-        });
-        o0 = o1;
+                s: self,
+                w_dw,
+                b_dw,
+            };
+            let d = &mut dbuf[..cin * ld];
+            par.for_each_chunk(d, dw_group * ld, cin * count * k * k, |gi, dc| {
+                depthwise(&b, gi * dw_group, dc)
+            });
+            let d = &dbuf[..cin * ld];
+            par.for_each_chunk(y, pw_group * plane_out, cout * count * cin, |gi, yc| {
+                let (r0, rows) = (gi * pw_group, yc.len() / plane_out);
+                let bias = if b_pw.is_empty() {
+                    b_pw
+                } else {
+                    &b_pw[r0..r0 + rows]
+                };
+                conv1x1_pixels::<AP>(
+                    isa,
+                    d,
+                    &w_pw[r0 * cin..][..packed_len(rows, cin)],
+                    bias,
+                    residual.map(|r| &r[r0 * plane_out..(r0 + rows) * plane_out]),
+                    yc,
+                    cin,
+                    ld,
+                    0,
+                    count,
+                    (plane_out, o0 * ow),
+                    true,
+                    act_pw,
+                );
+            });
+            o0 = o1;
+        }
     }
 }
 
@@ -216,6 +431,7 @@ mod tests {
         assert_eq!(band_rows(64, 64, 64), 16, "D0's P3: 4 bands");
         assert_eq!(band_rows(64, 8, 8), 8, "one band");
         assert_eq!(band_rows(64, 5, 5), 5, "one band");
+        assert_eq!(band_rows(300, 30, 100), 8, "4 bands");
         assert_eq!(band_rows(4096, 10, 40), 8, "at least 8 rows");
         assert_eq!(band_rows(0, 0, 0), 1);
     }
@@ -329,6 +545,126 @@ mod tests {
                             assert!(bits(&fixed) == bits(&want), "{what}: fixed variant differs");
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The fused sum variant gives `fuse`, the depthwise conv and the 1×1 conv one after
+    /// the other bit for bit, on every ISA at 1–3 threads: identity, nearest and max-pool
+    /// inputs, one band and several (rows of the sum computed by two bands), channel tiles
+    /// within a band.
+    #[test]
+    fn the_sum_variant_matches_the_three_kernels_bit_for_bit() {
+        use crate::kernels::fuse::fuse;
+        let mut rng = Rng::new(13);
+        // (cin, cout, h, w)
+        let cases: [(usize, usize, usize, usize); 3] =
+            [(8, 12, 9, 11), (20, 16, 72, 72), (300, 9, 30, 100)];
+        for (cin, cout, h, w) in cases {
+            let (k, s, pads) = (3, 1, [1; 4]);
+            let (uh, uw) = (h.div_ceil(2), w.div_ceil(2));
+            let same = rng.vec(cin * h * w);
+            let up = rng.vec(cin * uh * uw);
+            let down = rng.vec(cin * 2 * h * 2 * w);
+            let inputs: [(&[f32], Sample); 3] = [
+                (&same, Sample::Identity),
+                (&up, Sample::Nearest { h: uh, w: uw }),
+                (
+                    &down,
+                    Sample::MaxPool {
+                        h: 2 * h,
+                        w: 2 * w,
+                        kernel: [3, 3],
+                        stride: [2, 2],
+                        pads: [0, 0, 1, 1],
+                    },
+                ),
+            ];
+            let coef = [0.3, 0.5, 0.2];
+            let (wd, bd) = (rng.vec(cin * k * k), rng.vec(cin));
+            let wp = pack(&rng.vec(cout * cin), cout, cin);
+            let bp = rng.vec(cout);
+            for isa in Isa::available() {
+                for threads in [1, 2, 3] {
+                    let pool = Pool::new(threads);
+                    let mut sum = vec![f32::NAN; cin * h * w];
+                    fuse(
+                        isa,
+                        pool.par(),
+                        &inputs,
+                        &coef,
+                        &mut sum,
+                        cin,
+                        h,
+                        w,
+                        Act::Swish,
+                    );
+                    let mut d = vec![f32::NAN; cin * h * w];
+                    depthwise_pooled(
+                        isa,
+                        pool.par(),
+                        &sum,
+                        &wd,
+                        &bd,
+                        &mut d,
+                        cin,
+                        h,
+                        w,
+                        k,
+                        s,
+                        pads,
+                        Act::None,
+                        &mut [],
+                    );
+                    let mut want = vec![f32::NAN; cout * h * w];
+                    conv1x1(
+                        isa,
+                        pool.par(),
+                        &d,
+                        &wp,
+                        &bp,
+                        None,
+                        &mut want,
+                        cin,
+                        cout,
+                        h * w,
+                        Act::None,
+                    );
+                    let what = format!("{isa:?} cin{cin} cout{cout} {h}x{w} t{threads}");
+                    assert!(want.iter().all(|v| v.is_finite()), "{what}: not finite");
+                    let mut got = vec![f32::NAN; cout * h * w];
+                    sum_depthwise_pointwise_fixed::<
+                        3,
+                        1,
+                        { code::NONE },
+                        { code::SWISH },
+                        { code::NONE },
+                        { route::AUTO },
+                    >(
+                        isa,
+                        pool.par(),
+                        &inputs,
+                        &coef,
+                        Act::Swish,
+                        &wd,
+                        &bd,
+                        Act::None,
+                        &wp,
+                        &bp,
+                        Act::None,
+                        None,
+                        &mut got,
+                        cin,
+                        cout,
+                        h,
+                        w,
+                        k,
+                        s,
+                        pads,
+                    );
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&got) == bits(&want), "{what}: output differs");
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! A depthwise conv whose only reader is a 1×1 conv (a separable conv: the heads' towers,
-//! Lite0's MBConv depthwise → project pairs) runs with that conv band by band (the
+//! the BiFPN nodes' convs, MBConv depthwise → project pairs without squeeze-excite) runs with that conv band by band (the
 //! kernels' `separable::depthwise_pointwise_fixed`). The depthwise output is then never
 //! written to the arena: its slot is emptied, and the fused step takes the 1×1 conv's
 //! place, output and residual. The outputs are bit for bit the separate kernels'.
@@ -7,10 +7,13 @@
 //! The 1×1 conv may come some steps after the depthwise conv (an imported graph may order
 //! other branches' steps in between): the depthwise conv's input is then live until it.
 //!
-//! Only where the kernels' fixed rule says it does not lose (`separable::worth_fusing`: one
-//! band, or bands of 16 rows or more: the heads, not Lite0's MBConvs), for the depthwise
-//! kernel's fast shapes, without an expand conv or BiFPN sum fused
-//! in front, nor channel means taken; batch 1 (the fused kernel takes one image); a plain
+//! A BiFPN node's sum fused into the depthwise conv (`plan/fuse_depthwise.rs`) comes along:
+//! the fused step then computes the node's sum, depthwise and 1×1 convs band by band.
+//!
+//! Only where the kernels' fixed rule says it pays (`separable::worth_fusing`: a band of 8
+//! rows fits in 256 KB: the heads' and BiFPN's 64-channel convs, not Lite0's wide MBConvs),
+//! for the depthwise kernel's fast shapes, without an expand conv fused in front, nor
+//! channel means taken; batch 1 (the fused kernel takes one image); a plain
 //! 1×1 conv (no squeeze-excite gates, channels-last output or `--tune` blocking).
 
 use crate::kernels::depthwise::{fast, out_len};
@@ -39,7 +42,6 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
                     stride,
                     pads,
                     expand: None,
-                    sum: None,
                     project: None,
                     ..
                 },
@@ -54,7 +56,6 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
                     tuning: None,
                 },
             ) if b.inputs[0] == a.output
-                && a.inputs.len() == 1
                 && a.images <= 1
                 && readers[a.output] == 1
                 && !outputs.iter().any(|&(_, o)| o == a.output)
@@ -81,7 +82,8 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
         let dw = steps.remove(i);
         slots[dw.output].len = 0;
         let pw = &mut steps[j - 1];
-        pw.inputs[0] = dw.inputs[0];
+        // The depthwise conv's input (or its fused sum's inputs), then any residual.
+        pw.inputs.splice(0..1, dw.inputs);
         pw.weights.splice(0..0, dw.weights);
         pw.images = dw.images;
         pw.kernel = dw.kernel;
@@ -144,6 +146,50 @@ mod tests {
                 plan.outputs.iter().find(|o| o.0 == "y").unwrap().1
             );
         }
+    }
+
+    /// A BiFPN node: x → two 1×1 convs → their weighted sum → 3×3 depthwise conv → 1×1
+    /// conv: one step computes the sum, the depthwise and the 1×1 conv.
+    #[test]
+    fn a_bifpn_node_runs_in_one_step() {
+        use crate::ir::{Fuse, Sampling};
+        use crate::passes::testutil::param;
+        let mut g = Graph::new("t");
+        let x = g.add_input("x", &[1, 4, 6, 6]);
+        let a = conv(&mut g, "a", x, 8, 1, 1, true);
+        let b = conv(&mut g, "b", x, 8, 1, 1, true);
+        let fuse = Op::Fuse(Fuse {
+            coefficients: param(&mut g, "w", &[2]),
+            inputs: vec![Sampling::Identity, Sampling::Identity],
+            act: None,
+        });
+        let s = g.add("sum", fuse, &[a, b]).unwrap();
+        let d = conv(&mut g, "dw", s, 8, 3, 8, true);
+        let p = conv(&mut g, "pw", d, 8, 1, 1, true);
+        g.mark_output("y", p);
+        let plan = Plan::build(&g).unwrap();
+        let [a, b, node] = &plan.steps[..] else {
+            panic!("{:?}", plan.steps);
+        };
+        assert!(
+            matches!(
+                &node.kernel,
+                Kernel::Depthwise {
+                    sum: Some(_),
+                    project: Some(Project {
+                        cout: 8,
+                        residual: false,
+                        ..
+                    }),
+                    ..
+                }
+            ),
+            "{:?}",
+            node.kernel
+        );
+        assert_eq!(node.inputs, [a.output, b.output]);
+        // The coefficients, the depthwise conv's weight and bias, the 1×1 conv's.
+        assert_eq!(node.weights.len(), 5);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
-    /// Runs the network (157 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
+    /// Runs the network (133 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         let state = self.state.get_mut();
         load_input(state, input)?;
@@ -462,13 +462,13 @@ fn run(
             ],
         );
         lap(12);
-        block_13(&mut cx, [0, 589824, 688128], [3575792, 3596272]);
+        block_13(&mut cx, [0, 589824, 753664], [3575792, 3596272]);
         lap(13);
-        block_14(&mut cx, [696320, 688128], []);
+        block_14(&mut cx, [761856, 753664], []);
         lap(14);
         block_15(
             &mut cx,
-            [0, 688128, 696320, 692224],
+            [757760, 753664, 761856],
             [3596336, 3596352, 3596928, 3596992, 3601088],
         );
         lap(15);
@@ -476,7 +476,7 @@ fn run(
         lap(16);
         block_17(
             &mut cx,
-            [16384, 0, 692224, 671744],
+            [737280, 0, 757760],
             [3621696, 3621712, 3596928, 3622288, 3626384],
         );
         lap(17);
@@ -484,7 +484,7 @@ fn run(
         lap(18);
         block_19(
             &mut cx,
-            [65536, 0, 671744, 524288],
+            [524288, 0, 737280],
             [3633680, 3633696, 3596928, 3634272, 3638368],
         );
         lap(19);
@@ -492,131 +492,131 @@ fn run(
         lap(20);
         block_21(
             &mut cx,
-            [262144, 0, 524288, 0],
+            [262144, 0, 524288],
             [3641056, 3641072, 3596928, 3641648, 3645744],
         );
         lap(21);
-        block_18(&mut cx, [262144, 1376256], [3645808, 3652976]);
+        block_18(&mut cx, [0, 1376256], [3645808, 3652976]);
         lap(18);
         block_22(
             &mut cx,
-            [327680, 262144, 524288, 0, 524288],
+            [671744, 0, 524288, 262144],
             [3653040, 3653056, 3596928, 3653632, 3657728],
         );
         lap(22);
-        block_16(&mut cx, [262144, 589824], [3657792, 3678272]);
+        block_16(&mut cx, [0, 589824], [3657792, 3678272]);
         lap(16);
         block_23(
             &mut cx,
-            [278528, 262144, 671744, 524288, 655360],
+            [589824, 0, 737280, 671744],
             [3678336, 3678352, 3596928, 3678928, 3683024],
         );
         lap(23);
         block_24(
             &mut cx,
-            [262144, 688128, 692224, 655360, 688128],
+            [622592, 753664, 757760, 589824],
             [3683088, 3683104, 3596928, 3683680, 3687776],
         );
         lap(24);
         block_25(
             &mut cx,
-            [262144, 696320, 688128, 696320],
+            [630784, 761856, 622592],
             [3687840, 3687856, 3596928, 3688432, 3692528],
         );
         lap(25);
         block_15(
             &mut cx,
-            [262144, 688128, 696320, 692224],
+            [626688, 622592, 630784],
             [3692592, 3692608, 3596928, 3693184, 3697280],
         );
         lap(15);
         block_17(
             &mut cx,
-            [262144, 655360, 692224, 671744],
+            [606208, 589824, 626688],
             [3697344, 3697360, 3596928, 3697936, 3702032],
         );
         lap(17);
         block_19(
             &mut cx,
-            [262144, 524288, 671744, 589824],
+            [524288, 671744, 606208],
             [3702096, 3702112, 3596928, 3702688, 3706784],
         );
         lap(19);
         block_21(
             &mut cx,
-            [262144, 0, 589824, 0],
+            [0, 262144, 524288],
             [3706848, 3706864, 3596928, 3707440, 3711536],
         );
         lap(21);
         block_22(
             &mut cx,
-            [262144, 524288, 589824, 0, 524288],
+            [262144, 671744, 524288, 0],
             [3711600, 3711616, 3596928, 3712192, 3716288],
         );
         lap(22);
         block_23(
             &mut cx,
-            [262144, 655360, 671744, 524288, 655360],
+            [393216, 589824, 606208, 262144],
             [3716352, 3716368, 3596928, 3716944, 3721040],
         );
         lap(23);
         block_24(
             &mut cx,
-            [262144, 688128, 692224, 655360, 688128],
+            [425984, 622592, 626688, 393216],
             [3721104, 3721120, 3596928, 3721696, 3725792],
         );
         lap(24);
         block_25(
             &mut cx,
-            [262144, 696320, 688128, 696320],
+            [434176, 630784, 425984],
             [3725856, 3725872, 3596928, 3726448, 3730544],
         );
         lap(25);
         block_15(
             &mut cx,
-            [262144, 688128, 696320, 692224],
+            [430080, 425984, 434176],
             [3730608, 3730624, 3596928, 3731200, 3735296],
         );
         lap(15);
         block_17(
             &mut cx,
-            [262144, 655360, 692224, 671744],
+            [409600, 393216, 430080],
             [3735360, 3735376, 3596928, 3735952, 3740048],
         );
         lap(17);
         block_19(
             &mut cx,
-            [262144, 524288, 671744, 589824],
+            [327680, 262144, 409600],
             [3740112, 3740128, 3596928, 3740704, 3744800],
         );
         lap(19);
         block_21(
             &mut cx,
-            [262144, 0, 589824, 4147200],
+            [4147200, 0, 327680],
             [3744864, 3744880, 3596928, 3745456, 3749552],
         );
         lap(21);
         block_22(
             &mut cx,
-            [0, 524288, 589824, 4147200, 4878848],
+            [4878848, 262144, 327680, 4147200],
             [3749616, 3749632, 3596928, 3750208, 3754304],
         );
         lap(22);
         block_23(
             &mut cx,
-            [0, 655360, 671744, 4878848, 4996224],
+            [4996224, 393216, 409600, 4878848],
             [3754368, 3754384, 3596928, 3754960, 3759056],
         );
         lap(23);
         block_24(
             &mut cx,
-            [0, 688128, 692224, 4996224, 5025568],
+            [5025568, 425984, 430080, 4996224],
             [3759120, 3759136, 3596928, 3759712, 3763808],
         );
         lap(24);
         block_25(
             &mut cx,
-            [0, 696320, 5025568, 5029664],
+            [5029664, 434176, 5025568],
             [3763872, 3763888, 3596928, 3764464, 3768560],
         );
         lap(25);
@@ -1781,19 +1781,20 @@ fn block_14(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.0.after_combine.conv.conv_dw` …
-fn block_15(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.0.after_combine.conv.conv_pw` …
+fn block_15(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 4096), (t[2], 1024)],
             (t[0], 4096),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -1815,34 +1816,19 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[3], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::None,
         );
     }
 }
@@ -1869,19 +1855,20 @@ fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.1.after_combine.conv.conv_dw` …
-fn block_17(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.1.after_combine.conv.conv_pw` …
+fn block_17(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 16384), (t[2], 4096)],
             (t[0], 16384),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -1903,34 +1890,19 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[3], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::None,
         );
     }
 }
@@ -1957,19 +1929,20 @@ fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.2.after_combine.conv.conv_dw` …
-fn block_19(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.2.after_combine.conv.conv_pw` …
+fn block_19(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 65536), (t[2], 16384)],
             (t[0], 65536),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -1988,34 +1961,19 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[3], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::None,
         );
     }
 }
@@ -2042,19 +2000,20 @@ fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         );
     }
 }
-/// `fpn.cell.0.fnode.3.after_combine.conv.conv_dw` …
-fn block_21(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.3.after_combine.conv.conv_pw` …
+fn block_21(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 262144), (t[2], 65536)],
             (t[0], 262144),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2073,50 +2032,36 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             64,
             64,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 262144)], (t[3], 262144));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            4096,
-            Act::None,
         );
     }
 }
-/// `fpn.cell.0.fnode.4.after_combine.conv.conv_dw` …
-fn block_22(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.4.after_combine.conv.conv_pw` …
+fn block_22(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 65536), (t[2], 65536), (t[3], 262144)],
             (t[0], 65536),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
         >(
             cx.isa,
@@ -2139,50 +2084,36 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             32,
             32,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 65536)], (t[4], 65536));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            1024,
-            Act::None,
         );
     }
 }
-/// `fpn.cell.0.fnode.5.after_combine.conv.conv_dw` …
-fn block_23(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.5.after_combine.conv.conv_pw` …
+fn block_23(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 16384), (t[2], 16384), (t[3], 65536)],
             (t[0], 16384),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2208,50 +2139,36 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             16,
             16,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 16384)], (t[4], 16384));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            256,
-            Act::None,
         );
     }
 }
-/// `fpn.cell.0.fnode.6.after_combine.conv.conv_dw` …
-fn block_24(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.6.after_combine.conv.conv_pw` …
+fn block_24(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
             [(t[1], 4096), (t[2], 4096), (t[3], 16384)],
             (t[0], 4096),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2277,50 +2194,36 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             8,
             8,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 4096)], (t[4], 4096));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            64,
-            Act::None,
         );
     }
 }
-/// `fpn.cell.0.fnode.7.after_combine.conv.conv_dw` …
-fn block_25(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+/// `fpn.cell.0.fnode.7.after_combine.conv.conv_pw` …
+fn block_25(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
             [(t[1], 1024), (t[2], 4096)],
             (t[0], 1024),
         );
-        k::fuse_depthwise::fuse_depthwise_fixed::<
+        k::separable::sum_depthwise_pointwise_fixed::<
             3,
             1,
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
+            { ::effdet_runtime::kernels::act::code::NONE },
             {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
@@ -2345,34 +2248,19 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             Act::Swish,
             &cx.weights[w[1]..w[1] + 576],
             &cx.weights[w[2]..w[2] + 64],
+            Act::None,
+            &cx.weights[w[3]..w[3] + 4096],
+            &cx.weights[w[4]..w[4] + 64],
+            Act::None,
+            None,
             y,
+            64,
             64,
             4,
             4,
             3,
             1,
             [1, 1, 1, 1],
-            Act::None,
-        );
-    }
-    {
-        let ([x0], y) = arena::split(cx.arena, [(t[0], 1024)], (t[3], 1024));
-        k::conv1x1::conv1x1_batch_fixed::<
-            { ::effdet_runtime::kernels::act::code::NONE },
-        >(
-            None,
-            cx.isa,
-            cx.par,
-            x0,
-            &cx.weights[w[3]..w[3] + 4096],
-            &cx.weights[w[4]..w[4] + 64],
-            None,
-            y,
-            1,
-            64,
-            64,
-            16,
-            Act::None,
         );
     }
 }
@@ -3687,17 +3575,17 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
         ("block_12", "backbone.blocks.6.0.conv_pw", 1),
         ("block_13", "fpn.resample.3.conv.conv", 1),
         ("block_14", "fpn.resample.4.downsample", 1),
-        ("block_15", "fpn.cell.0.fnode.0.after_combine.conv.conv_dw", 3),
+        ("block_15", "fpn.cell.0.fnode.0.after_combine.conv.conv_pw", 3),
         ("block_16", "fpn.cell.0.fnode.1.combine.resample.2.conv.conv", 2),
-        ("block_17", "fpn.cell.0.fnode.1.after_combine.conv.conv_dw", 3),
+        ("block_17", "fpn.cell.0.fnode.1.after_combine.conv.conv_pw", 3),
         ("block_18", "fpn.cell.0.fnode.2.combine.resample.1.conv.conv", 2),
-        ("block_19", "fpn.cell.0.fnode.2.after_combine.conv.conv_dw", 3),
+        ("block_19", "fpn.cell.0.fnode.2.after_combine.conv.conv_pw", 3),
         ("block_20", "fpn.cell.0.fnode.3.combine.resample.0.conv.conv", 1),
-        ("block_21", "fpn.cell.0.fnode.3.after_combine.conv.conv_dw", 3),
-        ("block_22", "fpn.cell.0.fnode.4.after_combine.conv.conv_dw", 3),
-        ("block_23", "fpn.cell.0.fnode.5.after_combine.conv.conv_dw", 3),
-        ("block_24", "fpn.cell.0.fnode.6.after_combine.conv.conv_dw", 3),
-        ("block_25", "fpn.cell.0.fnode.7.after_combine.conv.conv_dw", 3),
+        ("block_21", "fpn.cell.0.fnode.3.after_combine.conv.conv_pw", 3),
+        ("block_22", "fpn.cell.0.fnode.4.after_combine.conv.conv_pw", 3),
+        ("block_23", "fpn.cell.0.fnode.5.after_combine.conv.conv_pw", 3),
+        ("block_24", "fpn.cell.0.fnode.6.after_combine.conv.conv_pw", 3),
+        ("block_25", "fpn.cell.0.fnode.7.after_combine.conv.conv_pw", 3),
         ("block_26", "class_net.conv_rep.0.conv_pw@P3", 1),
         ("block_27", "class_net.conv_rep.0.conv_pw@P4", 1),
         ("block_28", "class_net.conv_rep.0.conv_pw@P5", 1),
