@@ -206,6 +206,18 @@ fn check_detect(binary: &Path) {
 /// Builds D0 (from the spec with the fixture weights, or from the fixture's ONNX file), fused
 /// or not, runs its binary on the fixture input (and, for the fused spec crate, `detect`), and
 /// returns the ten outputs.
+/// Runs the built crate `name`'s binary on `input`, its outputs into `out` (one `.npy` each).
+fn run_crate(name: &str, input: &Path, out: &Path) {
+    let status = Command::new(target_dir().join("release").join(name))
+        .args(["run", "--input"])
+        .arg(input)
+        .arg("--out-dir")
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name} run");
+}
+
 fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)> {
     let fused = !passes.is_empty();
     let fx = fixture_dir("tf_efficientdet_d0");
@@ -234,14 +246,7 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
     let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
     assert_no_warnings(&stderr, name);
     let out = work.path().join("out");
-    let status = Command::new(target_dir().join("release").join(name))
-        .args(["run", "--input"])
-        .arg(fx.join("input.npy"))
-        .arg("--out-dir")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_crate(name, &fx.join("input.npy"), &out);
     if fused {
         check_detect(&target_dir().join("release").join(name));
         check_profile(&target_dir().join("release").join(name), &dir);
@@ -432,14 +437,7 @@ fn crates_from_other_onnx_exports_match_their_references() {
         let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);
         assert_no_warnings(&stderr, &name);
         let out = work.path().join("out");
-        let status = Command::new(target_dir().join("release").join(&name))
-            .args(["run", "--input"])
-            .arg(fx.join("input.npy"))
-            .arg("--out-dir")
-            .arg(&out)
-            .status()
-            .unwrap();
-        assert!(status.success(), "{name}");
+        run_crate(&name, &fx.join("input.npy"), &out);
         let mut compared = 0;
         for head in ["class", "box"] {
             for level in 3..=7 {

@@ -120,6 +120,27 @@ pub(crate) fn lanes_worth(
     c >= lanes && (4 * ow <= 3 * ow.next_multiple_of(lanes) || padded <= 24 * 24)
 }
 
+/// The input a band of output rows `o0..o1` (`o0 < o1`) of a depthwise conv reads, for an
+/// input of `h` rows with `pads` (`[top, left, bottom, right]`), kernel `k` and `stride`:
+/// the image rows `(i0, i1)` and the band's own pads (its zero rows above and below those,
+/// the columns' pads as they are). A call on the band (its `h` being `i1 − i0`) computes
+/// the band's rows bit for bit as the whole conv does.
+pub(crate) fn band_input(
+    (o0, o1): (usize, usize),
+    h: usize,
+    pads: [usize; 4],
+    k: usize,
+    stride: usize,
+) -> ((usize, usize), [usize; 4]) {
+    // Padded rows o0·s .. (o1−1)·s + k; the image rows among them.
+    let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
+    let i0 = lo.saturating_sub(pads[0]).min(h);
+    let i1 = hi.saturating_sub(pads[0]).min(h);
+    let top = pads[0].saturating_sub(lo).min(hi - lo);
+    let bottom = hi - lo - top - (i1 - i0);
+    ((i0, i1), [top, pads[1], bottom, pads[3]])
+}
+
 /// Output size of a sliding window: `(len + pads − k) / stride + 1`.
 pub(crate) fn out_len(
     len: usize,

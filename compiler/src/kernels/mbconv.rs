@@ -12,7 +12,7 @@
 //! rows become zero rows of the band).
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{by_shape, fast, out_len, route, run_planes, Args};
+use super::depthwise::{band_input, by_shape, fast, out_len, route, run_planes, Args};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::usable;
@@ -181,13 +181,7 @@ pub fn expand_depthwise_fixed<
             let mut o0 = 0;
             while o0 < oh {
                 let o1 = (o0 + band).min(oh);
-                // Padded rows o0·s .. (o1−1)·s + k; the image rows among them, and the zero
-                // rows before and after them.
-                let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
-                let i0 = lo.saturating_sub(pads[0]).min(h);
-                let i1 = hi.saturating_sub(pads[0]).min(h);
-                let top = pads[0].saturating_sub(lo).min(hi - lo);
-                let bottom = hi - lo - top - (i1 - i0);
+                let ((i0, i1), band_pads) = band_input((o0, o1), h, pads, k, stride);
                 let count = (i1 - i0) * w;
                 for (ci, row) in xbuf.chunks_exact_mut(ld).enumerate().take(cin) {
                     row[..count].copy_from_slice(&x[ci * hw + i0 * w..][..count]);
@@ -229,7 +223,7 @@ pub fn expand_depthwise_fixed<
                         ow,
                         k,
                         stride,
-                        pads: [top, pads[1], bottom, pads[3]],
+                        pads: band_pads,
                         act,
                         means: &mut [],
                     };

@@ -15,7 +15,7 @@
 //! not depend on its pixel blocking.
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
+use super::depthwise::{band_input, fast, out_len, run_planes, Args as Depthwise};
 use super::fuse::{check, run_channels, Args as Sum, Sample};
 use super::fuse_depthwise::tile_channels;
 use ::effdet_runtime::kernels::scratch;
@@ -349,18 +349,13 @@ impl Shape {
         while o0 < oh {
             let o1 = (o0 + band).min(oh);
             let count = (o1 - o0) * ow;
-            // Padded rows o0·s .. (o1−1)·s + k; the image rows among them, and the zero
-            // rows before and after them.
-            let (lo, hi) = (o0 * stride, (o1 - 1) * stride + k);
-            let i0 = lo.saturating_sub(pads[0]).min(h);
-            let i1 = hi.saturating_sub(pads[0]).min(h);
-            let top = pads[0].saturating_sub(lo).min(hi - lo);
+            let ((i0, i1), band_pads) = band_input((o0, o1), h, pads, k, stride);
             let b = Band {
                 o0,
                 o1,
                 i0,
                 i1,
-                pads: [top, pads[1], hi - lo - top - (i1 - i0), pads[3]],
+                pads: band_pads,
                 ld,
                 s: self,
                 w_dw,
