@@ -342,4 +342,37 @@ mod tests {
             assert!(tested >= 8, "{isa:?}: only {tested} cases take this kernel");
         }
     }
+
+    /// The raw loads trust `x_stride`: a stride that runs the last channel's plane off the
+    /// input is refused before any load (here 16 channels of 4×4 whose planes claim to be
+    /// 17 floats apart).
+    #[test]
+    #[should_panic(expected = "planes too short for their strides")]
+    fn a_stride_past_the_input_is_refused() {
+        assert!(
+            Isa::available().contains(&Isa::Avx2),
+            "x86-64 test hosts have AVX2"
+        );
+        let (x, w, b) = (vec![0.0; 16 * 16], vec![0.0; 16 * 9], vec![0.0; 16]);
+        let mut y = vec![0.0; 16 * 16];
+        let mut a = Args {
+            x: &x,
+            x_stride: 17,
+            w: &w,
+            bias: &b,
+            y: &mut y,
+            y_stride: 16,
+            h: 4,
+            w_in: 4,
+            oh: 4,
+            ow: 4,
+            k: 3,
+            stride: 1,
+            pads: [1; 4],
+            act: Act::None,
+            means: &mut [],
+        };
+        // SAFETY: this CPU has AVX2 and FMA (asserted); the kernel must refuse `a`.
+        unsafe { run_avx2::<3, 1, { ::effdet_runtime::kernels::act::code::NONE }>(&mut a) };
+    }
 }
