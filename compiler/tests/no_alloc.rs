@@ -212,6 +212,113 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         ));
     }
 
+    // Cross-op kernels: a BiFPN node's sum → depthwise (a tile of channels at a time), and
+    // sum → depthwise → 1×1 and a head's separable conv, band by band (D0's P3: 4 bands).
+    {
+        use effdet_compiler::kernels::depthwise::route;
+        use effdet_compiler::kernels::fuse_depthwise::fuse_depthwise_fixed;
+        use effdet_compiler::kernels::separable::{
+            depthwise_pointwise_fixed, sum_depthwise_pointwise_fixed,
+        };
+        use effdet_runtime::kernels::act::code;
+        let (c, n) = (64, 64);
+        let (a, small) = (data(c * n * n, 60), data(c * 32 * 32, 61));
+        let (wd, bd, coef) = (data(c * 9, 62), data(c, 63), data(2, 64));
+        let wp = conv1x1::pack(&data(c * c, 65), c, c);
+        let bp = data(c, 66);
+        let inputs = [
+            (a.clone(), Sample::Identity),
+            (small, Sample::Nearest { h: 32, w: 32 }),
+        ];
+        v.push(case("fuse_depthwise 64ch @64²", c * n * n, {
+            let (inputs, wd, bd, coef) = (inputs.clone(), wd.clone(), bd.clone(), coef.clone());
+            move |y| {
+                let ins = [
+                    (&inputs[0].0[..], inputs[0].1),
+                    (&inputs[1].0[..], inputs[1].1),
+                ];
+                fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }>(
+                    isa,
+                    par,
+                    &ins,
+                    &coef,
+                    Act::Swish,
+                    &wd,
+                    &bd,
+                    y,
+                    c,
+                    n,
+                    n,
+                    3,
+                    1,
+                    [1; 4],
+                    Act::None,
+                )
+            }
+        }));
+        v.push(case("sum → depthwise → 1×1 64ch @64²", c * n * n, {
+            let (inputs, wd, bd, coef) = (inputs.clone(), wd.clone(), bd.clone(), coef.clone());
+            let (wp, bp) = (wp.clone(), bp.clone());
+            move |y| {
+                let ins = [
+                    (&inputs[0].0[..], inputs[0].1),
+                    (&inputs[1].0[..], inputs[1].1),
+                ];
+                sum_depthwise_pointwise_fixed::<
+                    3,
+                    1,
+                    { code::NONE },
+                    { code::SWISH },
+                    { code::NONE },
+                    { route::AUTO },
+                >(
+                    isa,
+                    par,
+                    &ins,
+                    &coef,
+                    Act::Swish,
+                    &wd,
+                    &bd,
+                    Act::None,
+                    &wp,
+                    &bp,
+                    Act::None,
+                    None,
+                    y,
+                    c,
+                    c,
+                    n,
+                    n,
+                    3,
+                    1,
+                    [1; 4],
+                )
+            }
+        }));
+        v.push(case("separable 64ch @64²", c * n * n, move |y| {
+            depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }>(
+                isa,
+                par,
+                &a,
+                &wd,
+                &bd,
+                Act::None,
+                &wp,
+                &bp,
+                Act::Swish,
+                None,
+                y,
+                c,
+                c,
+                n,
+                n,
+                3,
+                1,
+                [1; 4],
+            )
+        }));
+    }
+
     // Dense convs: the stem (3→32, 3×3 s2 @512²), a stride-1 one, and a column stride of 3
     // (the plain-loop fallback).
     for (cin, cout, n, k, s) in [(3, 32, 512, 3, 2), (8, 12, 33, 3, 1), (4, 6, 20, 3, 3)] {
