@@ -7,7 +7,9 @@
 //!
 //! A band is two parallel steps: the depthwise conv split by channels, then the 1×1 conv
 //! split by panels of output channels, writing its band's columns of each output plane in
-//! place. The depthwise conv reads the band's input rows in place (planes `h·w` apart).
+//! place. The depthwise conv reads the band's input rows in place (planes `h·w` apart), or
+//! (a BiFPN node, [`sum_depthwise_pointwise_fixed`]) the node's weighted sum of those
+//! rows, computed a tile of channels at a time into a per-thread buffer.
 //!
 //! Each output value is the one the two kernels compute one after the other, bit for bit:
 //! the depthwise conv's per-pixel tap order does not depend on the rows a call covers
@@ -28,7 +30,7 @@ use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 const BAND_FLOATS: usize = 64 * 1024;
 
 /// Output rows per band for `cin` channels of `oh × ow` depthwise outputs: as many as keep
-/// a band within [`BAND_FLOATS`], in multiples of 8 (the depthwise kernel's tallest row
+/// a band within `BAND_FLOATS` (256 KB), in multiples of 8 (the depthwise kernel's tallest row
 /// block), at least 8 (or all `oh`).
 pub fn band_rows(cin: usize, oh: usize, ow: usize) -> usize {
     let rows = BAND_FLOATS / cin.saturating_mul(ow).max(1);
@@ -37,7 +39,7 @@ pub fn band_rows(cin: usize, oh: usize, ow: usize) -> usize {
 
 /// Whether [`depthwise_pointwise_fixed`] beats the two kernels for this shape (`cin`
 /// channels of `oh × ow` depthwise outputs), by a fixed rule: a band of 8 rows (or the
-/// whole plane) fits in [`BAND_FLOATS`]. The 1×1 conv then reads the band where the
+/// whole plane) fits in `BAND_FLOATS` (256 KB). The 1×1 conv then reads the band where the
 /// depthwise conv wrote it, with no copy of its blocks; measured 5–7% faster than the two
 /// kernels for the heads' 64 channels at 64², 40² and 32² (Zen 5, one thread,
 /// `examples/bench_separable.rs`). Wider bands lose: 160 channels at 112² (D3's P3 head)

@@ -8,7 +8,10 @@
 //! reader, instead of the whole tensor going out and coming back.
 //!
 //! The pointwise half of the separable conv needs every channel of a pixel, so it runs
-//! after this kernel as a 1×1 conv on the depthwise output.
+//! after this kernel as a 1×1 conv on the depthwise output. Where the separable conv runs
+//! band by band ([`super::separable::worth_fusing`]: D0's and Lite0's nodes), the plan
+//! takes [`super::separable::sum_depthwise_pointwise_fixed`] instead, which computes the
+//! sum the same way for a band's rows; this kernel serves the wider nodes.
 //!
 //! Each output value is the one the two kernels compute one after the other, bit for bit:
 //! both compute each channel on its own, in the same order whatever channels a call covers
@@ -25,7 +28,7 @@ use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 const TILE_FLOATS: usize = 32 * 1024;
 
 /// Channels per tile for `c` channels of `h × w` fused planes: as many planes as fit in
-/// [`TILE_FLOATS`] (at least one), in whole vectors of 16 channels when 16 or more fit, so
+/// `TILE_FLOATS` (128 KB) (at least one), in whole vectors of 16 channels when 16 or more fit, so
 /// that the depthwise conv's channels-across-a-vector route can take a tile of small
 /// planes. Emitted code picks its depthwise route for this many channels.
 pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
