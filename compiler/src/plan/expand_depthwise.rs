@@ -24,7 +24,7 @@ pub(super) fn fuse(
     if batch != 1 {
         return;
     }
-    let readers = super::readers(steps, slots.len());
+    let read_once = super::read_once(steps, slots.len(), outputs);
     let mut i = 0;
     while i + 1 < steps.len() {
         let (a, b) = (&steps[i], &steps[i + 1]);
@@ -53,8 +53,7 @@ pub(super) fn fuse(
                 && a.images <= 1
                 && b.images <= 1
                 && b.inputs.first() == Some(&a.output)
-                && readers[a.output] == 1
-                && !outputs.iter().any(|&(_, o)| o == a.output)
+                && read_once[a.output]
                 && c == cout
                 && h * w == hw
                 && worth_fusing(cin, c, h, w, k, stride) =>

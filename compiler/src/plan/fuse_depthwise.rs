@@ -16,14 +16,14 @@ use super::{FusedSum, Kernel, Slot, Step};
 
 /// Fuses every such pair in `steps` (removing the fusion's step).
 pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String, usize)]) {
-    let readers = super::readers(steps, slots.len());
+    let read_once = super::read_once(steps, slots.len(), outputs);
     let mut i = 0;
     while i < steps.len() {
         let a = &steps[i];
         // The fusion's reader: the depthwise conv, maybe some steps later (an imported
         // graph may order other branches' steps in between). The fusion's inputs are
         // written once, so computing it there gives the same values.
-        let Some(j) = (i + 1..steps.len()).find(|&j| steps[j].inputs.contains(&a.output)) else {
+        let Some(j) = super::reader_after(steps, i, a.output) else {
             i += 1;
             continue;
         };
@@ -49,8 +49,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
                 },
             ) if b.inputs == [a.output]
                 && a.images == b.images
-                && readers[a.output] == 1
-                && !outputs.iter().any(|&(_, o)| o == a.output)
+                && read_once[a.output]
                 && (c, oh, ow) == (c_dw, h, w)
                 && fast(*k, *stride) =>
             {
@@ -61,7 +60,6 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
             }
             _ => None,
         };
-
         let Some(f) = fits else {
             i += 1;
             continue;

@@ -802,16 +802,16 @@ fn gate_project_convs(
     outputs: &[(String, usize)],
     batch: usize,
 ) {
-    let readers = readers(steps, slots.len());
+    let read_once = read_once(steps, slots.len(), outputs);
     for i in 0..steps.len() {
         let Kernel::SqueezeExcite { c, hw, .. } = steps[i].kernel else {
             continue;
         };
         let se_out = steps[i].output;
-        if readers[se_out] != 1 || outputs.iter().any(|&(_, o)| o == se_out) {
+        if !read_once[se_out] {
             continue;
         }
-        let Some(j) = (i + 1..steps.len()).find(|&j| steps[j].inputs.contains(&se_out)) else {
+        let Some(j) = reader_after(steps, i, se_out) else {
             continue;
         };
         let fits = matches!(
@@ -845,13 +845,23 @@ fn gate_project_convs(
     }
 }
 
-/// Per slot of `slots`, how many step inputs name it.
-fn readers(steps: &[Step], slots: usize) -> Vec<usize> {
+/// Per slot of `slots`: whether one step input alone names it and it is not a model
+/// output, so that a pass may run its producer inside that reader and leave it unmade.
+fn read_once(steps: &[Step], slots: usize, outputs: &[(String, usize)]) -> Vec<bool> {
     let mut readers = vec![0usize; slots];
     for step in steps {
         step.inputs.iter().for_each(|&x| readers[x] += 1);
     }
-    readers
+    let mut once: Vec<bool> = readers.into_iter().map(|n| n == 1).collect();
+    for &(_, o) in outputs {
+        once[o] = false;
+    }
+    once
+}
+
+/// The first step after step `i` that reads slot `x`.
+fn reader_after(steps: &[Step], i: usize, x: usize) -> Option<usize> {
+    (i + 1..steps.len()).find(|&j| steps[j].inputs.contains(&x))
 }
 
 /// The slot owning `s`'s buffer and where `s` starts in it (see `parent` in [`Plan::build`]).

@@ -1,6 +1,6 @@
-//! A depthwise conv whose only reader is a 1×1 conv (a separable conv: the heads' towers,
-//! the BiFPN nodes' convs, MBConv depthwise → project pairs without squeeze-excite) runs with that conv band by band (the
-//! kernels' `separable::depthwise_pointwise_fixed`). The depthwise output is then never
+//! A depthwise conv whose only reader is the 1×1 conv after it (a separable conv: the
+//! heads' towers, the BiFPN nodes' convs) runs with that conv band by band (the kernels'
+//! `separable::depthwise_pointwise_fixed`). The depthwise output is then never
 //! written to the arena: its slot is emptied, and the fused step takes the 1×1 conv's
 //! place, output and residual. The outputs are bit for bit the separate kernels'.
 //!
@@ -22,7 +22,7 @@ use super::{Kernel, Project, Slot, Step};
 
 /// Fuses every such pair in `steps` (removing the depthwise conv's step).
 pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String, usize)]) {
-    let readers = super::readers(steps, slots.len());
+    let read_once = super::read_once(steps, slots.len(), outputs);
     let mut i = 0;
     while i < steps.len() {
         // The 1×1 conv right after the depthwise conv only: the schedule stays as it is.
@@ -58,8 +58,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, slots: &mut [Slot], outputs: &[(String
                 },
             ) if b.inputs[0] == a.output
                 && a.images <= 1
-                && readers[a.output] == 1
-                && !outputs.iter().any(|&(_, o)| o == a.output)
+                && read_once[a.output]
                 && cin == c
                 && fast(k, stride)
                 && {
