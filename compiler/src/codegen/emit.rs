@@ -634,37 +634,9 @@ fn kernel_call(
             let route =
                 |c: usize, oh: usize| route_tokens(depthwise::route(c, oh, ow, *k, *stride));
             let (kc, sc, ac) = (lit(*k), lit(*stride), act_code(*a));
-            let band = |c: usize| crate::kernels::separable::band_rows(c, oh, ow);
-            let consts = match (expand, sum, project) {
-                (_, Some(f), Some(p)) => {
-                    let (afc, apc, r) = (act_code(f.act), act_code(p.act), route(*c, band(*c)));
-                    quote!(::<#kc, #sc, #ac, #afc, #apc, #r>)
-                }
-                (Some(e), _, _) => {
-                    let (aec, r) = (
-                        act_code(e.act),
-                        route(crate::kernels::conv1x1::MR.min(*c), oh),
-                    );
-                    quote!(::<#kc, #sc, #ac, #aec, #r>)
-                }
-                (_, Some(f), _) => {
-                    let afc = act_code(f.act);
-                    let r = route(
-                        crate::kernels::fuse_depthwise::tile_channels(*c, *h, *w),
-                        oh,
-                    );
-                    quote!(::<#kc, #sc, #ac, #afc, #r>)
-                }
-                (_, _, Some(p)) => {
-                    let (apc, r) = (act_code(p.act), route(*c, band(*c)));
-                    quote!(::<#kc, #sc, #ac, #apc, #r>)
-                }
-                _ => {
-                    let r = route(*c, oh);
-                    quote!(::<#kc, #sc, #ac, #r>)
-                }
-            };
-            let fixed = depthwise::fast(*k, *stride);
+            let (channels, height, width) = (*c, *h, *w);
+            let fast = depthwise::fast(*k, *stride);
+            let band = || crate::kernels::separable::band_rows(channels, oh, ow);
             let (c, h, w, k, stride, pads, a) = (
                 lit(*c),
                 lit(*h),
@@ -686,25 +658,36 @@ fn kernel_call(
             };
             let call = match (expand, sum, project) {
                 (_, Some(f), Some(p)) => {
+                    let (afc, apc, r) = (act_code(f.act), act_code(p.act), route(channels, band()));
                     let (coef, fa) = (&ws[0], act(f.act));
                     let inputs = fuse_inputs(&f.samples, &names);
                     let (pargs, cout) = project_args(p, 3);
-                    quote!(k::separable::sum_depthwise_pointwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::sum_depthwise_pointwise_fixed::<#kc, #sc, #ac, #afc, #apc, #r>(cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 (Some(e), _, _) => {
+                    let (aec, r) = (
+                        act_code(e.act),
+                        route(crate::kernels::conv1x1::MR.min(channels), oh),
+                    );
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed #consts (cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #r>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 (_, Some(f), _) => {
+                    let afc = act_code(f.act);
+                    let tile =
+                        crate::kernels::fuse_depthwise::tile_channels(channels, height, width);
+                    let r = route(tile, oh);
                     let (coef, fa, inputs) = (&ws[0], act(f.act), fuse_inputs(&f.samples, &names));
-                    quote!(k::fuse_depthwise::fuse_depthwise_fixed #consts (cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                    quote!(k::fuse_depthwise::fuse_depthwise_fixed::<#kc, #sc, #ac, #afc, #r>(cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
                 }
                 (_, _, Some(p)) => {
+                    let (apc, r) = (act_code(p.act), route(channels, band()));
                     let (pargs, cout) = project_args(p, 2);
-                    quote!(k::separable::depthwise_pointwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::depthwise_pointwise_fixed::<#kc, #sc, #ac, #apc, #r>(cx.isa, cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
-                _ if fixed => {
-                    quote!(k::depthwise::depthwise_fixed #consts (cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                _ if fast => {
+                    let r = route(channels, oh);
+                    quote!(k::depthwise::depthwise_fixed::<#kc, #sc, #ac, #r>(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 _ => {
                     quote!(k::depthwise::depthwise_general(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
