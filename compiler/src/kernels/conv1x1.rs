@@ -676,10 +676,10 @@ fn run_batch<const A: u8>(
 /// Output channels `[r0, r0 + rows)` of a 1×1 conv (`r0` a multiple of [`MR`]) for the
 /// pixels `first..first + count` of x (`[cin][hw]`), into `y`: `rows` rows of `ys` floats,
 /// at columns `y0..y0 + count` (`(ys, y0)` = `(count, 0)`: planes of `count` pixels),
-/// plus `res` (laid out as `y`) if given. With `in_place`, x is read in place (the caller
-/// gave it a row stride `hw` that is not a multiple of 1 KB); otherwise as [`conv1x1`]
-/// reads it. `w` holds those channels' packed panels (from panel `r0 / MR` on), `bias` their
-/// values or nothing. One thread. For kernels that run a 1×1 conv band by band inside
+/// plus `res` (laid out as `y`) if given. `w` holds those channels' packed panels (from
+/// panel `r0 / MR` on), `bias` their values or nothing. One thread; x is read in place (no
+/// padded copy of its blocks: the caller gives it a row stride `hw` that is not a multiple
+/// of 1 KB). For kernels that run a 1×1 conv band by band inside
 /// their own loop ([`super::mbconv`], [`super::separable`]); each output value is
 /// the one [`conv1x1`] computes (the accumulation order does not depend on the blocking).
 ///
@@ -698,7 +698,6 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
     first: usize,
     count: usize,
     (ys, y0): (usize, usize),
-    in_place: bool,
     act: Act,
 ) {
     assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
@@ -717,9 +716,8 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
     let mut plan = Plan::new(isa, cin, rows, count, 1);
-    // With `in_place`, the caller has laid x out for the tiles (a band copied with a padded
-    // row stride); otherwise blocks of it are copied as the plan's rule says.
-    plan.pack_x &= !in_place;
+    // The caller lays x out for the tiles (a band with a padded row stride).
+    plan.pack_x = false;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
     run_group::<A>(
         isa,

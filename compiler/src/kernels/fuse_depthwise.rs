@@ -99,45 +99,79 @@ pub fn fuse_depthwise_fixed<
     let work = c * (plane_in * inputs.len().max(1) * 4 + plane_out * k * k);
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
         let (c0, n) = (gi * group, yg.len() / plane_out);
-        let mut fused = scratch::take::<f32>(tile.min(n) * plane_in);
-        for t0 in (0..n).step_by(tile) {
-            let (first, m) = (c0 + t0, tile.min(n - t0));
-            let fused = &mut fused[..m * plane_in];
-            run_channels::<AF>(
-                isa,
-                Sum {
-                    inputs,
-                    coef,
-                    y: fused,
-                    c0: first,
-                    oh: h,
-                    ow: w,
-                    rows: (0, h),
-                    act: act_sum,
-                },
-            );
-            run_planes::<K, S, A, R>(
-                isa,
-                &mut Depthwise {
-                    x: fused,
-                    x_stride: plane_in,
-                    w: &w_dw[first * k * k..(first + m) * k * k],
-                    bias: &b_dw[first..first + m],
-                    y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
-                    y_stride: plane_out,
-                    h,
-                    w_in: w,
-                    oh,
-                    ow,
-                    k,
-                    stride,
-                    pads,
-                    act,
-                    means: &mut [],
-                },
-            );
-        }
+        let whole = (h, w, (0, h));
+        sum_tiles::<AF>(
+            isa,
+            inputs,
+            coef,
+            act_sum,
+            whole,
+            (c0, n),
+            tile,
+            |t0, m, fused| {
+                let first = c0 + t0;
+                run_planes::<K, S, A, R>(
+                    isa,
+                    &mut Depthwise {
+                        x: fused,
+                        x_stride: plane_in,
+                        w: &w_dw[first * k * k..(first + m) * k * k],
+                        bias: &b_dw[first..first + m],
+                        y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
+                        y_stride: plane_out,
+                        h,
+                        w_in: w,
+                        oh,
+                        ow,
+                        k,
+                        stride,
+                        pads,
+                        act,
+                        means: &mut [],
+                    },
+                );
+            },
+        );
     });
+}
+
+/// A BiFPN node's weighted sum (`act_sum(Σ_i coef[i] · sample_i(x_i))`, `h × w` planes)
+/// for channels `c0 .. c0 + n`, rows `rows.0 .. rows.1` of each, `tile` channels at a time
+/// into a per-thread buffer: `f(t0, m, sum)` takes each tile (channels `c0 + t0 ..` of
+/// `m`, planes of `(rows.1 − rows.0) · w` floats) to run a depthwise conv on. The inputs
+/// were checked by [`check`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn sum_tiles<const AF: u8>(
+    isa: Isa,
+    inputs: &[(&[f32], Sample)],
+    coef: &[f32],
+    act_sum: Act,
+    (h, w, rows): (usize, usize, (usize, usize)),
+    (c0, n): (usize, usize),
+    tile: usize,
+    mut f: impl FnMut(usize, usize, &[f32]),
+) {
+    let plane = (rows.1 - rows.0) * w;
+    let mut buf = scratch::take::<f32>(tile.min(n) * plane);
+    for t0 in (0..n).step_by(tile) {
+        let m = tile.min(n - t0);
+        let sum = &mut buf[..m * plane];
+        run_channels::<AF>(
+            isa,
+            Sum {
+                inputs,
+                coef,
+                y: sum,
+                c0: c0 + t0,
+                oh: h,
+                ow: w,
+                rows,
+                act: act_sum,
+            },
+        );
+        f(t0, m, sum);
+    }
 }
 
 #[cfg(test)]

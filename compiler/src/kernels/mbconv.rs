@@ -207,7 +207,6 @@ pub fn expand_depthwise_fixed<
                         0,
                         count,
                         (count, 0),
-                        true,
                         act_exp,
                     );
                     let mut a = Args {

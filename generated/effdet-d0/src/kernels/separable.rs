@@ -18,8 +18,8 @@
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{band_input, fast, out_len, run_planes, Args as Depthwise};
-use super::fuse::{check, run_channels, Args as Sum, Sample};
-use super::fuse_depthwise::tile_channels;
+use super::fuse::{check, Sample};
+use super::fuse_depthwise::{sum_tiles, tile_channels};
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
@@ -168,29 +168,23 @@ pub fn sum_depthwise_pointwise_fixed<
         residual,
         y,
         |band, c0, d| {
-            let plane = (band.i1 - band.i0) * w;
             let n = d.len() / band.ld;
-            let tile = tile_channels(n, band.i1 - band.i0, w);
-            let mut sum = scratch::take::<f32>(tile.min(n) * plane);
-            for t0 in (0..n).step_by(tile) {
-                let m = tile.min(n - t0);
-                let sum = &mut sum[..m * plane];
-                run_channels::<AF>(
-                    isa,
-                    Sum {
-                        inputs,
-                        coef,
-                        y: sum,
-                        c0: c0 + t0,
-                        oh: h,
-                        ow: w,
-                        rows: (band.i0, band.i1),
-                        act: act_sum,
-                    },
-                );
-                let d = &mut d[t0 * band.ld..(t0 + m) * band.ld];
-                band.depthwise::<K, S, A, R>(isa, sum, plane, c0 + t0, d);
-            }
+            let rows = band.i1 - band.i0;
+            let tile = tile_channels(n, rows, w);
+            let band_sum = (h, w, (band.i0, band.i1));
+            sum_tiles::<AF>(
+                isa,
+                inputs,
+                coef,
+                act_sum,
+                band_sum,
+                (c0, n),
+                tile,
+                |t0, m, sum| {
+                    let d = &mut d[t0 * band.ld..(t0 + m) * band.ld];
+                    band.depthwise::<K, S, A, R>(isa, sum, rows * w, c0 + t0, d);
+                },
+            );
         },
     );
 }
@@ -387,7 +381,6 @@ impl Shape {
                     0,
                     count,
                     (plane_out, o0 * ow),
-                    true,
                     act_pw,
                 );
             });
