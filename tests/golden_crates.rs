@@ -438,22 +438,20 @@ fn crates_from_other_onnx_exports_match_their_references() {
         assert_no_warnings(&stderr, &name);
         let out = work.path().join("out");
         run_crate(&name, &fx.join("input.npy"), &out);
-        let mut compared = 0;
         for head in ["class", "box"] {
             for level in 3..=7 {
-                let reference = fx.join(format!("{head}_P{level}.npy"));
-                // The PyTorch-native export's fixture leaves out class_P3 (13 MB).
-                if !reference.exists() {
+                let name = format!("{head}_P{level}");
+                // The PyTorch-native export's fixture leaves out class_P3 (13 MB); any other
+                // missing reference fails in `read_npy`.
+                if fixture == "efficientdet_d0_seed5" && name == "class_P3" {
                     continue;
                 }
-                let (shape, ours) = read_npy(&out.join(format!("{head}_P{level}.npy")));
-                let (ref_shape, reference) = read_npy(&reference);
-                assert_eq!(shape, ref_shape, "{fixture} {head}_P{level}");
-                assert_close(&format!("{fixture} {head}_P{level}"), &ours, &reference);
-                compared += 1;
+                let (shape, ours) = read_npy(&out.join(format!("{name}.npy")));
+                let (ref_shape, reference) = read_npy(&fx.join(format!("{name}.npy")));
+                assert_eq!(shape, ref_shape, "{fixture} {name}");
+                assert_close(&format!("{fixture} {name}"), &ours, &reference);
             }
         }
-        assert!(compared >= 9, "{fixture}: {compared} outputs compared");
     }
 }
 
