@@ -203,21 +203,28 @@ fn check_detect(binary: &Path) {
     }
 }
 
-/// Builds D0 (from the spec with the fixture weights, or from the fixture's ONNX file), fused
-/// or not, runs its binary on the fixture input (and, for the fused spec crate, `detect`), and
-/// returns the ten outputs.
 /// Runs the built crate `name`'s binary on `input`, its outputs into `out` (one `.npy` each).
 fn run_crate(name: &str, input: &Path, out: &Path) {
+    run_crate_with(name, input, out, &[]);
+}
+
+/// [`run_crate`] with more flags (`--isa NAME`).
+fn run_crate_with(name: &str, input: &Path, out: &Path, flags: &[&str]) {
     let status = Command::new(target_dir().join("release").join(name))
         .args(["run", "--input"])
         .arg(input)
         .arg("--out-dir")
         .arg(out)
+        .args(flags)
         .status()
         .unwrap();
-    assert!(status.success(), "{name} run");
+    assert!(status.success(), "{name} run {flags:?}");
 }
 
+/// Builds D0 (from the spec with the fixture weights, or from the fixture's ONNX file), fused
+/// or not, runs its binary on the fixture input (and, for the fused spec crate, `detect`, and
+/// every instruction set this CPU runs: each has its own compiled block functions), and
+/// returns the ten outputs.
 fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)> {
     let fused = !passes.is_empty();
     let fx = fixture_dir("tf_efficientdet_d0");
@@ -250,6 +257,7 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
     if fused {
         check_detect(&target_dir().join("release").join(name));
         check_profile(&target_dir().join("release").join(name), &dir);
+        check_every_isa(name, &fx);
     }
     ["class", "box"]
         .iter()
@@ -300,7 +308,7 @@ fn check_profile(binary: &Path, crate_dir: &Path) {
     let mut defined: Vec<String> = source
         .lines()
         .filter_map(|l| l.strip_prefix("fn block_"))
-        .map(|l| format!("block_{}", l.split('(').next().unwrap()))
+        .map(|l| format!("block_{}", l.split(['<', '(']).next().unwrap()))
         .collect();
     let mut listed: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     defined.sort();
@@ -332,6 +340,51 @@ fn check_profile(binary: &Path, crate_dir: &Path) {
         total.is_finite() && total > 0.0 && median.is_finite() && median > 0.0,
         "profile total {total} ms, bench median {median} ms"
     );
+}
+
+/// The crate run with each instruction set this CPU has (`run --isa`; the default run
+/// took the best one) matches the reference; and one it lacks is refused, not run.
+fn check_every_isa(name: &str, fx: &Path) {
+    use effdet_runtime::kernels::Isa;
+    let work = tempfile::tempdir().unwrap();
+    let mut ran = Vec::new();
+    for isa in Isa::available() {
+        let flag = format!("{isa:?}").to_lowercase();
+        let out = work.path().join(&flag);
+        run_crate_with(name, &fx.join("input.npy"), &out, &["--isa", &flag]);
+        for h in ["class", "box"] {
+            for l in 3..=7 {
+                let n = format!("{h}_P{l}");
+                let (_, got) = read_npy(&out.join(format!("{n}.npy")));
+                let (_, reference) = read_npy(&fx.join(format!("{n}.npy")));
+                assert_close(&format!("{flag} {n}"), &got, &reference);
+            }
+        }
+        ran.push(isa);
+    }
+    assert!(ran.contains(&Isa::Scalar) && ran.len() >= 2, "{ran:?}");
+    let lacking = [Isa::Avx512, Isa::Avx2, Isa::Neon]
+        .into_iter()
+        .find(|i| !Isa::available().contains(i))
+        .expect("no CPU runs both x86 and NEON code");
+    let refused = Command::new(target_dir().join("release").join(name))
+        .args([
+            "run",
+            "--isa",
+            &format!("{lacking:?}").to_lowercase(),
+            "--input",
+        ])
+        .arg(fx.join("input.npy"))
+        .arg("--out-dir")
+        .arg(work.path().join("lacking"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("this CPU does not run it"),
+        "{stderr}"
+    );
+    assert!(!work.path().join("lacking").exists());
 }
 
 #[test]

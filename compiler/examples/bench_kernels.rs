@@ -266,8 +266,7 @@ fn main() {
             }
             let t = median(runs, || {
                 let x = black_box(&mut x[..]);
-                squeeze_excite(
-                    isa,
+                ::effdet_runtime::with_isa!(isa, I => squeeze_excite::<I>(
                     par,
                     x,
                     c,
@@ -278,7 +277,7 @@ fn main() {
                     &eb,
                     Act::Swish,
                     &mut scratch,
-                );
+                ));
             });
             row(&name, isa, t, (3 * c * n * n * 4) as f64, "GB/s");
         }

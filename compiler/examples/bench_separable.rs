@@ -99,14 +99,12 @@ fn main() {
             macro_rules! with_route {
                 ($($r:expr),*) => {
                     match r {
-                        $(x_ if x_ == $r => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { $r }>(
-                            isa, pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
+                        $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { $r }, I>(pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,
-                        ),)*
-                        _ => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }>(
-                            isa, pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
+                        )),)*
+                        _ => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,
-                        ),
+                        )),
                     }
                 };
             }

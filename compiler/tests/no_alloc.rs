@@ -237,8 +237,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     (&inputs[0].0[..], inputs[0].1),
                     (&inputs[1].0[..], inputs[1].1),
                 ];
-                fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }>(
-                    isa,
+                ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(
                     par,
                     &ins,
                     &coef,
@@ -253,7 +252,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     1,
                     [1; 4],
                     Act::None,
-                )
+                ))
             }
         }));
         v.push(case("sum → depthwise → 1×1 64ch @64²", c * n * n, {
@@ -264,15 +263,13 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     (&inputs[0].0[..], inputs[0].1),
                     (&inputs[1].0[..], inputs[1].1),
                 ];
-                sum_depthwise_pointwise_fixed::<
+                ::effdet_runtime::with_isa!(isa, I => sum_depthwise_pointwise_fixed::<
                     3,
                     1,
                     { code::NONE },
                     { code::SWISH },
                     { code::NONE },
-                    { route::AUTO },
-                >(
-                    isa,
+                    { route::AUTO }, I>(
                     par,
                     &ins,
                     &coef,
@@ -292,12 +289,11 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     3,
                     1,
                     [1; 4],
-                )
+                ))
             }
         }));
         v.push(case("separable 64ch @64²", c * n * n, move |y| {
-            depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }>(
-                isa,
+            ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(
                 par,
                 &a,
                 &wd,
@@ -315,7 +311,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                 3,
                 1,
                 [1; 4],
-            )
+            ))
         }));
     }
 
@@ -395,8 +391,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         let mut scratch = vec![0.0; r];
         let gx = x.clone();
         v.push(case("squeeze_excite gates 96ch @64²", c, move |y| {
-            se::squeeze_excite_gates(
-                isa,
+            ::effdet_runtime::with_isa!(isa, I => se::squeeze_excite_gates::<I>(
                 par,
                 &gx,
                 c,
@@ -408,7 +403,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                 Act::Swish,
                 &mut scratch,
                 y,
-            )
+            ))
         }));
         let gates = data(c, 25);
         let w = conv1x1::pack(&data(cout * c, 26), cout, c);
@@ -440,8 +435,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         let mut scratch = vec![0.0; c + r];
         v.push(case("squeeze_excite 96ch @128²", c * hw, move |y| {
             y.copy_from_slice(&x);
-            squeeze_excite(
-                isa,
+            ::effdet_runtime::with_isa!(isa, I => squeeze_excite::<I>(
                 par,
                 y,
                 c,
@@ -452,7 +446,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                 &eb,
                 Act::Swish,
                 &mut scratch,
-            )
+            ))
         }));
     }
 
@@ -533,7 +527,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
     {
         let x = x.clone();
         v.push(case("activation", c * n * n, move |y| {
-            g::activation(isa, par, &x, y, Act::Swish)
+            ::effdet_runtime::with_isa!(isa, I => g::activation::<I>(par, &x, y, Act::Swish))
         }));
     }
     for (a_shape, b_shape, y_shape) in [

@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[cfg(feature = "std")]
 use std::path::Path;
 
-use crate::kernels::{Isa, Par};
+use crate::kernels::Par;
 
 /// What can go wrong when a generated model is created or run.
 #[derive(Debug)]
@@ -124,15 +124,15 @@ impl Weights {
     }
 }
 
-/// What generated steps run with: the arena, the weights, the instruction set, the thread
-/// budget and a small scratch buffer.
+/// What generated steps run with: the arena, the weights, the thread budget and a small
+/// scratch buffer. Not the instruction set: a generated model's block functions are
+/// compiled once per instruction set (their const parameter `I`,
+/// [`isa_code`](crate::kernels::isa_code)), and its forward pass picks one set of them.
 pub struct Ctx<'a> {
     /// All intermediate tensors, at planned offsets.
     pub arena: &'a mut [f32],
     /// The packed weights.
     pub weights: &'a [f32],
-    /// Chosen once when the model is created.
-    pub isa: Isa,
     /// Intra-op threads.
     pub par: Par<'a>,
     /// Per-kernel temporary space (squeeze-excite's pooled vector, ...).

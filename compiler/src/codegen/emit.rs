@@ -584,17 +584,17 @@ fn kernel_call(
             if *gated {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_gated_fixed::<#code>(#tuned, cx.isa, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_gated_fixed::<#code, I>(#tuned, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else if *nhwc {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_nhwc_fixed::<#code>(cx.isa, cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_nhwc_fixed::<#code, I>(cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
                 }}
             } else {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_fixed::<#code>(#tuned, cx.isa, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_fixed::<#code, I>(#tuned, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
                 }}
             }
         }
@@ -662,7 +662,7 @@ fn kernel_call(
                     let (coef, fa) = (&ws[0], act(f.act));
                     let inputs = fuse_inputs(&f.samples, &names);
                     let (pargs, cout) = project_args(p, 3);
-                    quote!(k::separable::sum_depthwise_pointwise_fixed::<#kc, #sc, #ac, #afc, #apc, #r>(cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::sum_depthwise_pointwise_fixed::<#kc, #sc, #ac, #afc, #apc, #r, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 (Some(e), _, _) => {
                     let (aec, r) = (
@@ -670,7 +670,7 @@ fn kernel_call(
                         route(crate::kernels::conv1x1::MR.min(channels), oh),
                     );
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #r>(cx.isa, cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #r, I>(cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 (_, Some(f), _) => {
                     let afc = act_code(f.act);
@@ -678,19 +678,19 @@ fn kernel_call(
                         crate::kernels::fuse_depthwise::tile_channels(channels, height, width);
                     let r = route(tile, oh);
                     let (coef, fa, inputs) = (&ws[0], act(f.act), fuse_inputs(&f.samples, &names));
-                    quote!(k::fuse_depthwise::fuse_depthwise_fixed::<#kc, #sc, #ac, #afc, #r>(cx.isa, cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                    quote!(k::fuse_depthwise::fuse_depthwise_fixed::<#kc, #sc, #ac, #afc, #r, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
                 }
                 (_, _, Some(p)) => {
                     let (apc, r) = (act_code(p.act), route(channels, band()));
                     let (pargs, cout) = project_args(p, 2);
-                    quote!(k::separable::depthwise_pointwise_fixed::<#kc, #sc, #ac, #apc, #r>(cx.isa, cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::depthwise_pointwise_fixed::<#kc, #sc, #ac, #apc, #r, I>(cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 _ if fast => {
                     let r = route(channels, oh);
-                    quote!(k::depthwise::depthwise_fixed::<#kc, #sc, #ac, #r>(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::depthwise::depthwise_fixed::<#kc, #sc, #ac, #r, I>(cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 _ => {
-                    quote!(k::depthwise::depthwise_general(cx.isa, cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::depthwise::depthwise_general::<I>(cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
             };
             quote! {{
@@ -714,7 +714,7 @@ fn kernel_call(
             let (kernel, stride, pads, a) = (lits(kernel), lits(stride), lits(pads), act(*a));
             quote! {{
                 #split
-                k::dense::conv_dense_fixed::<#code>(cx.isa, cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
+                k::dense::conv_dense_fixed::<#code, I>(cx.par, #x0, #w0, #b, y, #cin, #cout, #h, #w, #kernel, #stride, #pads, #a);
             }}
         }
         Kernel::ConvGeneric {
@@ -768,11 +768,11 @@ fn kernel_call(
                 Means::Read => quote! {{
                     let y = arena::region(cx.arena, #out_off, #out_len);
                     let (means, hidden) = cx.scratch.split_at_mut(#c);
-                    k::se::squeeze_excite_gates_from_means(cx.isa, means, #rw, #rb, #ew, #eb, #a, &mut hidden[..#scratch], y);
+                    k::se::squeeze_excite_gates_from_means::<I>(means, #rw, #rb, #ew, #eb, #a, &mut hidden[..#scratch], y);
                 }},
                 _ => quote! {{
                     #split
-                    k::se::squeeze_excite_gates(cx.isa, cx.par, #x0, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch], y);
+                    k::se::squeeze_excite_gates::<I>(cx.par, #x0, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch], y);
                 }},
             }
         }
@@ -792,7 +792,7 @@ fn kernel_call(
             let (c, hw, scratch, a) = (lit(*c), lit(*hw), lit(c + r), act(Some(*a)));
             quote! {{
                 let y = arena::region(cx.arena, #out_off, #out_len);
-                k::se::squeeze_excite(cx.isa, cx.par, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
+                k::se::squeeze_excite::<I>(cx.par, y, #c, #hw, #rw, #rb, #ew, #eb, #a, &mut cx.scratch[..#scratch]);
             }}
         }
         Kernel::Fuse {
@@ -807,7 +807,7 @@ fn kernel_call(
             let (c, oh, ow, a) = (lit(*c), lit(*oh), lit(*ow), act(*a));
             quote! {{
                 #split
-                k::fuse::fuse_fixed::<#code>(cx.isa, cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
+                k::fuse::fuse_fixed::<#code, I>(cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
             }}
         }
         Kernel::BatchNorm { c, hw, eps } => {
@@ -822,7 +822,7 @@ fn kernel_call(
             let a = act(Some(*a));
             quote! {{
                 #split
-                k::generic::activation(cx.isa, cx.par, #x0, y, #a);
+                k::generic::activation::<I>(cx.par, #x0, y, #a);
             }}
         }
         Kernel::Binary { op, a, b, y: ys } => {
@@ -1025,7 +1025,7 @@ pub fn module(
             };
             functions.push(quote! {
                 #[doc = #doc]
-                fn #name(#cx_param: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw] #b_param) {
+                fn #name<const I: u8>(#cx_param: &mut Ctx<'_>, #t_param: [usize; #nt], #w_param: [usize; #nw] #b_param) {
                     #body
                 }
             });
@@ -1037,7 +1037,7 @@ pub fn module(
         let index = lit(index);
         calls.push((
             per_image,
-            quote!(#name(&mut cx, [#(#t),*], [#(#w),*] #b_arg); lap(#index);),
+            quote!(#name::<I>(cx, [#(#t),*], [#(#w),*] #b_arg); lap(#index);),
         ));
     }
     // Consecutive image-major segments run inside one loop over the images.
@@ -1275,6 +1275,19 @@ pub fn module(
                 self.isa
             }
 
+            /// Runs the network with `isa` from now on, instead of the best instruction set
+            /// this CPU has (`Isa::detect()`, the default): to compare or time them. Each one
+            /// has its own compiled block functions; outputs agree within float rounding (the
+            /// vector activations differ in their last bits). Returns `false`, and keeps the
+            /// current one, if this CPU cannot run `isa`.
+            pub fn set_isa(&mut self, isa: Isa) -> bool {
+                let ok = ::effdet_runtime::kernels::act::isa_ok(isa);
+                if ok {
+                    self.isa = isa;
+                }
+                ok
+            }
+
             #[doc = #forward_doc]
             pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
                 let state = self.state.get_mut();
@@ -1307,12 +1320,27 @@ pub fn module(
                 let mut cx = Ctx {
                     arena: &mut state.arena,
                     weights,
-                    isa,
                     par: state.pool.par(),
                     scratch: &mut state.scratch,
                 };
-                #(#calls)*
+                // The one choice of instruction set in a pass: every block function is
+                // compiled once per instruction set this target has.
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => network::<{ ::effdet_runtime::kernels::isa_code::AVX512 }>(&mut cx, lap),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => network::<{ ::effdet_runtime::kernels::isa_code::AVX2 }>(&mut cx, lap),
+                    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+                    Isa::Neon => network::<{ ::effdet_runtime::kernels::isa_code::NEON }>(&mut cx, lap),
+                    _ => network::<{ ::effdet_runtime::kernels::isa_code::SCALAR }>(&mut cx, lap),
+                }
             })
+        }
+
+        /// Every block function in order, compiled for instruction set `I`
+        /// (`effdet_runtime::kernels::isa_code`); `lap(i)` after each call of `block_i`.
+        fn network<const I: u8>(cx: &mut Ctx<'_>, lap: &mut dyn FnMut(usize)) {
+            #(#calls)*
         }
 
         // `Model` must stay `Send` (it moves between threads with its arena).

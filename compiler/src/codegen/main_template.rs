@@ -10,13 +10,16 @@ use effdet_model_lib::{Model, BATCH, INPUT_SHAPE};
 
 const USAGE: &str = concat!(
     "usage:\n",
-    "  run --input IN.npy --out-dir DIR [--threads N]   run the model, write one .npy per output;\n",
+    "  run --input IN.npy --out-dir DIR [--threads N] [--isa ISA]\n",
+    "                                                   run the model, write one .npy per output;\n",
     "                                                   stderr: isa=<ISA> threads=<N>\n",
     "  detect IMAGE... [--out ANNOTATED.png | --out-dir DIR] [--json] [--score-threshold T]\n", // @detect
     "         [--max-detections N] [--threads N]        detect objects in PNG/JPEG images (BATCH per pass);\n", // @detect
     "                                                   stderr: forward_ms=<float> detect_ms=<float>\n", // @detect
-    "  bench [--iters N] [--threads T] [--profile]       time forward; last line median_ms=<float>;\n",
-    "                                                   --profile: median ms per generated block function"
+    "  bench [--iters N] [--threads T] [--isa ISA] [--profile]\n",
+    "                                                   time forward; last line median_ms=<float>;\n",
+    "                                                   --profile: median ms per generated block function\n",
+    "  ISA: avx512, avx2, neon or scalar (default: the best this CPU runs)"
 );
 
 fn main() -> ExitCode {
@@ -62,12 +65,13 @@ fn number(flags: &[(String, String)], name: &str, default: usize) -> Result<usiz
 fn cli(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("run") => {
-            let f = flags(&args[1..], &["--input", "--out-dir", "--threads"])?;
+            let f = flags(&args[1..], &["--input", "--out-dir", "--threads", "--isa"])?;
             let input = get(&f, "--input").ok_or_else(|| format!("run needs --input\n{USAGE}"))?;
             let out_dir = get(&f, "--out-dir").ok_or_else(|| format!("run needs --out-dir\n{USAGE}"))?;
             let mut model = Model::try_new().map_err(|e| e.to_string())?;
             let threads = number(&f, "--threads", 1)?;
             model.set_threads(threads);
+            isa(&mut model, &f)?;
             eprintln!("isa={:?} threads={threads}", model.isa());
             run(&mut model, Path::new(input), Path::new(out_dir))
         }
@@ -75,11 +79,12 @@ fn cli(args: &[String]) -> Result<(), String> {
         Some("bench") => {
             let profile = args[1..].iter().any(|a| a == "--profile");
             let rest: Vec<String> = args[1..].iter().filter(|a| *a != "--profile").cloned().collect();
-            let f = flags(&rest, &["--iters", "--threads"])?;
+            let f = flags(&rest, &["--iters", "--threads", "--isa"])?;
             let iters = number(&f, "--iters", 20)?;
             let threads = number(&f, "--threads", 1)?;
             let mut model = Model::try_new().map_err(|e| e.to_string())?;
             model.set_threads(threads);
+            isa(&mut model, &f)?;
             bench(&mut model, iters, threads, profile)
         }
         Some("-h" | "--help" | "help") => {
@@ -88,6 +93,25 @@ fn cli(args: &[String]) -> Result<(), String> {
         }
         _ => Err(USAGE.to_string()),
     }
+}
+
+/// `--isa NAME`: the instruction set to run with, if given (one this CPU runs).
+fn isa(model: &mut Model, flags: &[(String, String)]) -> Result<(), String> {
+    use effdet_runtime::kernels::Isa;
+    let Some(name) = get(flags, "--isa") else {
+        return Ok(());
+    };
+    let isa = match name {
+        "avx512" => Isa::Avx512,
+        "avx2" => Isa::Avx2,
+        "neon" => Isa::Neon,
+        "scalar" => Isa::Scalar,
+        _ => return Err(format!("--isa takes avx512, avx2, neon or scalar, got `{name}`")),
+    };
+    if !model.set_isa(isa) {
+        return Err(format!("--isa {name}: this CPU does not run it"));
+    }
+    Ok(())
 }
 
 fn run(model: &mut Model, input: &Path, out_dir: &Path) -> Result<(), String> {

@@ -383,17 +383,17 @@ mod tests {
             .count();
         let pooled = pooled_depthwise_calls(model).len();
         let from_means = model
-            .matches("k::se::squeeze_excite_gates_from_means(")
+            .matches("k::se::squeeze_excite_gates_from_means::<")
             .count();
         assert_eq!(fused, 3);
         assert!(
             pooled > fused && pooled == from_means,
             "{pooled} vs {from_means}"
         );
-        assert!(!model.contains("k::se::squeeze_excite_gates("));
+        assert!(!model.contains("k::se::squeeze_excite_gates::<"));
         for body in model.split("\nfn block_").skip(1) {
             let w = pooled_depthwise_calls(body).into_iter().min();
-            let r = body.find("gates_from_means(");
+            let r = body.find("gates_from_means::<");
             assert_eq!(
                 w.is_some(),
                 r.is_some(),
@@ -409,6 +409,62 @@ mod tests {
     /// Each depthwise, dense and fused-sum call names the kernel variant compiled for its
     /// shape and activation (const parameters), so the crate compiles those variants only;
     /// D0's backbone runs swish, its BiFPN convs and heads none.
+    /// Every block function is compiled once per instruction set: generic over `I`, which
+    /// each kernel call passes on as its last const parameter; the forward pass picks the
+    /// set once (one `network::<…>` call per instruction set), and nothing inside reads a
+    /// run-time ISA.
+    #[test]
+    fn block_functions_are_compiled_per_instruction_set() {
+        let files = d0_files(DEFAULT_EMBED_LIMIT);
+        let model = text(&files, "src/model.rs");
+        let blocks: Vec<&str> = model.split("\nfn block_").skip(1).collect();
+        assert!(blocks.len() > 20, "{} block functions", blocks.len());
+        for body in &blocks {
+            let head = body.lines().next().unwrap();
+            assert!(head.contains("<const I: u8>("), "fn block_{head}");
+        }
+        // Each call of a kernel that runs vector code ends its const parameters with `I`.
+        let takes_isa = |f: &str| {
+            f.ends_with("_fixed")
+                || f.starts_with("squeeze_excite")
+                || f == "depthwise_general"
+                || f == "activation"
+        };
+        let mut calls = 0;
+        for (i, _) in model.match_indices("k::") {
+            let rest = &model[i + 3..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap();
+            let name = rest[..end]
+                .trim_end_matches(':')
+                .rsplit("::")
+                .next()
+                .unwrap();
+            if !takes_isa(name) {
+                continue;
+            }
+            let generics: String = rest[end..rest.find('(').unwrap()]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            assert!(
+                ["<I>", "<I,>"].contains(&generics.as_str())
+                    || generics.ends_with(",I>")
+                    || generics.ends_with(",I,>"),
+                "{name}{generics}"
+            );
+            calls += 1;
+        }
+        assert!(calls > 50, "{calls} kernel calls");
+        assert!(!model.contains("cx.isa") && !model.contains("isa,\n            cx.par"));
+        let picks = model
+            .matches("network::<{ ::effdet_runtime::kernels::isa_code::")
+            .count();
+        assert_eq!(picks, 4, "AVX-512, AVX2, NEON and portable");
+        assert!(model.contains("fn network<const I: u8>("));
+    }
+
     #[test]
     fn kernel_calls_fix_their_shape_and_activation() {
         let files = d0_files(DEFAULT_EMBED_LIMIT);
@@ -451,7 +507,7 @@ mod tests {
             ("conv1x1_batch_gated_fixed", "NONE"),
         ] {
             let call = format!(
-                "{f}::<\n            {},\n        >(\n            None,",
+                "{f}::<\n            {},\n            I,\n        >(\n            None,",
                 code(a)
             );
             assert!(model.contains(&call), "{call}");

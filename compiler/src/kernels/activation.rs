@@ -9,6 +9,7 @@ use ::effdet_runtime::kernels::{Act, Isa};
 
 /// Applies `act` to every element of `x` in place, with the instruction set `isa`
 /// (which must be one this CPU supports, i.e. from [`Isa::detect`] or [`Isa::available`]).
+#[inline]
 pub fn apply_slice(isa: Isa, act: Act, x: &mut [f32]) {
     if act == Act::None {
         return;

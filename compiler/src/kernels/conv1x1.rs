@@ -40,7 +40,8 @@
 //! 9 FMA-pipe cycles per 16 outputs, against K cycles for the sums: 16→96 reaches ~30 with
 //! swish) and, on large planes, by the output stores (16→96 at 256² writes 25 MB).
 
-use ::effdet_runtime::kernels::act::{apply_portable, code, isa_ok};
+use ::effdet_runtime::kernels::act::{apply_portable, code};
+use ::effdet_runtime::kernels::simd::require;
 use ::effdet_runtime::kernels::{Act, Isa, Par};
 use ::effdet_runtime::model::prelude::*;
 use ::effdet_runtime::per_thread;
@@ -124,21 +125,22 @@ pub fn conv1x1_batch(
     hw: usize,
     act: Act,
 ) {
-    conv1x1_batch_fixed::<{ code::ANY }>(
-        None, isa, par, x, w, bias, residual, y, n, cin, cout, hw, act,
-    );
+    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_fixed::<{ code::ANY }, I>(
+        None, par, x, w, bias, residual, y, n, cin, cout, hw, act,
+    ));
 }
 
 /// [`conv1x1_batch`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`)
-/// only, as a generated model calls it, with the blocking of `tuning` where it applies
-/// ([`conv1x1_batch_tuned`]); `act` must be that code's activation (any with `code::ANY`).
+/// and instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
+/// calls it, with the blocking of `tuning` where it applies ([`conv1x1_batch_tuned`]);
+/// `act` must be that code's activation (any with `code::ANY`).
 ///
 /// # Panics
-/// As [`conv1x1_batch`]; and if `act` is not the activation of `A`.
+/// As [`conv1x1_batch`]; and if `act` is not the activation of `A` or this CPU does not
+/// run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_fixed<const A: u8>(
+pub fn conv1x1_batch_fixed<const A: u8, const I: u8>(
     tuning: Option<&Tuning>,
-    isa: Isa,
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -152,10 +154,9 @@ pub fn conv1x1_batch_fixed<const A: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
+    let isa = Isa::of(I);
     let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
-    run_batch::<A>(
-        isa, par, x, w, bias, residual, y, n, cin, cout, hw, act, plan,
-    );
+    run_batch::<A, I>(par, x, w, bias, residual, y, n, cin, cout, hw, act, plan);
 }
 
 /// A blocking `effdetc build --tune` measured as the fastest for one conv shape on the
@@ -214,21 +215,9 @@ pub fn conv1x1_batch_tuned(
     hw: usize,
     act: Act,
 ) {
-    conv1x1_batch_fixed::<{ code::ANY }>(
-        Some(tuning),
-        isa,
-        par,
-        x,
-        w,
-        bias,
-        residual,
-        y,
-        n,
-        cin,
-        cout,
-        hw,
-        act,
-    );
+    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_fixed::<{ code::ANY }, I>(
+        Some(tuning), par, x, w, bias, residual, y, n, cin, cout, hw, act,
+    ));
 }
 
 /// [`conv1x1_batch`] writing its output channels-last: `y[i][p][co]` (NHWC, `[n][hw][cout]`)
@@ -258,17 +247,19 @@ pub fn conv1x1_batch_nhwc(
     hw: usize,
     act: Act,
 ) {
-    conv1x1_batch_nhwc_fixed::<{ code::ANY }>(isa, par, x, w, bias, y, n, cin, cout, hw, act);
+    ::effdet_runtime::with_isa!(isa, I => {
+        conv1x1_batch_nhwc_fixed::<{ code::ANY }, I>(par, x, w, bias, y, n, cin, cout, hw, act)
+    });
 }
 
-/// [`conv1x1_batch_nhwc`] compiled for activation code `A` only (as
-/// [`conv1x1_batch_fixed`]).
+/// [`conv1x1_batch_nhwc`] compiled for activation code `A` and instruction set `I` only
+/// (as [`conv1x1_batch_fixed`]).
 ///
 /// # Panics
-/// As [`conv1x1_batch_nhwc`]; and if `act` is not the activation of `A`.
+/// As [`conv1x1_batch_nhwc`]; and if `act` is not the activation of `A` or this CPU does
+/// not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_nhwc_fixed<const A: u8>(
-    isa: Isa,
+pub fn conv1x1_batch_nhwc_fixed<const A: u8, const I: u8>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -281,11 +272,11 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
-    check_args(isa, x, w, bias, None, y, n, cin, cout, hw);
+    check_args::<I>(x, w, bias, None, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
         return;
     }
-    let plan = Plan::new(isa, cin, cout, hw, 1);
+    let plan = Plan::new(Isa::of(I), cin, cout, hw, 1);
     // Pixels per block: the block's output (cout × block floats, ≤ 256 KB) stays in L2 until
     // it is transposed; whole 64-pixel tiles, and no more than the x block of the plan.
     let block = ((64 * 1024 / cout) / 64 * 64).clamp(64, plan.block.max(64));
@@ -303,21 +294,7 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8>(
             }
             let tmp = &mut tmp[..cout * len];
             // The block as NCHW planes of `len` pixels, then transposed into place.
-            run_group::<A>(
-                isa,
-                plan,
-                x,
-                w,
-                bias,
-                None,
-                tmp,
-                cin,
-                hw,
-                p0,
-                len,
-                (len, 0),
-                act,
-            );
+            run_group::<A, I>(plan, x, w, bias, None, tmp, cin, hw, p0, len, (len, 0), act);
             super::generic::transpose_2d(tmp, cout, len, yc);
         });
     });
@@ -346,20 +323,20 @@ pub fn conv1x1_batch_gated(
     hw: usize,
     act: Act,
 ) {
-    conv1x1_batch_gated_fixed::<{ code::ANY }>(
-        None, isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
-    );
+    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_gated_fixed::<{ code::ANY }, I>(
+        None, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
+    ));
 }
 
-/// [`conv1x1_batch_gated`] compiled for activation code `A` only, with the blocking of
-/// `tuning` where it applies (as [`conv1x1_batch_fixed`]).
+/// [`conv1x1_batch_gated`] compiled for activation code `A` and instruction set `I` only,
+/// with the blocking of `tuning` where it applies (as [`conv1x1_batch_fixed`]).
 ///
 /// # Panics
-/// As [`conv1x1_batch_gated`]; and if `act` is not the activation of `A`.
+/// As [`conv1x1_batch_gated`]; and if `act` is not the activation of `A` or this CPU does
+/// not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_gated_fixed<const A: u8>(
+pub fn conv1x1_batch_gated_fixed<const A: u8, const I: u8>(
     tuning: Option<&Tuning>,
-    isa: Isa,
     par: Par,
     x: &[f32],
     gates: &[f32],
@@ -374,9 +351,10 @@ pub fn conv1x1_batch_gated_fixed<const A: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
+    let isa = Isa::of(I);
     let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
-    run_gated::<A>(
-        isa, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    run_gated::<A, I>(
+        par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
     );
 }
 
@@ -401,27 +379,13 @@ pub fn conv1x1_batch_gated_tuned(
     hw: usize,
     act: Act,
 ) {
-    conv1x1_batch_gated_fixed::<{ code::ANY }>(
-        Some(tuning),
-        isa,
-        par,
-        x,
-        gates,
-        w,
-        bias,
-        residual,
-        y,
-        n,
-        cin,
-        cout,
-        hw,
-        act,
-    );
+    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_gated_fixed::<{ code::ANY }, I>(
+        Some(tuning), par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
+    ));
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_gated<const A: u8>(
-    isa: Isa,
+fn run_gated<const A: u8, const I: u8>(
     par: Par,
     x: &[f32],
     gates: &[f32],
@@ -436,7 +400,7 @@ fn run_gated<const A: u8>(
     act: Act,
     plan: Plan,
 ) {
-    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
     assert_eq!(
         Some(gates.len()),
         n.checked_mul(cin),
@@ -466,9 +430,7 @@ fn run_gated<const A: u8>(
                 &mut y[i * cout * hw..][..cout * hw],
             );
             let ri = residual.map(|r| &r[i * cout * hw..][..cout * hw]);
-            run_batch::<A>(
-                isa, par, xi, scaled, bias, ri, yi, 1, cin, cout, hw, act, plan,
-            );
+            run_batch::<A, I>(par, xi, scaled, bias, ri, yi, 1, cin, cout, hw, act, plan);
         }
     });
 }
@@ -579,14 +541,13 @@ pub fn conv1x1_planned(
     act: Act,
     plan: Plan,
 ) {
-    run_batch::<{ code::ANY }>(
-        isa, par, x, w, bias, residual, y, 1, cin, cout, hw, act, plan,
-    );
+    ::effdet_runtime::with_isa!(isa, I => run_batch::<{ code::ANY }, I>(
+        par, x, w, bias, residual, y, 1, cin, cout, hw, act, plan,
+    ));
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_batch<const A: u8>(
-    isa: Isa,
+fn run_batch<const A: u8, const I: u8>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -600,7 +561,7 @@ fn run_batch<const A: u8>(
     act: Act,
     plan: Plan,
 ) {
-    check_args(isa, x, w, bias, residual, y, n, cin, cout, hw);
+    check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
         return;
     }
@@ -625,8 +586,7 @@ fn run_batch<const A: u8>(
                 let tmp = &mut tmp[..cout * count];
                 for image in 0..n {
                     let xi = &x[image * cin * hw..][..cin * hw];
-                    run_group::<A>(
-                        isa,
+                    run_group::<A, I>(
                         plan,
                         xi,
                         w,
@@ -669,7 +629,7 @@ fn run_batch<const A: u8>(
         } else {
             &bias[row0..][..rows]
         };
-        run_group::<A>(isa, plan, x, w, bias, res, yc, cin, hw, 0, hw, (hw, 0), act);
+        run_group::<A, I>(plan, x, w, bias, res, yc, cin, hw, 0, hw, (hw, 0), act);
     });
 }
 
@@ -686,8 +646,7 @@ fn run_batch<const A: u8>(
 /// # Panics
 /// If the slices are too short for these sizes, or `isa` is not supported by this CPU.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv1x1_pixels<const A: u8>(
-    isa: Isa,
+pub(crate) fn conv1x1_pixels<const A: u8, const I: u8>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
@@ -700,7 +659,7 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
     (ys, y0): (usize, usize),
     act: Act,
 ) {
-    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+    require::<I>("conv1x1");
     if count == 0 || y.is_empty() {
         return;
     }
@@ -715,12 +674,11 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
             && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
-    let mut plan = Plan::new(isa, cin, rows, count, 1);
+    let mut plan = Plan::new(Isa::of(I), cin, rows, count, 1);
     // The caller lays x out for the tiles (a band with a padded row stride).
     plan.pack_x = false;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
-    run_group::<A>(
-        isa,
+    run_group::<A, I>(
         plan,
         x,
         &w[..packed_len(rows, cin)],
@@ -738,8 +696,7 @@ pub(crate) fn conv1x1_pixels<const A: u8>(
 
 /// The argument checks of [`conv1x1_batch`] (see its `# Panics`).
 #[allow(clippy::too_many_arguments)]
-fn check_args(
-    isa: Isa,
+fn check_args<const I: u8>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
@@ -783,7 +740,7 @@ fn check_args(
             r.len()
         );
     }
-    assert!(isa_ok(isa), "conv1x1: {isa:?} is not supported by this CPU");
+    require::<I>("conv1x1");
 }
 
 /// One chunk: `rows` output channels starting at a panel boundary (`y` holds exactly
@@ -792,8 +749,7 @@ fn check_args(
 /// at columns `y0..y0 + count` (`(ys, y0)`: `(count, 0)` for planes of `count` pixels; all
 /// of them: `first` 0, `count` hw).
 #[allow(clippy::too_many_arguments)]
-fn run_group<const A: u8>(
-    isa: Isa,
+fn run_group<const A: u8, const I: u8>(
     plan: Plan,
     x: &[f32],
     w: &[f32],
@@ -864,10 +820,11 @@ fn run_group<const A: u8>(
                     rows: prow,
                     act,
                 };
-                match isa {
+                match Isa::of(I) {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => {
-                        // SAFETY: `check_args` checked that this CPU runs AVX-512F+FMA,
+                        // SAFETY: the entry point checked that this CPU runs `I`
+                        // (`require`): AVX-512F+FMA,
                         // and the panel's slices have the lengths `panel_512` requires
                         // (x: (cin−1)·xs + p0 + len − x0, as x starts at `first` and
                         // first + count ≤ hw_x was asserted; w: MR·cin; y and res: rows·hw,
@@ -1540,17 +1497,17 @@ mod tests {
             usize,
             usize,
         );
-        fn fixed<const A: u8>(t: Option<&Tuning>, isa: Isa, a: Call, act: Act) -> [Vec<f32>; 3] {
+        fn fixed<const A: u8, const I: u8>(t: Option<&Tuning>, a: Call, act: Act) -> [Vec<f32>; 3] {
             let (x, gates, w, b, n, cin, cout, hw) = a;
             let mut y = vec![f32::NAN; n * cout * hw];
             let mut yg = y.clone();
             let mut yt = y.clone();
             let par = Par::serial();
-            conv1x1_batch_fixed::<A>(t, isa, par, x, w, b, None, &mut y, n, cin, cout, hw, act);
-            conv1x1_batch_gated_fixed::<A>(
-                t, isa, par, x, gates, w, b, None, &mut yg, n, cin, cout, hw, act,
+            conv1x1_batch_fixed::<A, I>(t, par, x, w, b, None, &mut y, n, cin, cout, hw, act);
+            conv1x1_batch_gated_fixed::<A, I>(
+                t, par, x, gates, w, b, None, &mut yg, n, cin, cout, hw, act,
             );
-            conv1x1_batch_nhwc_fixed::<A>(isa, par, x, w, b, &mut yt, n, cin, cout, hw, act);
+            conv1x1_batch_nhwc_fixed::<A, I>(par, x, w, b, &mut yt, n, cin, cout, hw, act);
             [y, yg, yt]
         }
         for cout in [40, 520] {
@@ -1571,13 +1528,17 @@ mod tests {
                         tile,
                     };
                     for act in [Act::None, Act::Swish, Act::Relu6, Act::Sigmoid] {
-                        let want = fixed::<{ code::ANY }>(Some(&t), isa, args, act);
-                        let got = match act.code() {
-                            code::NONE => fixed::<{ code::NONE }>(Some(&t), isa, args, act),
-                            code::SWISH => fixed::<{ code::SWISH }>(Some(&t), isa, args, act),
-                            code::RELU6 => fixed::<{ code::RELU6 }>(Some(&t), isa, args, act),
-                            _ => fixed::<{ code::SIGMOID }>(Some(&t), isa, args, act),
-                        };
+                        let (want, got) = ::effdet_runtime::with_isa!(isa, I => {
+                            let t = Some(&t);
+                            let want = fixed::<{ code::ANY }, I>(t, args, act);
+                            let got = match act.code() {
+                                code::NONE => fixed::<{ code::NONE }, I>(t, args, act),
+                                code::SWISH => fixed::<{ code::SWISH }, I>(t, args, act),
+                                code::RELU6 => fixed::<{ code::RELU6 }, I>(t, args, act),
+                                _ => fixed::<{ code::SIGMOID }, I>(t, args, act),
+                            };
+                            (want, got)
+                        });
                         for (g, w) in got.iter().zip(&want) {
                             assert!(w.iter().all(|v| v.is_finite()));
                             assert!(bits(g) == bits(w), "{isa:?} {tile:?} {act:?} cout {cout}");
@@ -1589,7 +1550,11 @@ mod tests {
         let w = pack(&rng.vec(8 * cin), 8, cin);
         let args = (&x[..], &gates[..], &w[..], &[][..], n, cin, 8, hw);
         let wrong = std::panic::catch_unwind(|| {
-            fixed::<{ code::SWISH }>(None, Isa::Scalar, args, Act::Relu6)
+            fixed::<{ code::SWISH }, { ::effdet_runtime::kernels::isa_code::SCALAR }>(
+                None,
+                args,
+                Act::Relu6,
+            )
         });
         assert!(wrong.is_err(), "a swish kernel ran a ReLU6 call");
     }

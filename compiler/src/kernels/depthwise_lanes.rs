@@ -21,19 +21,18 @@ use ::effdet_runtime::kernels::simd::Vf32;
 use ::effdet_runtime::kernels::{Act, Isa};
 
 /// All whole groups of channels of `a` (one vector's worth each; `k` 3 or 5, `stride` 1
-/// or 2) with `isa`'s vectors; returns how many channels it computed (the rest is left to
-/// the row kernel). Means are taken as the row kernel takes them.
+/// or 2) with the vectors of instruction set `I`; returns how many channels it computed
+/// (the rest is left to the row kernel). Means are taken as the row kernel takes them.
 ///
 /// # Safety
-/// The CPU supports `isa` (AVX-512F+FMA or AVX2+FMA); `a`'s slices hold its planes (as for
+/// The CPU supports `I` (AVX-512F+FMA or AVX2+FMA); `a`'s slices hold its planes (as for
 /// the row kernel).
-pub(crate) unsafe fn run<const K: usize, const S: usize, const A: u8>(
-    isa: Isa,
+pub(crate) unsafe fn run<const K: usize, const S: usize, const A: u8, const I: u8>(
     a: &mut Args,
 ) -> usize {
     // SAFETY: forwarded contract.
     unsafe {
-        match isa {
+        match Isa::of(I) {
             Isa::Avx512 => run_avx512::<K, S, A>(a),
             Isa::Avx2 => run_avx2::<K, S, A>(a),
             _ => 0,
@@ -249,12 +248,14 @@ mod tests {
 
     /// The row kernel alone, for `a`'s kernel size, stride and activation.
     fn rows(isa: Isa, a: &mut Args) {
-        by_shape!(run_rows[], a.k, a.stride, a.act; isa, a)
+        ::effdet_runtime::with_isa!(isa, I => by_shape!(run_rows[, I], a.k, a.stride, a.act; a))
     }
 
     /// The row kernel or this one, as a depthwise call chooses.
     fn planes(isa: Isa, a: &mut Args) {
-        by_shape!(run_planes[, { route::AUTO }], a.k, a.stride, a.act; isa, a)
+        ::effdet_runtime::with_isa!(isa, I => {
+            by_shape!(run_planes[, { route::AUTO }, I], a.k, a.stride, a.act; a)
+        })
     }
     use ::effdet_runtime::kernels::simd::test_util::Rng;
 

@@ -16,8 +16,8 @@
 use super::activation::apply_slice;
 use super::depthwise::out_len;
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::simd::usable;
-use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::kernels::simd::require;
+use ::effdet_runtime::kernels::{Act, Par};
 use ::effdet_runtime::model::prelude::*;
 
 /// Calls `f(first_plane, planes_of_y)` for groups of whole planes of `plane` values of `y`
@@ -170,14 +170,17 @@ pub fn batch_norm(
     });
 }
 
-/// `y = act(x)`, out of place.
-pub fn activation(isa: Isa, par: Par, x: &[f32], y: &mut [f32], act: Act) {
+/// `y = act(x)`, out of place, with instruction set `I` (`effdet_runtime::kernels::isa_code`).
+///
+/// # Panics
+/// If `x` and `y` differ in length, or this CPU does not run `I`.
+pub fn activation<const I: u8>(par: Par, x: &[f32], y: &mut [f32], act: Act) {
     assert_eq!(
         x.len(),
         y.len(),
         "activation: input and output differ in length"
     );
-    let isa = usable(isa);
+    let isa = require::<I>("activation");
     let len = y.len();
     by_runs(par, y, len, |off, yc| {
         yc.copy_from_slice(&x[off..off + yc.len()]);
@@ -764,6 +767,7 @@ pub fn softmax(x: &[f32], shape: &[usize], axis: usize, y: &mut [f32]) {
 mod tests {
     use super::*;
     use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
+    use ::effdet_runtime::kernels::Isa;
 
     /// f64 numpy-broadcast reference.
     fn broadcast_ref(
@@ -856,7 +860,7 @@ mod tests {
                     max: 0.25,
                 },
             ] {
-                activation(isa, Par::serial(), &x, &mut y, act);
+                ::effdet_runtime::with_isa!(isa, I => activation::<I>(Par::serial(), &x, &mut y, act));
                 let want: Vec<f64> = x.iter().map(|&v| act.apply(v) as f64).collect();
                 assert_close(&y, &want, 1e-5, &format!("{isa:?} {act:?}"));
             }
@@ -1147,7 +1151,9 @@ mod tests {
             (
                 "activation",
                 n,
-                Box::new(|p, y| activation(Isa::detect(), p, &x, y, Act::Swish)),
+                Box::new(
+                    |p, y| ::effdet_runtime::with_isa!(Isa::detect(), I => activation::<I>(p, &x, y, Act::Swish)),
+                ),
             ),
             (
                 "binary same",

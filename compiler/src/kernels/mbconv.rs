@@ -15,7 +15,7 @@ use super::conv1x1::{conv1x1_pixels, packed_len, MR};
 use super::depthwise::{band_input, by_shape, fast, out_len, route, run_planes, Args};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::simd::usable;
+use ::effdet_runtime::kernels::simd::{require, usable};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
 /// Floats of one band of the block's input (`cin` channels × rows × width, copied with a
@@ -63,7 +63,7 @@ pub fn worth_fusing(cin: usize, c: usize, h: usize, w: usize, k: usize, stride: 
 ///
 /// # Panics
 /// If a slice is too short for these sizes, `k` or `stride` is not one of those, `means`
-/// is neither empty nor `c` long, or `isa` is not supported by this CPU.
+/// is neither empty nor `c` long.
 #[allow(clippy::too_many_arguments)]
 pub fn expand_depthwise(
     isa: Isa,
@@ -90,21 +90,23 @@ pub fn expand_depthwise(
         "expand_depthwise: kernel {k} stride {stride} (3 or 5, 1 or 2)"
     );
     // The expand conv's activation and the route are chosen at run time.
-    by_shape!(
-        expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::ANY }, { route::AUTO }],
+    ::effdet_runtime::with_isa!(usable(isa), I => by_shape!(
+        expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::ANY }, { route::AUTO }, I],
         k, stride, act;
-        isa, par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means);
+        par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means));
 }
 
 /// [`expand_depthwise`] compiled for the depthwise conv's kernel size `K`, stride `S` and
 /// activation code `A`, the expand conv's activation code `AE`
-/// (`effdet_runtime::kernels::act::code`) and the depthwise conv's route `R` (for panels
-/// of [`MR`] channels: [`super::depthwise::route`]), as a generated model calls it: only
+/// (`effdet_runtime::kernels::act::code`), the depthwise conv's route `R` (for panels
+/// of [`MR`] channels: [`super::depthwise::route`]) and the instruction set `I`
+/// (`effdet_runtime::kernels::isa_code`), as a generated model calls it: only
 /// the variants a model calls are compiled into it. `k`, `stride`, `act` and `act_exp` must be
 /// those constants' values.
 ///
 /// # Panics
-/// As [`expand_depthwise`]; and if the arguments differ from the constants.
+/// As [`expand_depthwise`]; and if the arguments differ from the constants, or this CPU
+/// does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub fn expand_depthwise_fixed<
     const K: usize,
@@ -112,8 +114,8 @@ pub fn expand_depthwise_fixed<
     const A: u8,
     const AE: u8,
     const R: u8,
+    const I: u8,
 >(
-    isa: Isa,
     par: Par,
     x: &[f32],
     w_exp: &[f32],
@@ -153,10 +155,10 @@ pub fn expand_depthwise_fixed<
             && (means.is_empty() || means.len() == c),
         "expand_depthwise: slices too short for cin {cin}, c {c}, {h}×{w}, k {k}"
     );
+    require::<I>("expand_depthwise");
     if c == 0 || plane_out == 0 {
         return;
     }
-    let isa = usable(isa);
     let y = &mut y[..c * plane_out];
     let band = band_rows(cin, w, k, stride);
     let max_in = (band - 1) * stride + k;
@@ -195,8 +197,7 @@ pub fn expand_depthwise_fixed<
                         &b_exp[r0..r0 + rows]
                     };
                     let e = &mut ebuf[..rows * count];
-                    conv1x1_pixels::<AE>(
-                        isa,
+                    conv1x1_pixels::<AE, I>(
                         &xbuf[..cin * ld],
                         wp,
                         bp,
@@ -226,12 +227,12 @@ pub fn expand_depthwise_fixed<
                         act,
                         means: &mut [],
                     };
-                    run_planes::<K, S, A, R>(isa, &mut a);
+                    run_planes::<K, S, A, R, I>(&mut a);
                 }
                 o0 = o1;
             }
             if !mc.is_empty() {
-                plane_means(isa, yc, mc, plane_out);
+                plane_means::<I>(yc, mc, plane_out);
             }
         },
     );
@@ -390,11 +391,11 @@ mod tests {
                         );
                         // As a generated model calls it: both activations fixed.
                         let mut fixed = vec![f32::NAN; c * oh * ow];
-                        by_shape!(
-                            expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::SWISH }, { route::AUTO }],
+                        ::effdet_runtime::with_isa!(isa, I => by_shape!(
+                            expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::SWISH }, { route::AUTO }, I],
                             k, s, Act::Swish;
-                            isa, pool.par(), &x, &wp, &be, Act::Swish, &wd, &bd, &mut fixed, cin,
-                            c, h, w, k, s, pads, Act::Swish, &mut []);
+                            pool.par(), &x, &wp, &be, Act::Swish, &wd, &bd, &mut fixed, cin,
+                            c, h, w, k, s, pads, Act::Swish, &mut []));
                         assert!(
                             bits(&fixed) == bits(&want),
                             "{what}: the fixed variant differs"

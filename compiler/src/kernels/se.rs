@@ -6,17 +6,20 @@
 //! over the threads by channel groups (each channel's mean and scale do not depend on the
 //! split, so outputs are the same at every thread count).
 
-use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::simd::{require, Vf32};
 use ::effdet_runtime::kernels::{Act, Isa, Par};
 
 /// Squeeze-excite on `x` (`[c][hw]`) in place.
 ///
 /// `reduce_w`: `[r][c]`, `reduce_b`: `[r]` (`r` is `reduce_b.len()`), `expand_w`: `[c][r]`,
 /// `expand_b`: `[c]`; `act` is the activation after the reduce product. `scratch` holds at
-/// least `c + r` floats (its contents are overwritten).
+/// least `c + r` floats (its contents are overwritten). Compiled for instruction set `I`
+/// (`effdet_runtime::kernels::isa_code`).
+///
+/// # Panics
+/// If the slices are too short, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn squeeze_excite(
-    isa: Isa,
+pub fn squeeze_excite<const I: u8>(
     par: Par,
     x: &mut [f32],
     c: usize,
@@ -37,10 +40,10 @@ pub fn squeeze_excite(
         "squeeze_excite: scratch needs c + r = {} floats",
         c + r
     );
+    require::<I>("squeeze_excite");
     if c == 0 || hw == 0 {
         return;
     }
-    let isa = usable(isa);
     let x = &mut x[..len];
     let (gate, rest) = scratch.split_at_mut(c);
     let hidden = &mut rest[..r];
@@ -50,16 +53,14 @@ pub fn squeeze_excite(
         let x: &[f32] = x;
         par.for_each_chunk(gate, group, len, |gi, g| {
             let c0 = gi * group;
-            means(isa, &x[c0 * hw..(c0 + g.len()) * hw], g, hw);
+            means::<I>(&x[c0 * hw..(c0 + g.len()) * hw], g, hw);
         });
     }
-    excite(
-        isa, gate, hidden, reduce_w, reduce_b, expand_w, expand_b, act,
-    );
+    excite::<I>(gate, hidden, reduce_w, reduce_b, expand_w, expand_b, act);
     let gate: &[f32] = gate;
     par.for_each_chunk(x, group * hw, len, |gi, xc| {
         let c0 = gi * group;
-        scale(isa, xc, &gate[c0..c0 + xc.len() / hw], hw);
+        scale::<I>(xc, &gate[c0..c0 + xc.len() / hw], hw);
     });
 }
 
@@ -68,9 +69,11 @@ pub fn squeeze_excite(
 /// squeeze-excite whose only reader is a 1×1 conv, which applies them to its weights
 /// instead ([`super::conv1x1::conv1x1_batch_gated`]): the feature map is then read once,
 /// not read twice and written once. `scratch` holds at least `r` floats.
+///
+/// # Panics
+/// As [`squeeze_excite`].
 #[allow(clippy::too_many_arguments)]
-pub fn squeeze_excite_gates(
-    isa: Isa,
+pub fn squeeze_excite_gates<const I: u8>(
     par: Par,
     x: &[f32],
     c: usize,
@@ -90,7 +93,7 @@ pub fn squeeze_excite_gates(
         gates.len() >= c,
         "squeeze_excite: gates need c = {c} floats"
     );
-    let isa = usable(isa);
+    require::<I>("squeeze_excite");
     let x = &x[..len];
     let gate = &mut gates[..c];
     let group = c.div_ceil(par.threads());
@@ -99,12 +102,10 @@ pub fn squeeze_excite_gates(
     } else {
         par.for_each_chunk(gate, group, len, |gi, g| {
             let c0 = gi * group;
-            means(isa, &x[c0 * hw..(c0 + g.len()) * hw], g, hw);
+            means::<I>(&x[c0 * hw..(c0 + g.len()) * hw], g, hw);
         });
     }
-    excite_in_place(
-        isa, gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch,
-    );
+    excite_in_place::<I>(gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch);
 }
 
 /// The reduce and expand weights' sizes for `c` channels and `r` hidden units.
@@ -121,10 +122,10 @@ fn check_weights(c: usize, r: usize, reduce_w: &[f32], expand_w: &[f32], expand_
 }
 
 /// The gates from the channel means in `gate` (`c` = its length), in place; `scratch`
-/// holds at least `r` floats. The tail of both gates-only entry points.
+/// holds at least `r` floats. The tail of both gates-only entry points (which checked that
+/// this CPU runs `I`).
 #[allow(clippy::too_many_arguments)]
-fn excite_in_place(
-    isa: Isa,
+fn excite_in_place<const I: u8>(
     gate: &mut [f32],
     reduce_w: &[f32],
     reduce_b: &[f32],
@@ -141,8 +142,7 @@ fn excite_in_place(
     if gate.is_empty() {
         return;
     }
-    excite(
-        usable(isa),
+    excite::<I>(
         gate,
         &mut scratch[..r],
         reduce_w,
@@ -154,22 +154,25 @@ fn excite_in_place(
 }
 
 /// The means of the planes of `x` (`means.len()` planes of `hw`) into `means`, by the code
-/// [`squeeze_excite_gates`] takes them with (`isa` from `usable`).
-pub(crate) fn plane_means(isa: Isa, x: &[f32], out: &mut [f32], hw: usize) {
+/// [`squeeze_excite_gates`] takes them with (instruction set `I`).
+pub(crate) fn plane_means<const I: u8>(x: &[f32], out: &mut [f32], hw: usize) {
     assert!(
         x.len() >= out.len() * hw,
         "squeeze_excite: planes too short"
     );
-    means(usable(isa), x, out, hw);
+    require::<I>("squeeze_excite");
+    means::<I>(x, out, hw);
 }
 
 /// [`squeeze_excite_gates`] from the channel means already taken (by
 /// [`super::depthwise::depthwise_pooled`], which produced the feature map): `gates[..c]`
 /// = `sigmoid(expand(act(reduce(means))))`, `c = means.len()`. Equal bit for bit to
 /// [`squeeze_excite_gates`] on that map. `scratch` holds at least `r` floats.
+///
+/// # Panics
+/// As [`squeeze_excite`].
 #[allow(clippy::too_many_arguments)]
-pub fn squeeze_excite_gates_from_means(
-    isa: Isa,
+pub fn squeeze_excite_gates_from_means<const I: u8>(
     means: &[f32],
     reduce_w: &[f32],
     reduce_b: &[f32],
@@ -186,19 +189,19 @@ pub fn squeeze_excite_gates_from_means(
         "squeeze_excite: gates need c = {c} floats"
     );
     let gate = &mut gates[..c];
+    require::<I>("squeeze_excite");
     gate.copy_from_slice(means);
-    excite_in_place(
-        isa, gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch,
-    );
+    excite_in_place::<I>(gate, reduce_w, reduce_b, expand_w, expand_b, act, scratch);
 }
 
-/// Defines `$name(isa, args…)`, which runs `$generic::<V>(args…)` with the vector type of
-/// `isa` (already checked by `usable`) in a `#[target_feature]` context.
+/// Defines `$name::<I>(args…)`, which runs `$generic::<V>(args…)` with the vector type of
+/// instruction set `I` (which the caller checked this CPU runs, with `require`) in a
+/// `#[target_feature]` context.
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident => $generic:ident($($arg:ident: $ty:ty),*)) => {
         $(#[$doc])*
         #[allow(clippy::too_many_arguments)]
-        fn $name(isa: Isa, $($arg: $ty),*) {
+        fn $name<const I: u8>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,fma")]
             unsafe fn avx512($($arg: $ty),*) {
@@ -211,8 +214,8 @@ macro_rules! dispatch {
                 // SAFETY: this function only runs where AVX2 and FMA are available.
                 unsafe { $generic::<core::arch::x86_64::__m256>($($arg),*) }
             }
-            match isa {
-                // SAFETY: the caller took `isa` from `usable`, which checked this CPU.
+            match Isa::of(I) {
+                // SAFETY: the caller checked that this CPU runs `I` (`require`).
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => unsafe { avx512($($arg),*) },
                 // SAFETY: as above.
@@ -404,8 +407,7 @@ mod tests {
                 let pool = ::effdet_runtime::kernels::Pool::new(threads);
                 let mut y = x.clone();
                 let mut scratch = vec![0.0; c + r];
-                squeeze_excite(
-                    isa,
+                ::effdet_runtime::with_isa!(isa, I => squeeze_excite::<I>(
                     pool.par(),
                     &mut y,
                     c,
@@ -416,10 +418,9 @@ mod tests {
                     &eb,
                     Act::Swish,
                     &mut scratch,
-                );
+                ));
                 let mut gates = vec![f32::NAN; c];
-                squeeze_excite_gates(
-                    isa,
+                ::effdet_runtime::with_isa!(isa, I => squeeze_excite_gates::<I>(
                     pool.par(),
                     &x,
                     c,
@@ -431,7 +432,7 @@ mod tests {
                     Act::Swish,
                     &mut scratch,
                     &mut gates,
-                );
+                ));
                 for (i, (&yi, &xi)) in y.iter().zip(&x).enumerate() {
                     assert_eq!(yi.to_bits(), (xi * gates[i / hw]).to_bits(), "{isa:?} {i}");
                 }
@@ -487,8 +488,7 @@ mod tests {
                     let par = pool.par();
                     let mut y = x.clone();
                     let mut scratch = vec![f32::NAN; c + r];
-                    squeeze_excite(
-                        isa,
+                    ::effdet_runtime::with_isa!(isa, I => squeeze_excite::<I>(
                         par,
                         &mut y,
                         c,
@@ -499,7 +499,7 @@ mod tests {
                         &eb,
                         act,
                         &mut scratch,
-                    );
+                    ));
                     assert_close(
                         &y,
                         &want,

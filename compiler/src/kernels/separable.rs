@@ -21,7 +21,8 @@ use super::depthwise::{band_input, fast, out_len, run_planes, Args as Depthwise}
 use super::fuse::{check, Sample};
 use super::fuse_depthwise::{sum_tiles, tile_channels};
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::simd::require;
+use ::effdet_runtime::kernels::{size, Act, Par};
 
 /// Floats of one band of the depthwise output (all channels): 256 KB, so that it, the
 /// input rows the depthwise conv reads and the weights stay in L2 (1 MiB per core in the
@@ -71,8 +72,8 @@ pub fn depthwise_pointwise_fixed<
     const A: u8,
     const AP: u8,
     const R: u8,
+    const I: u8,
 >(
-    isa: Isa,
     par: Par,
     x: &[f32],
     w_dw: &[f32],
@@ -97,21 +98,11 @@ pub fn depthwise_pointwise_fixed<
         "separable: input too short for cin {cin}, {h}×{w}"
     );
     let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
-    shape.run::<AP, R>(
-        isa,
-        par,
-        w_dw,
-        b_dw,
-        w_pw,
-        b_pw,
-        residual,
-        y,
-        |band, c0, d| {
-            // The band's input rows, read in place (planes `h·w` apart).
-            let x = &x[c0 * plane_in + band.i0 * w..];
-            band.depthwise::<K, S, A, R>(isa, x, plane_in, c0, d);
-        },
-    );
+    shape.run::<AP, R, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
+        // The band's input rows, read in place (planes `h·w` apart).
+        let x = &x[c0 * plane_in + band.i0 * w..];
+        band.depthwise::<K, S, A, R, I>(x, plane_in, c0, d);
+    });
 }
 
 /// A BiFPN node's separable conv fed by its weighted input fusion:
@@ -132,8 +123,8 @@ pub fn sum_depthwise_pointwise_fixed<
     const AF: u8,
     const AP: u8,
     const R: u8,
+    const I: u8,
 >(
-    isa: Isa,
     par: Par,
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
@@ -158,35 +149,24 @@ pub fn sum_depthwise_pointwise_fixed<
     let plane_in = size("separable", &[h, w]);
     check(inputs, coef, cin * plane_in, cin, h, w);
     let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
-    shape.run::<AP, R>(
-        isa,
-        par,
-        w_dw,
-        b_dw,
-        w_pw,
-        b_pw,
-        residual,
-        y,
-        |band, c0, d| {
-            let n = d.len() / band.ld;
-            let rows = band.i1 - band.i0;
-            let tile = tile_channels(n, rows, w);
-            let band_sum = (h, w, (band.i0, band.i1));
-            sum_tiles::<AF>(
-                isa,
-                inputs,
-                coef,
-                act_sum,
-                band_sum,
-                (c0, n),
-                tile,
-                |t0, m, sum| {
-                    let d = &mut d[t0 * band.ld..(t0 + m) * band.ld];
-                    band.depthwise::<K, S, A, R>(isa, sum, rows * w, c0 + t0, d);
-                },
-            );
-        },
-    );
+    shape.run::<AP, R, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
+        let n = d.len() / band.ld;
+        let rows = band.i1 - band.i0;
+        let tile = tile_channels(n, rows, w);
+        let band_sum = (h, w, (band.i0, band.i1));
+        sum_tiles::<AF, I>(
+            inputs,
+            coef,
+            act_sum,
+            band_sum,
+            (c0, n),
+            tile,
+            |t0, m, sum| {
+                let d = &mut d[t0 * band.ld..(t0 + m) * band.ld];
+                band.depthwise::<K, S, A, R, I>(sum, rows * w, c0 + t0, d);
+            },
+        );
+    });
 }
 
 /// The sizes of one separable conv, checked.
@@ -223,35 +203,31 @@ impl Band<'_> {
     /// The depthwise conv of channels `c0 .. c0 + n` of this band from `x` (their input
     /// rows `i0..i1`, planes `x_stride` apart) into `d` (`n` rows of `ld`).
     #[inline(always)]
-    fn depthwise<const K: usize, const S: usize, const A: u8, const R: u8>(
+    fn depthwise<const K: usize, const S: usize, const A: u8, const R: u8, const I: u8>(
         &self,
-        isa: Isa,
         x: &[f32],
         x_stride: usize,
         c0: usize,
         d: &mut [f32],
     ) {
         let (s, n) = (self.s, d.len() / self.ld);
-        run_planes::<K, S, A, R>(
-            isa,
-            &mut Depthwise {
-                x,
-                x_stride,
-                w: &self.w_dw[c0 * K * K..(c0 + n) * K * K],
-                bias: &self.b_dw[c0..c0 + n],
-                y: d,
-                y_stride: self.ld,
-                h: self.i1 - self.i0,
-                w_in: s.w,
-                oh: self.o1 - self.o0,
-                ow: s.ow,
-                k: s.k,
-                stride: s.stride,
-                pads: self.pads,
-                act: s.act,
-                means: &mut [],
-            },
-        );
+        run_planes::<K, S, A, R, I>(&mut Depthwise {
+            x,
+            x_stride,
+            w: &self.w_dw[c0 * K * K..(c0 + n) * K * K],
+            bias: &self.b_dw[c0..c0 + n],
+            y: d,
+            y_stride: self.ld,
+            h: self.i1 - self.i0,
+            w_in: s.w,
+            oh: self.o1 - self.o0,
+            ow: s.ow,
+            k: s.k,
+            stride: s.stride,
+            pads: self.pads,
+            act: s.act,
+            means: &mut [],
+        });
     }
 }
 
@@ -292,9 +268,8 @@ impl Shape {
     /// thread, then the 1×1 conv reads them.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run<const AP: u8, const R: u8>(
+    fn run<const AP: u8, const R: u8, const I: u8>(
         &self,
-        isa: Isa,
         par: Par,
         w_dw: &[f32],
         b_dw: &[f32],
@@ -328,6 +303,7 @@ impl Shape {
             "separable: slices too short for cin {cin}, cout {cout}, {h}×{}, k {k}",
             self.w
         );
+        require::<I>("separable");
         if cout == 0 || plane_out == 0 {
             return;
         }
@@ -369,8 +345,7 @@ impl Shape {
                 } else {
                     &b_pw[r0..r0 + rows]
                 };
-                conv1x1_pixels::<AP>(
-                    isa,
+                conv1x1_pixels::<AP, I>(
                     d,
                     &w_pw[r0 * cin..][..packed_len(rows, cin)],
                     bias,
@@ -396,6 +371,7 @@ mod tests {
     use crate::kernels::depthwise::{by_shape, depthwise_pooled, route};
     use ::effdet_runtime::kernels::act::code;
     use ::effdet_runtime::kernels::simd::test_util::Rng;
+    use ::effdet_runtime::kernels::Isa;
     use ::effdet_runtime::kernels::Pool;
 
     #[test]
@@ -511,11 +487,11 @@ mod tests {
                             let bits =
                                 |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                             let mut got = vec![f32::NAN; cout * oh * ow];
-                            by_shape!(
-                                depthwise_pointwise_fixed[, { code::ANY }, { route::AUTO }],
+                            ::effdet_runtime::with_isa!(isa, I => by_shape!(
+                                depthwise_pointwise_fixed[, { code::ANY }, { route::AUTO }, I],
                                 k, s, Act::None;
-                                isa, pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish,
-                                residual, &mut got, cin, cout, h, w, k, s, pads);
+                                pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish,
+                                residual, &mut got, cin, cout, h, w, k, s, pads));
                             assert!(bits(&got) == bits(&want), "{what}: output differs");
                             // As a generated model calls it: the emitted route.
                             let mut fixed = vec![f32::NAN; cout * oh * ow];
@@ -624,15 +600,13 @@ mod tests {
                     let what = format!("{isa:?} cin{cin} cout{cout} {h}x{w} t{threads}");
                     assert!(want.iter().all(|v| v.is_finite()), "{what}: not finite");
                     let mut got = vec![f32::NAN; cout * h * w];
-                    sum_depthwise_pointwise_fixed::<
+                    ::effdet_runtime::with_isa!(isa, I => sum_depthwise_pointwise_fixed::<
                         3,
                         1,
                         { code::NONE },
                         { code::SWISH },
                         { code::NONE },
-                        { route::AUTO },
-                    >(
-                        isa,
+                        { route::AUTO }, I>(
                         pool.par(),
                         &inputs,
                         &coef,
@@ -652,7 +626,7 @@ mod tests {
                         k,
                         s,
                         pads,
-                    );
+                    ));
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert!(bits(&got) == bits(&want), "{what}: output differs");
                 }
@@ -682,10 +656,9 @@ mod tests {
         macro_rules! with_route {
             ($($r:expr),*) => {
                 match r {
-                    $(x_ if x_ == $r => depthwise_pointwise_fixed::<K, S, { code::NONE }, { code::SWISH }, { $r }>(
-                        isa, pool.par(), x, wd, bd, Act::None, wp, bp, Act::Swish, residual, y,
+                    $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<K, S, { code::NONE }, { code::SWISH }, { $r }, I>(pool.par(), x, wd, bd, Act::None, wp, bp, Act::Swish, residual, y,
                         cin, cout, h, w, K, S, pads,
-                    ),)*
+                    )),)*
                     x_ => panic!("route {x_:#x} not in the test's list"),
                 }
             };
@@ -712,8 +685,7 @@ mod tests {
         let x = vec![0.0; 4 * 25];
         let wp = pack(&[0.0; 8], 2, 4);
         let mut y = vec![0.0; 2 * 9];
-        depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::NONE }, { route::AUTO }>(
-            Isa::Scalar,
+        ::effdet_runtime::with_isa!(Isa::Scalar, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::NONE }, { route::AUTO }, I>(
             Par::serial(),
             &x,
             &[0.0; 4 * 9],
@@ -731,6 +703,6 @@ mod tests {
             3,
             2,
             [1; 4],
-        );
+        ));
     }
 }

@@ -216,6 +216,18 @@ impl Model {
     pub fn isa(&self) -> Isa {
         self.isa
     }
+    /// Runs the network with `isa` from now on, instead of the best instruction set
+    /// this CPU has (`Isa::detect()`, the default): to compare or time them. Each one
+    /// has its own compiled block functions; outputs agree within float rounding (the
+    /// vector activations differ in their last bits). Returns `false`, and keeps the
+    /// current one, if this CPU cannot run `isa`.
+    pub fn set_isa(&mut self, isa: Isa) -> bool {
+        let ok = ::effdet_runtime::kernels::act::isa_ok(isa);
+        if ok {
+            self.isa = isa;
+        }
+        ok
+    }
     /// Runs the network (133 kernel calls) on `input` (`INPUT_SHAPE`, NCHW f32) into the model's own arena; allocates nothing after the first call, at any thread count.
     pub fn forward(&mut self, input: &[f32]) -> Result<Outputs<'_>, Error> {
         let state = self.state.get_mut();
@@ -330,400 +342,424 @@ fn run(
         let mut cx = Ctx {
             arena: &mut state.arena,
             weights,
-            isa,
             par: state.pool.par(),
             scratch: &mut state.scratch,
         };
-        block_0(&mut cx, [0, 2097152], [0, 864]);
-        lap(0);
-        block_1(
-            &mut cx,
-            [2097152, 0, 0, 4194304],
-            [896, 1184, 1216, 1472, 1488, 1744, 1776, 2288],
-        );
-        lap(1);
-        block_2(
-            &mut cx,
-            [0, 4194304, 1572864, 2359296],
-            [2304, 3840, 3936, 4800, 4896, 5280, 5296, 5680, 5776, 8080],
-        );
-        lap(2);
-        block_3(
-            &mut cx,
-            [0, 2359296, 3145728, 2752512],
-            [8112, 11568, 11712, 13008, 13152, 14016, 14032, 14896, 15040, 18496],
-        );
-        lap(3);
-        block_4(
-            &mut cx,
-            [0, 2752512, 2359296, 0, 1966080],
-            [18528, 21984, 22128, 25728, 25872, 26736, 26752, 27616, 27760, 33520],
-        );
-        lap(4);
-        block_5(
-            &mut cx,
-            [0, 1966080, 983040, 0, 2129920],
-            [33568, 43168, 43408, 49408, 49648, 52048, 52064, 54464, 54704, 64304],
-        );
-        lap(5);
-        block_6(
-            &mut cx,
-            [0, 2129920, 245760, 983040],
-            [64352, 73952, 74192, 76352, 76592, 78992, 79008, 81408, 81648, 100848],
-        );
-        lap(6);
-        block_7(
-            &mut cx,
-            [0, 983040, 491520, 0, 1064960],
-            [
-                100928, 139328, 139808, 144128, 144608, 154208, 154240, 163840, 164320,
-                202720,
-            ],
-        );
-        lap(7);
-        block_7(
-            &mut cx,
-            [0, 1064960, 491520, 0, 983040],
-            [
-                202800, 241200, 241680, 246000, 246480, 256080, 256112, 265712, 266192,
-                304592,
-            ],
-        );
-        lap(7);
-        block_8(
-            &mut cx,
-            [0, 983040, 491520, 0, 1376256],
-            [
-                304672, 343072, 343552, 355552, 356032, 365632, 365664, 375264, 375744,
-                429504,
-            ],
-        );
-        lap(8);
-        block_9(
-            &mut cx,
-            [0, 1376256, 688128, 0, 1490944],
-            [
-                429616, 504880, 505552, 522352, 523024, 541840, 541872, 560688, 561360,
-                636624,
-            ],
-        );
-        lap(9);
-        block_9(
-            &mut cx,
-            [0, 1490944, 688128, 0, 1376256],
-            [
-                636736, 712000, 712672, 729472, 730144, 748960, 748992, 767808, 768480,
-                843744,
-            ],
-        );
-        lap(9);
-        block_10(
-            &mut cx,
-            [0, 1376256, 688128, 0, 589824],
-            [
-                843856, 919120, 919792, 936592, 937264, 956080, 956112, 974928, 975600,
-                1104624,
-            ],
-        );
-        lap(10);
-        block_11(
-            &mut cx,
-            [0, 589824, 294912, 0, 638976],
-            [
-                1104816, 1326000, 1327152, 1355952, 1357104, 1412400, 1412448, 1467744,
-                1468896, 1690080,
-            ],
-        );
-        lap(11);
-        block_11(
-            &mut cx,
-            [0, 638976, 294912, 0, 589824],
-            [
-                1690272, 1911456, 1912608, 1941408, 1942560, 1997856, 1997904, 2053200,
-                2054352, 2275536,
-            ],
-        );
-        lap(11);
-        block_11(
-            &mut cx,
-            [0, 589824, 294912, 0, 638976],
-            [
-                2275728, 2496912, 2498064, 2526864, 2528016, 2583312, 2583360, 2638656,
-                2639808, 2860992,
-            ],
-        );
-        lap(11);
-        block_12(
-            &mut cx,
-            [0, 638976, 294912, 0, 589824],
-            [
-                2861184, 3082368, 3083520, 3093888, 3095040, 3150336, 3150384, 3205680,
-                3206832, 3575472,
-            ],
-        );
-        lap(12);
-        block_13(&mut cx, [0, 589824, 753664], [3575792, 3596272]);
-        lap(13);
-        block_14(&mut cx, [761856, 753664], []);
-        lap(14);
-        block_15(
-            &mut cx,
-            [757760, 753664, 761856],
-            [3596336, 3596352, 3596928, 3596992, 3601088],
-        );
-        lap(15);
-        block_16(&mut cx, [0, 589824], [3601152, 3621632]);
-        lap(16);
-        block_17(
-            &mut cx,
-            [737280, 0, 757760],
-            [3621696, 3621712, 3596928, 3622288, 3626384],
-        );
-        lap(17);
-        block_18(&mut cx, [0, 1376256], [3626448, 3633616]);
-        lap(18);
-        block_19(
-            &mut cx,
-            [524288, 0, 737280],
-            [3633680, 3633696, 3596928, 3634272, 3638368],
-        );
-        lap(19);
-        block_20(&mut cx, [0, 2129920], [3638432, 3640992]);
-        lap(20);
-        block_21(
-            &mut cx,
-            [262144, 0, 524288],
-            [3641056, 3641072, 3596928, 3641648, 3645744],
-        );
-        lap(21);
-        block_18(&mut cx, [0, 1376256], [3645808, 3652976]);
-        lap(18);
-        block_22(
-            &mut cx,
-            [671744, 0, 524288, 262144],
-            [3653040, 3653056, 3596928, 3653632, 3657728],
-        );
-        lap(22);
-        block_16(&mut cx, [0, 589824], [3657792, 3678272]);
-        lap(16);
-        block_23(
-            &mut cx,
-            [589824, 0, 737280, 671744],
-            [3678336, 3678352, 3596928, 3678928, 3683024],
-        );
-        lap(23);
-        block_24(
-            &mut cx,
-            [622592, 753664, 757760, 589824],
-            [3683088, 3683104, 3596928, 3683680, 3687776],
-        );
-        lap(24);
-        block_25(
-            &mut cx,
-            [630784, 761856, 622592],
-            [3687840, 3687856, 3596928, 3688432, 3692528],
-        );
-        lap(25);
-        block_15(
-            &mut cx,
-            [626688, 622592, 630784],
-            [3692592, 3692608, 3596928, 3693184, 3697280],
-        );
-        lap(15);
-        block_17(
-            &mut cx,
-            [606208, 589824, 626688],
-            [3697344, 3697360, 3596928, 3697936, 3702032],
-        );
-        lap(17);
-        block_19(
-            &mut cx,
-            [524288, 671744, 606208],
-            [3702096, 3702112, 3596928, 3702688, 3706784],
-        );
-        lap(19);
-        block_21(
-            &mut cx,
-            [0, 262144, 524288],
-            [3706848, 3706864, 3596928, 3707440, 3711536],
-        );
-        lap(21);
-        block_22(
-            &mut cx,
-            [262144, 671744, 524288, 0],
-            [3711600, 3711616, 3596928, 3712192, 3716288],
-        );
-        lap(22);
-        block_23(
-            &mut cx,
-            [393216, 589824, 606208, 262144],
-            [3716352, 3716368, 3596928, 3716944, 3721040],
-        );
-        lap(23);
-        block_24(
-            &mut cx,
-            [425984, 622592, 626688, 393216],
-            [3721104, 3721120, 3596928, 3721696, 3725792],
-        );
-        lap(24);
-        block_25(
-            &mut cx,
-            [434176, 630784, 425984],
-            [3725856, 3725872, 3596928, 3726448, 3730544],
-        );
-        lap(25);
-        block_15(
-            &mut cx,
-            [430080, 425984, 434176],
-            [3730608, 3730624, 3596928, 3731200, 3735296],
-        );
-        lap(15);
-        block_17(
-            &mut cx,
-            [409600, 393216, 430080],
-            [3735360, 3735376, 3596928, 3735952, 3740048],
-        );
-        lap(17);
-        block_19(
-            &mut cx,
-            [327680, 262144, 409600],
-            [3740112, 3740128, 3596928, 3740704, 3744800],
-        );
-        lap(19);
-        block_21(
-            &mut cx,
-            [4147200, 0, 327680],
-            [3744864, 3744880, 3596928, 3745456, 3749552],
-        );
-        lap(21);
-        block_22(
-            &mut cx,
-            [4878848, 262144, 327680, 4147200],
-            [3749616, 3749632, 3596928, 3750208, 3754304],
-        );
-        lap(22);
-        block_23(
-            &mut cx,
-            [4996224, 393216, 409600, 4878848],
-            [3754368, 3754384, 3596928, 3754960, 3759056],
-        );
-        lap(23);
-        block_24(
-            &mut cx,
-            [5025568, 425984, 430080, 4996224],
-            [3759120, 3759136, 3596928, 3759712, 3763808],
-        );
-        lap(24);
-        block_25(
-            &mut cx,
-            [5029664, 434176, 5025568],
-            [3763872, 3763888, 3596928, 3764464, 3768560],
-        );
-        lap(25);
-        block_26(
-            &mut cx,
-            [0, 4147200, 262144, 3317760, 0],
-            [
-                3768624, 3596928, 3769200, 3773296, 3773360, 3773936, 3778032, 3778096,
-                3778672, 3782768, 3782832, 3783408, 3835632,
-            ],
-        );
-        lap(26);
-        block_27(
-            &mut cx,
-            [3317760, 4878848, 3383296, 4409344, 3317760],
-            [
-                3768624, 3596928, 3836448, 3840544, 3773360, 3840608, 3844704, 3778096,
-                3844768, 3848864, 3782832, 3783408, 3835632,
-            ],
-        );
-        lap(27);
-        block_28(
-            &mut cx,
-            [4409344, 4996224, 4425728, 4409344, 4671488],
-            [
-                3768624, 3596928, 3848928, 3853024, 3773360, 3853088, 3857184, 3778096,
-                3857248, 3861344, 3782832, 3783408, 3835632,
-            ],
-        );
-        lap(28);
-        block_29(
-            &mut cx,
-            [4409344, 5025568, 4413440, 4409344, 4944384],
-            [
-                3768624, 3596928, 3861408, 3865504, 3773360, 3865568, 3869664, 3778096,
-                3869728, 3873824, 3782832, 3783408, 3835632,
-            ],
-        );
-        lap(29);
-        block_30(
-            &mut cx,
-            [4409344, 5029664, 4410368, 4409344, 5012608],
-            [
-                3768624, 3596928, 3873888, 3877984, 3773360, 3878048, 3882144, 3778096,
-                3882208, 3886304, 3782832, 3783408, 3835632,
-            ],
-        );
-        lap(30);
-        block_31(
-            &mut cx,
-            [4409344, 4147200, 4147200, 4409344, 4147200],
-            [
-                3886368, 3596928, 3886944, 3891040, 3891104, 3891680, 3895776, 3895840,
-                3896416, 3900512, 3900576, 3901152, 3903712,
-            ],
-        );
-        lap(31);
-        block_32(
-            &mut cx,
-            [4294656, 4878848, 4360192, 4294656, 4360192],
-            [
-                3886368, 3596928, 3903760, 3907856, 3891104, 3907920, 3912016, 3895840,
-                3912080, 3916176, 3900576, 3901152, 3903712,
-            ],
-        );
-        lap(32);
-        block_33(
-            &mut cx,
-            [4294656, 4996224, 4311040, 4294656, 4311040],
-            [
-                3886368, 3596928, 3916240, 3920336, 3891104, 3920400, 3924496, 3895840,
-                3924560, 3928656, 3900576, 3901152, 3903712,
-            ],
-        );
-        lap(33);
-        block_34(
-            &mut cx,
-            [4294656, 5025568, 4298752, 4294656, 4298752],
-            [
-                3886368, 3596928, 3928720, 3932816, 3891104, 3932880, 3936976, 3895840,
-                3937040, 3941136, 3900576, 3901152, 3903712,
-            ],
-        );
-        lap(34);
-        block_35(
-            &mut cx,
-            [4294656, 5029664, 4295680, 4294656, 4295680],
-            [
-                3886368, 3596928, 3941200, 3945296, 3891104, 3945360, 3949456, 3895840,
-                3949520, 3953616, 3900576, 3901152, 3903712,
-            ],
-        );
-        lap(35);
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => {
+                network::<{ ::effdet_runtime::kernels::isa_code::AVX512 }>(&mut cx, lap)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                network::<{ ::effdet_runtime::kernels::isa_code::AVX2 }>(&mut cx, lap)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::Neon => {
+                network::<{ ::effdet_runtime::kernels::isa_code::NEON }>(&mut cx, lap)
+            }
+            _ => network::<{ ::effdet_runtime::kernels::isa_code::SCALAR }>(&mut cx, lap),
+        }
     })
+}
+/// Every block function in order, compiled for instruction set `I`
+/// (`effdet_runtime::kernels::isa_code`); `lap(i)` after each call of `block_i`.
+fn network<const I: u8>(cx: &mut Ctx<'_>, lap: &mut dyn FnMut(usize)) {
+    block_0::<I>(cx, [0, 2097152], [0, 864]);
+    lap(0);
+    block_1::<
+        I,
+    >(cx, [2097152, 0, 0, 4194304], [896, 1184, 1216, 1472, 1488, 1744, 1776, 2288]);
+    lap(1);
+    block_2::<
+        I,
+    >(
+        cx,
+        [0, 4194304, 1572864, 2359296],
+        [2304, 3840, 3936, 4800, 4896, 5280, 5296, 5680, 5776, 8080],
+    );
+    lap(2);
+    block_3::<
+        I,
+    >(
+        cx,
+        [0, 2359296, 3145728, 2752512],
+        [8112, 11568, 11712, 13008, 13152, 14016, 14032, 14896, 15040, 18496],
+    );
+    lap(3);
+    block_4::<
+        I,
+    >(
+        cx,
+        [0, 2752512, 2359296, 0, 1966080],
+        [18528, 21984, 22128, 25728, 25872, 26736, 26752, 27616, 27760, 33520],
+    );
+    lap(4);
+    block_5::<
+        I,
+    >(
+        cx,
+        [0, 1966080, 983040, 0, 2129920],
+        [33568, 43168, 43408, 49408, 49648, 52048, 52064, 54464, 54704, 64304],
+    );
+    lap(5);
+    block_6::<
+        I,
+    >(
+        cx,
+        [0, 2129920, 245760, 983040],
+        [64352, 73952, 74192, 76352, 76592, 78992, 79008, 81408, 81648, 100848],
+    );
+    lap(6);
+    block_7::<
+        I,
+    >(
+        cx,
+        [0, 983040, 491520, 0, 1064960],
+        [100928, 139328, 139808, 144128, 144608, 154208, 154240, 163840, 164320, 202720],
+    );
+    lap(7);
+    block_7::<
+        I,
+    >(
+        cx,
+        [0, 1064960, 491520, 0, 983040],
+        [202800, 241200, 241680, 246000, 246480, 256080, 256112, 265712, 266192, 304592],
+    );
+    lap(7);
+    block_8::<
+        I,
+    >(
+        cx,
+        [0, 983040, 491520, 0, 1376256],
+        [304672, 343072, 343552, 355552, 356032, 365632, 365664, 375264, 375744, 429504],
+    );
+    lap(8);
+    block_9::<
+        I,
+    >(
+        cx,
+        [0, 1376256, 688128, 0, 1490944],
+        [429616, 504880, 505552, 522352, 523024, 541840, 541872, 560688, 561360, 636624],
+    );
+    lap(9);
+    block_9::<
+        I,
+    >(
+        cx,
+        [0, 1490944, 688128, 0, 1376256],
+        [636736, 712000, 712672, 729472, 730144, 748960, 748992, 767808, 768480, 843744],
+    );
+    lap(9);
+    block_10::<
+        I,
+    >(
+        cx,
+        [0, 1376256, 688128, 0, 589824],
+        [843856, 919120, 919792, 936592, 937264, 956080, 956112, 974928, 975600, 1104624],
+    );
+    lap(10);
+    block_11::<
+        I,
+    >(
+        cx,
+        [0, 589824, 294912, 0, 638976],
+        [
+            1104816, 1326000, 1327152, 1355952, 1357104, 1412400, 1412448, 1467744,
+            1468896, 1690080,
+        ],
+    );
+    lap(11);
+    block_11::<
+        I,
+    >(
+        cx,
+        [0, 638976, 294912, 0, 589824],
+        [
+            1690272, 1911456, 1912608, 1941408, 1942560, 1997856, 1997904, 2053200,
+            2054352, 2275536,
+        ],
+    );
+    lap(11);
+    block_11::<
+        I,
+    >(
+        cx,
+        [0, 589824, 294912, 0, 638976],
+        [
+            2275728, 2496912, 2498064, 2526864, 2528016, 2583312, 2583360, 2638656,
+            2639808, 2860992,
+        ],
+    );
+    lap(11);
+    block_12::<
+        I,
+    >(
+        cx,
+        [0, 638976, 294912, 0, 589824],
+        [
+            2861184, 3082368, 3083520, 3093888, 3095040, 3150336, 3150384, 3205680,
+            3206832, 3575472,
+        ],
+    );
+    lap(12);
+    block_13::<I>(cx, [0, 589824, 753664], [3575792, 3596272]);
+    lap(13);
+    block_14::<I>(cx, [761856, 753664], []);
+    lap(14);
+    block_15::<
+        I,
+    >(cx, [757760, 753664, 761856], [3596336, 3596352, 3596928, 3596992, 3601088]);
+    lap(15);
+    block_16::<I>(cx, [0, 589824], [3601152, 3621632]);
+    lap(16);
+    block_17::<
+        I,
+    >(cx, [737280, 0, 757760], [3621696, 3621712, 3596928, 3622288, 3626384]);
+    lap(17);
+    block_18::<I>(cx, [0, 1376256], [3626448, 3633616]);
+    lap(18);
+    block_19::<
+        I,
+    >(cx, [524288, 0, 737280], [3633680, 3633696, 3596928, 3634272, 3638368]);
+    lap(19);
+    block_20::<I>(cx, [0, 2129920], [3638432, 3640992]);
+    lap(20);
+    block_21::<
+        I,
+    >(cx, [262144, 0, 524288], [3641056, 3641072, 3596928, 3641648, 3645744]);
+    lap(21);
+    block_18::<I>(cx, [0, 1376256], [3645808, 3652976]);
+    lap(18);
+    block_22::<
+        I,
+    >(cx, [671744, 0, 524288, 262144], [3653040, 3653056, 3596928, 3653632, 3657728]);
+    lap(22);
+    block_16::<I>(cx, [0, 589824], [3657792, 3678272]);
+    lap(16);
+    block_23::<
+        I,
+    >(cx, [589824, 0, 737280, 671744], [3678336, 3678352, 3596928, 3678928, 3683024]);
+    lap(23);
+    block_24::<
+        I,
+    >(
+        cx,
+        [622592, 753664, 757760, 589824],
+        [3683088, 3683104, 3596928, 3683680, 3687776],
+    );
+    lap(24);
+    block_25::<
+        I,
+    >(cx, [630784, 761856, 622592], [3687840, 3687856, 3596928, 3688432, 3692528]);
+    lap(25);
+    block_15::<
+        I,
+    >(cx, [626688, 622592, 630784], [3692592, 3692608, 3596928, 3693184, 3697280]);
+    lap(15);
+    block_17::<
+        I,
+    >(cx, [606208, 589824, 626688], [3697344, 3697360, 3596928, 3697936, 3702032]);
+    lap(17);
+    block_19::<
+        I,
+    >(cx, [524288, 671744, 606208], [3702096, 3702112, 3596928, 3702688, 3706784]);
+    lap(19);
+    block_21::<
+        I,
+    >(cx, [0, 262144, 524288], [3706848, 3706864, 3596928, 3707440, 3711536]);
+    lap(21);
+    block_22::<
+        I,
+    >(cx, [262144, 671744, 524288, 0], [3711600, 3711616, 3596928, 3712192, 3716288]);
+    lap(22);
+    block_23::<
+        I,
+    >(
+        cx,
+        [393216, 589824, 606208, 262144],
+        [3716352, 3716368, 3596928, 3716944, 3721040],
+    );
+    lap(23);
+    block_24::<
+        I,
+    >(
+        cx,
+        [425984, 622592, 626688, 393216],
+        [3721104, 3721120, 3596928, 3721696, 3725792],
+    );
+    lap(24);
+    block_25::<
+        I,
+    >(cx, [434176, 630784, 425984], [3725856, 3725872, 3596928, 3726448, 3730544]);
+    lap(25);
+    block_15::<
+        I,
+    >(cx, [430080, 425984, 434176], [3730608, 3730624, 3596928, 3731200, 3735296]);
+    lap(15);
+    block_17::<
+        I,
+    >(cx, [409600, 393216, 430080], [3735360, 3735376, 3596928, 3735952, 3740048]);
+    lap(17);
+    block_19::<
+        I,
+    >(cx, [327680, 262144, 409600], [3740112, 3740128, 3596928, 3740704, 3744800]);
+    lap(19);
+    block_21::<
+        I,
+    >(cx, [4147200, 0, 327680], [3744864, 3744880, 3596928, 3745456, 3749552]);
+    lap(21);
+    block_22::<
+        I,
+    >(
+        cx,
+        [4878848, 262144, 327680, 4147200],
+        [3749616, 3749632, 3596928, 3750208, 3754304],
+    );
+    lap(22);
+    block_23::<
+        I,
+    >(
+        cx,
+        [4996224, 393216, 409600, 4878848],
+        [3754368, 3754384, 3596928, 3754960, 3759056],
+    );
+    lap(23);
+    block_24::<
+        I,
+    >(
+        cx,
+        [5025568, 425984, 430080, 4996224],
+        [3759120, 3759136, 3596928, 3759712, 3763808],
+    );
+    lap(24);
+    block_25::<
+        I,
+    >(cx, [5029664, 434176, 5025568], [3763872, 3763888, 3596928, 3764464, 3768560]);
+    lap(25);
+    block_26::<
+        I,
+    >(
+        cx,
+        [0, 4147200, 262144, 3317760, 0],
+        [
+            3768624, 3596928, 3769200, 3773296, 3773360, 3773936, 3778032, 3778096,
+            3778672, 3782768, 3782832, 3783408, 3835632,
+        ],
+    );
+    lap(26);
+    block_27::<
+        I,
+    >(
+        cx,
+        [3317760, 4878848, 3383296, 4409344, 3317760],
+        [
+            3768624, 3596928, 3836448, 3840544, 3773360, 3840608, 3844704, 3778096,
+            3844768, 3848864, 3782832, 3783408, 3835632,
+        ],
+    );
+    lap(27);
+    block_28::<
+        I,
+    >(
+        cx,
+        [4409344, 4996224, 4425728, 4409344, 4671488],
+        [
+            3768624, 3596928, 3848928, 3853024, 3773360, 3853088, 3857184, 3778096,
+            3857248, 3861344, 3782832, 3783408, 3835632,
+        ],
+    );
+    lap(28);
+    block_29::<
+        I,
+    >(
+        cx,
+        [4409344, 5025568, 4413440, 4409344, 4944384],
+        [
+            3768624, 3596928, 3861408, 3865504, 3773360, 3865568, 3869664, 3778096,
+            3869728, 3873824, 3782832, 3783408, 3835632,
+        ],
+    );
+    lap(29);
+    block_30::<
+        I,
+    >(
+        cx,
+        [4409344, 5029664, 4410368, 4409344, 5012608],
+        [
+            3768624, 3596928, 3873888, 3877984, 3773360, 3878048, 3882144, 3778096,
+            3882208, 3886304, 3782832, 3783408, 3835632,
+        ],
+    );
+    lap(30);
+    block_31::<
+        I,
+    >(
+        cx,
+        [4409344, 4147200, 4147200, 4409344, 4147200],
+        [
+            3886368, 3596928, 3886944, 3891040, 3891104, 3891680, 3895776, 3895840,
+            3896416, 3900512, 3900576, 3901152, 3903712,
+        ],
+    );
+    lap(31);
+    block_32::<
+        I,
+    >(
+        cx,
+        [4294656, 4878848, 4360192, 4294656, 4360192],
+        [
+            3886368, 3596928, 3903760, 3907856, 3891104, 3907920, 3912016, 3895840,
+            3912080, 3916176, 3900576, 3901152, 3903712,
+        ],
+    );
+    lap(32);
+    block_33::<
+        I,
+    >(
+        cx,
+        [4294656, 4996224, 4311040, 4294656, 4311040],
+        [
+            3886368, 3596928, 3916240, 3920336, 3891104, 3920400, 3924496, 3895840,
+            3924560, 3928656, 3900576, 3901152, 3903712,
+        ],
+    );
+    lap(33);
+    block_34::<
+        I,
+    >(
+        cx,
+        [4294656, 5025568, 4298752, 4294656, 4298752],
+        [
+            3886368, 3596928, 3928720, 3932816, 3891104, 3932880, 3936976, 3895840,
+            3937040, 3941136, 3900576, 3901152, 3903712,
+        ],
+    );
+    lap(34);
+    block_35::<
+        I,
+    >(
+        cx,
+        [4294656, 5029664, 4295680, 4294656, 4295680],
+        [
+            3886368, 3596928, 3941200, 3945296, 3891104, 3945360, 3949456, 3895840,
+            3949520, 3953616, 3900576, 3901152, 3903712,
+        ],
+    );
+    lap(35);
 }
 const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<Model>();
 };
 /// `backbone.conv_stem` …
-fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
+fn block_0<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 786432)], (t[0], 2097152));
         k::dense::conv_dense_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 864],
@@ -741,7 +777,7 @@ fn block_0(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     }
 }
 /// `backbone.blocks.0.0.conv_dw` …
-fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
+fn block_1<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 2097152)], (t[0], 2097152));
         k::depthwise::depthwise_fixed::<
@@ -749,8 +785,8 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 288],
@@ -769,8 +805,9 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     {
         let y = arena::region(cx.arena, t[2], 32);
         let (means, hidden) = cx.scratch.split_at_mut(32);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[2]..w[2] + 256],
             &cx.weights[w[3]..w[3] + 8],
@@ -789,9 +826,9 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -808,7 +845,7 @@ fn block_1(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
     }
 }
 /// `backbone.blocks.1.0.conv_dw` …
-fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
+fn block_2<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1048576)], (t[0], 1572864));
         k::mbconv::expand_depthwise_fixed::<
@@ -817,8 +854,8 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 1536],
@@ -841,8 +878,9 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[2], 96);
         let (means, hidden) = cx.scratch.split_at_mut(96);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 384],
             &cx.weights[w[5]..w[5] + 4],
@@ -861,9 +899,9 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -880,7 +918,7 @@ fn block_2(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.1.1.conv_dw` …
-fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
+fn block_3<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
         k::mbconv::expand_depthwise_fixed::<
@@ -889,8 +927,8 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 3456],
@@ -913,8 +951,9 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[2], 144);
         let (means, hidden) = cx.scratch.split_at_mut(144);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 864],
             &cx.weights[w[5]..w[5] + 6],
@@ -933,9 +972,9 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -952,14 +991,14 @@ fn block_3(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.2.0.conv_pw` …
-fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_4<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 3456],
@@ -980,8 +1019,8 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 3600],
@@ -1000,8 +1039,9 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 144);
         let (means, hidden) = cx.scratch.split_at_mut(144);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 864],
             &cx.weights[w[5]..w[5] + 6],
@@ -1020,9 +1060,9 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1039,14 +1079,14 @@ fn block_4(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.2.1.conv_pw` …
-fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_5<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 9600],
@@ -1067,8 +1107,8 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 6000],
@@ -1087,8 +1127,9 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 240);
         let (means, hidden) = cx.scratch.split_at_mut(240);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 2400],
             &cx.weights[w[5]..w[5] + 10],
@@ -1107,9 +1148,9 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1126,7 +1167,7 @@ fn block_5(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.3.0.conv_dw` …
-fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
+fn block_6<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 245760));
         k::mbconv::expand_depthwise_fixed::<
@@ -1135,8 +1176,8 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 9600],
@@ -1159,8 +1200,9 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[2], 240);
         let (means, hidden) = cx.scratch.split_at_mut(240);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 2400],
             &cx.weights[w[5]..w[5] + 10],
@@ -1179,9 +1221,9 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1198,14 +1240,14 @@ fn block_6(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.3.1.conv_pw` …
-fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_7<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 38400],
@@ -1226,8 +1268,8 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 4320],
@@ -1246,8 +1288,9 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 480);
         let (means, hidden) = cx.scratch.split_at_mut(480);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 9600],
             &cx.weights[w[5]..w[5] + 20],
@@ -1266,9 +1309,9 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1285,14 +1328,14 @@ fn block_7(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.4.0.conv_pw` …
-fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_8<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 38400],
@@ -1313,8 +1356,8 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 12000],
@@ -1333,8 +1376,9 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 480);
         let (means, hidden) = cx.scratch.split_at_mut(480);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 9600],
             &cx.weights[w[5]..w[5] + 20],
@@ -1353,9 +1397,9 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1372,14 +1416,14 @@ fn block_8(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.4.1.conv_pw` …
-fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_9<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 75264],
@@ -1400,8 +1444,8 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 16800],
@@ -1420,8 +1464,9 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 672);
         let (means, hidden) = cx.scratch.split_at_mut(672);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 18816],
             &cx.weights[w[5]..w[5] + 28],
@@ -1440,9 +1485,9 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1459,14 +1504,14 @@ fn block_9(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.5.0.conv_pw` …
-fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_10<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 75264],
@@ -1487,8 +1532,8 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 16800],
@@ -1507,8 +1552,9 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 672);
         let (means, hidden) = cx.scratch.split_at_mut(672);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 18816],
             &cx.weights[w[5]..w[5] + 28],
@@ -1527,9 +1573,9 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1546,14 +1592,14 @@ fn block_10(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.5.1.conv_pw` …
-fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_11<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 221184],
@@ -1577,8 +1623,8 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 28800],
@@ -1597,8 +1643,9 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 1152);
         let (means, hidden) = cx.scratch.split_at_mut(1152);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 55296],
             &cx.weights[w[5]..w[5] + 48],
@@ -1617,9 +1664,9 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1636,14 +1683,14 @@ fn block_11(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `backbone.blocks.6.0.conv_pw` …
-fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
+fn block_12<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 221184],
@@ -1667,8 +1714,8 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[2]..w[2] + 10368],
@@ -1687,8 +1734,9 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     {
         let y = arena::region(cx.arena, t[3], 1152);
         let (means, hidden) = cx.scratch.split_at_mut(1152);
-        k::se::squeeze_excite_gates_from_means(
-            cx.isa,
+        k::se::squeeze_excite_gates_from_means::<
+            I,
+        >(
             means,
             &cx.weights[w[4]..w[4] + 55296],
             &cx.weights[w[5]..w[5] + 48],
@@ -1707,9 +1755,9 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             x1,
@@ -1726,14 +1774,14 @@ fn block_12(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
     }
 }
 /// `fpn.resample.3.conv.conv` …
-fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
+fn block_13<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 20480],
@@ -1764,7 +1812,7 @@ fn block_13(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
     }
 }
 /// `fpn.resample.4.downsample` …
-fn block_14(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
+fn block_14<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 1024));
         k::generic::pool2d(
@@ -1782,7 +1830,7 @@ fn block_14(cx: &mut Ctx<'_>, t: [usize; 2], _w: [usize; 0]) {
     }
 }
 /// `fpn.cell.0.fnode.0.after_combine.conv.conv_pw` …
-fn block_15(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
+fn block_15<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
@@ -1799,8 +1847,8 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -1833,14 +1881,14 @@ fn block_15(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.1.combine.resample.2.conv.conv` …
-fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
+fn block_16<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 20480],
@@ -1856,7 +1904,7 @@ fn block_16(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     }
 }
 /// `fpn.cell.0.fnode.1.after_combine.conv.conv_pw` …
-fn block_17(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
+fn block_17<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
@@ -1873,8 +1921,8 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -1907,14 +1955,14 @@ fn block_17(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.2.combine.resample.1.conv.conv` …
-fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
+fn block_18<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 65536));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 7168],
@@ -1930,7 +1978,7 @@ fn block_18(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     }
 }
 /// `fpn.cell.0.fnode.2.after_combine.conv.conv_pw` …
-fn block_19(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
+fn block_19<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
@@ -1944,8 +1992,8 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -1978,14 +2026,14 @@ fn block_19(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.3.combine.resample.0.conv.conv` …
-fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
+fn block_20<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 262144));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            I,
         >(
             None,
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 2560],
@@ -2001,7 +2049,7 @@ fn block_20(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
     }
 }
 /// `fpn.cell.0.fnode.3.after_combine.conv.conv_pw` …
-fn block_21(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
+fn block_21<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
@@ -2015,8 +2063,8 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -2049,7 +2097,7 @@ fn block_21(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.4.after_combine.conv.conv_pw` …
-fn block_22(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+fn block_22<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
@@ -2063,8 +2111,8 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -2101,7 +2149,7 @@ fn block_22(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.5.after_combine.conv.conv_pw` …
-fn block_23(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+fn block_23<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
@@ -2118,8 +2166,8 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -2156,7 +2204,7 @@ fn block_23(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.6.after_combine.conv.conv_pw` …
-fn block_24(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
+fn block_24<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     {
         let ([x0, x1, x2], y) = arena::split(
             cx.arena,
@@ -2173,8 +2221,8 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -2211,7 +2259,7 @@ fn block_24(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
     }
 }
 /// `fpn.cell.0.fnode.7.after_combine.conv.conv_pw` …
-fn block_25(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
+fn block_25<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     {
         let ([x0, x1], y) = arena::split(
             cx.arena,
@@ -2228,8 +2276,8 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             &[
                 (x0, k::fuse::Sample::Identity),
@@ -2265,7 +2313,7 @@ fn block_25(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
     }
 }
 /// `class_net.conv_rep.0.conv_pw@P3` …
-fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_26<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
         k::separable::depthwise_pointwise_fixed::<
@@ -2274,8 +2322,8 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2303,8 +2351,8 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2332,8 +2380,8 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2361,8 +2409,8 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -2384,7 +2432,7 @@ fn block_26(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `class_net.conv_rep.0.conv_pw@P4` …
-fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_27<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
         k::separable::depthwise_pointwise_fixed::<
@@ -2393,8 +2441,8 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2422,8 +2470,8 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2451,8 +2499,8 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2480,8 +2528,8 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -2503,7 +2551,7 @@ fn block_27(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `class_net.conv_rep.0.conv_pw@P5` …
-fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_28<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
         k::separable::depthwise_pointwise_fixed::<
@@ -2515,8 +2563,8 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2547,8 +2595,8 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2579,8 +2627,8 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2611,8 +2659,8 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -2634,7 +2682,7 @@ fn block_28(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `class_net.conv_rep.0.conv_pw@P6` …
-fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_29<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
         k::separable::depthwise_pointwise_fixed::<
@@ -2646,8 +2694,8 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2678,8 +2726,8 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2710,8 +2758,8 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2742,8 +2790,8 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -2765,7 +2813,7 @@ fn block_29(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `class_net.conv_rep.0.conv_pw@P7` …
-fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_30<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
         k::separable::depthwise_pointwise_fixed::<
@@ -2777,8 +2825,8 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2809,8 +2857,8 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2841,8 +2889,8 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2873,8 +2921,8 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -2896,7 +2944,7 @@ fn block_30(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `box_net.conv_rep.0.conv_pw@P3` …
-fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_31<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 262144)], (t[0], 262144));
         k::separable::depthwise_pointwise_fixed::<
@@ -2905,8 +2953,8 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -2934,8 +2982,8 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -2963,8 +3011,8 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -2992,8 +3040,8 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -3015,7 +3063,7 @@ fn block_31(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `box_net.conv_rep.0.conv_pw@P4` …
-fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_32<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 65536)], (t[0], 65536));
         k::separable::depthwise_pointwise_fixed::<
@@ -3024,8 +3072,8 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -3053,8 +3101,8 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -3082,8 +3130,8 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -3111,8 +3159,8 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -3134,7 +3182,7 @@ fn block_32(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `box_net.conv_rep.0.conv_pw@P5` …
-fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_33<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 16384)], (t[0], 16384));
         k::separable::depthwise_pointwise_fixed::<
@@ -3146,8 +3194,8 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -3178,8 +3226,8 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -3210,8 +3258,8 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -3242,8 +3290,8 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -3265,7 +3313,7 @@ fn block_33(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `box_net.conv_rep.0.conv_pw@P6` …
-fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_34<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 4096)], (t[0], 4096));
         k::separable::depthwise_pointwise_fixed::<
@@ -3277,8 +3325,8 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -3309,8 +3357,8 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -3341,8 +3389,8 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -3373,8 +3421,8 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],
@@ -3396,7 +3444,7 @@ fn block_34(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     }
 }
 /// `box_net.conv_rep.0.conv_pw@P7` …
-fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
+fn block_35<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
     {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 1024)], (t[0], 1024));
         k::separable::depthwise_pointwise_fixed::<
@@ -3408,8 +3456,8 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 576],
@@ -3440,8 +3488,8 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[4]..w[4] + 576],
@@ -3472,8 +3520,8 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[7]..w[7] + 576],
@@ -3504,8 +3552,8 @@ fn block_35(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            I,
         >(
-            cx.isa,
             cx.par,
             x0,
             &cx.weights[w[10]..w[10] + 576],

@@ -70,4 +70,75 @@ impl Isa {
             .filter(|&i| act::isa_ok(i))
             .collect()
     }
+
+    /// This instruction set's code for a const parameter ([`isa_code`]).
+    pub const fn code(self) -> u8 {
+        match self {
+            Isa::Avx512 => isa_code::AVX512,
+            Isa::Avx2 => isa_code::AVX2,
+            Isa::Neon => isa_code::NEON,
+            Isa::Scalar => isa_code::SCALAR,
+        }
+    }
+
+    /// The instruction set of code `c` ([`isa_code`]; any other code is `Scalar`). A
+    /// `const fn`, so in a function compiled for `const I: u8`, `Isa::of(I)` is a constant
+    /// and a `match` on it keeps only that instruction set's arm.
+    pub const fn of(c: u8) -> Isa {
+        match c {
+            isa_code::AVX512 => Isa::Avx512,
+            isa_code::AVX2 => Isa::Avx2,
+            isa_code::NEON => Isa::Neon,
+            _ => Isa::Scalar,
+        }
+    }
 }
+
+/// [`Isa`] as a const parameter. The kernels and a generated model's block functions take
+/// their instruction set as their last const parameter (`f::<…, { isa_code::AVX512 }>`), so
+/// each is compiled once per instruction set with only that one's code in it, and a model
+/// chooses among those versions once per forward pass ([`with_isa!`](crate::with_isa)).
+pub mod isa_code {
+    /// [`Isa::Avx512`](super::Isa::Avx512).
+    pub const AVX512: u8 = 0;
+    /// [`Isa::Avx2`](super::Isa::Avx2).
+    pub const AVX2: u8 = 1;
+    /// [`Isa::Neon`](super::Isa::Neon).
+    pub const NEON: u8 = 2;
+    /// [`Isa::Scalar`](super::Isa::Scalar).
+    pub const SCALAR: u8 = 3;
+}
+
+/// Evaluates `$body` with `$i` a `const` holding the code ([`isa_code`]) of the run-time
+/// instruction set `$isa`: one copy of `$body` per instruction set this target has (AVX-512,
+/// AVX2 and portable on x86-64; NEON and portable on aarch64; portable elsewhere), a
+/// `match` choosing among them. How a run-time [`Isa`] reaches code compiled per
+/// instruction set: a generated model's forward pass, and the kernels' run-time entry
+/// points. An instruction set the target lacks takes the portable copy.
+#[macro_export]
+macro_rules! with_isa {
+    ($isa:expr, $i:ident => $body:expr) => {
+        match $isa {
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Isa::Avx512 => {
+                const $i: u8 = $crate::kernels::isa_code::AVX512;
+                $body
+            }
+            #[cfg(target_arch = "x86_64")]
+            $crate::kernels::Isa::Avx2 => {
+                const $i: u8 = $crate::kernels::isa_code::AVX2;
+                $body
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            $crate::kernels::Isa::Neon => {
+                const $i: u8 = $crate::kernels::isa_code::NEON;
+                $body
+            }
+            _ => {
+                const $i: u8 = $crate::kernels::isa_code::SCALAR;
+                $body
+            }
+        }
+    };
+}
+pub use crate::with_isa;

@@ -24,6 +24,25 @@ pub fn usable(isa: Isa) -> Isa {
     }
 }
 
+/// `Isa::of(I)`, the instruction set a kernel compiled for `I` ([`super::isa_code`]) runs,
+/// after checking that this CPU can run it: a kernel's entry point calls this before any of
+/// `I`'s instructions run (a cached feature lookup), which is what its `unsafe` calls of
+/// `#[target_feature]` functions rely on. A generated model passes the instruction set it
+/// detected, so it never fails there.
+///
+/// # Panics
+/// If this CPU cannot run `I`, naming `what` (the kernel).
+#[inline]
+#[track_caller]
+pub fn require<const I: u8>(what: &str) -> Isa {
+    let isa = Isa::of(I);
+    assert!(
+        super::act::isa_ok(isa),
+        "{what}: compiled for {isa:?}, which this CPU does not run"
+    );
+    isa
+}
+
 /// Evaluates `$body` with `$act` bound to a compile-time constant activation: the one of
 /// activation code `$code` (a const parameter: `act::code`) when it is fixed, which is how
 /// a generated model calls a kernel, so only that copy is compiled; with `code::ANY`, one

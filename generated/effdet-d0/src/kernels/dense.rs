@@ -13,7 +13,7 @@
 use super::depthwise::{out_len, PaddedRows, RingShape};
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 use ::effdet_runtime::specialize_act;
 
@@ -40,20 +40,20 @@ pub fn conv_dense(
     pads: [usize; 4],
     act: Act,
 ) {
-    conv_dense_fixed::<{ code::ANY }>(
-        isa, par, x, w, bias, y, cin, cout, h, w_in, kernel, stride, pads, act,
-    );
+    ::effdet_runtime::with_isa!(usable(isa), I => conv_dense_fixed::<{ code::ANY }, I>(
+        par, x, w, bias, y, cin, cout, h, w_in, kernel, stride, pads, act,
+    ));
 }
 
 /// [`conv_dense`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`)
-/// only, as a generated model calls it; `act` must be that code's activation (any with
-/// `code::ANY`).
+/// and instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
+/// calls it; `act` must be that code's activation (any with `code::ANY`).
 ///
 /// # Panics
-/// As [`conv_dense`]; and if `act` is not the activation of `A`.
+/// As [`conv_dense`]; and if `act` is not the activation of `A` or this CPU does not run
+/// `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_dense_fixed<const A: u8>(
-    isa: Isa,
+pub fn conv_dense_fixed<const A: u8, const I: u8>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -69,6 +69,7 @@ pub fn conv_dense_fixed<const A: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
+    require::<I>("conv_dense");
     let oh = out_len(h, pads[0], pads[2], kernel[0], stride[0]);
     let ow = out_len(w_in, pads[1], pads[3], kernel[1], stride[1]);
     let plane_out = size("conv_dense", &[oh, ow]);
@@ -117,7 +118,6 @@ pub fn conv_dense_fixed<const A: u8>(
     }
     // Whole register tiles of output channels per thread.
     let group = cout.div_ceil(par.threads()).div_ceil(8) * 8;
-    let isa = usable(isa);
     par.for_each_chunk(y, group * plane_out, cout * plane_out * taps, |gi, yg| {
         let (c0, n) = (gi * group, yg.len() / plane_out);
         let mut a = Args {
@@ -135,11 +135,11 @@ pub fn conv_dense_fixed<const A: u8>(
             pads,
             act,
         };
-        match isa {
-            // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+        match Isa::of(I) {
+            // SAFETY: `require` checked that this CPU runs `I`: AVX-512F and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => unsafe { run_avx512::<A>(&mut a) },
-            // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+            // SAFETY: `require` checked that this CPU runs `I`: AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { run_avx2::<A>(&mut a) },
             // SAFETY: NEON is part of every aarch64 CPU (32 registers: the AVX-512 tile).

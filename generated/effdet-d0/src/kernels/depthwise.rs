@@ -14,7 +14,7 @@
 //! same bits.
 
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 
 /// Calls `$f::<K, S, A $extra>($args…)` for the fast-path kernel size `$k` and stride `$s`
@@ -225,27 +225,27 @@ pub fn depthwise_pooled(
     act: Act,
     means: &mut [f32],
 ) {
-    if fast(k, stride) {
-        by_shape!(depthwise_fixed[, { route::AUTO }], k, stride, act;
-            isa, par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
-    } else {
-        depthwise_general(
-            isa, par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means,
-        );
-    }
+    ::effdet_runtime::with_isa!(usable(isa), I => {
+        if fast(k, stride) {
+            by_shape!(depthwise_fixed[, { route::AUTO }, I], k, stride, act;
+                par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
+        } else {
+            depthwise_general::<I>(par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
+        }
+    });
 }
 
 /// [`depthwise_pooled`] compiled for kernel size `K`, stride `S`, activation code `A`
-/// (`effdet_runtime::kernels::act::code`) and [`route`] `R`, which a generated model
-/// chooses per call: only the variants a model calls are compiled into it. `k`, `stride`
-/// and `act` must be those constants' values (`R` changes the speed, never a value).
+/// (`effdet_runtime::kernels::act::code`), [`route`] `R` and instruction set `I`
+/// (`effdet_runtime::kernels::isa_code`), which a generated model chooses per call: only
+/// the variants a model calls are compiled into it. `k`, `stride` and `act` must be those
+/// constants' values (`R` changes the speed, never a value).
 ///
 /// # Panics
-/// As [`depthwise_pooled`]; and if `(K, S)` has no fast path ([`fast`]) or the arguments
-/// differ from the constants.
+/// As [`depthwise_pooled`]; and if `(K, S)` has no fast path ([`fast`]), the arguments
+/// differ from the constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8>(
-    isa: Isa,
+pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8, const I: u8>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -265,7 +265,7 @@ pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8>
         "depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
     );
     let act = act.fixed::<A>();
-    let isa = usable(isa);
+    require::<I>("depthwise");
     for_groups(
         par,
         x,
@@ -280,18 +280,18 @@ pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8>
         pads,
         act,
         means,
-        |a| run_planes::<K, S, A, R>(isa, a),
+        run_planes::<K, S, A, R, I>,
     );
 }
 
 /// [`depthwise_pooled`] for any kernel size and stride, by plain loops: what a generated
-/// model calls for the shapes without a fast path.
+/// model calls for the shapes without a fast path. Compiled for instruction set `I` (the
+/// means' code; the conv itself is plain loops).
 ///
 /// # Panics
-/// As [`depthwise_pooled`].
+/// As [`depthwise_pooled`]; and if this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_general(
-    isa: Isa,
+pub fn depthwise_general<const I: u8>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -306,7 +306,7 @@ pub fn depthwise_general(
     act: Act,
     means: &mut [f32],
 ) {
-    let isa = usable(isa);
+    require::<I>("depthwise");
     for_groups(
         par,
         x,
@@ -324,7 +324,7 @@ pub fn depthwise_general(
         |a| {
             depthwise_any(a);
             if !a.means.is_empty() {
-                super::se::plane_means(isa, a.y, a.means, a.oh * a.ow);
+                super::se::plane_means::<I>(a.y, a.means, a.oh * a.ow);
             }
         },
     );
@@ -450,37 +450,37 @@ impl Args<'_> {
 }
 
 /// Runs the fast path (kernel size `K`, stride `S`, activation code `A`) on one group of
-/// channels, with the vector type of `usable(isa)` and the kernels of route `R`:
+/// channels, with the vector type of instruction set `I` (which the caller checked this CPU
+/// runs, with `require`) and the kernels of route `R`:
 /// channel-vectorized for narrow or small planes where it pays ([`super::depthwise_lanes`]),
 /// else the row kernel. With a fixed route each branch is a constant (`const { }`), so
 /// rustc compiles the kernels it selects only.
-pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u8>(
-    isa: Isa,
+pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u8, const I: u8>(
     a: &mut Args,
 ) {
     assert!(fast(K, S) && (a.k, a.stride) == (K, S));
-    let isa = usable(isa);
+    let isa = Isa::of(I);
     if const { R == route::AUTO } {
         #[cfg(target_arch = "x86_64")]
         if lanes_worth(isa, a.bias.len(), a.oh, a.ow, K, S) {
-            // SAFETY: `usable` checked that this CPU runs `isa` (AVX-512F+FMA or AVX2+FMA,
+            // SAFETY: the caller checked that this CPU runs `I` (AVX-512F+FMA or AVX2+FMA,
             // the only ones `lanes_worth` takes); `a` is checked by the callers as for the
             // row kernel.
-            let done = unsafe { super::depthwise_lanes::run::<K, S, A>(isa, a) };
+            let done = unsafe { super::depthwise_lanes::run::<K, S, A, I>(a) };
             if done < a.bias.len() {
-                run_rows::<K, S, A>(isa, &mut a.skip(done));
+                run_rows::<K, S, A, I>(&mut a.skip(done));
             }
             return;
         }
-        run_rows::<K, S, A>(isa, a);
+        run_rows::<K, S, A, I>(a);
         return;
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             let done = if const { R & route::LANES_512 != 0 } {
-                // SAFETY: `usable` checked that this CPU has AVX-512F and FMA; `a` is
-                // checked by the callers as for the row kernel.
+                // SAFETY: the caller checked that this CPU runs `I`: AVX-512F and FMA; `a`
+                // is checked by the callers as for the row kernel.
                 unsafe { super::depthwise_lanes::run_avx512::<K, S, A>(a) }
             } else {
                 0
@@ -500,8 +500,8 @@ pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             let done = if const { R & route::LANES_256 != 0 } {
-                // SAFETY: `usable` checked that this CPU has AVX2 and FMA; `a` is checked
-                // by the callers as for the row kernel.
+                // SAFETY: the caller checked that this CPU runs `I`: AVX2 and FMA; `a` is
+                // checked by the callers as for the row kernel.
                 unsafe { super::depthwise_lanes::run_avx2::<K, S, A>(a) }
             } else {
                 0
@@ -524,16 +524,17 @@ pub(crate) fn run_planes<const K: usize, const S: usize, const A: u8, const R: u
 }
 
 /// [`run_planes`] with the row kernel only.
-pub(crate) fn run_rows<const K: usize, const S: usize, const A: u8>(isa: Isa, a: &mut Args) {
+pub(crate) fn run_rows<const K: usize, const S: usize, const A: u8, const I: u8>(a: &mut Args) {
+    let isa = Isa::of(I);
     let tall = tall_blocks(isa, K, a.ow);
     match isa {
-        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+        // SAFETY: the caller checked that this CPU runs `I`: AVX-512F and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if tall => unsafe { planes_avx512::<K, S, 8, A>(a) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { planes_avx512::<K, S, 4, A>(a) },
-        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+        // SAFETY: the caller checked that this CPU runs `I`: AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { planes_avx2::<K, S, 4, A>(a) },
         #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]

@@ -14,7 +14,7 @@
 use super::depthwise::out_len;
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch::{self, padded};
-use ::effdet_runtime::kernels::simd::{usable, Vf32};
+use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
 use ::effdet_runtime::kernels::{size, Act, Isa, Par};
 use ::effdet_runtime::specialize_act;
 
@@ -73,18 +73,19 @@ pub fn fuse(
     ow: usize,
     act: Act,
 ) {
-    fuse_fixed::<{ code::ANY }>(isa, par, inputs, coef, y, c, oh, ow, act);
+    ::effdet_runtime::with_isa!(usable(isa), I => {
+        fuse_fixed::<{ code::ANY }, I>(par, inputs, coef, y, c, oh, ow, act)
+    });
 }
 
-/// [`fuse`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`) only,
-/// as a generated model calls it; `act` must be that code's activation (any with
-/// `code::ANY`).
+/// [`fuse`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`) and
+/// instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
+/// calls it; `act` must be that code's activation (any with `code::ANY`).
 ///
 /// # Panics
-/// As [`fuse`]; and if `act` is not the activation of `A`.
+/// As [`fuse`]; and if `act` is not the activation of `A` or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn fuse_fixed<const A: u8>(
-    isa: Isa,
+pub fn fuse_fixed<const A: u8, const I: u8>(
     par: Par,
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
@@ -96,6 +97,7 @@ pub fn fuse_fixed<const A: u8>(
 ) {
     let act = act.fixed::<A>();
     check(inputs, coef, y.len(), c, oh, ow);
+    require::<I>("fuse");
     let plane = oh * ow;
     if plane == 0 || c == 0 {
         return;
@@ -104,19 +106,16 @@ pub fn fuse_fixed<const A: u8>(
     let group = c.div_ceil(par.threads());
     let work = c * plane * inputs.len().max(1) * 4;
     par.for_each_chunk(y, group * plane, work, |gi, yg| {
-        run_channels::<A>(
-            isa,
-            Args {
-                inputs,
-                coef,
-                y: yg,
-                c0: gi * group,
-                oh,
-                ow,
-                rows: (0, oh),
-                act,
-            },
-        )
+        run_channels::<A, I>(Args {
+            inputs,
+            coef,
+            y: yg,
+            c0: gi * group,
+            oh,
+            ow,
+            rows: (0, oh),
+            act,
+        })
     });
 }
 
@@ -164,14 +163,14 @@ pub(crate) fn check(
 }
 
 /// The channels `a.c0 ..` of a fusion that `a.y` holds, on this thread, with the vector
-/// type of `usable(isa)`; `a.act` must be the activation of code `A`. The inputs were
-/// checked by [`check`].
-pub(crate) fn run_channels<const A: u8>(isa: Isa, a: Args) {
-    match usable(isa) {
-        // SAFETY: `usable` checked that this CPU has AVX-512F and FMA.
+/// type of instruction set `I`, which the caller checked this CPU runs (`require`); `a.act`
+/// must be the activation of code `A`. The inputs were checked by [`check`].
+pub(crate) fn run_channels<const A: u8, const I: u8>(a: Args) {
+    match Isa::of(I) {
+        // SAFETY: the caller checked that this CPU runs `I`: AVX-512F and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { run_avx512::<A>(a) },
-        // SAFETY: `usable` checked that this CPU has AVX2 and FMA.
+        // SAFETY: the caller checked that this CPU runs `I`: AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { run_avx2::<A>(a) },
         // SAFETY: NEON is part of every aarch64 CPU.

@@ -20,7 +20,8 @@
 use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
 use super::fuse::{check, run_channels, Args as Sum, Sample};
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::simd::require;
+use ::effdet_runtime::kernels::{size, Act, Par};
 
 /// Floats of one tile of fused planes: 128 KB, so that the tile, the input rows the sum
 /// reads and the depthwise conv's output rows all stay in L2 (1 MiB per core in the cache
@@ -57,8 +58,8 @@ pub fn fuse_depthwise_fixed<
     const A: u8,
     const AF: u8,
     const R: u8,
+    const I: u8,
 >(
-    isa: Isa,
     par: Par,
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
@@ -90,6 +91,7 @@ pub fn fuse_depthwise_fixed<
             && y.len() >= size("fuse_depthwise", &[c, plane_out]),
         "fuse_depthwise: slices too short for c {c}, {h}×{w}, k {k}"
     );
+    require::<I>("fuse_depthwise");
     if c == 0 || plane_out == 0 {
         return;
     }
@@ -100,8 +102,7 @@ pub fn fuse_depthwise_fixed<
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
         let (c0, n) = (gi * group, yg.len() / plane_out);
         let whole = (h, w, (0, h));
-        sum_tiles::<AF>(
-            isa,
+        sum_tiles::<AF, I>(
             inputs,
             coef,
             act_sum,
@@ -110,26 +111,23 @@ pub fn fuse_depthwise_fixed<
             tile,
             |t0, m, fused| {
                 let first = c0 + t0;
-                run_planes::<K, S, A, R>(
-                    isa,
-                    &mut Depthwise {
-                        x: fused,
-                        x_stride: plane_in,
-                        w: &w_dw[first * k * k..(first + m) * k * k],
-                        bias: &b_dw[first..first + m],
-                        y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
-                        y_stride: plane_out,
-                        h,
-                        w_in: w,
-                        oh,
-                        ow,
-                        k,
-                        stride,
-                        pads,
-                        act,
-                        means: &mut [],
-                    },
-                );
+                run_planes::<K, S, A, R, I>(&mut Depthwise {
+                    x: fused,
+                    x_stride: plane_in,
+                    w: &w_dw[first * k * k..(first + m) * k * k],
+                    bias: &b_dw[first..first + m],
+                    y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
+                    y_stride: plane_out,
+                    h,
+                    w_in: w,
+                    oh,
+                    ow,
+                    k,
+                    stride,
+                    pads,
+                    act,
+                    means: &mut [],
+                });
             },
         );
     });
@@ -142,8 +140,7 @@ pub fn fuse_depthwise_fixed<
 /// were checked by [`check`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn sum_tiles<const AF: u8>(
-    isa: Isa,
+pub(crate) fn sum_tiles<const AF: u8, const I: u8>(
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
     act_sum: Act,
@@ -157,19 +154,16 @@ pub(crate) fn sum_tiles<const AF: u8>(
     for t0 in (0..n).step_by(tile) {
         let m = tile.min(n - t0);
         let sum = &mut buf[..m * plane];
-        run_channels::<AF>(
-            isa,
-            Sum {
-                inputs,
-                coef,
-                y: sum,
-                c0: c0 + t0,
-                oh: h,
-                ow: w,
-                rows,
-                act: act_sum,
-            },
-        );
+        run_channels::<AF, I>(Sum {
+            inputs,
+            coef,
+            y: sum,
+            c0: c0 + t0,
+            oh: h,
+            ow: w,
+            rows,
+            act: act_sum,
+        });
         f(t0, m, sum);
     }
 }

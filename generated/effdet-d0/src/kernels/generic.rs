@@ -16,8 +16,8 @@
 use super::activation::apply_slice;
 use super::depthwise::out_len;
 use ::effdet_runtime::kernels::scratch;
-use ::effdet_runtime::kernels::simd::usable;
-use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::kernels::simd::require;
+use ::effdet_runtime::kernels::{Act, Par};
 use ::effdet_runtime::model::prelude::*;
 
 /// Calls `f(first_plane, planes_of_y)` for groups of whole planes of `plane` values of `y`
@@ -170,14 +170,17 @@ pub fn batch_norm(
     });
 }
 
-/// `y = act(x)`, out of place.
-pub fn activation(isa: Isa, par: Par, x: &[f32], y: &mut [f32], act: Act) {
+/// `y = act(x)`, out of place, with instruction set `I` (`effdet_runtime::kernels::isa_code`).
+///
+/// # Panics
+/// If `x` and `y` differ in length, or this CPU does not run `I`.
+pub fn activation<const I: u8>(par: Par, x: &[f32], y: &mut [f32], act: Act) {
     assert_eq!(
         x.len(),
         y.len(),
         "activation: input and output differ in length"
     );
-    let isa = usable(isa);
+    let isa = require::<I>("activation");
     let len = y.len();
     by_runs(par, y, len, |off, yc| {
         yc.copy_from_slice(&x[off..off + yc.len()]);
