@@ -7,7 +7,7 @@
 //!
 //! All methods are `unsafe`: the pointer ones read or write `LANES` (or `n`) floats, and the
 //! x86 implementations must only run on a CPU with the matching features, which the kernels
-//! guarantee by dispatching on [`super::Isa`].
+//! guarantee by checking the instruction set they are compiled for ([`require`]).
 
 use super::{Act, Isa};
 
@@ -86,8 +86,8 @@ pub use crate::specialize_act;
 ///
 /// Every method has one contract, stated here once (hence the `allow`): the pointer
 /// methods read or write `LANES` (or `n`) floats at `p`, which must be valid for it; an
-/// x86 or NEON implementation runs only on a CPU with its features (callers dispatch on
-/// [`Isa`] after [`usable`]).
+/// x86 or NEON implementation runs only on a CPU with its features (kernels compiled for
+/// an instruction set check it with [`require`]).
 #[allow(clippy::missing_safety_doc)]
 pub trait Vf32: Copy {
     /// Lanes per vector.
