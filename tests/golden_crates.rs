@@ -203,6 +203,13 @@ fn check_detect(binary: &Path) {
     }
 }
 
+/// The ten head outputs' names, as the binary's `run` writes them (`{name}.npy`).
+fn head_outputs() -> impl Iterator<Item = String> {
+    ["class", "box"]
+        .into_iter()
+        .flat_map(|h| (3..=7).map(move |l| format!("{h}_P{l}")))
+}
+
 /// Runs the built crate `name`'s binary on `input`, its outputs into `out` (one `.npy` each).
 fn run_crate(name: &str, input: &Path, out: &Path) {
     run_crate_with(name, input, out, &[]);
@@ -259,9 +266,7 @@ fn d0_outputs(passes: PassSet, name: &str, onnx: bool) -> Vec<(String, Vec<f32>)
         check_profile(&target_dir().join("release").join(name), &dir);
         check_every_isa(name, &fx);
     }
-    ["class", "box"]
-        .iter()
-        .flat_map(|h| (3..=7).map(move |l| format!("{h}_P{l}")))
+    head_outputs()
         .map(|n| {
             let (shape, data) = read_npy(&out.join(format!("{n}.npy")));
             let (ref_shape, _) = read_npy(&fx.join(format!("{n}.npy")));
@@ -352,13 +357,10 @@ fn check_every_isa(name: &str, fx: &Path) {
         let flag = format!("{isa:?}").to_lowercase();
         let out = work.path().join(&flag);
         run_crate_with(name, &fx.join("input.npy"), &out, &["--isa", &flag]);
-        for h in ["class", "box"] {
-            for l in 3..=7 {
-                let n = format!("{h}_P{l}");
-                let (_, got) = read_npy(&out.join(format!("{n}.npy")));
-                let (_, reference) = read_npy(&fx.join(format!("{n}.npy")));
-                assert_close(&format!("{flag} {n}"), &got, &reference);
-            }
+        for n in head_outputs() {
+            let (_, got) = read_npy(&out.join(format!("{n}.npy")));
+            let (_, reference) = read_npy(&fx.join(format!("{n}.npy")));
+            assert_close(&format!("{flag} {n}"), &got, &reference);
         }
         ran.push(isa);
     }
@@ -491,19 +493,16 @@ fn crates_from_other_onnx_exports_match_their_references() {
         assert_no_warnings(&stderr, &name);
         let out = work.path().join("out");
         run_crate(&name, &fx.join("input.npy"), &out);
-        for head in ["class", "box"] {
-            for level in 3..=7 {
-                let name = format!("{head}_P{level}");
-                // The PyTorch-native export's fixture leaves out class_P3 (13 MB); any other
-                // missing reference fails in `read_npy`.
-                if fixture == "efficientdet_d0_seed5" && name == "class_P3" {
-                    continue;
-                }
-                let (shape, ours) = read_npy(&out.join(format!("{name}.npy")));
-                let (ref_shape, reference) = read_npy(&fx.join(format!("{name}.npy")));
-                assert_eq!(shape, ref_shape, "{fixture} {name}");
-                assert_close(&format!("{fixture} {name}"), &ours, &reference);
+        for name in head_outputs() {
+            // The PyTorch-native export's fixture leaves out class_P3 (13 MB); any other
+            // missing reference fails in `read_npy`.
+            if fixture == "efficientdet_d0_seed5" && name == "class_P3" {
+                continue;
             }
+            let (shape, ours) = read_npy(&out.join(format!("{name}.npy")));
+            let (ref_shape, reference) = read_npy(&fx.join(format!("{name}.npy")));
+            assert_eq!(shape, ref_shape, "{fixture} {name}");
+            assert_close(&format!("{fixture} {name}"), &ours, &reference);
         }
     }
 }
@@ -673,27 +672,23 @@ fn d0_batch_crate_gives_each_image_the_batch1_result() {
     for threads in ["1", "2"] {
         let out4 = work.path().join(format!("out4_{threads}"));
         run(&bin4, &work.path().join("batch.npy"), &out4, threads);
-        for head in ["class", "box"] {
-            for level in 3..=7 {
-                let name = format!("{head}_P{level}");
-                let (shape4, all) = read_npy(&out4.join(format!("{name}.npy")));
-                assert_eq!(shape4[0], 4, "{name} has the batch first");
-                let per = all.len() / 4;
-                for (i, slice) in all.chunks_exact(per).enumerate() {
-                    let (shape1, single) =
-                        read_npy(&work.path().join(format!("out1_{i}/{name}.npy")));
-                    assert_eq!(shape1[1..], shape4[1..], "{name}");
-                    // The bound is 1e-5·max(1, spread); the schedule promises more.
-                    let err = max_error(slice, &single);
-                    assert!(
-                        err <= 0.1 * effdet_tests::tolerance(&single),
-                        "{name} image {i} at {threads} thread(s): error {err:e}"
-                    );
-                    assert!(
+        for name in head_outputs() {
+            let (shape4, all) = read_npy(&out4.join(format!("{name}.npy")));
+            assert_eq!(shape4[0], 4, "{name} has the batch first");
+            let per = all.len() / 4;
+            for (i, slice) in all.chunks_exact(per).enumerate() {
+                let (shape1, single) = read_npy(&work.path().join(format!("out1_{i}/{name}.npy")));
+                assert_eq!(shape1[1..], shape4[1..], "{name}");
+                // The bound is 1e-5·max(1, spread); the schedule promises more.
+                let err = max_error(slice, &single);
+                assert!(
+                    err <= 0.1 * effdet_tests::tolerance(&single),
+                    "{name} image {i} at {threads} thread(s): error {err:e}"
+                );
+                assert!(
                         slice == single.as_slice(),
                         "{name} image {i} at {threads} thread(s) is not bit-identical to batch 1 (max error {err:e})"
                     );
-                }
             }
         }
     }

@@ -99,10 +99,16 @@ fn main() {
             macro_rules! with_route {
                 ($($r:expr),*) => {
                     match r {
-                        $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { $r }, I>(pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
+                        $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                                3, 1, { code::NONE }, { code::SWISH }, { $r }, I,
+                            >(
+                                pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,
                         )),)*
-                        _ => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
+                        _ => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                                3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                            >(
+                                pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,
                         )),
                     }

@@ -237,7 +237,9 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     (&inputs[0].0[..], inputs[0].1),
                     (&inputs[1].0[..], inputs[1].1),
                 ];
-                ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(
+                ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
+                        3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                    >(
                     par,
                     &ins,
                     &coef,
@@ -293,7 +295,9 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
             }
         }));
         v.push(case("separable 64ch @64²", c * n * n, move |y| {
-            ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I>(
+            ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                    3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                >(
                 par,
                 &a,
                 &wd,

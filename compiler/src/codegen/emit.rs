@@ -1324,7 +1324,9 @@ pub fn module(
                     scratch: &mut state.scratch,
                 };
                 // The one choice of instruction set in a pass: every block function is
-                // compiled once per instruction set this target has.
+                // compiled once per instruction set this target has. The arms of
+                // `effdet_runtime::with_isa!` written out, because prettyplease leaves a
+                // macro's body unformatted (`network:: < I > (& mut cx, lap)`).
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx512 => network::<{ ::effdet_runtime::kernels::isa_code::AVX512 }>(&mut cx, lap),

@@ -1015,6 +1015,7 @@ fn depthwise_any(a: &mut Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::op::tf_same_pad;
     use ::effdet_runtime::kernels::simd::test_util::{assert_close, Rng};
     use ::effdet_runtime::kernels::Pool;
 
@@ -1055,13 +1056,6 @@ mod tests {
         y
     }
 
-    /// TF 'same' padding `(before, after)` of one dimension.
-    fn same(len: usize, k: usize, s: usize) -> (usize, usize) {
-        let out = len.div_ceil(s);
-        let total = ((out - 1) * s + k).saturating_sub(len);
-        (total / 2, total - total / 2)
-    }
-
     /// The pooled variant: the same output, and the means and gates the squeeze-excite
     /// kernel takes from that output, bit for bit, on every ISA at 1–3 threads; fast and
     /// fallback shapes, channel counts the threads split unevenly.
@@ -1075,8 +1069,8 @@ mod tests {
             (3, 9, 11, 7, 1),
             (1, 3, 3, 3, 1),
         ] {
-            let (t, b) = same(h, k, s);
-            let (l, r) = same(w, k, s);
+            let (t, b) = tf_same_pad(h, k, s, 1);
+            let (l, r) = tf_same_pad(w, k, s, 1);
             let pads = [t, l, b, r];
             let (x, wt, bias) = (rng.vec(c * h * w), rng.vec(c * k * k), rng.vec(c));
             let hidden = 2;
@@ -1194,7 +1188,9 @@ mod tests {
                 macro_rules! routed {
                     ($k:literal, $s:literal, $r:expr) => {{
                         let (mut y, mut m) = (vec![f32::NAN; c * oh * ow], vec![f32::NAN; c]);
-                        ::effdet_runtime::with_isa!(isa, I => depthwise_fixed::<$k, $s, { code::SWISH }, { $r }, I>(
+                        ::effdet_runtime::with_isa!(isa, I => depthwise_fixed::<
+                                $k, $s, { code::SWISH }, { $r }, I,
+                            >(
                             Par::serial(),
                             &x,
                             &wt,
@@ -1260,7 +1256,13 @@ mod tests {
             std::panic::catch_unwind(move || {
                 let (x, w, b) = (vec![1.0; 16 * 16], vec![0.5; 25], vec![0.0]);
                 let mut y = vec![0.0; 16 * 16];
-                ::effdet_runtime::with_isa!(Isa::Scalar, I => depthwise_fixed::<3, 1, { code::SWISH }, { route::ROWS }, I>(
+                depthwise_fixed::<
+                    3,
+                    1,
+                    { code::SWISH },
+                    { route::ROWS },
+                    { ::effdet_runtime::kernels::isa_code::SCALAR },
+                >(
                     Par::serial(),
                     &x,
                     &w,
@@ -1274,7 +1276,7 @@ mod tests {
                     [1, 1, 1, 1],
                     act,
                     &mut [],
-                ));
+                );
                 y[0]
             })
         };
@@ -1304,8 +1306,8 @@ mod tests {
         ] {
             for &k in &[3, 5] {
                 for &s in &[1, 2] {
-                    let (t, b) = same(h, k, s);
-                    let (l, r) = same(w, k, s);
+                    let (t, b) = tf_same_pad(h, k, s, 1);
+                    let (l, r) = tf_same_pad(w, k, s, 1);
                     cases.push((3, h, w, k, s, [t, l, b, r]));
                     let p = k / 2;
                     cases.push((2, h, w, k, s, [p, p, p, p]));

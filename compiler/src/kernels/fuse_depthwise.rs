@@ -40,9 +40,10 @@ pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
 
 /// `y = act(depthwise(act_sum(Σ_i coef[i] · sample_i(x_i))))`, compiled for the depthwise
 /// conv's kernel size `K`, stride `S`, activation code `A`, the sum's activation code `AF`
-/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
-/// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels), as a generated
-/// model calls it; `k`, `stride`, `act` and `act_sum` must be those constants' values.
+/// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
+/// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels) and the
+/// instruction set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it;
+/// `k`, `stride`, `act` and `act_sum` must be those constants' values.
 ///
 /// `inputs` and `coef` as [`super::fuse::fuse`] takes them for an `h × w` output of `c`
 /// channels; `w_dw`: `[c][k][k]`; `b_dw`: `[c]`; `y`: `[c][oh][ow]` as
@@ -50,7 +51,7 @@ pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
 ///
 /// # Panics
 /// If a slice is too short for these sizes, a max pool does not give `h × w`, the
-/// arguments differ from the constants, or `isa` is not supported by this CPU.
+/// arguments differ from the constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub fn fuse_depthwise_fixed<
     const K: usize,
@@ -279,7 +280,8 @@ mod tests {
                         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         let mut got = vec![f32::NAN; c * oh * ow];
                         ::effdet_runtime::with_isa!(isa, I => by_shape!(
-                            fuse_depthwise_fixed[, { code::ANY }, { route::AUTO }, I], k, s, Act::None;
+                            fuse_depthwise_fixed[, { code::ANY }, { route::AUTO }, I],
+                            k, s, Act::None;
                             pool.par(), inputs, &coef, Act::Swish, &wd, &bd, &mut got, c, h,
                             w, k, s, pads, Act::None));
                         assert!(bits(&got) == bits(&want), "{what}: output differs");
@@ -319,7 +321,10 @@ mod tests {
         macro_rules! with_route {
             ($($r:expr),*) => {
                 match r {
-                    $(x if x == $r => ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<K, S, { code::NONE }, { code::SWISH }, { $r }, I>(pool.par(), inputs, coef, Act::Swish, wd, bd, y, c, h, w, K, S,
+                    $(x if x == $r => ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
+                            K, S, { code::NONE }, { code::SWISH }, { $r }, I,
+                        >(
+                            pool.par(), inputs, coef, Act::Swish, wd, bd, y, c, h, w, K, S,
                         pads, Act::None,
                     )),)*
                     x => panic!("route {x:#x} not in the test's list"),
@@ -344,7 +349,14 @@ mod tests {
     fn refuses_another_kernel_size() {
         let x = vec![0.0; 4 * 25];
         let mut y = vec![0.0; 4 * 25];
-        ::effdet_runtime::with_isa!(Isa::Scalar, I => fuse_depthwise_fixed::<3, 1, { code::NONE }, { code::NONE }, { route::AUTO }, I>(
+        fuse_depthwise_fixed::<
+            3,
+            1,
+            { code::NONE },
+            { code::NONE },
+            { route::AUTO },
+            { ::effdet_runtime::kernels::isa_code::SCALAR },
+        >(
             Par::serial(),
             &[(&x, Sample::Identity)],
             &[1.0],
@@ -359,6 +371,6 @@ mod tests {
             1,
             [2; 4],
             Act::None,
-        ));
+        );
     }
 }

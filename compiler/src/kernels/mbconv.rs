@@ -241,6 +241,7 @@ pub fn expand_depthwise_fixed<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::op::tf_same_pad;
 
     #[test]
     fn fuses_the_large_planes_only() {
@@ -273,13 +274,6 @@ mod tests {
     use ::effdet_runtime::kernels::simd::test_util::Rng;
     use ::effdet_runtime::kernels::Pool;
 
-    /// TF 'same' padding `(before, after)` of one dimension.
-    fn same(len: usize, k: usize, s: usize) -> (usize, usize) {
-        let out = len.div_ceil(s);
-        let total = ((out - 1) * s + k).saturating_sub(len);
-        (total / 2, total - total / 2)
-    }
-
     /// The fused kernel gives the 1×1 conv then the depthwise conv (and its means) bit for
     /// bit, on every ISA at 1–3 threads: one band and many (a wide input makes short bands,
     /// down to one output row), strides 1 and 2, channel counts off the panel size,
@@ -300,7 +294,7 @@ mod tests {
         for (cin, c, h, w, k, s) in cases {
             for same_pads in [true, false] {
                 let pads = if same_pads {
-                    let ((t, b), (l, r)) = (same(h, k, s), same(w, k, s));
+                    let ((t, b), (l, r)) = (tf_same_pad(h, k, s, 1), tf_same_pad(w, k, s, 1));
                     [t, l, b, r]
                 } else {
                     [k / 2; 4]

@@ -53,9 +53,10 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 
 /// `y = act_pw(conv1x1(act(depthwise(x))) (+ residual))`, compiled for the depthwise conv's
 /// kernel size `K`, stride `S`, activation code `A`, the 1×1 conv's activation code `AP`
-/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
-/// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows), as a generated
-/// model calls it; `k`, `stride`, `act` and `act_pw` must be those constants' values.
+/// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
+/// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows) and the instruction
+/// set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it; `k`,
+/// `stride`, `act` and `act_pw` must be those constants' values.
 ///
 /// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
 /// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
@@ -64,7 +65,7 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 ///
 /// # Panics
 /// If a slice is too short for these sizes, the arguments differ from the constants, or
-/// `isa` is not supported by this CPU.
+/// this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_pointwise_fixed<
     const K: usize,
@@ -367,6 +368,7 @@ impl Shape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::op::tf_same_pad;
     use crate::kernels::conv1x1::{conv1x1, pack};
     use crate::kernels::depthwise::{by_shape, depthwise_pooled, route};
     use ::effdet_runtime::kernels::act::code;
@@ -402,13 +404,6 @@ mod tests {
         assert_eq!(band_rows(0, 0, 0), 1);
     }
 
-    /// TF 'same' padding `(before, after)` of one dimension.
-    fn same(len: usize, k: usize, s: usize) -> (usize, usize) {
-        let out = len.div_ceil(s);
-        let total = ((out - 1) * s + k).saturating_sub(len);
-        (total / 2, total - total / 2)
-    }
-
     /// The fused kernel gives the depthwise conv then the 1×1 conv (with and without a
     /// residual) bit for bit, on every ISA at 1–3 threads: one band and many (down to one
     /// output row), strides 1 and 2, channel counts off the panel size, planes smaller than
@@ -429,7 +424,7 @@ mod tests {
         for (cin, cout, h, w, k, s) in cases {
             for same_pads in [true, false] {
                 let pads = if same_pads {
-                    let ((t, b), (l, r)) = (same(h, k, s), same(w, k, s));
+                    let ((t, b), (l, r)) = (tf_same_pad(h, k, s, 1), tf_same_pad(w, k, s, 1));
                     [t, l, b, r]
                 } else {
                     [k / 2; 4]
@@ -656,7 +651,10 @@ mod tests {
         macro_rules! with_route {
             ($($r:expr),*) => {
                 match r {
-                    $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<K, S, { code::NONE }, { code::SWISH }, { $r }, I>(pool.par(), x, wd, bd, Act::None, wp, bp, Act::Swish, residual, y,
+                    $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                            K, S, { code::NONE }, { code::SWISH }, { $r }, I,
+                        >(
+                            pool.par(), x, wd, bd, Act::None, wp, bp, Act::Swish, residual, y,
                         cin, cout, h, w, K, S, pads,
                     )),)*
                     x_ => panic!("route {x_:#x} not in the test's list"),
@@ -685,7 +683,14 @@ mod tests {
         let x = vec![0.0; 4 * 25];
         let wp = pack(&[0.0; 8], 2, 4);
         let mut y = vec![0.0; 2 * 9];
-        ::effdet_runtime::with_isa!(Isa::Scalar, I => depthwise_pointwise_fixed::<3, 1, { code::NONE }, { code::NONE }, { route::AUTO }, I>(
+        depthwise_pointwise_fixed::<
+            3,
+            1,
+            { code::NONE },
+            { code::NONE },
+            { route::AUTO },
+            { ::effdet_runtime::kernels::isa_code::SCALAR },
+        >(
             Par::serial(),
             &x,
             &[0.0; 4 * 9],
@@ -703,6 +708,6 @@ mod tests {
             3,
             2,
             [1; 4],
-        ));
+        );
     }
 }

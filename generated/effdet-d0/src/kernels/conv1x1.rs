@@ -664,7 +664,7 @@ fn run_batch<const A: u8, const I: u8>(
 /// the one [`conv1x1`] computes (the accumulation order does not depend on the blocking).
 ///
 /// # Panics
-/// If the slices are too short for these sizes, or `isa` is not supported by this CPU.
+/// If the slices are too short for these sizes, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv1x1_pixels<const A: u8, const I: u8>(
     x: &[f32],

@@ -40,9 +40,10 @@ pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
 
 /// `y = act(depthwise(act_sum(Σ_i coef[i] · sample_i(x_i))))`, compiled for the depthwise
 /// conv's kernel size `K`, stride `S`, activation code `A`, the sum's activation code `AF`
-/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
-/// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels), as a generated
-/// model calls it; `k`, `stride`, `act` and `act_sum` must be those constants' values.
+/// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
+/// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels) and the
+/// instruction set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it;
+/// `k`, `stride`, `act` and `act_sum` must be those constants' values.
 ///
 /// `inputs` and `coef` as [`super::fuse::fuse`] takes them for an `h × w` output of `c`
 /// channels; `w_dw`: `[c][k][k]`; `b_dw`: `[c]`; `y`: `[c][oh][ow]` as
@@ -50,7 +51,7 @@ pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
 ///
 /// # Panics
 /// If a slice is too short for these sizes, a max pool does not give `h × w`, the
-/// arguments differ from the constants, or `isa` is not supported by this CPU.
+/// arguments differ from the constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub fn fuse_depthwise_fixed<
     const K: usize,

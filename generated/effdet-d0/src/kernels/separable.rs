@@ -53,9 +53,10 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 
 /// `y = act_pw(conv1x1(act(depthwise(x))) (+ residual))`, compiled for the depthwise conv's
 /// kernel size `K`, stride `S`, activation code `A`, the 1×1 conv's activation code `AP`
-/// (`effdet_runtime::kernels::act::code`) and the depthwise route `R`
-/// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows), as a generated
-/// model calls it; `k`, `stride`, `act` and `act_pw` must be those constants' values.
+/// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
+/// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows) and the instruction
+/// set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it; `k`,
+/// `stride`, `act` and `act_pw` must be those constants' values.
 ///
 /// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
 /// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
@@ -64,7 +65,7 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 ///
 /// # Panics
 /// If a slice is too short for these sizes, the arguments differ from the constants, or
-/// `isa` is not supported by this CPU.
+/// this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
 pub fn depthwise_pointwise_fixed<
     const K: usize,
