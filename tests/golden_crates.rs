@@ -444,7 +444,7 @@ fn tuned_crate_matches_untuned(fused: &[(String, Vec<f32>)]) {
     compile::build(&req, &mut |_| {}).unwrap_or_else(|e| panic!("effdetc build: {e}"));
     let model = std::fs::read_to_string(dir.join("src/model.rs")).unwrap();
     assert!(
-        model.contains("&k::conv1x1::Tuning {"),
+        model.contains("{ k::conv1x1::tuned(Isa::"),
         "no tuned call in the generated model"
     );
     let stderr = cargo(&["build", "--release", "--offline", "--locked"], &dir);

@@ -84,6 +84,11 @@ impl TuningFile {
             if c.block == 0 || c.cin == 0 || c.cout == 0 || c.hw == 0 {
                 return Err(format!("{at}: block, cin, cout and hw must be positive"));
             }
+            // A generated call carries the block in 32 bits of its const parameter
+            // (`conv1x1::tuned`); a block covers at most the plane anyway.
+            if c.block > u32::MAX as usize {
+                return Err(format!("{at}: block {} is above 2³² − 1", c.block));
+            }
             if let Some(j) = seen.insert((c.cin, c.cout, c.hw), i) {
                 return Err(format!("{at}: the same shape as conv1x1[{j}]"));
             }
@@ -373,6 +378,7 @@ mod tests {
             ("{\"isa\": \"Avx2\",\n \"conv1x1\": [}", "line 2 column"),
             (&*file(&entry(128, "16x1")), "tile `16x1`"),
             (&*file(&entry(0, "8x1")), "must be positive"),
+            (&*file(&entry(1 << 32, "8x1")), "block 4294967296 is above"),
             (
                 &*file(&format!("{},{}", entry(64, "8x1"), entry(128, "4x2"))),
                 "the same shape as conv1x1[0]",

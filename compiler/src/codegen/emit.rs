@@ -568,33 +568,33 @@ fn kernel_call(
             let n = if per_image { 1 } else { *n };
             let code = act_code(*a);
             let (n, cin, cout, hw, a) = (lit(n), lit(*cin), lit(*cout), lit(*hw), act(*a));
-            // A tuned conv (never a channels-last one: `tune::apply` skips those) passes
-            // its `Tuning`.
-            let tuned = match tuning {
+            // The blocking: the fixed cache model's, or a tuned conv's (never a
+            // channels-last one: `tune::apply` skips those) choices, as a constant.
+            let tune = match tuning {
                 Some(t) => {
                     let isa = format_ident!("{}", format!("{:?}", t.isa));
                     let tile = format_ident!("{}", format!("{:?}", t.tile));
                     let (block, pack_x) = (lit(t.block), t.pack_x);
                     quote! {
-                        Some(&k::conv1x1::Tuning { isa: Isa::#isa, block: #block, pack_x: #pack_x, tile: k::conv1x1::Tile::#tile })
+                        { k::conv1x1::tuned(Isa::#isa, #block, #pack_x, k::conv1x1::Tile::#tile) }
                     }
                 }
-                None => quote!(None),
+                None => quote!({ k::conv1x1::UNTUNED }),
             };
             if *gated {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_gated_fixed::<#code, I>(#tuned, cx.par, #x0, x1, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_gated_fixed::<#code, #n, #cin, #cout, #hw, #tune, I>(cx.par, #x0, x1, #w0, #b, #residual, y, #a);
                 }}
             } else if *nhwc {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_nhwc_fixed::<#code, I>(cx.par, #x0, #w0, #b, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_nhwc_fixed::<#code, #n, #cin, #cout, #hw, I>(cx.par, #x0, #w0, #b, y, #a);
                 }}
             } else {
                 quote! {{
                     #split
-                    k::conv1x1::conv1x1_batch_fixed::<#code, I>(#tuned, cx.par, #x0, #w0, #b, #residual, y, #n, #cin, #cout, #hw, #a);
+                    k::conv1x1::conv1x1_batch_fixed::<#code, #n, #cin, #cout, #hw, #tune, I>(cx.par, #x0, #w0, #b, #residual, y, #a);
                 }}
             }
         }

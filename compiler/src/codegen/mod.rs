@@ -506,10 +506,7 @@ mod tests {
             ("conv1x1_batch_fixed", "NONE"),
             ("conv1x1_batch_gated_fixed", "NONE"),
         ] {
-            let call = format!(
-                "{f}::<\n            {},\n            I,\n        >(\n            None,",
-                code(a)
-            );
+            let call = format!("{f}::<\n            {},\n            1,\n", code(a));
             assert!(model.contains(&call), "{call}");
         }
         // Each depthwise call fixes its route: D0's 16² and smaller planes go to the

@@ -42,7 +42,7 @@
 
 use ::effdet_runtime::kernels::act::{apply_portable, code};
 use ::effdet_runtime::kernels::simd::require;
-use ::effdet_runtime::kernels::{Act, Isa, Par};
+use ::effdet_runtime::kernels::{dim, Act, Isa, Par};
 use ::effdet_runtime::model::prelude::*;
 use ::effdet_runtime::per_thread;
 
@@ -125,24 +125,63 @@ pub fn conv1x1_batch(
     hw: usize,
     act: Act,
 ) {
-    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_fixed::<{ code::ANY }, I>(
-        None, par, x, w, bias, residual, y, n, cin, cout, hw, act,
+    ::effdet_runtime::with_isa!(isa, I => batch::<{ code::ANY }, 0, 0, 0, 0, UNTUNED, I>(
+        None, par, x, None, w, bias, residual, y, n, cin, cout, hw, act,
     ));
 }
 
-/// [`conv1x1_batch`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`)
-/// and instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
-/// calls it, with the blocking of `tuning` where it applies ([`conv1x1_batch_tuned`]);
-/// `act` must be that code's activation (any with `code::ANY`).
+/// [`conv1x1_batch`] compiled for one call of a generated model: activation code `A`
+/// (`effdet_runtime::kernels::act::code`; `act` must be its activation, any with
+/// `code::ANY`), the shape `N` images of `CIN` → `COUT` channels on planes of `HW` pixels,
+/// the blocking `TUNE` ([`UNTUNED`]: the fixed cache model's, or [`tuned`]'s where the
+/// running CPU takes the instruction set it was timed with), and instruction set `I`
+/// (`effdet_runtime::kernels::isa_code`). One instance per shape: its loop trip counts,
+/// pixel block, copy and register tile are constants (inline `const` blocks), and only the
+/// split among threads is chosen at run time.
 ///
 /// # Panics
 /// As [`conv1x1_batch`]; and if `act` is not the activation of `A` or this CPU does not
 /// run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_fixed<const A: u8, const I: u8>(
+pub fn conv1x1_batch_fixed<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const TUNE: u64,
+    const I: u8,
+>(
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    y: &mut [f32],
+    act: Act,
+) {
+    batch::<A, N, CIN, COUT, HW, TUNE, I>(
+        None, par, x, None, w, bias, residual, y, N, CIN, COUT, HW, act,
+    );
+}
+
+/// [`conv1x1_batch_fixed`] and [`conv1x1_batch_gated_fixed`] with each dimension a
+/// constant (non-zero const parameter) or given at run time (0), and the plan's blocking
+/// `TUNE`'s, or else `tuning`'s where it applies.
+#[allow(clippy::too_many_arguments)]
+fn batch<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const TUNE: u64,
+    const I: u8,
+>(
     tuning: Option<&Tuning>,
     par: Par,
     x: &[f32],
+    gates: Option<&[f32]>,
     w: &[f32],
     bias: &[f32],
     residual: Option<&[f32]>,
@@ -154,11 +193,36 @@ pub fn conv1x1_batch_fixed<const A: u8, const I: u8>(
     act: Act,
 ) {
     let act = act.fixed::<A>();
+    let (n, cin, cout, hw) = (
+        dim::<N>(n),
+        dim::<CIN>(cin),
+        dim::<COUT>(cout),
+        dim::<HW>(hw),
+    );
+    check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
+    if let Some(g) = gates {
+        assert_eq!(
+            Some(g.len()),
+            n.checked_mul(cin),
+            "conv1x1: gates have {} values, expected n·cin = {n}·{cin}",
+            g.len()
+        );
+    }
     let isa = Isa::of(I);
     let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
-    run_batch::<A, I>(
-        par, x, None, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    run_batch::<A, N, CIN, COUT, HW, TUNE, I>(
+        par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
     );
+}
+
+/// No tuning: a generated call's `TUNE` when it takes the fixed cache model's blocking
+/// ([`Plan::new`]).
+pub const UNTUNED: u64 = 0;
+
+/// A [`Tuning`] as a generated call's `TUNE` const parameter (`effdetc build --tune` bakes
+/// one into each call it timed): instruction set, pixel block (< 2³²), copy, tile.
+pub const fn tuned(isa: Isa, block: usize, pack_x: bool, tile: Tile) -> u64 {
+    1 << 63 | (isa.code() as u64) << 48 | (tile as u64) << 40 | (pack_x as u64) << 32 | block as u64
 }
 
 /// A blocking `effdetc build --tune` measured as the fastest for one conv shape on the
@@ -217,8 +281,8 @@ pub fn conv1x1_batch_tuned(
     hw: usize,
     act: Act,
 ) {
-    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_fixed::<{ code::ANY }, I>(
-        Some(tuning), par, x, w, bias, residual, y, n, cin, cout, hw, act,
+    ::effdet_runtime::with_isa!(isa, I => batch::<{ code::ANY }, 0, 0, 0, 0, UNTUNED, I>(
+        Some(tuning), par, x, None, w, bias, residual, y, n, cin, cout, hw, act,
     ));
 }
 
@@ -250,18 +314,44 @@ pub fn conv1x1_batch_nhwc(
     act: Act,
 ) {
     ::effdet_runtime::with_isa!(isa, I => {
-        conv1x1_batch_nhwc_fixed::<{ code::ANY }, I>(par, x, w, bias, y, n, cin, cout, hw, act)
+        nhwc::<{ code::ANY }, 0, 0, 0, 0, I>(par, x, w, bias, y, n, cin, cout, hw, act)
     });
 }
 
-/// [`conv1x1_batch_nhwc`] compiled for activation code `A` and instruction set `I` only
-/// (as [`conv1x1_batch_fixed`]).
+/// [`conv1x1_batch_nhwc`] compiled for one call of a generated model: activation code `A`,
+/// shape `N`, `CIN`, `COUT`, `HW` and instruction set `I` (as [`conv1x1_batch_fixed`]).
 ///
 /// # Panics
 /// As [`conv1x1_batch_nhwc`]; and if `act` is not the activation of `A` or this CPU does
 /// not run `I`.
+pub fn conv1x1_batch_nhwc_fixed<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const I: u8,
+>(
+    par: Par,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    y: &mut [f32],
+    act: Act,
+) {
+    nhwc::<A, N, CIN, COUT, HW, I>(par, x, w, bias, y, N, CIN, COUT, HW, act);
+}
+
+/// [`conv1x1_batch_nhwc_fixed`] with each dimension constant or given at run time (0).
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_nhwc_fixed<const A: u8, const I: u8>(
+fn nhwc<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const I: u8,
+>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -273,6 +363,12 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8, const I: u8>(
     hw: usize,
     act: Act,
 ) {
+    let (n, cin, cout, hw) = (
+        dim::<N>(n),
+        dim::<CIN>(cin),
+        dim::<COUT>(cout),
+        dim::<HW>(hw),
+    );
     let act = act.fixed::<A>();
     check_args::<I>(x, w, bias, None, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
@@ -287,6 +383,7 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8, const I: u8>(
         .saturating_mul(cin)
         .saturating_mul(hw);
     par.for_each_chunk_of_images(y, n, block * cout, work, |i, image, yc| {
+        let (cin, cout, hw) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<HW>(hw));
         let x = &x[image * cin * hw..][..cin * hw];
         let p0 = i * block;
         let len = yc.len() / cout;
@@ -296,7 +393,7 @@ pub fn conv1x1_batch_nhwc_fixed<const A: u8, const I: u8>(
             }
             let tmp = &mut tmp[..cout * len];
             // The block as NCHW planes of `len` pixels, then transposed into place.
-            run_group::<A, I>(
+            run_group::<A, CIN, HW, UNTUNED, I>(
                 plan,
                 x,
                 None,
@@ -344,20 +441,28 @@ pub fn conv1x1_batch_gated(
     hw: usize,
     act: Act,
 ) {
-    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_gated_fixed::<{ code::ANY }, I>(
-        None, par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
+    ::effdet_runtime::with_isa!(isa, I => batch::<{ code::ANY }, 0, 0, 0, 0, UNTUNED, I>(
+        None, par, x, Some(gates), w, bias, residual, y, n, cin, cout, hw, act,
     ));
 }
 
-/// [`conv1x1_batch_gated`] compiled for activation code `A` and instruction set `I` only,
-/// with the blocking of `tuning` where it applies (as [`conv1x1_batch_fixed`]).
+/// [`conv1x1_batch_gated`] compiled for one call of a generated model: activation code
+/// `A`, shape `N`, `CIN`, `COUT`, `HW`, blocking `TUNE` and instruction set `I` (as
+/// [`conv1x1_batch_fixed`]).
 ///
 /// # Panics
 /// As [`conv1x1_batch_gated`]; and if `act` is not the activation of `A` or this CPU does
 /// not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv1x1_batch_gated_fixed<const A: u8, const I: u8>(
-    tuning: Option<&Tuning>,
+pub fn conv1x1_batch_gated_fixed<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const TUNE: u64,
+    const I: u8,
+>(
     par: Par,
     x: &[f32],
     gates: &[f32],
@@ -365,17 +470,22 @@ pub fn conv1x1_batch_gated_fixed<const A: u8, const I: u8>(
     bias: &[f32],
     residual: Option<&[f32]>,
     y: &mut [f32],
-    n: usize,
-    cin: usize,
-    cout: usize,
-    hw: usize,
     act: Act,
 ) {
-    let act = act.fixed::<A>();
-    let isa = Isa::of(I);
-    let plan = Plan::new(isa, cin, cout, hw, par.threads()).maybe_tuned(isa, tuning);
-    run_gated::<A, I>(
-        par, x, gates, w, bias, residual, y, n, cin, cout, hw, act, plan,
+    batch::<A, N, CIN, COUT, HW, TUNE, I>(
+        None,
+        par,
+        x,
+        Some(gates),
+        w,
+        bias,
+        residual,
+        y,
+        N,
+        CIN,
+        COUT,
+        HW,
+        act,
     );
 }
 
@@ -400,55 +510,9 @@ pub fn conv1x1_batch_gated_tuned(
     hw: usize,
     act: Act,
 ) {
-    ::effdet_runtime::with_isa!(isa, I => conv1x1_batch_gated_fixed::<{ code::ANY }, I>(
-        Some(tuning), par, x, gates, w, bias, residual, y, n, cin, cout, hw, act,
+    ::effdet_runtime::with_isa!(isa, I => batch::<{ code::ANY }, 0, 0, 0, 0, UNTUNED, I>(
+        Some(tuning), par, x, Some(gates), w, bias, residual, y, n, cin, cout, hw, act,
     ));
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_gated<const A: u8, const I: u8>(
-    par: Par,
-    x: &[f32],
-    gates: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-    n: usize,
-    cin: usize,
-    cout: usize,
-    hw: usize,
-    act: Act,
-    plan: Plan,
-) {
-    check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
-    assert_eq!(
-        Some(gates.len()),
-        n.checked_mul(cin),
-        "conv1x1: gates have {} values, expected n·cin = {n}·{cin}",
-        gates.len()
-    );
-    // The gates scale each block of x as it is copied for the tiles, so gated calls always
-    // copy (whatever a tuning says).
-    let plan = Plan {
-        pack_x: true,
-        ..plan
-    };
-    run_batch::<A, I>(
-        par,
-        x,
-        Some(gates),
-        w,
-        bias,
-        residual,
-        y,
-        n,
-        cin,
-        cout,
-        hw,
-        act,
-        plan,
-    );
 }
 
 /// How a call is blocked (chosen by [`Plan::new`]; public for the micro-benchmark only).
@@ -474,11 +538,11 @@ pub struct Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
     /// 8 channels × 2 vectors (AVX-512: 8×32 pixels; NEON: 8×8).
-    R8V2,
+    R8V2 = 0,
     /// AVX2: 8 channels × 1 ymm.
-    R8V1,
+    R8V1 = 1,
     /// AVX2: 4 channels × 2 ymm.
-    R4V2,
+    R4V2 = 2,
 }
 // Tried and removed (each instantiation costs build time): 4×4 on AVX-512 and NEON (faster
 // with hot caches, 2–3% slower in the models), AVX2 4×3 and 2×4 (never faster than 4×2 or
@@ -487,27 +551,9 @@ pub enum Tile {
 impl Plan {
     /// The blocking for a shape (measured on Zen 4, see `examples/bench_conv1x1.rs`).
     pub fn new(isa: Isa, cin: usize, cout: usize, hw: usize, threads: usize) -> Plan {
-        // Pixel block: the block's slice of x (cin × block floats) stays within ~256 KB of
-        // L2 while every panel of the chunk sweeps it.
-        let budget = 64 * 1024; // floats
-        let block = (budget / cin.max(1)).max(64) / 64 * 64;
-        let block = if block >= hw { hw } else { block };
         // One chunk of output channels per thread: each reads x from memory once.
         let panels = cout.div_ceil(MR);
         let group = panels.div_ceil(threads.max(1)).max(1);
-        let tile = match isa {
-            // AVX2: 8×1 loads half as much x per FMA as 4×2, 15–20% faster once K is large,
-            // 5–10% slower below.
-            Isa::Avx2 if cin >= 512 => Tile::R8V1,
-            Isa::Avx2 => Tile::R4V2,
-            // NEON (32 registers, 4 lanes): 8 channels × 2 vectors.
-            Isa::Neon => Tile::R8V2,
-            // AVX-512: 8×2 loads half as much x per FMA as 4×4. With hot caches 4×4 was a
-            // little faster wherever the plane fills it, but in the models (x from L2/L3)
-            // 8×2 is 2–3% faster (D0 and Lite0, Intel Xeon), and it wastes fewer lanes on
-            // small planes (P6/P7 of the BiFPN).
-            _ => Tile::R8V2,
-        };
         // Few output channels, or many input channels per output channel, on a wide
         // plane: split by channels, every thread would copy and read all of x for a few
         // panels (a 144 → 24 conv at 80² ran at 0.90× its one-thread time on two threads,
@@ -522,10 +568,54 @@ impl Plan {
             1
         };
         Plan {
-            tile,
-            block,
             group,
             pixel_parts,
+            ..Plan::fixed(isa, cin, hw, UNTUNED)
+        }
+    }
+
+    /// The blocking of a call's thread's part ([`Plan::tile`], [`Plan::block`],
+    /// [`Plan::pack_x`]; `group` and `pixel_parts` 1): the fixed cache model's for `cin`
+    /// input channels on planes of `hw` pixels, or `tune`'s ([`tuned`]) if it was timed
+    /// with `isa`. A `const fn`, which a generated call's instance evaluates at compile time.
+    pub const fn fixed(isa: Isa, cin: usize, hw: usize, tune: u64) -> Plan {
+        if tune >> 63 == 1 && (tune >> 48) as u8 == isa.code() {
+            let block = tune as u32 as usize;
+            return Plan {
+                tile: match (tune >> 40) as u8 {
+                    1 => Tile::R8V1,
+                    2 => Tile::R4V2,
+                    _ => Tile::R8V2,
+                },
+                block: if block == 0 { 1 } else { block },
+                group: 1,
+                pixel_parts: 1,
+                pack_x: (tune >> 32) as u8 & 1 == 1,
+            };
+        }
+        // Pixel block: the block's slice of x (cin × block floats) stays within ~256 KB of
+        // L2 while every panel of the chunk sweeps it.
+        let budget = 64 * 1024; // floats
+        let block = budget / if cin == 0 { 1 } else { cin };
+        let block = if block < 64 { 64 } else { block / 64 * 64 };
+        let tile = match isa {
+            // AVX2: 8×1 loads half as much x per FMA as 4×2, 15–20% faster once K is large,
+            // 5–10% slower below.
+            Isa::Avx2 if cin >= 512 => Tile::R8V1,
+            Isa::Avx2 => Tile::R4V2,
+            // NEON (32 registers, 4 lanes): 8 channels × 2 vectors.
+            Isa::Neon => Tile::R8V2,
+            // AVX-512: 8×2 loads half as much x per FMA as 4×4. With hot caches 4×4 was a
+            // little faster wherever the plane fills it, but in the models (x from L2/L3)
+            // 8×2 is 2–3% faster (D0 and Lite0, Intel Xeon), and it wastes fewer lanes on
+            // small planes (P6/P7 of the BiFPN).
+            _ => Tile::R8V2,
+        };
+        Plan {
+            tile,
+            block: if block >= hw { hw } else { block },
+            group: 1,
+            pixel_parts: 1,
             // Always copy. Planes whose row stride is a multiple of 1 KB put every row a
             // tile reads into the same few cache sets (AVX2's narrow tiles ran 3× slower
             // on 64² planes without the copy); and in a model, where x arrives from L3 and
@@ -557,13 +647,26 @@ pub fn conv1x1_planned(
     act: Act,
     plan: Plan,
 ) {
-    ::effdet_runtime::with_isa!(isa, I => run_batch::<{ code::ANY }, I>(
-        par, x, None, w, bias, residual, y, 1, cin, cout, hw, act, plan,
-    ));
+    ::effdet_runtime::with_isa!(isa, I => {
+        check_args::<I>(x, w, bias, residual, y, 1, cin, cout, hw);
+        run_batch::<{ code::ANY }, 0, 0, 0, 0, UNTUNED, I>(
+            par, x, None, w, bias, residual, y, 1, cin, cout, hw, act, plan,
+        )
+    });
 }
 
+/// The thread split of a call whose arguments were checked, `plan`'s, with its dimensions
+/// constant or given at run time (as [`batch`]).
 #[allow(clippy::too_many_arguments)]
-fn run_batch<const A: u8, const I: u8>(
+fn run_batch<
+    const A: u8,
+    const N: usize,
+    const CIN: usize,
+    const COUT: usize,
+    const HW: usize,
+    const TUNE: u64,
+    const I: u8,
+>(
     par: Par,
     x: &[f32],
     gates: Option<&[f32]>,
@@ -578,7 +681,6 @@ fn run_batch<const A: u8, const I: u8>(
     act: Act,
     plan: Plan,
 ) {
-    check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
         return;
     }
@@ -592,6 +694,12 @@ fn run_batch<const A: u8, const I: u8>(
         // columns of y (plus the residual: the same `act(acc) + r` the tiles compute).
         let len = hw.div_ceil(plan.pixel_parts).next_multiple_of(16);
         par.for_each_column_part(y, hw, len, work, |_, cols| {
+            let (n, cin, cout, hw) = (
+                dim::<N>(n),
+                dim::<CIN>(cin),
+                dim::<COUT>(cout),
+                dim::<HW>(hw),
+            );
             let (first, count) = (cols.start(), cols.len());
             if count == 0 {
                 return;
@@ -604,7 +712,7 @@ fn run_batch<const A: u8, const I: u8>(
                 for image in 0..n {
                     let xi = &x[image * cin * hw..][..cin * hw];
                     let gi = gates.map(|g| &g[image * cin..][..cin]);
-                    run_group::<A, I>(
+                    run_group::<A, CIN, HW, TUNE, I>(
                         plan,
                         xi,
                         gi,
@@ -638,6 +746,7 @@ fn run_batch<const A: u8, const I: u8>(
         return;
     }
     par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
+        let (cin, cout, hw) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<HW>(hw));
         let row0 = i * group * MR;
         let rows = yc.len() / hw;
         let x = &x[image * cin * hw..][..cin * hw];
@@ -649,7 +758,21 @@ fn run_batch<const A: u8, const I: u8>(
             &bias[row0..][..rows]
         };
         let g = gates.map(|g| &g[image * cin..][..cin]);
-        run_group::<A, I>(plan, x, g, w, bias, res, yc, cin, hw, 0, hw, (hw, 0), act);
+        run_group::<A, CIN, HW, TUNE, I>(
+            plan,
+            x,
+            g,
+            w,
+            bias,
+            res,
+            yc,
+            cin,
+            hw,
+            0,
+            hw,
+            (hw, 0),
+            act,
+        );
     });
 }
 
@@ -698,7 +821,7 @@ pub(crate) fn conv1x1_pixels<const A: u8, const I: u8>(
     // The caller lays x out for the tiles (a band with a padded row stride).
     plan.pack_x = false;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
-    run_group::<A, I>(
+    run_group::<A, 0, 0, UNTUNED, I>(
         plan,
         x,
         None,
@@ -770,8 +893,12 @@ fn check_args<const I: u8>(
 /// at columns `y0..y0 + count` (`(ys, y0)`: `(count, 0)` for planes of `count` pixels; all
 /// of them: `first` 0, `count` hw). `gates` (`cin` values, or none) scale x's channels as
 /// its blocks are copied (which the plan must do).
+///
+/// With `CIN` and `HW` non-zero (a generated call's instance), `cin` and `hw` are those
+/// constants and the blocking is [`Plan::fixed`]'s for them and `TUNE`, computed at compile
+/// time; else `plan`'s. Gated calls always copy x.
 #[allow(clippy::too_many_arguments)]
-fn run_group<const A: u8, const I: u8>(
+fn run_group<const A: u8, const CIN: usize, const HW: usize, const TUNE: u64, const I: u8>(
     plan: Plan,
     x: &[f32],
     gates: Option<&[f32]>,
@@ -786,6 +913,14 @@ fn run_group<const A: u8, const I: u8>(
     (ys, y0): (usize, usize),
     act: Act,
 ) {
+    let (cin, hw) = (dim::<CIN>(cin), dim::<HW>(hw));
+    let plan = if CIN != 0 && HW != 0 {
+        const { Plan::fixed(Isa::of(I), CIN, HW, TUNE) }
+    } else {
+        plan
+    };
+    // The gates scale each block of x as it is copied for the tiles.
+    let pack_x = plan.pack_x || gates.is_some();
     let rows = y.len() / ys;
     let panels = rows.div_ceil(MR);
     let block = plan.block.max(1);
@@ -796,8 +931,8 @@ fn run_group<const A: u8, const I: u8>(
         "conv1x1: pixels {first}+{count} of {hw} into columns {y0}.. of {ys}"
     );
     assert!(
-        gates.is_none_or(|g| plan.pack_x && g.len() >= cin),
-        "conv1x1: gates scale x as it is copied"
+        gates.is_none_or(|g| g.len() >= cin),
+        "conv1x1: {cin} gates expected"
     );
     let x = &x[first..];
     // x's row stride; `hw` from here on is y's.
@@ -811,7 +946,7 @@ fn run_group<const A: u8, const I: u8>(
             // cache sets), from a 64-byte boundary (no row splits cache lines). The buffer
             // only grows, and is not cleared: the ld − len pad columns are never read (the
             // tiles mask them off).
-            let (xb, xs, x0) = if plan.pack_x {
+            let (xb, xs, x0) = if pack_x {
                 let ld = len.next_multiple_of(16) + 16;
                 if scratch.len() < cin * ld + 16 {
                     scratch.resize(cin * ld + 16, 0.0);
@@ -1512,84 +1647,164 @@ mod tests {
     /// The entry points compiled for one activation code give what the run-time choice
     /// gives, bit for bit, on every ISA and both AVX2 tiles (plain, gated, channels-last);
     /// a code that is not the call's activation panics.
+    /// The per-shape entry points of generated calls (shape and blocking constants, one
+    /// activation) compute what the run-time ones compute, bit for bit, with and without a
+    /// tuning, for every activation and instruction set; a call whose activation is not
+    /// the instance's panics.
     #[test]
-    fn fixed_activation_entry_points_match_the_run_time_choice() {
-        let mut rng = Rng(0x5eed);
-        let (n, cin, hw) = (2, 24, 70);
-        let x = rng.vec(n * cin * hw);
-        let gates = rng.vec(n * cin);
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        /// x, gates, w, bias; n, cin, cout, hw.
-        type Call<'a> = (
-            &'a [f32],
-            &'a [f32],
-            &'a [f32],
-            &'a [f32],
-            usize,
-            usize,
-            usize,
-            usize,
-        );
-        fn fixed<const A: u8, const I: u8>(t: Option<&Tuning>, a: Call, act: Act) -> [Vec<f32>; 3] {
-            let (x, gates, w, b, n, cin, cout, hw) = a;
-            let mut y = vec![f32::NAN; n * cout * hw];
-            let mut yg = y.clone();
-            let mut yt = y.clone();
+    fn fixed_entry_points_match_the_run_time_ones() {
+        const N: usize = 2;
+        const CIN: usize = 24;
+        const HW: usize = 70;
+        /// x, gates, packed w, bias.
+        type Args<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
+        fn fixed<const A: u8, const COUT: usize, const TUNE: u64, const I: u8>(
+            (x, gates, w, b): Args,
+            act: Act,
+        ) -> [Vec<f32>; 3] {
+            let mut y = vec![f32::NAN; N * COUT * HW];
+            let (mut yg, mut yt) = (y.clone(), y.clone());
             let par = Par::serial();
-            conv1x1_batch_fixed::<A, I>(t, par, x, w, b, None, &mut y, n, cin, cout, hw, act);
-            conv1x1_batch_gated_fixed::<A, I>(
-                t, par, x, gates, w, b, None, &mut yg, n, cin, cout, hw, act,
+            conv1x1_batch_fixed::<A, N, CIN, COUT, HW, TUNE, I>(par, x, w, b, None, &mut y, act);
+            conv1x1_batch_gated_fixed::<A, N, CIN, COUT, HW, TUNE, I>(
+                par, x, gates, w, b, None, &mut yg, act,
             );
-            conv1x1_batch_nhwc_fixed::<A, I>(par, x, w, b, &mut yt, n, cin, cout, hw, act);
+            conv1x1_batch_nhwc_fixed::<A, N, CIN, COUT, HW, I>(par, x, w, b, &mut yt, act);
             [y, yg, yt]
         }
-        for cout in [40, 520] {
-            let w = pack(&rng.vec(cout * cin), cout, cin);
-            let b = rng.vec(cout);
-            let args = (&x[..], &gates[..], &w[..], &b[..], n, cin, cout, hw);
+        fn each_act<const COUT: usize, const TUNE: u64, const I: u8>(
+            a: Args,
+            act: Act,
+        ) -> [Vec<f32>; 3] {
+            match act.code() {
+                code::NONE => fixed::<{ code::NONE }, COUT, TUNE, I>(a, act),
+                code::SWISH => fixed::<{ code::SWISH }, COUT, TUNE, I>(a, act),
+                code::RELU6 => fixed::<{ code::RELU6 }, COUT, TUNE, I>(a, act),
+                _ => fixed::<{ code::SIGMOID }, COUT, TUNE, I>(a, act),
+            }
+        }
+        fn run_time(
+            isa: Isa,
+            t: Option<Tuning>,
+            (x, gates, w, b): Args,
+            cout: usize,
+            act: Act,
+        ) -> [Vec<f32>; 3] {
+            let mut y = vec![f32::NAN; N * cout * HW];
+            let (mut yg, mut yt) = (y.clone(), y.clone());
+            let par = Par::serial();
+            let (n, cin, hw) = (N, CIN, HW);
+            match t {
+                Some(t) => {
+                    conv1x1_batch_tuned(&t, isa, par, x, w, b, None, &mut y, n, cin, cout, hw, act);
+                    conv1x1_batch_gated_tuned(
+                        &t, isa, par, x, gates, w, b, None, &mut yg, n, cin, cout, hw, act,
+                    );
+                }
+                None => {
+                    conv1x1_batch(isa, par, x, w, b, None, &mut y, n, cin, cout, hw, act);
+                    conv1x1_batch_gated(
+                        isa, par, x, gates, w, b, None, &mut yg, n, cin, cout, hw, act,
+                    );
+                }
+            }
+            conv1x1_batch_nhwc(isa, par, x, w, b, &mut yt, n, cin, cout, hw, act);
+            [y, yg, yt]
+        }
+        fn check<const COUT: usize>(rng: &mut Rng, x: &[f32], gates: &[f32]) {
+            let w = pack(&rng.vec(COUT * CIN), COUT, CIN);
+            let b = rng.vec(COUT);
+            let a = (x, gates, &w[..], &b[..]);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for isa in Isa::available() {
-                let tiles: &[Tile] = if isa == Isa::Avx2 {
-                    &[Tile::R4V2, Tile::R8V1]
-                } else {
-                    &[Tile::R8V2]
-                };
-                for &tile in tiles {
-                    let t = Tuning {
+                for act in [Act::None, Act::Swish, Act::Relu6, Act::Sigmoid] {
+                    let tuning = |tile| Tuning {
                         isa,
                         block: 64,
                         pack_x: false,
                         tile,
                     };
-                    for act in [Act::None, Act::Swish, Act::Relu6, Act::Sigmoid] {
-                        let (want, got) = ::effdet_runtime::with_isa!(isa, I => {
-                            let t = Some(&t);
-                            let want = fixed::<{ code::ANY }, I>(t, args, act);
-                            let got = match act.code() {
-                                code::NONE => fixed::<{ code::NONE }, I>(t, args, act),
-                                code::SWISH => fixed::<{ code::SWISH }, I>(t, args, act),
-                                code::RELU6 => fixed::<{ code::RELU6 }, I>(t, args, act),
-                                _ => fixed::<{ code::SIGMOID }, I>(t, args, act),
-                            };
-                            (want, got)
-                        });
+                    let runs = ::effdet_runtime::with_isa!(isa, I => [
+                        (None, each_act::<COUT, UNTUNED, I>(a, act)),
+                        (
+                            Some(tuning(Tile::R8V2)),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V2) }, I>(a, act),
+                        ),
+                        (
+                            Some(tuning(Tile::R8V1)),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V1) }, I>(a, act),
+                        ),
+                        (
+                            Some(tuning(Tile::R4V2)),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R4V2) }, I>(a, act),
+                        ),
+                    ]);
+                    for (t, got) in runs {
+                        let want = run_time(isa, t, a, COUT, act);
                         for (g, w) in got.iter().zip(&want) {
                             assert!(w.iter().all(|v| v.is_finite()));
-                            assert!(bits(g) == bits(w), "{isa:?} {tile:?} {act:?} cout {cout}");
+                            assert!(bits(g) == bits(w), "{isa:?} {t:?} {act:?} cout {COUT}");
                         }
                     }
                 }
             }
         }
-        let w = pack(&rng.vec(8 * cin), 8, cin);
-        let args = (&x[..], &gates[..], &w[..], &[][..], n, cin, 8, hw);
+        let mut rng = Rng(0x5eed);
+        let x = rng.vec(N * CIN * HW);
+        let gates = rng.vec(N * CIN);
+        check::<40>(&mut rng, &x, &gates);
+        check::<520>(&mut rng, &x, &gates);
+        let w = pack(&rng.vec(8 * CIN), 8, CIN);
         let wrong = std::panic::catch_unwind(|| {
-            fixed::<{ code::SWISH }, { ::effdet_runtime::kernels::isa_code::SCALAR }>(
-                None,
-                args,
+            fixed::<{ code::SWISH }, 8, UNTUNED, { ::effdet_runtime::kernels::isa_code::SCALAR }>(
+                (&x, &gates, &w, &[]),
                 Act::Relu6,
             )
         });
         assert!(wrong.is_err(), "a swish kernel ran a ReLU6 call");
+    }
+
+    /// A call's compile-time blocking: the fixed cache model's where it has no tuning (as
+    /// [`Plan::new`] chooses at run time), a tuning's choices where the instruction set is
+    /// the one it was timed with, and the model's elsewhere.
+    #[test]
+    fn compile_time_blocking_is_the_plan_or_the_tuning() {
+        let all = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar];
+        for isa in all {
+            for (cin, hw) in [(16, 16384), (112, 400), (672, 100), (1280, 25), (0, 7)] {
+                let run_time = Plan::new(isa, cin, 64, hw, 2);
+                let fixed = Plan::fixed(isa, cin, hw, UNTUNED);
+                assert_eq!(
+                    (fixed.tile, fixed.block, fixed.pack_x),
+                    (run_time.tile, run_time.block, run_time.pack_x),
+                    "{isa:?} {cin} {hw}"
+                );
+                for tile in [Tile::R8V2, Tile::R8V1, Tile::R4V2] {
+                    for (block, pack_x) in [(64, false), (4096, true), (0, true)] {
+                        let t = Tuning {
+                            isa,
+                            block,
+                            pack_x,
+                            tile,
+                        };
+                        let want = run_time.tuned(isa, &t);
+                        for other in all {
+                            let got = Plan::fixed(other, cin, hw, tuned(isa, block, pack_x, tile));
+                            let want = if other == isa {
+                                want
+                            } else {
+                                Plan::fixed(other, cin, hw, UNTUNED)
+                            };
+                            assert_eq!(
+                                (got.tile, got.block, got.pack_x),
+                                (want.tile, want.block, want.pack_x),
+                                "{isa:?} {other:?} {tile:?} {block} {pack_x}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs every ISA (and both tiles on AVX-512) on one shape against an f64 reference.

@@ -826,9 +826,13 @@ fn block_1<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            32,
+            16,
+            65536,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -836,10 +840,6 @@ fn block_1<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             &cx.weights[w[7]..w[7] + 16],
             None,
             y,
-            1,
-            32,
-            16,
-            65536,
             Act::None,
         );
     }
@@ -899,9 +899,13 @@ fn block_2<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            96,
+            24,
+            16384,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -909,10 +913,6 @@ fn block_2<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 24],
             None,
             y,
-            1,
-            96,
-            24,
-            16384,
             Act::None,
         );
     }
@@ -972,9 +972,13 @@ fn block_3<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            144,
+            24,
+            16384,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -982,10 +986,6 @@ fn block_3<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 24],
             Some(x2),
             y,
-            1,
-            144,
-            24,
-            16384,
             Act::None,
         );
     }
@@ -996,19 +996,19 @@ fn block_4<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 393216)], (t[0], 2359296));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            24,
+            144,
+            16384,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 3456],
             &cx.weights[w[1]..w[1] + 144],
             None,
             y,
-            1,
-            24,
-            144,
-            16384,
             Act::Swish,
         );
     }
@@ -1060,9 +1060,13 @@ fn block_4<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            144,
+            40,
+            4096,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1070,10 +1074,6 @@ fn block_4<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 40],
             None,
             y,
-            1,
-            144,
-            40,
-            4096,
             Act::None,
         );
     }
@@ -1084,19 +1084,19 @@ fn block_5<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 983040));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            40,
+            240,
+            4096,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 9600],
             &cx.weights[w[1]..w[1] + 240],
             None,
             y,
-            1,
-            40,
-            240,
-            4096,
             Act::Swish,
         );
     }
@@ -1148,9 +1148,13 @@ fn block_5<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            240,
+            40,
+            4096,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1158,10 +1162,6 @@ fn block_5<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 40],
             Some(x2),
             y,
-            1,
-            240,
-            40,
-            4096,
             Act::None,
         );
     }
@@ -1221,9 +1221,13 @@ fn block_6<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            240,
+            80,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1231,10 +1235,6 @@ fn block_6<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 80],
             None,
             y,
-            1,
-            240,
-            80,
-            1024,
             Act::None,
         );
     }
@@ -1245,19 +1245,19 @@ fn block_7<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            80,
+            480,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 38400],
             &cx.weights[w[1]..w[1] + 480],
             None,
             y,
-            1,
-            80,
-            480,
-            1024,
             Act::Swish,
         );
     }
@@ -1309,9 +1309,13 @@ fn block_7<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            480,
+            80,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1319,10 +1323,6 @@ fn block_7<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 80],
             Some(x2),
             y,
-            1,
-            480,
-            80,
-            1024,
             Act::None,
         );
     }
@@ -1333,19 +1333,19 @@ fn block_8<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 491520));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            80,
+            480,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 38400],
             &cx.weights[w[1]..w[1] + 480],
             None,
             y,
-            1,
-            80,
-            480,
-            1024,
             Act::Swish,
         );
     }
@@ -1397,9 +1397,13 @@ fn block_8<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            480,
+            112,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1407,10 +1411,6 @@ fn block_8<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 112],
             None,
             y,
-            1,
-            480,
-            112,
-            1024,
             Act::None,
         );
     }
@@ -1421,19 +1421,19 @@ fn block_9<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            112,
+            672,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 75264],
             &cx.weights[w[1]..w[1] + 672],
             None,
             y,
-            1,
-            112,
-            672,
-            1024,
             Act::Swish,
         );
     }
@@ -1485,9 +1485,13 @@ fn block_9<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            672,
+            112,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1495,10 +1499,6 @@ fn block_9<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 112],
             Some(x2),
             y,
-            1,
-            672,
-            112,
-            1024,
             Act::None,
         );
     }
@@ -1509,19 +1509,19 @@ fn block_10<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 688128));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            112,
+            672,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 75264],
             &cx.weights[w[1]..w[1] + 672],
             None,
             y,
-            1,
-            112,
-            672,
-            1024,
             Act::Swish,
         );
     }
@@ -1573,9 +1573,13 @@ fn block_10<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            672,
+            192,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1583,10 +1587,6 @@ fn block_10<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 192],
             None,
             y,
-            1,
-            672,
-            192,
-            256,
             Act::None,
         );
     }
@@ -1597,19 +1597,19 @@ fn block_11<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            192,
+            1152,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 221184],
             &cx.weights[w[1]..w[1] + 1152],
             None,
             y,
-            1,
-            192,
-            1152,
-            256,
             Act::Swish,
         );
     }
@@ -1664,9 +1664,13 @@ fn block_11<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            1152,
+            192,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1674,10 +1678,6 @@ fn block_11<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 192],
             Some(x2),
             y,
-            1,
-            1152,
-            192,
-            256,
             Act::None,
         );
     }
@@ -1688,19 +1688,19 @@ fn block_12<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 49152)], (t[0], 294912));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::SWISH },
+            1,
+            192,
+            1152,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 221184],
             &cx.weights[w[1]..w[1] + 1152],
             None,
             y,
-            1,
-            192,
-            1152,
-            256,
             Act::Swish,
         );
     }
@@ -1755,9 +1755,13 @@ fn block_12<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
         );
         k::conv1x1::conv1x1_batch_gated_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            1152,
+            320,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             x1,
@@ -1765,10 +1769,6 @@ fn block_12<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             &cx.weights[w[9]..w[9] + 320],
             None,
             y,
-            1,
-            1152,
-            320,
-            256,
             Act::None,
         );
     }
@@ -1779,19 +1779,19 @@ fn block_13<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 2]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            320,
+            64,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 20480],
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
-            1,
-            320,
-            64,
-            256,
             Act::None,
         );
     }
@@ -1886,19 +1886,19 @@ fn block_16<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 81920)], (t[0], 16384));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            320,
+            64,
+            256,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 20480],
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
-            1,
-            320,
-            64,
-            256,
             Act::None,
         );
     }
@@ -1960,19 +1960,19 @@ fn block_18<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 114688)], (t[0], 65536));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            112,
+            64,
+            1024,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 7168],
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
-            1,
-            112,
-            64,
-            1024,
             Act::None,
         );
     }
@@ -2031,19 +2031,19 @@ fn block_20<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 2], w: [usize; 2]) {
         let ([x0], y) = arena::split(cx.arena, [(t[1], 163840)], (t[0], 262144));
         k::conv1x1::conv1x1_batch_fixed::<
             { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            40,
+            64,
+            4096,
+            { k::conv1x1::UNTUNED },
             I,
         >(
-            None,
             cx.par,
             x0,
             &cx.weights[w[0]..w[0] + 2560],
             &cx.weights[w[1]..w[1] + 64],
             None,
             y,
-            1,
-            40,
-            64,
-            4096,
             Act::None,
         );
     }

@@ -1,12 +1,10 @@
 //! Denormal (subnormal) floats flushed to zero while a forward pass runs.
 //!
-//! Why: on Intel cores an arithmetic instruction that reads or produces a denormal takes a
-//! microcode assist of ~100 cycles instead of one, per vector. A network whose activations
-//! wander that low (a squeeze-excite gate of 1e-38 times an activation: seen in a Keras D0
-//! export with its own random weights) then runs 7–8× slower (616 vs 77 ms on a Xeon),
-//! while AMD cores barely notice. Denormals are below 1.2e-38, far under any tolerance a
-//! detector cares about, so every fast inference engine flushes them (TensorFlow does it in
-//! every op by default); so does effdet, for the span of a forward pass only.
+//! Why: on Intel cores an instruction that reads or produces a denormal takes a ~100-cycle
+//! microcode assist per vector. A network whose activations wander that low (a Keras D0
+//! export with random weights: SE gates of 1e-38) ran 7–8× slower (616 vs 77 ms on a Xeon;
+//! AMD cores barely notice). Denormals (< 1.2e-38) are far under any detector's tolerance,
+//! so fast engines flush them (TensorFlow in every op); effdet does, during a forward pass.
 //!
 //! [`FlushDenormals`] sets the thread's flush-to-zero and denormals-are-zero modes (x86-64:
 //! MXCSR.FTZ|DAZ; aarch64: FPCR.FZ) and puts the previous mode back when dropped, so the

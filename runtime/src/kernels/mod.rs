@@ -94,6 +94,16 @@ impl Isa {
     }
 }
 
+/// A kernel call's dimension: `D` in a generated call's per-shape instance (its trip counts
+/// and blocking then constants), else (`D` = 0: run-time entry points, tests) `v`.
+#[inline(always)]
+pub const fn dim<const D: usize>(v: usize) -> usize {
+    match D {
+        0 => v,
+        d => d,
+    }
+}
+
 /// [`Isa`] as a const parameter. The kernels and a generated model's block functions take
 /// their instruction set as their last const parameter (`f::<…, { isa_code::AVX512 }>`), so
 /// each is compiled once per instruction set with only that one's code in it, and a model
