@@ -100,13 +100,13 @@ fn main() {
                 ($($r:expr),*) => {
                     match r {
                         $(x_ if x_ == $r => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
-                                3, 1, { code::NONE }, { code::SWISH }, { $r }, I,
+                                3, 1, { code::NONE }, { code::SWISH }, { $r }, 0, 0, 0, 0, 0, I,
                             >(
                                 pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,
                         )),)*
                         _ => ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
-                                3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                                3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, 0, 0, 0, 0, 0, I,
                             >(
                                 pool.par(), &x, &wd, &bd, Act::None, &wp, &bp, Act::Swish, None, y,
                             c, cout, hw, hw, 3, 1, pads,

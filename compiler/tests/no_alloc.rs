@@ -215,7 +215,7 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
     // Cross-op kernels: a BiFPN node's sum → depthwise (a tile of channels at a time), and
     // sum → depthwise → 1×1 and a head's separable conv, band by band (D0's P3: 4 bands).
     {
-        use effdet_compiler::kernels::depthwise::route;
+        use effdet_compiler::kernels::depthwise::{pads, route};
         use effdet_compiler::kernels::fuse_depthwise::fuse_depthwise_fixed;
         use effdet_compiler::kernels::separable::{
             depthwise_pointwise_fixed, sum_depthwise_pointwise_fixed,
@@ -238,7 +238,8 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     (&inputs[1].0[..], inputs[1].1),
                 ];
                 ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
-                        3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                        3, 1, { code::NONE }, { code::SWISH }, { route::AUTO },
+                        64, 64, 64, { pads([1; 4]) }, I,
                     >(
                     par,
                     &ins,
@@ -271,7 +272,14 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
                     { code::NONE },
                     { code::SWISH },
                     { code::NONE },
-                    { route::AUTO }, I>(
+                    { route::AUTO },
+                    64,
+                    64,
+                    64,
+                    64,
+                    { pads([1; 4]) },
+                    I,
+                >(
                     par,
                     &ins,
                     &coef,
@@ -296,7 +304,8 @@ fn cases(isa: Isa, par: Par<'static>) -> Vec<Case> {
         }));
         v.push(case("separable 64ch @64²", c * n * n, move |y| {
             ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
-                    3, 1, { code::NONE }, { code::SWISH }, { route::AUTO }, I,
+                    3, 1, { code::NONE }, { code::SWISH }, { route::AUTO },
+                    64, 64, 64, 64, { pads([1; 4]) }, I,
                 >(
                 par,
                 &a,

@@ -646,6 +646,9 @@ fn kernel_call(
                 lits(pads),
                 act(*a),
             );
+            // The call's padding as its `PADS` constant (with its sizes, the shape its
+            // instance is compiled for).
+            let pk = quote!({ k::depthwise::pads(#pads) });
             let project_args = |p: &crate::plan::Project, first: usize| {
                 let (pw, pb, pa) = (&ws[first], &ws[first + 1], act(p.act));
                 let residual = if p.residual {
@@ -662,7 +665,7 @@ fn kernel_call(
                     let (coef, fa) = (&ws[0], act(f.act));
                     let inputs = fuse_inputs(&f.samples, &names);
                     let (pargs, cout) = project_args(p, 3);
-                    quote!(k::separable::sum_depthwise_pointwise_fixed::<#kc, #sc, #ac, #afc, #apc, #r, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::sum_depthwise_pointwise_fixed::<#kc, #sc, #ac, #afc, #apc, #r, #c, #cout, #h, #w, #pk, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 (Some(e), _, _) => {
                     let (aec, r) = (
@@ -670,7 +673,7 @@ fn kernel_call(
                         route(crate::kernels::conv1x1::MR.min(channels), oh),
                     );
                     let (ew, eb, cin, ea) = (&ws[0], &ws[1], lit(e.cin), act(e.act));
-                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #r, I>(cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::mbconv::expand_depthwise_fixed::<#kc, #sc, #ac, #aec, #r, #cin, #c, #h, #w, #pk, I>(cx.par, #x0, #ew, #eb, #ea, #w0, #b, y, #cin, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 (_, Some(f), _) => {
                     let afc = act_code(f.act);
@@ -678,16 +681,16 @@ fn kernel_call(
                         crate::kernels::fuse_depthwise::tile_channels(channels, height, width);
                     let r = route(tile, oh);
                     let (coef, fa, inputs) = (&ws[0], act(f.act), fuse_inputs(&f.samples, &names));
-                    quote!(k::fuse_depthwise::fuse_depthwise_fixed::<#kc, #sc, #ac, #afc, #r, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
+                    quote!(k::fuse_depthwise::fuse_depthwise_fixed::<#kc, #sc, #ac, #afc, #r, #c, #h, #w, #pk, I>(cx.par, &[#(#inputs),*], #coef, #fa, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a))
                 }
                 (_, _, Some(p)) => {
                     let (apc, r) = (act_code(p.act), route(channels, band()));
                     let (pargs, cout) = project_args(p, 2);
-                    quote!(k::separable::depthwise_pointwise_fixed::<#kc, #sc, #ac, #apc, #r, I>(cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
+                    quote!(k::separable::depthwise_pointwise_fixed::<#kc, #sc, #ac, #apc, #r, #c, #cout, #h, #w, #pk, I>(cx.par, #x0, #w0, #b, #a, #pargs, y, #c, #cout, #h, #w, #k, #stride, #pads))
                 }
                 _ if fast => {
                     let r = route(channels, oh);
-                    quote!(k::depthwise::depthwise_fixed::<#kc, #sc, #ac, #r, I>(cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
+                    quote!(k::depthwise::depthwise_fixed::<#kc, #sc, #ac, #r, #c, #h, #w, #pk, I>(cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))
                 }
                 _ => {
                     quote!(k::depthwise::depthwise_general::<I>(cx.par, #x0, #w0, #b, y, #c, #h, #w, #k, #stride, #pads, #a, #means_arg))

@@ -444,7 +444,8 @@ mod tests {
             if !takes_isa(name) {
                 continue;
             }
-            let generics: String = rest[end..rest.find('(').unwrap()]
+            // Up to the call's `>(` (a const argument may call a `const fn`).
+            let generics: String = rest[end..rest.find(">(").unwrap() + 1]
                 .chars()
                 .filter(|c| !c.is_whitespace())
                 .collect();
@@ -469,6 +470,43 @@ mod tests {
     fn kernel_calls_fix_their_shape_and_activation() {
         let files = d0_files(DEFAULT_EMBED_LIMIT);
         let model = text(&files, "src/model.rs");
+        // Each call's instance is compiled for its shape: blocks.0.0's project conv (32 →
+        // 16 channels at 256², gated), blocks.1.0's expand → depthwise (16 → 96 channels at
+        // 256², stride 2: TF 'same' pads below and right only).
+        let project = "conv1x1_batch_gated_fixed::<
+            { ::effdet_runtime::kernels::act::code::NONE },
+            1,
+            32,
+            16,
+            65536,
+            { k::conv1x1::UNTUNED },
+            I,
+        >(";
+        let expand = "k::depthwise::route::ROWS },
+            16,
+            96,
+            256,
+            256,
+            { k::depthwise::pads([0, 0, 1, 1]) },
+            I,
+        >(";
+        assert!(model.contains(project) && model.contains(expand));
+        // No shape is left to run time: every call of a kernel compiled per shape passes
+        // its padding as a constant.
+        for f in [
+            "depthwise_fixed",
+            "expand_depthwise_fixed",
+            "depthwise_pointwise_fixed",
+        ] {
+            let calls = model.matches(&format!("{f}::<")).count();
+            assert!(calls > 0, "{f}");
+            let with_pads = model
+                .split(&format!("{f}::<"))
+                .skip(1)
+                .filter(|c| c[..c.find(">(").unwrap()].contains("{ k::depthwise::pads(["))
+                .count();
+            assert_eq!(with_pads, calls, "{f}");
+        }
         for generic in [
             "k::depthwise::depthwise_pooled(",
             "k::depthwise::depthwise(",

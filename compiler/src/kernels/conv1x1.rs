@@ -789,7 +789,7 @@ fn run_batch<
 /// # Panics
 /// If the slices are too short for these sizes, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn conv1x1_pixels<const A: u8, const I: u8>(
+pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
     x: &[f32],
     w: &[f32],
     bias: &[f32],
@@ -817,11 +817,12 @@ pub(crate) fn conv1x1_pixels<const A: u8, const I: u8>(
             && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
+    let cin = dim::<CIN>(cin);
     let mut plan = Plan::new(Isa::of(I), cin, rows, count, 1);
     // The caller lays x out for the tiles (a band with a padded row stride).
     plan.pack_x = false;
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
-    run_group::<A, 0, 0, UNTUNED, I>(
+    run_group::<A, CIN, 0, UNTUNED, I>(
         plan,
         x,
         None,
@@ -914,7 +915,7 @@ fn run_group<const A: u8, const CIN: usize, const HW: usize, const TUNE: u64, co
     act: Act,
 ) {
     let (cin, hw) = (dim::<CIN>(cin), dim::<HW>(hw));
-    let plan = if CIN != 0 && HW != 0 {
+    let plan = if const { CIN != 0 && HW != 0 } {
         const { Plan::fixed(Isa::of(I), CIN, HW, TUNE) }
     } else {
         plan

@@ -17,11 +17,11 @@
 //! both compute each channel on its own, in the same order whatever channels a call covers
 //! (and every depthwise route gives the same bits).
 
-use super::depthwise::{fast, out_len, run_planes, Args as Depthwise};
+use super::depthwise::{check_fixed, fast, fixed_pads, out_len, run_planes, Args as Depthwise};
 use super::fuse::{check, run_channels, Args as Sum, Sample};
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::require;
-use ::effdet_runtime::kernels::{size, Act, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Par};
 
 /// Floats of one tile of fused planes: 128 KB, so that the tile, the input rows the sum
 /// reads and the depthwise conv's output rows all stay in L2 (1 MiB per core in the cache
@@ -43,7 +43,9 @@ pub fn tile_channels(c: usize, h: usize, w: usize) -> usize {
 /// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
 /// ([`super::depthwise::route`], for tiles of [`tile_channels`] channels) and the
 /// instruction set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it;
-/// `k`, `stride`, `act` and `act_sum` must be those constants' values.
+/// `k`, `stride`, `act` and `act_sum` must be those constants' values. A generated call also
+/// fixes its shape: `C`, `H`, `W` and `PADS` ([`super::depthwise::pads`]) are `c`, `h`, `w`
+/// and `pads` (0: given at run time), so that its tiles and their trip counts are constants.
 ///
 /// `inputs` and `coef` as [`super::fuse::fuse`] takes them for an `h × w` output of `c`
 /// channels; `w_dw`: `[c][k][k]`; `b_dw`: `[c]`; `y`: `[c][oh][ow]` as
@@ -59,6 +61,10 @@ pub fn fuse_depthwise_fixed<
     const A: u8,
     const AF: u8,
     const R: u8,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const PADS: u64,
     const I: u8,
 >(
     par: Par,
@@ -80,12 +86,11 @@ pub fn fuse_depthwise_fixed<
         fast(K, S) && (k, stride) == (K, S),
         "fuse_depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
     );
+    check_fixed::<PADS>("fuse_depthwise", &[C, H, W], &[c, h, w], pads);
     let (act, act_sum) = (act.fixed::<A>(), act_sum.fixed::<AF>());
-    let plane_in = size("fuse_depthwise", &[h, w]);
+    let g = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
+    let (plane_in, plane_out) = (g.plane_in, g.plane_out);
     check(inputs, coef, c * plane_in, c, h, w);
-    let oh = out_len(h, pads[0], pads[2], k, stride);
-    let ow = out_len(w, pads[1], pads[3], k, stride);
-    let plane_out = size("fuse_depthwise", &[oh, ow]);
     assert!(
         w_dw.len() >= size("fuse_depthwise", &[c, k, k])
             && b_dw.len() >= c
@@ -97,10 +102,21 @@ pub fn fuse_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let group = c.div_ceil(par.threads());
-    let tile = tile_channels(c, h, w);
+    let group = g.c.div_ceil(par.threads());
     let work = c * (plane_in * inputs.len().max(1) * 4 + plane_out * k * k);
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
+        // The geometry again, from the constants where the call has them.
+        let Tiles {
+            h,
+            w,
+            pads,
+            oh,
+            ow,
+            plane_in,
+            plane_out,
+            tile,
+            ..
+        } = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
         let (c0, n) = (gi * group, yg.len() / plane_out);
         let whole = (h, w, (0, h));
         sum_tiles::<AF, I>(
@@ -115,7 +131,7 @@ pub fn fuse_depthwise_fixed<
                 run_planes::<K, S, A, R, I>(&mut Depthwise {
                     x: fused,
                     x_stride: plane_in,
-                    w: &w_dw[first * k * k..(first + m) * k * k],
+                    w: &w_dw[first * K * K..(first + m) * K * K],
                     bias: &b_dw[first..first + m],
                     y: &mut yg[t0 * plane_out..(t0 + m) * plane_out],
                     y_stride: plane_out,
@@ -123,8 +139,8 @@ pub fn fuse_depthwise_fixed<
                     w_in: w,
                     oh,
                     ow,
-                    k,
-                    stride,
+                    k: K,
+                    stride: S,
                     pads,
                     act,
                     means: &mut [],
@@ -132,6 +148,57 @@ pub fn fuse_depthwise_fixed<
             },
         );
     });
+}
+
+/// The geometry of a [`fuse_depthwise_fixed`] call: its sizes (constants where the call
+/// has them), output size and channels per tile ([`tile_channels`]).
+struct Tiles {
+    c: usize,
+    h: usize,
+    w: usize,
+    pads: [usize; 4],
+    oh: usize,
+    ow: usize,
+    plane_in: usize,
+    plane_out: usize,
+    tile: usize,
+}
+
+impl Tiles {
+    #[inline(always)]
+    fn new<
+        const K: usize,
+        const S: usize,
+        const C: usize,
+        const H: usize,
+        const W: usize,
+        const PADS: u64,
+    >(
+        c: usize,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+    ) -> Tiles {
+        let (c, h, w, pads) = (
+            dim::<C>(c),
+            dim::<H>(h),
+            dim::<W>(w),
+            fixed_pads::<PADS>(pads),
+        );
+        let oh = out_len(h, pads[0], pads[2], K, S);
+        let ow = out_len(w, pads[1], pads[3], K, S);
+        Tiles {
+            c,
+            h,
+            w,
+            pads,
+            oh,
+            ow,
+            plane_in: size("fuse_depthwise", &[h, w]),
+            plane_out: size("fuse_depthwise", &[oh, ow]),
+            tile: tile_channels(c, h, w),
+        }
+    }
 }
 
 /// A BiFPN node's weighted sum (`act_sum(Σ_i coef[i] · sample_i(x_i))`, `h × w` planes)
@@ -280,7 +347,7 @@ mod tests {
                         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         let mut got = vec![f32::NAN; c * oh * ow];
                         ::effdet_runtime::with_isa!(isa, I => by_shape!(
-                            fuse_depthwise_fixed[, { code::ANY }, { route::AUTO }, I],
+                            fuse_depthwise_fixed[, { code::ANY }, { route::AUTO }, 0, 0, 0, 0, I],
                             k, s, Act::None;
                             pool.par(), inputs, &coef, Act::Swish, &wd, &bd, &mut got, c, h,
                             w, k, s, pads, Act::None));
@@ -322,7 +389,7 @@ mod tests {
             ($($r:expr),*) => {
                 match r {
                     $(x if x == $r => ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
-                            K, S, { code::NONE }, { code::SWISH }, { $r }, I,
+                            K, S, { code::NONE }, { code::SWISH }, { $r }, 0, 0, 0, 0, I,
                         >(
                             pool.par(), inputs, coef, Act::Swish, wd, bd, y, c, h, w, K, S,
                         pads, Act::None,
@@ -355,6 +422,10 @@ mod tests {
             { code::NONE },
             { code::NONE },
             { route::AUTO },
+            0,
+            0,
+            0,
+            0,
             { ::effdet_runtime::kernels::isa_code::SCALAR },
         >(
             Par::serial(),

@@ -785,6 +785,10 @@ fn block_1<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 8]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            32,
+            256,
+            256,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -854,6 +858,11 @@ fn block_2<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            16,
+            96,
+            256,
+            256,
+            { k::depthwise::pads([0, 0, 1, 1]) },
             I,
         >(
             cx.par,
@@ -927,6 +936,11 @@ fn block_3<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            24,
+            144,
+            128,
+            128,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1019,6 +1033,10 @@ fn block_4<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            144,
+            128,
+            128,
+            { k::depthwise::pads([1, 1, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1107,6 +1125,10 @@ fn block_5<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            240,
+            64,
+            64,
+            { k::depthwise::pads([2, 2, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1176,6 +1198,11 @@ fn block_6<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 10]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            40,
+            240,
+            64,
+            64,
+            { k::depthwise::pads([0, 0, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1268,6 +1295,10 @@ fn block_7<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            480,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1356,6 +1387,10 @@ fn block_8<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            480,
+            32,
+            32,
+            { k::depthwise::pads([2, 2, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1444,6 +1479,10 @@ fn block_9<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             1,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::ROWS },
+            672,
+            32,
+            32,
+            { k::depthwise::pads([2, 2, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1532,6 +1571,10 @@ fn block_10<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
             2,
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 },
+            672,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1623,6 +1666,10 @@ fn block_11<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256
             },
+            1152,
+            16,
+            16,
+            { k::depthwise::pads([2, 2, 2, 2]) },
             I,
         >(
             cx.par,
@@ -1714,6 +1761,10 @@ fn block_12<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 10]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            1152,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1847,6 +1898,11 @@ fn block_15<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1921,6 +1977,11 @@ fn block_17<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -1992,6 +2053,11 @@ fn block_19<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2063,6 +2129,11 @@ fn block_21<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2111,6 +2182,11 @@ fn block_22<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
             { ::effdet_runtime::kernels::act::code::SWISH },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2166,6 +2242,11 @@ fn block_23<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2221,6 +2302,11 @@ fn block_24<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 4], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2276,6 +2362,11 @@ fn block_25<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 3], w: [usize; 5]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2322,6 +2413,11 @@ fn block_26<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2351,6 +2447,11 @@ fn block_26<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2380,6 +2481,11 @@ fn block_26<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2409,6 +2515,11 @@ fn block_26<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            810,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2441,6 +2552,11 @@ fn block_27<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2470,6 +2586,11 @@ fn block_27<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2499,6 +2620,11 @@ fn block_27<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2528,6 +2654,11 @@ fn block_27<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            810,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2563,6 +2694,11 @@ fn block_28<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2595,6 +2731,11 @@ fn block_28<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2627,6 +2768,11 @@ fn block_28<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2659,6 +2805,11 @@ fn block_28<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            810,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2694,6 +2845,11 @@ fn block_29<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2726,6 +2882,11 @@ fn block_29<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2758,6 +2919,11 @@ fn block_29<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2790,6 +2956,11 @@ fn block_29<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            810,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2825,6 +2996,11 @@ fn block_30<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2857,6 +3033,11 @@ fn block_30<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2889,6 +3070,11 @@ fn block_30<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2921,6 +3107,11 @@ fn block_30<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            810,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2953,6 +3144,11 @@ fn block_31<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -2982,6 +3178,11 @@ fn block_31<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3011,6 +3212,11 @@ fn block_31<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3040,6 +3246,11 @@ fn block_31<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            36,
+            64,
+            64,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3072,6 +3283,11 @@ fn block_32<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3101,6 +3317,11 @@ fn block_32<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3130,6 +3351,11 @@ fn block_32<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::SWISH },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            64,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3159,6 +3385,11 @@ fn block_32<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
             { ::effdet_runtime::kernels::act::code::NONE },
             { ::effdet_runtime::kernels::act::code::NONE },
             { k::depthwise::route::TALL_512 | k::depthwise::route::TALL_NEON },
+            64,
+            36,
+            32,
+            32,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3194,6 +3425,11 @@ fn block_33<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3226,6 +3462,11 @@ fn block_33<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3258,6 +3499,11 @@ fn block_33<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3290,6 +3536,11 @@ fn block_33<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            36,
+            16,
+            16,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3325,6 +3576,11 @@ fn block_34<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3357,6 +3613,11 @@ fn block_34<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3389,6 +3650,11 @@ fn block_34<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3421,6 +3687,11 @@ fn block_34<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            36,
+            8,
+            8,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3456,6 +3727,11 @@ fn block_35<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3488,6 +3764,11 @@ fn block_35<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3520,6 +3801,11 @@ fn block_35<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            64,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,
@@ -3552,6 +3838,11 @@ fn block_35<const I: u8>(cx: &mut Ctx<'_>, t: [usize; 5], w: [usize; 13]) {
                 k::depthwise::route::LANES_512 | k::depthwise::route::TALL_512
                     | k::depthwise::route::LANES_256 | k::depthwise::route::TALL_NEON
             },
+            64,
+            36,
+            4,
+            4,
+            { k::depthwise::pads([1, 1, 1, 1]) },
             I,
         >(
             cx.par,

@@ -15,7 +15,7 @@
 
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Isa, Par};
 
 /// Calls `$f::<K, S, A $extra>($args…)` for the fast-path kernel size `$k` and stride `$s`
 /// and the code `A` of activation `$act` (`$extra`: `, ` and any further const arguments): the run-time dispatch of [`depthwise_pooled`] and
@@ -160,6 +160,47 @@ pub(crate) fn out_len(
     (padded - k) / stride + 1
 }
 
+/// A generated call's padding as one const parameter (`PADS`): `[top, left, bottom,
+/// right]`, each below 2¹⁵; else 0, the padding given at run time (as a shape constant 0
+/// is).
+pub const fn pads(p: [usize; 4]) -> u64 {
+    let m = (1 << 15) - 1;
+    if p[0] > m || p[1] > m || p[2] > m || p[3] > m {
+        return 0;
+    }
+    1 << 63 | p[0] as u64 | (p[1] as u64) << 15 | (p[2] as u64) << 30 | (p[3] as u64) << 45
+}
+
+/// The padding of a call's `PADS` ([`pads`]), or `pads` where it has none (0).
+#[inline(always)]
+pub(crate) const fn fixed_pads<const P: u64>(pads: [usize; 4]) -> [usize; 4] {
+    if P == 0 {
+        return pads;
+    }
+    let m = (1 << 15) - 1;
+    [
+        (P & m) as usize,
+        (P >> 15 & m) as usize,
+        (P >> 30 & m) as usize,
+        (P >> 45 & m) as usize,
+    ]
+}
+
+/// Panics, naming `what`, unless each shape constant of a generated call (`consts`, 0: none)
+/// is its argument's value (`args`), and its `PADS` is `pads`.
+pub(crate) fn check_fixed<const P: u64>(
+    what: &str,
+    consts: &[usize],
+    args: &[usize],
+    pads: [usize; 4],
+) {
+    assert!(
+        consts.iter().zip(args).all(|(&c, &a)| c == 0 || c == a) && fixed_pads::<P>(pads) == pads,
+        "{what}: compiled for the shape {consts:?} with pads {:?}, called with {args:?}, {pads:?}",
+        fixed_pads::<P>(pads)
+    );
+}
+
 /// Depthwise convolution: `y[c] = act(bias[c] + conv(x[c], w[c]))`.
 ///
 /// `x`: `[c][h][w_in]`; `w`: `[c][k][k]`; `bias`: `[c]`; `y`: `[c][oh][ow]` with
@@ -227,7 +268,7 @@ pub fn depthwise_pooled(
 ) {
     ::effdet_runtime::with_isa!(usable(isa), I => {
         if fast(k, stride) {
-            by_shape!(depthwise_fixed[, { route::AUTO }, I], k, stride, act;
+            by_shape!(depthwise_fixed[, { route::AUTO }, 0, 0, 0, 0, I], k, stride, act;
                 par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
         } else {
             depthwise_general::<I>(par, x, w, bias, y, c, h, w_in, k, stride, pads, act, means);
@@ -239,13 +280,25 @@ pub fn depthwise_pooled(
 /// (`effdet_runtime::kernels::act::code`), [`route`] `R` and instruction set `I`
 /// (`effdet_runtime::kernels::isa_code`), which a generated model chooses per call: only
 /// the variants a model calls are compiled into it. `k`, `stride` and `act` must be those
-/// constants' values (`R` changes the speed, never a value).
+/// constants' values (`R` changes the speed, never a value). A generated call also fixes
+/// its shape: `C`, `H`, `W` and `PADS` ([`pads`]) are `c`, `h`, `w_in` and `pads` (0: given
+/// at run time).
 ///
 /// # Panics
 /// As [`depthwise_pooled`]; and if `(K, S)` has no fast path ([`fast`]), the arguments
 /// differ from the constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8, const I: u8>(
+pub fn depthwise_fixed<
+    const K: usize,
+    const S: usize,
+    const A: u8,
+    const R: u8,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const PADS: u64,
+    const I: u8,
+>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -264,9 +317,10 @@ pub fn depthwise_fixed<const K: usize, const S: usize, const A: u8, const R: u8,
         fast(K, S) && (k, stride) == (K, S),
         "depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
     );
+    check_fixed::<PADS>("depthwise", &[C, H, W], &[c, h, w_in], pads);
     let act = act.fixed::<A>();
     require::<I>("depthwise");
-    for_groups(
+    for_groups::<C, H, W, PADS>(
         par,
         x,
         w,
@@ -307,7 +361,7 @@ pub fn depthwise_general<const I: u8>(
     means: &mut [f32],
 ) {
     require::<I>("depthwise");
-    for_groups(
+    for_groups::<0, 0, 0, 0>(
         par,
         x,
         w,
@@ -331,10 +385,10 @@ pub fn depthwise_general<const I: u8>(
 }
 
 /// The checks of a depthwise call and its split into groups of channels, one per thread;
-/// `run` computes a group.
+/// `run` computes a group. The sizes are `C`, `H`, `W` and `P`'s where those are not 0.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn for_groups(
+fn for_groups<const C: usize, const H: usize, const W: usize, const P: u64>(
     par: Par,
     x: &[f32],
     w: &[f32],
@@ -350,6 +404,12 @@ fn for_groups(
     means: &mut [f32],
     run: impl Fn(&mut Args) + Sync,
 ) {
+    let (c, h, w_in, pads) = (
+        dim::<C>(c),
+        dim::<H>(h),
+        dim::<W>(w_in),
+        fixed_pads::<P>(pads),
+    );
     assert!(
         means.is_empty() || means.len() == c,
         "depthwise: {} means for {c} channels",
@@ -384,6 +444,11 @@ fn for_groups(
         per_group,
         work,
         |gi, yg, mg| {
+            // The sizes again, from the constants where the call has them.
+            let (h, w_in, pads) = (dim::<H>(h), dim::<W>(w_in), fixed_pads::<P>(pads));
+            let oh = out_len(h, pads[0], pads[2], k, stride);
+            let ow = out_len(w_in, pads[1], pads[3], k, stride);
+            let (plane_in, plane_out) = (h * w_in, oh * ow);
             let (c0, n) = (gi * group, yg.len() / plane_out);
             run(&mut Args {
                 x: &x[c0 * plane_in..(c0 + n) * plane_in],

@@ -12,11 +12,13 @@
 //! rows become zero rows of the band).
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{band_input, by_shape, fast, out_len, route, run_planes, Args};
+use super::depthwise::{
+    band_input, by_shape, check_fixed, fast, fixed_pads, out_len, route, run_planes, Args,
+};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{require, usable};
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Isa, Par};
 
 /// Floats of one band of the block's input (`cin` channels × rows × width, copied with a
 /// padded row stride): 256 KB, so that it, one panel's expanded rows and the depthwise
@@ -91,7 +93,7 @@ pub fn expand_depthwise(
     );
     // The expand conv's activation and the route are chosen at run time.
     ::effdet_runtime::with_isa!(usable(isa), I => by_shape!(
-        expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::ANY }, { route::AUTO }, I],
+        expand_depthwise_fixed[, { ::effdet_runtime::kernels::act::code::ANY }, { route::AUTO }, 0, 0, 0, 0, 0, I],
         k, stride, act;
         par, x, w_exp, b_exp, act_exp, w_dw, b_dw, y, cin, c, h, w, k, stride, pads, act, means));
 }
@@ -102,7 +104,9 @@ pub fn expand_depthwise(
 /// of [`MR`] channels: [`super::depthwise::route`]) and the instruction set `I`
 /// (`effdet_runtime::kernels::isa_code`), as a generated model calls it: only
 /// the variants a model calls are compiled into it. `k`, `stride`, `act` and `act_exp` must be
-/// those constants' values.
+/// those constants' values. A generated call also fixes its shape: `CIN`, `C`, `H`, `W`
+/// and `PADS` ([`super::depthwise::pads`]) are `cin`, `c`, `h`, `w` and `pads` (0: given
+/// at run time), so that its bands, panels and their trip counts are constants.
 ///
 /// # Panics
 /// As [`expand_depthwise`]; and if the arguments differ from the constants, or this CPU
@@ -114,6 +118,11 @@ pub fn expand_depthwise_fixed<
     const A: u8,
     const AE: u8,
     const R: u8,
+    const CIN: usize,
+    const C: usize,
+    const H: usize,
+    const W: usize,
+    const PADS: u64,
     const I: u8,
 >(
     par: Par,
@@ -138,13 +147,10 @@ pub fn expand_depthwise_fixed<
         fast(K, S) && (k, stride) == (K, S),
         "expand_depthwise: compiled for kernel {K} stride {S}, called with {k} and {stride}"
     );
+    check_fixed::<PADS>("expand_depthwise", &[CIN, C, H, W], &[cin, c, h, w], pads);
     let (act, act_exp) = (act.fixed::<A>(), act_exp.fixed::<AE>());
-    let oh = out_len(h, pads[0], pads[2], k, stride);
-    let ow = out_len(w, pads[1], pads[3], k, stride);
-    let (hw, plane_out) = (
-        size("expand_depthwise", &[h, w]),
-        size("expand_depthwise", &[oh, ow]),
-    );
+    let g = Bands::new::<K, S, CIN, H, W, PADS>(cin, h, w, pads);
+    let (hw, plane_out) = (g.hw, g.plane_out);
     assert!(
         x.len() >= size("expand_depthwise", &[cin, hw])
             && w_exp.len() == packed_len(c, cin)
@@ -160,12 +166,7 @@ pub fn expand_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let band = band_rows(cin, w, k, stride);
-    let max_in = (band - 1) * stride + k;
-    // The band's row stride: its pixels rounded up to 16, plus 16 (rows 64 bytes apart in
-    // the cache sets, as conv1x1 pads its copies).
-    let ld = (max_in * w).next_multiple_of(16) + 16;
-    let panels = c.div_ceil(MR);
+    let panels = dim::<C>(c).div_ceil(MR);
     let group = panels.div_ceil(par.threads()) * MR;
     let per_group = if means.is_empty() { 0 } else { group };
     let work = c * (hw * cin + plane_out * k * k);
@@ -176,6 +177,21 @@ pub fn expand_depthwise_fixed<
         per_group,
         work,
         |gi, yc, mc| {
+            // The geometry again, from the constants where the call has them: the loops
+            // below then run constant trip counts.
+            let Bands {
+                cin,
+                h,
+                w,
+                pads,
+                oh,
+                ow,
+                hw,
+                plane_out,
+                band,
+                max_in,
+                ld,
+            } = Bands::new::<K, S, CIN, H, W, PADS>(cin, h, w, pads);
             let c0 = gi * group;
             let n = yc.len() / plane_out;
             let mut xbuf = scratch::take::<f32>(cin * ld);
@@ -183,7 +199,7 @@ pub fn expand_depthwise_fixed<
             let mut o0 = 0;
             while o0 < oh {
                 let o1 = (o0 + band).min(oh);
-                let ((i0, i1), band_pads) = band_input((o0, o1), h, pads, k, stride);
+                let ((i0, i1), band_pads) = band_input((o0, o1), h, pads, K, S);
                 let count = (i1 - i0) * w;
                 for (ci, row) in xbuf.chunks_exact_mut(ld).enumerate().take(cin) {
                     row[..count].copy_from_slice(&x[ci * hw + i0 * w..][..count]);
@@ -197,7 +213,7 @@ pub fn expand_depthwise_fixed<
                         &b_exp[r0..r0 + rows]
                     };
                     let e = &mut ebuf[..rows * count];
-                    conv1x1_pixels::<AE, I>(
+                    conv1x1_pixels::<AE, CIN, I>(
                         &xbuf[..cin * ld],
                         wp,
                         bp,
@@ -213,7 +229,7 @@ pub fn expand_depthwise_fixed<
                     let mut a = Args {
                         x: e,
                         x_stride: count,
-                        w: &w_dw[r0 * k * k..(r0 + rows) * k * k],
+                        w: &w_dw[r0 * K * K..(r0 + rows) * K * K],
                         bias: &b_dw[r0..r0 + rows],
                         y: &mut yc[p0 * plane_out + o0 * ow..],
                         y_stride: plane_out,
@@ -221,8 +237,8 @@ pub fn expand_depthwise_fixed<
                         w_in: w,
                         oh: o1 - o0,
                         ow,
-                        k,
-                        stride,
+                        k: K,
+                        stride: S,
                         pads: band_pads,
                         act,
                         means: &mut [],
@@ -236,5 +252,66 @@ pub fn expand_depthwise_fixed<
             }
         },
     );
+}
+
+/// The geometry of an [`expand_depthwise_fixed`] call: its sizes (constants where the call
+/// has them), output size, bands and the band buffer's row stride.
+struct Bands {
+    cin: usize,
+    h: usize,
+    w: usize,
+    pads: [usize; 4],
+    oh: usize,
+    ow: usize,
+    hw: usize,
+    plane_out: usize,
+    /// Output rows per band ([`band_rows`]).
+    band: usize,
+    /// Input rows of a band.
+    max_in: usize,
+    /// The band's row stride: its pixels rounded up to 16, plus 16 (rows 64 bytes apart in
+    /// the cache sets, as conv1x1 pads its copies).
+    ld: usize,
+}
+
+impl Bands {
+    #[inline(always)]
+    fn new<
+        const K: usize,
+        const S: usize,
+        const CIN: usize,
+        const H: usize,
+        const W: usize,
+        const PADS: u64,
+    >(
+        cin: usize,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+    ) -> Bands {
+        let (cin, h, w, pads) = (
+            dim::<CIN>(cin),
+            dim::<H>(h),
+            dim::<W>(w),
+            fixed_pads::<PADS>(pads),
+        );
+        let oh = out_len(h, pads[0], pads[2], K, S);
+        let ow = out_len(w, pads[1], pads[3], K, S);
+        let band = band_rows(cin, w, K, S);
+        let max_in = (band - 1) * S + K;
+        Bands {
+            cin,
+            h,
+            w,
+            pads,
+            oh,
+            ow,
+            hw: size("expand_depthwise", &[h, w]),
+            plane_out: size("expand_depthwise", &[oh, ow]),
+            band,
+            max_in,
+            ld: (max_in * w).next_multiple_of(16) + 16,
+        }
+    }
 }
 

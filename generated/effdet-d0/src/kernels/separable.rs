@@ -17,12 +17,14 @@
 //! not depend on its pixel blocking.
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{band_input, fast, out_len, run_planes, Args as Depthwise};
+use super::depthwise::{
+    band_input, check_fixed, fast, fixed_pads, out_len, run_planes, Args as Depthwise,
+};
 use super::fuse::{check, Sample};
 use super::fuse_depthwise::{sum_tiles, tile_channels};
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::require;
-use ::effdet_runtime::kernels::{size, Act, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Par};
 
 /// Floats of one band of the depthwise output (all channels): 256 KB, so that it, the
 /// input rows the depthwise conv reads and the weights stay in L2 (1 MiB per core in the
@@ -73,6 +75,11 @@ pub fn depthwise_pointwise_fixed<
     const A: u8,
     const AP: u8,
     const R: u8,
+    const CIN: usize,
+    const COUT: usize,
+    const H: usize,
+    const W: usize,
+    const PADS: u64,
     const I: u8,
 >(
     par: Par,
@@ -93,13 +100,16 @@ pub fn depthwise_pointwise_fixed<
     stride: usize,
     pads: [usize; 4],
 ) {
+    let shape = Shape::new::<K, S, A, AP, CIN, COUT, H, W, PADS>(
+        cin, cout, h, w, k, stride, pads, act, act_pw,
+    );
+    let (cin, h, w) = (shape.cin, shape.h, shape.w);
     let plane_in = size("separable", &[h, w]);
     assert!(
         x.len() >= size("separable", &[cin, plane_in]),
         "separable: input too short for cin {cin}, {h}×{w}"
     );
-    let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
-    shape.run::<AP, R, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
+    shape.run::<AP, R, CIN, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
         // The band's input rows, read in place (planes `h·w` apart).
         let x = &x[c0 * plane_in + band.i0 * w..];
         band.depthwise::<K, S, A, R, I>(x, plane_in, c0, d);
@@ -124,6 +134,11 @@ pub fn sum_depthwise_pointwise_fixed<
     const AF: u8,
     const AP: u8,
     const R: u8,
+    const CIN: usize,
+    const COUT: usize,
+    const H: usize,
+    const W: usize,
+    const PADS: u64,
     const I: u8,
 >(
     par: Par,
@@ -147,10 +162,13 @@ pub fn sum_depthwise_pointwise_fixed<
     pads: [usize; 4],
 ) {
     let act_sum = act_sum.fixed::<AF>();
+    let shape = Shape::new::<K, S, A, AP, CIN, COUT, H, W, PADS>(
+        cin, cout, h, w, k, stride, pads, act, act_pw,
+    );
+    let (cin, h, w) = (shape.cin, shape.h, shape.w);
     let plane_in = size("separable", &[h, w]);
     check(inputs, coef, cin * plane_in, cin, h, w);
-    let shape = Shape::new::<K, S, A, AP>(cin, cout, h, w, k, stride, pads, act, act_pw);
-    shape.run::<AP, R, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
+    shape.run::<AP, R, CIN, I>(par, w_dw, b_dw, w_pw, b_pw, residual, y, |band, c0, d| {
         let n = d.len() / band.ld;
         let rows = band.i1 - band.i0;
         let tile = tile_channels(n, rows, w);
@@ -233,8 +251,21 @@ impl Band<'_> {
 }
 
 impl Shape {
+    /// The sizes of a call, checked against its constants: the entry points' `CIN`, `COUT`,
+    /// `H`, `W` and `PADS` (0: given at run time), which the sizes then are.
     #[allow(clippy::too_many_arguments)]
-    fn new<const K: usize, const S: usize, const A: u8, const AP: u8>(
+    #[inline(always)]
+    fn new<
+        const K: usize,
+        const S: usize,
+        const A: u8,
+        const AP: u8,
+        const CIN: usize,
+        const COUT: usize,
+        const H: usize,
+        const W: usize,
+        const PADS: u64,
+    >(
         cin: usize,
         cout: usize,
         h: usize,
@@ -249,6 +280,9 @@ impl Shape {
             fast(K, S) && (k, stride) == (K, S),
             "separable: compiled for kernel {K} stride {S}, called with {k} and {stride}"
         );
+        check_fixed::<PADS>("separable", &[CIN, COUT, H, W], &[cin, cout, h, w], pads);
+        let (cin, cout, h, w) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<H>(h), dim::<W>(w));
+        let pads = fixed_pads::<PADS>(pads);
         Shape {
             cin,
             cout,
@@ -269,7 +303,7 @@ impl Shape {
     /// thread, then the 1×1 conv reads them.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run<const AP: u8, const R: u8, const I: u8>(
+    fn run<const AP: u8, const R: u8, const CIN: usize, const I: u8>(
         &self,
         par: Par,
         w_dw: &[f32],
@@ -346,7 +380,8 @@ impl Shape {
                 } else {
                     &b_pw[r0..r0 + rows]
                 };
-                conv1x1_pixels::<AP, I>(
+                let cin = dim::<CIN>(cin);
+                conv1x1_pixels::<AP, CIN, I>(
                     d,
                     &w_pw[r0 * cin..][..packed_len(rows, cin)],
                     bias,
