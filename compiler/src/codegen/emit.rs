@@ -810,7 +810,7 @@ fn kernel_call(
             let (c, oh, ow, a) = (lit(*c), lit(*oh), lit(*ow), act(*a));
             quote! {{
                 #split
-                k::fuse::fuse_fixed::<#code, I>(cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
+                k::fuse::fuse_fixed::<#code, #c, #oh, #ow, I>(cx.par, &[#(#inputs),*], #coef, y, #c, #oh, #ow, #a);
             }}
         }
         Kernel::BatchNorm { c, hw, eps } => {

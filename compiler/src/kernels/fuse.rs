@@ -11,11 +11,11 @@
 //! `scratch` buffers: once a call has run on a thread, later calls there
 //! allocate nothing, for any number of inputs.
 
-use super::depthwise::out_len;
+use super::depthwise::{check_fixed, out_len};
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch::{self, padded};
 use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Isa, Par};
 use ::effdet_runtime::specialize_act;
 
 /// How one input of [`fuse`] is brought to the output's size.
@@ -74,18 +74,20 @@ pub fn fuse(
     act: Act,
 ) {
     ::effdet_runtime::with_isa!(usable(isa), I => {
-        fuse_fixed::<{ code::ANY }, I>(par, inputs, coef, y, c, oh, ow, act)
+        fuse_fixed::<{ code::ANY }, 0, 0, 0, I>(par, inputs, coef, y, c, oh, ow, act)
     });
 }
 
 /// [`fuse`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`) and
 /// instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
-/// calls it; `act` must be that code's activation (any with `code::ANY`).
+/// calls it; `act` must be that code's activation (any with `code::ANY`). A generated call
+/// also fixes its shape: `C`, `OH` and `OW` are `c`, `oh` and `ow` (0: given at run time).
 ///
 /// # Panics
-/// As [`fuse`]; and if `act` is not the activation of `A` or this CPU does not run `I`.
+/// As [`fuse`]; and if `act` is not the activation of `A`, the sizes differ from the
+/// constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn fuse_fixed<const A: u8, const I: u8>(
+pub fn fuse_fixed<const A: u8, const C: usize, const OH: usize, const OW: usize, const I: u8>(
     par: Par,
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
@@ -95,6 +97,8 @@ pub fn fuse_fixed<const A: u8, const I: u8>(
     ow: usize,
     act: Act,
 ) {
+    check_fixed::<0>("fuse", &[C, OH, OW], &[c, oh, ow], [0; 4]);
+    let (c, oh, ow) = (dim::<C>(c), dim::<OH>(oh), dim::<OW>(ow));
     let act = act.fixed::<A>();
     check(inputs, coef, y.len(), c, oh, ow);
     require::<I>("fuse");
@@ -106,6 +110,8 @@ pub fn fuse_fixed<const A: u8, const I: u8>(
     let group = c.div_ceil(par.threads());
     let work = c * plane * inputs.len().max(1) * 4;
     par.for_each_chunk(y, group * plane, work, |gi, yg| {
+        // The sizes again, from the constants where the call has them.
+        let (oh, ow) = (dim::<OH>(oh), dim::<OW>(ow));
         run_channels::<A, I>(Args {
             inputs,
             coef,
@@ -959,5 +965,58 @@ mod tests {
                 }
             }
         }
+    }
+    /// A generated call's instance (sizes constant) gives the run-time kernel's bits, and
+    /// refuses a call of another size.
+    #[test]
+    fn a_fixed_shape_matches_and_refuses_other_sizes() {
+        use ::effdet_runtime::kernels::isa_code::SCALAR;
+        let mut rng = Rng::new(37);
+        let (a, b) = (rng.vec(2 * 9), rng.vec(2 * 4));
+        let inputs = [
+            (&a[..], Sample::Identity),
+            (&b[..], Sample::Nearest { h: 2, w: 2 }),
+        ];
+        let coef = [0.25, 0.75];
+        let mut want = vec![f32::NAN; 18];
+        fuse(
+            Isa::Scalar,
+            Par::serial(),
+            &inputs,
+            &coef,
+            &mut want,
+            2,
+            3,
+            3,
+            Act::Swish,
+        );
+        let mut got = vec![f32::NAN; 18];
+        fuse_fixed::<{ code::SWISH }, 2, 3, 3, SCALAR>(
+            Par::serial(),
+            &inputs,
+            &coef,
+            &mut got,
+            2,
+            3,
+            3,
+            Act::Swish,
+        );
+        assert!(want.iter().all(|v| v.is_finite()));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        let other = std::panic::catch_unwind(|| {
+            let mut y = vec![0.0; 18];
+            fuse_fixed::<{ code::SWISH }, 2, 3, 3, SCALAR>(
+                Par::serial(),
+                &inputs[..1],
+                &coef,
+                &mut y,
+                1,
+                3,
+                3,
+                Act::Swish,
+            )
+        });
+        assert!(other.is_err(), "an instance for 2 channels ran a call of 1");
     }
 }

@@ -11,11 +11,11 @@
 //! `scratch` buffers: once a call has run on a thread, later calls there
 //! allocate nothing, for any number of inputs.
 
-use super::depthwise::out_len;
+use super::depthwise::{check_fixed, out_len};
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch::{self, padded};
 use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
-use ::effdet_runtime::kernels::{size, Act, Isa, Par};
+use ::effdet_runtime::kernels::{dim, size, Act, Isa, Par};
 use ::effdet_runtime::specialize_act;
 
 /// How one input of [`fuse`] is brought to the output's size.
@@ -74,18 +74,20 @@ pub fn fuse(
     act: Act,
 ) {
     ::effdet_runtime::with_isa!(usable(isa), I => {
-        fuse_fixed::<{ code::ANY }, I>(par, inputs, coef, y, c, oh, ow, act)
+        fuse_fixed::<{ code::ANY }, 0, 0, 0, I>(par, inputs, coef, y, c, oh, ow, act)
     });
 }
 
 /// [`fuse`] compiled for activation code `A` (`effdet_runtime::kernels::act::code`) and
 /// instruction set `I` (`effdet_runtime::kernels::isa_code`) only, as a generated model
-/// calls it; `act` must be that code's activation (any with `code::ANY`).
+/// calls it; `act` must be that code's activation (any with `code::ANY`). A generated call
+/// also fixes its shape: `C`, `OH` and `OW` are `c`, `oh` and `ow` (0: given at run time).
 ///
 /// # Panics
-/// As [`fuse`]; and if `act` is not the activation of `A` or this CPU does not run `I`.
+/// As [`fuse`]; and if `act` is not the activation of `A`, the sizes differ from the
+/// constants, or this CPU does not run `I`.
 #[allow(clippy::too_many_arguments)]
-pub fn fuse_fixed<const A: u8, const I: u8>(
+pub fn fuse_fixed<const A: u8, const C: usize, const OH: usize, const OW: usize, const I: u8>(
     par: Par,
     inputs: &[(&[f32], Sample)],
     coef: &[f32],
@@ -95,6 +97,8 @@ pub fn fuse_fixed<const A: u8, const I: u8>(
     ow: usize,
     act: Act,
 ) {
+    check_fixed::<0>("fuse", &[C, OH, OW], &[c, oh, ow], [0; 4]);
+    let (c, oh, ow) = (dim::<C>(c), dim::<OH>(oh), dim::<OW>(ow));
     let act = act.fixed::<A>();
     check(inputs, coef, y.len(), c, oh, ow);
     require::<I>("fuse");
@@ -106,6 +110,8 @@ pub fn fuse_fixed<const A: u8, const I: u8>(
     let group = c.div_ceil(par.threads());
     let work = c * plane * inputs.len().max(1) * 4;
     par.for_each_chunk(y, group * plane, work, |gi, yg| {
+        // The sizes again, from the constants where the call has them.
+        let (oh, ow) = (dim::<OH>(oh), dim::<OW>(ow));
         run_channels::<A, I>(Args {
             inputs,
             coef,
