@@ -192,6 +192,9 @@ fn batch<
     hw: usize,
     act: Act,
 ) {
+    // An instance's blocking is `TUNE`'s (`run_group`): a run-time tuning is for the
+    // run-time entry points only.
+    debug_assert!(tuning.is_none() || CIN == 0 || HW == 0);
     let act = act.fixed::<A>();
     let (n, cin, cout, hw) = (
         dim::<N>(n),
@@ -220,8 +223,13 @@ fn batch<
 pub const UNTUNED: u64 = 0;
 
 /// A [`Tuning`] as a generated call's `TUNE` const parameter (`effdetc build --tune` bakes
-/// one into each call it timed): instruction set, pixel block (< 2³²), copy, tile.
+/// one into each call it timed): instruction set, pixel block (< 2³²: a larger one is a
+/// compile error in a const argument), copy, tile.
 pub const fn tuned(isa: Isa, block: usize, pack_x: bool, tile: Tile) -> u64 {
+    assert!(
+        block <= u32::MAX as usize,
+        "conv1x1: a tuned block is below 2³²"
+    );
     1 << 63 | (isa.code() as u64) << 48 | (tile as u64) << 40 | (pack_x as u64) << 32 | block as u64
 }
 
@@ -803,6 +811,10 @@ pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
     act: Act,
 ) {
     require::<I>("conv1x1");
+    assert!(
+        CIN == 0 || CIN == cin,
+        "conv1x1: compiled for cin {CIN}, called with {cin}"
+    );
     if count == 0 || y.is_empty() {
         return;
     }
@@ -817,7 +829,6 @@ pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
             && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
-    let cin = dim::<CIN>(cin);
     let mut plan = Plan::new(Isa::of(I), cin, rows, count, 1);
     // The caller lays x out for the tiles (a band with a padded row stride).
     plan.pack_x = false;
@@ -1645,9 +1656,6 @@ mod tests {
         Act::HardSwish,
     ];
 
-    /// The entry points compiled for one activation code give what the run-time choice
-    /// gives, bit for bit, on every ISA and both AVX2 tiles (plain, gated, channels-last);
-    /// a code that is not the call's activation panics.
     /// The per-shape entry points of generated calls (shape and blocking constants, one
     /// activation) compute what the run-time ones compute, bit for bit, with and without a
     /// tuning, for every activation and instruction set; a call whose activation is not
@@ -1656,16 +1664,18 @@ mod tests {
     fn fixed_entry_points_match_the_run_time_ones() {
         const N: usize = 2;
         const CIN: usize = 24;
-        const HW: usize = 70;
+        // 300 pixels: two threads split the pixels of the 40-channel convs (few panels),
+        // the output channels of the 520-channel ones.
+        const HW: usize = 300;
         /// x, gates, packed w, bias.
         type Args<'a> = (&'a [f32], &'a [f32], &'a [f32], &'a [f32]);
         fn fixed<const A: u8, const COUT: usize, const TUNE: u64, const I: u8>(
+            par: Par,
             (x, gates, w, b): Args,
             act: Act,
         ) -> [Vec<f32>; 3] {
             let mut y = vec![f32::NAN; N * COUT * HW];
             let (mut yg, mut yt) = (y.clone(), y.clone());
-            let par = Par::serial();
             conv1x1_batch_fixed::<A, N, CIN, COUT, HW, TUNE, I>(par, x, w, b, None, &mut y, act);
             conv1x1_batch_gated_fixed::<A, N, CIN, COUT, HW, TUNE, I>(
                 par, x, gates, w, b, None, &mut yg, act,
@@ -1674,14 +1684,15 @@ mod tests {
             [y, yg, yt]
         }
         fn each_act<const COUT: usize, const TUNE: u64, const I: u8>(
+            par: Par,
             a: Args,
             act: Act,
         ) -> [Vec<f32>; 3] {
             match act.code() {
-                code::NONE => fixed::<{ code::NONE }, COUT, TUNE, I>(a, act),
-                code::SWISH => fixed::<{ code::SWISH }, COUT, TUNE, I>(a, act),
-                code::RELU6 => fixed::<{ code::RELU6 }, COUT, TUNE, I>(a, act),
-                _ => fixed::<{ code::SIGMOID }, COUT, TUNE, I>(a, act),
+                code::NONE => fixed::<{ code::NONE }, COUT, TUNE, I>(par, a, act),
+                code::SWISH => fixed::<{ code::SWISH }, COUT, TUNE, I>(par, a, act),
+                code::RELU6 => fixed::<{ code::RELU6 }, COUT, TUNE, I>(par, a, act),
+                _ => fixed::<{ code::SIGMOID }, COUT, TUNE, I>(par, a, act),
             }
         }
         fn run_time(
@@ -1712,7 +1723,7 @@ mod tests {
             conv1x1_batch_nhwc(isa, par, x, w, b, &mut yt, n, cin, cout, hw, act);
             [y, yg, yt]
         }
-        fn check<const COUT: usize>(rng: &mut Rng, x: &[f32], gates: &[f32]) {
+        fn check<const COUT: usize>(rng: &mut Rng, x: &[f32], gates: &[f32], par: Par) {
             let w = pack(&rng.vec(COUT * CIN), COUT, CIN);
             let b = rng.vec(COUT);
             let a = (x, gates, &w[..], &b[..]);
@@ -1726,18 +1737,18 @@ mod tests {
                         tile,
                     };
                     let runs = ::effdet_runtime::with_isa!(isa, I => [
-                        (None, each_act::<COUT, UNTUNED, I>(a, act)),
+                        (None, each_act::<COUT, UNTUNED, I>(par, a, act)),
                         (
                             Some(tuning(Tile::R8V2)),
-                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V2) }, I>(a, act),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V2) }, I>(par, a, act),
                         ),
                         (
                             Some(tuning(Tile::R8V1)),
-                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V1) }, I>(a, act),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R8V1) }, I>(par, a, act),
                         ),
                         (
                             Some(tuning(Tile::R4V2)),
-                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R4V2) }, I>(a, act),
+                            each_act::<COUT, { tuned(Isa::of(I), 64, false, Tile::R4V2) }, I>(par, a, act),
                         ),
                     ]);
                     for (t, got) in runs {
@@ -1753,11 +1764,15 @@ mod tests {
         let mut rng = Rng(0x5eed);
         let x = rng.vec(N * CIN * HW);
         let gates = rng.vec(N * CIN);
-        check::<40>(&mut rng, &x, &gates);
-        check::<520>(&mut rng, &x, &gates);
+        for threads in [1, 2] {
+            let pool = Pool::new(threads);
+            check::<40>(&mut rng, &x, &gates, pool.par());
+            check::<520>(&mut rng, &x, &gates, pool.par());
+        }
         let w = pack(&rng.vec(8 * CIN), 8, CIN);
         let wrong = std::panic::catch_unwind(|| {
             fixed::<{ code::SWISH }, 8, UNTUNED, { ::effdet_runtime::kernels::isa_code::SCALAR }>(
+                Par::serial(),
                 (&x, &gates, &w, &[]),
                 Act::Relu6,
             )

@@ -89,6 +89,7 @@ pub fn fuse_depthwise_fixed<
     check_fixed::<PADS>("fuse_depthwise", &[C, H, W], &[c, h, w], pads);
     let (act, act_sum) = (act.fixed::<A>(), act_sum.fixed::<AF>());
     let g = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
+    let (c, h, w) = (g.c, g.h, g.w);
     let (plane_in, plane_out) = (g.plane_in, g.plane_out);
     check(inputs, coef, c * plane_in, c, h, w);
     assert!(
@@ -102,7 +103,7 @@ pub fn fuse_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let group = g.c.div_ceil(par.threads());
+    let group = c.div_ceil(par.threads());
     let work = c * (plane_in * inputs.len().max(1) * 4 + plane_out * k * k);
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
         // The geometry again, from the constants where the call has them.
@@ -443,5 +444,49 @@ mod tests {
             [2; 4],
             Act::None,
         );
+    }
+    /// A generated call's instance (sizes and padding constants: channel tiles of 72²
+    /// planes, an identity and a nearest input) gives the run-time variant's output bit for
+    /// bit, on every ISA at 1–3 threads.
+    #[test]
+    fn a_shape_instance_matches_the_run_time_variant() {
+        use crate::kernels::depthwise::pads;
+        const C: usize = 20;
+        const H: usize = 72;
+        const W: usize = 72;
+        let mut rng = Rng::new(19);
+        let (a, up) = (rng.vec(C * H * W), rng.vec(C * 36 * 36));
+        let inputs = [
+            (&a[..], Sample::Identity),
+            (&up[..], Sample::Nearest { h: 36, w: 36 }),
+        ];
+        let (coef, wd, bd) = ([0.4, 0.6], rng.vec(C * 9), rng.vec(C));
+        let len = C * 36 * 36;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for isa in Isa::available() {
+            let mut want = vec![f32::NAN; len];
+            ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
+                3, 2, { code::NONE }, { code::SWISH }, { route::AUTO }, 0, 0, 0, 0, I,
+            >(
+                Par::serial(), &inputs, &coef, Act::Swish, &wd, &bd, &mut want, C, H, W, 3, 2,
+                [0, 0, 1, 1], Act::None,
+            ));
+            assert!(want.iter().all(|v| v.is_finite()));
+            for threads in [1, 2, 3] {
+                let pool = Pool::new(threads);
+                let mut got = vec![f32::NAN; len];
+                ::effdet_runtime::with_isa!(isa, I => fuse_depthwise_fixed::<
+                    3, 2, { code::NONE }, { code::SWISH }, { route::AUTO },
+                    C, H, W, { pads([0, 0, 1, 1]) }, I,
+                >(
+                    pool.par(), &inputs, &coef, Act::Swish, &wd, &bd, &mut got, C, H, W, 3, 2,
+                    [0, 0, 1, 1], Act::None,
+                ));
+                assert!(
+                    bits(&got) == bits(&want),
+                    "{isa:?} t{threads}: output differs"
+                );
+            }
+        }
     }
 }

@@ -150,6 +150,7 @@ pub fn expand_depthwise_fixed<
     check_fixed::<PADS>("expand_depthwise", &[CIN, C, H, W], &[cin, c, h, w], pads);
     let (act, act_exp) = (act.fixed::<A>(), act_exp.fixed::<AE>());
     let g = Bands::new::<K, S, CIN, H, W, PADS>(cin, h, w, pads);
+    let (cin, c, h, w) = (g.cin, dim::<C>(c), g.h, g.w);
     let (hw, plane_out) = (g.hw, g.plane_out);
     assert!(
         x.len() >= size("expand_depthwise", &[cin, hw])
@@ -166,7 +167,7 @@ pub fn expand_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let panels = dim::<C>(c).div_ceil(MR);
+    let panels = c.div_ceil(MR);
     let group = panels.div_ceil(par.threads()) * MR;
     let per_group = if means.is_empty() { 0 } else { group };
     let work = c * (hw * cin + plane_out * k * k);
@@ -473,6 +474,94 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+    /// A generated call's instance (sizes and padding constants: 1-row bands of a 600-wide
+    /// input, TF 'same' padding of stride 2) gives the run-time kernel's output and means
+    /// bit for bit, on every ISA at 1–3 threads.
+    #[test]
+    fn a_shape_instance_matches_the_run_time_kernel() {
+        use crate::kernels::depthwise::pads;
+        use ::effdet_runtime::kernels::act::code;
+        const CIN: usize = 40;
+        const C: usize = 9;
+        const H: usize = 17;
+        const W: usize = 600;
+        const P: [usize; 4] = [2, 1, 2, 2];
+        let ((t, b), (l, r)) = (tf_same_pad(H, 5, 2, 1), tf_same_pad(W, 5, 2, 1));
+        assert_eq!([t, l, b, r], P, "TF 'same' of 17 × 600, kernel 5, stride 2");
+        let mut rng = Rng::new(9);
+        let x = rng.vec(CIN * H * W);
+        let wp = pack(&rng.vec(C * CIN), C, CIN);
+        let (be, wd, bd) = (rng.vec(C), rng.vec(C * 25), rng.vec(C));
+        let len = C * 9 * 300;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for isa in Isa::available() {
+            let (mut want, mut want_means) = (vec![f32::NAN; len], vec![f32::NAN; C]);
+            expand_depthwise(
+                isa,
+                Par::serial(),
+                &x,
+                &wp,
+                &be,
+                Act::Swish,
+                &wd,
+                &bd,
+                &mut want,
+                CIN,
+                C,
+                H,
+                W,
+                5,
+                2,
+                P,
+                Act::Relu6,
+                &mut want_means,
+            );
+            assert!(want.iter().all(|v| v.is_finite()));
+            for threads in [1, 2, 3] {
+                let pool = Pool::new(threads);
+                let (mut got, mut got_means) = (vec![f32::NAN; len], vec![f32::NAN; C]);
+                ::effdet_runtime::with_isa!(usable(isa), I => expand_depthwise_fixed::<
+                    5,
+                    2,
+                    { code::RELU6 },
+                    { code::SWISH },
+                    { route::AUTO },
+                    CIN,
+                    C,
+                    H,
+                    W,
+                    { pads(P) },
+                    I,
+                >(
+                    pool.par(),
+                    &x,
+                    &wp,
+                    &be,
+                    Act::Swish,
+                    &wd,
+                    &bd,
+                    &mut got,
+                    CIN,
+                    C,
+                    H,
+                    W,
+                    5,
+                    2,
+                    P,
+                    Act::Relu6,
+                    &mut got_means,
+                ));
+                assert!(
+                    bits(&got) == bits(&want),
+                    "{isa:?} t{threads}: output differs"
+                );
+                assert!(
+                    bits(&got_means) == bits(&want_means),
+                    "{isa:?} t{threads}: means"
+                );
             }
         }
     }

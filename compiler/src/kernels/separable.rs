@@ -58,7 +58,10 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 /// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
 /// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows) and the instruction
 /// set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it; `k`,
-/// `stride`, `act` and `act_pw` must be those constants' values.
+/// `stride`, `act` and `act_pw` must be those constants' values. A generated call also
+/// fixes its shape: `CIN`, `COUT`, `H`, `W` and `PADS` ([`super::depthwise::pads`]) are
+/// `cin`, `cout`, `h`, `w` and `pads` (0: given at run time), so that its bands and their
+/// trip counts are constants.
 ///
 /// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
 /// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
@@ -759,11 +762,53 @@ mod tests {
         let e = call(5, 2, &mut y).unwrap_err();
         assert!(e.contains("compiled for kernel 3 stride 1"), "{e}");
         let e = call(6, 1, &mut y).unwrap_err();
-        assert!(e.contains("compiled for the shape [4, 2, 5, 5]"), "{e}");
+        assert!(e.contains("compiled for the sizes [4, 2, 5, 5]"), "{e}");
         call(5, 1, &mut y).expect("the shape it was compiled for");
         assert!(
             y[..50].iter().all(|&v| v == 0.0),
             "zero weights, no bias: zeros"
         );
+    }
+    /// A generated call's instance (sizes and padding constants: four bands of a 30 × 256
+    /// plane, a residual) gives the run-time variant's output bit for bit, on
+    /// every ISA at 1–3 threads.
+    #[test]
+    fn a_shape_instance_matches_the_run_time_variant() {
+        use crate::kernels::depthwise::pads;
+        const CIN: usize = 64;
+        const COUT: usize = 20;
+        const H: usize = 30;
+        const W: usize = 256;
+        let mut rng = Rng::new(17);
+        let x = rng.vec(CIN * H * W);
+        let (wd, bd) = (rng.vec(CIN * 9), rng.vec(CIN));
+        let wp = pack(&rng.vec(COUT * CIN), COUT, CIN);
+        let (bp, res) = (rng.vec(COUT), rng.vec(COUT * H * W));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for isa in Isa::available() {
+            let mut want = vec![f32::NAN; COUT * H * W];
+            ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                3, 1, { code::SWISH }, { code::NONE }, { route::AUTO }, 0, 0, 0, 0, 0, I,
+            >(
+                Par::serial(), &x, &wd, &bd, Act::Swish, &wp, &bp, Act::None, Some(&res),
+                &mut want, CIN, COUT, H, W, 3, 1, [1; 4],
+            ));
+            assert!(want.iter().all(|v| v.is_finite()));
+            for threads in [1, 2, 3] {
+                let pool = Pool::new(threads);
+                let mut got = vec![f32::NAN; COUT * H * W];
+                ::effdet_runtime::with_isa!(isa, I => depthwise_pointwise_fixed::<
+                    3, 1, { code::SWISH }, { code::NONE }, { route::AUTO },
+                    CIN, COUT, H, W, { pads([1; 4]) }, I,
+                >(
+                    pool.par(), &x, &wd, &bd, Act::Swish, &wp, &bp, Act::None, Some(&res),
+                    &mut got, CIN, COUT, H, W, 3, 1, [1; 4],
+                ));
+                assert!(
+                    bits(&got) == bits(&want),
+                    "{isa:?} t{threads}: output differs"
+                );
+            }
+        }
     }
 }

@@ -192,6 +192,9 @@ fn batch<
     hw: usize,
     act: Act,
 ) {
+    // An instance's blocking is `TUNE`'s (`run_group`): a run-time tuning is for the
+    // run-time entry points only.
+    debug_assert!(tuning.is_none() || CIN == 0 || HW == 0);
     let act = act.fixed::<A>();
     let (n, cin, cout, hw) = (
         dim::<N>(n),
@@ -220,8 +223,13 @@ fn batch<
 pub const UNTUNED: u64 = 0;
 
 /// A [`Tuning`] as a generated call's `TUNE` const parameter (`effdetc build --tune` bakes
-/// one into each call it timed): instruction set, pixel block (< 2³²), copy, tile.
+/// one into each call it timed): instruction set, pixel block (< 2³²: a larger one is a
+/// compile error in a const argument), copy, tile.
 pub const fn tuned(isa: Isa, block: usize, pack_x: bool, tile: Tile) -> u64 {
+    assert!(
+        block <= u32::MAX as usize,
+        "conv1x1: a tuned block is below 2³²"
+    );
     1 << 63 | (isa.code() as u64) << 48 | (tile as u64) << 40 | (pack_x as u64) << 32 | block as u64
 }
 
@@ -803,6 +811,10 @@ pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
     act: Act,
 ) {
     require::<I>("conv1x1");
+    assert!(
+        CIN == 0 || CIN == cin,
+        "conv1x1: compiled for cin {CIN}, called with {cin}"
+    );
     if count == 0 || y.is_empty() {
         return;
     }
@@ -817,7 +829,6 @@ pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
             && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
-    let cin = dim::<CIN>(cin);
     let mut plan = Plan::new(Isa::of(I), cin, rows, count, 1);
     // The caller lays x out for the tiles (a band with a padded row stride).
     plan.pack_x = false;

@@ -186,17 +186,26 @@ pub(crate) const fn fixed_pads<const P: u64>(pads: [usize; 4]) -> [usize; 4] {
     ]
 }
 
-/// Panics, naming `what`, unless each shape constant of a generated call (`consts`, 0: none)
-/// is its argument's value (`args`), and its `PADS` is `pads`.
+/// Panics, naming `what`, unless each size constant of a generated call (`consts`, 0: none)
+/// is its argument's value (`args`).
+pub(crate) fn check_dims(what: &str, consts: &[usize], args: &[usize]) {
+    assert!(
+        consts.iter().zip(args).all(|(&c, &a)| c == 0 || c == a),
+        "{what}: compiled for the sizes {consts:?}, called with {args:?}"
+    );
+}
+
+/// [`check_dims`], and that the call's `PADS` (if any) is `pads`.
 pub(crate) fn check_fixed<const P: u64>(
     what: &str,
     consts: &[usize],
     args: &[usize],
     pads: [usize; 4],
 ) {
+    check_dims(what, consts, args);
     assert!(
-        consts.iter().zip(args).all(|(&c, &a)| c == 0 || c == a) && fixed_pads::<P>(pads) == pads,
-        "{what}: compiled for the shape {consts:?} with pads {:?}, called with {args:?}, {pads:?}",
+        fixed_pads::<P>(pads) == pads,
+        "{what}: compiled for the pads {:?}, called with {pads:?}",
         fixed_pads::<P>(pads)
     );
 }

@@ -11,7 +11,7 @@
 //! `scratch` buffers: once a call has run on a thread, later calls there
 //! allocate nothing, for any number of inputs.
 
-use super::depthwise::{check_fixed, out_len};
+use super::depthwise::{check_dims, out_len};
 use ::effdet_runtime::kernels::act::code;
 use ::effdet_runtime::kernels::scratch::{self, padded};
 use ::effdet_runtime::kernels::simd::{require, usable, Vf32};
@@ -97,7 +97,7 @@ pub fn fuse_fixed<const A: u8, const C: usize, const OH: usize, const OW: usize,
     ow: usize,
     act: Act,
 ) {
-    check_fixed::<0>("fuse", &[C, OH, OW], &[c, oh, ow], [0; 4]);
+    check_dims("fuse", &[C, OH, OW], &[c, oh, ow]);
     let (c, oh, ow) = (dim::<C>(c), dim::<OH>(oh), dim::<OW>(ow));
     let act = act.fixed::<A>();
     check(inputs, coef, y.len(), c, oh, ow);

@@ -89,6 +89,7 @@ pub fn fuse_depthwise_fixed<
     check_fixed::<PADS>("fuse_depthwise", &[C, H, W], &[c, h, w], pads);
     let (act, act_sum) = (act.fixed::<A>(), act_sum.fixed::<AF>());
     let g = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
+    let (c, h, w) = (g.c, g.h, g.w);
     let (plane_in, plane_out) = (g.plane_in, g.plane_out);
     check(inputs, coef, c * plane_in, c, h, w);
     assert!(
@@ -102,7 +103,7 @@ pub fn fuse_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let group = g.c.div_ceil(par.threads());
+    let group = c.div_ceil(par.threads());
     let work = c * (plane_in * inputs.len().max(1) * 4 + plane_out * k * k);
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
         // The geometry again, from the constants where the call has them.

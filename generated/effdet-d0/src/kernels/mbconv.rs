@@ -150,6 +150,7 @@ pub fn expand_depthwise_fixed<
     check_fixed::<PADS>("expand_depthwise", &[CIN, C, H, W], &[cin, c, h, w], pads);
     let (act, act_exp) = (act.fixed::<A>(), act_exp.fixed::<AE>());
     let g = Bands::new::<K, S, CIN, H, W, PADS>(cin, h, w, pads);
+    let (cin, c, h, w) = (g.cin, dim::<C>(c), g.h, g.w);
     let (hw, plane_out) = (g.hw, g.plane_out);
     assert!(
         x.len() >= size("expand_depthwise", &[cin, hw])
@@ -166,7 +167,7 @@ pub fn expand_depthwise_fixed<
         return;
     }
     let y = &mut y[..c * plane_out];
-    let panels = dim::<C>(c).div_ceil(MR);
+    let panels = c.div_ceil(MR);
     let group = panels.div_ceil(par.threads()) * MR;
     let per_group = if means.is_empty() { 0 } else { group };
     let work = c * (hw * cin + plane_out * k * k);

@@ -58,7 +58,10 @@ pub fn worth_fusing(cin: usize, oh: usize, ow: usize) -> bool {
 /// (`effdet_runtime::kernels::act::code`), the depthwise route `R`
 /// ([`super::depthwise::route`] of `cin` channels of [`band_rows`] rows) and the instruction
 /// set `I` (`effdet_runtime::kernels::isa_code`), as a generated model calls it; `k`,
-/// `stride`, `act` and `act_pw` must be those constants' values.
+/// `stride`, `act` and `act_pw` must be those constants' values. A generated call also
+/// fixes its shape: `CIN`, `COUT`, `H`, `W` and `PADS` ([`super::depthwise::pads`]) are
+/// `cin`, `cout`, `h`, `w` and `pads` (0: given at run time), so that its bands and their
+/// trip counts are constants.
 ///
 /// `x`: `[cin][h][w]`; `w_dw`: `[cin][k][k]`; `b_dw`: `[cin]`; `w_pw`: the `[cout][cin]`
 /// weights packed by [`super::conv1x1::pack`]; `b_pw`: `[cout]` or empty; `residual` and
