@@ -12,9 +12,7 @@
 //! rows become zero rows of the band).
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{
-    band_input, by_shape, check_fixed, fast, fixed_pads, out_len, route, run_planes, Args,
-};
+use super::depthwise::{band_input, by_shape, check_fixed, fast, route, run_planes, Args, Planes};
 use super::se::plane_means;
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::{require, usable};
@@ -150,8 +148,8 @@ pub fn expand_depthwise_fixed<
     check_fixed::<PADS>("expand_depthwise", &[CIN, C, H, W], &[cin, c, h, w], pads);
     let (act, act_exp) = (act.fixed::<A>(), act_exp.fixed::<AE>());
     let g = Bands::new::<K, S, CIN, H, W, PADS>(cin, h, w, pads);
-    let (cin, c, h, w) = (g.cin, dim::<C>(c), g.h, g.w);
-    let (hw, plane_out) = (g.hw, g.plane_out);
+    let (cin, c, h, w) = (g.cin, dim::<C>(c), g.p.h, g.p.w);
+    let (hw, plane_out) = (g.p.plane_in, g.p.plane_out);
     assert!(
         x.len() >= size("expand_depthwise", &[cin, hw])
             && w_exp.len() == packed_len(c, cin)
@@ -182,13 +180,16 @@ pub fn expand_depthwise_fixed<
             // below then run constant trip counts.
             let Bands {
                 cin,
-                h,
-                w,
-                pads,
-                oh,
-                ow,
-                hw,
-                plane_out,
+                p:
+                    Planes {
+                        h,
+                        w,
+                        pads,
+                        oh,
+                        ow,
+                        plane_in: hw,
+                        plane_out,
+                    },
                 band,
                 max_in,
                 ld,
@@ -259,13 +260,7 @@ pub fn expand_depthwise_fixed<
 /// has them), output size, bands and the band buffer's row stride.
 struct Bands {
     cin: usize,
-    h: usize,
-    w: usize,
-    pads: [usize; 4],
-    oh: usize,
-    ow: usize,
-    hw: usize,
-    plane_out: usize,
+    p: Planes,
     /// Output rows per band ([`band_rows`]).
     band: usize,
     /// Input rows of a band.
@@ -290,28 +285,16 @@ impl Bands {
         w: usize,
         pads: [usize; 4],
     ) -> Bands {
-        let (cin, h, w, pads) = (
-            dim::<CIN>(cin),
-            dim::<H>(h),
-            dim::<W>(w),
-            fixed_pads::<PADS>(pads),
-        );
-        let oh = out_len(h, pads[0], pads[2], K, S);
-        let ow = out_len(w, pads[1], pads[3], K, S);
-        let band = band_rows(cin, w, K, S);
+        let cin = dim::<CIN>(cin);
+        let p = Planes::new::<H, W, PADS>("expand_depthwise", h, w, pads, K, S);
+        let band = band_rows(cin, p.w, K, S);
         let max_in = (band - 1) * S + K;
         Bands {
             cin,
-            h,
-            w,
-            pads,
-            oh,
-            ow,
-            hw: size("expand_depthwise", &[h, w]),
-            plane_out: size("expand_depthwise", &[oh, ow]),
+            p,
             band,
             max_in,
-            ld: (max_in * w).next_multiple_of(16) + 16,
+            ld: (max_in * p.w).next_multiple_of(16) + 16,
         }
     }
 }
@@ -348,7 +331,7 @@ mod tests {
         );
     }
     use crate::kernels::conv1x1::{conv1x1, pack};
-    use crate::kernels::depthwise::depthwise_pooled;
+    use crate::kernels::depthwise::{depthwise_pooled, out_len};
     use ::effdet_runtime::kernels::simd::test_util::Rng;
     use ::effdet_runtime::kernels::Pool;
 

@@ -196,12 +196,7 @@ fn batch<
     // run-time entry points only.
     debug_assert!(tuning.is_none() || CIN == 0 || HW == 0);
     let act = act.fixed::<A>();
-    let (n, cin, cout, hw) = (
-        dim::<N>(n),
-        dim::<CIN>(cin),
-        dim::<COUT>(cout),
-        dim::<HW>(hw),
-    );
+    let (n, cin, cout, hw) = sizes::<N, CIN, COUT, HW>(n, cin, cout, hw);
     check_args::<I>(x, w, bias, residual, y, n, cin, cout, hw);
     if let Some(g) = gates {
         assert_eq!(
@@ -218,6 +213,23 @@ fn batch<
     );
 }
 
+/// A call's sizes (images, input and output channels, pixels per plane): each the instance's
+/// constant where it has one, else the argument ([`dim`]).
+#[inline(always)]
+fn sizes<const N: usize, const CIN: usize, const COUT: usize, const HW: usize>(
+    n: usize,
+    cin: usize,
+    cout: usize,
+    hw: usize,
+) -> (usize, usize, usize, usize) {
+    (
+        dim::<N>(n),
+        dim::<CIN>(cin),
+        dim::<COUT>(cout),
+        dim::<HW>(hw),
+    )
+}
+
 /// No tuning: a generated call's `TUNE` when it takes the fixed cache model's blocking
 /// ([`Plan::new`]).
 pub const UNTUNED: u64 = 0;
@@ -231,6 +243,25 @@ pub const fn tuned(isa: Isa, block: usize, pack_x: bool, tile: Tile) -> u64 {
         "conv1x1: a tuned block is below 2³²"
     );
     1 << 63 | (isa.code() as u64) << 48 | (tile as u64) << 40 | (pack_x as u64) << 32 | block as u64
+}
+
+impl Tuning {
+    /// The tuning a `TUNE` constant holds ([`tuned`]), or none ([`UNTUNED`]).
+    pub const fn of(tune: u64) -> Option<Tuning> {
+        if tune >> 63 == 0 {
+            return None;
+        }
+        Some(Tuning {
+            isa: Isa::of((tune >> 48) as u8),
+            block: tune as u32 as usize,
+            pack_x: (tune >> 32) as u8 & 1 == 1,
+            tile: match (tune >> 40) as u8 {
+                1 => Tile::R8V1,
+                2 => Tile::R4V2,
+                _ => Tile::R8V2,
+            },
+        })
+    }
 }
 
 /// A blocking `effdetc build --tune` measured as the fastest for one conv shape on the
@@ -251,9 +282,9 @@ pub struct Tuning {
 
 impl Plan {
     /// This plan with `t`'s choices if `isa` is the one `t` was timed with.
-    pub fn tuned(mut self, isa: Isa, t: &Tuning) -> Plan {
-        if isa == t.isa {
-            self.block = t.block.max(1);
+    pub const fn tuned(mut self, isa: Isa, t: &Tuning) -> Plan {
+        if isa.code() == t.isa.code() {
+            self.block = if t.block == 0 { 1 } else { t.block };
             self.pack_x = t.pack_x;
             self.tile = t.tile;
         }
@@ -371,18 +402,13 @@ fn nhwc<
     hw: usize,
     act: Act,
 ) {
-    let (n, cin, cout, hw) = (
-        dim::<N>(n),
-        dim::<CIN>(cin),
-        dim::<COUT>(cout),
-        dim::<HW>(hw),
-    );
+    let (n, cin, cout, hw) = sizes::<N, CIN, COUT, HW>(n, cin, cout, hw);
     let act = act.fixed::<A>();
     check_args::<I>(x, w, bias, None, y, n, cin, cout, hw);
     if n == 0 || cout == 0 || hw == 0 {
         return;
     }
-    let plan = Plan::new(Isa::of(I), cin, cout, hw, 1);
+    let plan = Plan::fixed(Isa::of(I), cin, hw, UNTUNED);
     // Pixels per block: the block's output (cout × block floats, ≤ 256 KB) stays in L2 until
     // it is transposed; whole 64-pixel tiles, and no more than the x block of the plan.
     let block = ((64 * 1024 / cout) / 64 * 64).clamp(64, plan.block.max(64));
@@ -391,7 +417,7 @@ fn nhwc<
         .saturating_mul(cin)
         .saturating_mul(hw);
     par.for_each_chunk_of_images(y, n, block * cout, work, |i, image, yc| {
-        let (cin, cout, hw) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<HW>(hw));
+        let (_, cin, cout, hw) = sizes::<N, CIN, COUT, HW>(n, cin, cout, hw);
         let x = &x[image * cin * hw..][..cin * hw];
         let p0 = i * block;
         let len = yc.len() / cout;
@@ -587,20 +613,15 @@ impl Plan {
     /// input channels on planes of `hw` pixels, or `tune`'s ([`tuned`]) if it was timed
     /// with `isa`. A `const fn`, which a generated call's instance evaluates at compile time.
     pub const fn fixed(isa: Isa, cin: usize, hw: usize, tune: u64) -> Plan {
-        if tune >> 63 == 1 && (tune >> 48) as u8 == isa.code() {
-            let block = tune as u32 as usize;
-            return Plan {
-                tile: match (tune >> 40) as u8 {
-                    1 => Tile::R8V1,
-                    2 => Tile::R4V2,
-                    _ => Tile::R8V2,
-                },
-                block: if block == 0 { 1 } else { block },
-                group: 1,
-                pixel_parts: 1,
-                pack_x: (tune >> 32) as u8 & 1 == 1,
-            };
+        let plan = Plan::untuned(isa, cin, hw);
+        match Tuning::of(tune) {
+            Some(t) => plan.tuned(isa, &t),
+            None => plan,
         }
+    }
+
+    /// [`Plan::fixed`] without a tuning: the fixed cache model's blocking.
+    const fn untuned(isa: Isa, cin: usize, hw: usize) -> Plan {
         // Pixel block: the block's slice of x (cin × block floats) stays within ~256 KB of
         // L2 while every panel of the chunk sweeps it.
         let budget = 64 * 1024; // floats
@@ -702,12 +723,7 @@ fn run_batch<
         // columns of y (plus the residual: the same `act(acc) + r` the tiles compute).
         let len = hw.div_ceil(plan.pixel_parts).next_multiple_of(16);
         par.for_each_column_part(y, hw, len, work, |_, cols| {
-            let (n, cin, cout, hw) = (
-                dim::<N>(n),
-                dim::<CIN>(cin),
-                dim::<COUT>(cout),
-                dim::<HW>(hw),
-            );
+            let (n, cin, cout, hw) = sizes::<N, CIN, COUT, HW>(n, cin, cout, hw);
             let (first, count) = (cols.start(), cols.len());
             if count == 0 {
                 return;
@@ -754,7 +770,7 @@ fn run_batch<
         return;
     }
     par.for_each_chunk_of_images(y, n, group * MR * hw, work, |i, image, yc| {
-        let (cin, cout, hw) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<HW>(hw));
+        let (_, cin, cout, hw) = sizes::<N, CIN, COUT, HW>(n, cin, cout, hw);
         let row0 = i * group * MR;
         let rows = yc.len() / hw;
         let x = &x[image * cin * hw..][..cin * hw];
@@ -829,9 +845,11 @@ pub(crate) fn conv1x1_pixels<const A: u8, const CIN: usize, const I: u8>(
             && res.is_none_or(|r| r.len() == y.len()),
         "conv1x1: pixel range {first}+{count} of {hw}, {rows} rows: slices too short"
     );
-    let mut plan = Plan::new(Isa::of(I), cin, rows, count, 1);
-    // The caller lays x out for the tiles (a band with a padded row stride).
-    plan.pack_x = false;
+    let plan = Plan {
+        // The caller lays x out for the tiles (a band with a padded row stride).
+        pack_x: false,
+        ..Plan::fixed(Isa::of(I), cin, count, UNTUNED)
+    };
     let bias = if bias.is_empty() { bias } else { &bias[..rows] };
     run_group::<A, CIN, 0, UNTUNED, I>(
         plan,

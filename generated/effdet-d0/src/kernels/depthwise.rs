@@ -210,6 +210,49 @@ pub(crate) fn check_fixed<const P: u64>(
     );
 }
 
+/// The input and output planes of a depthwise conv: its sizes (an instance's constants `H`,
+/// `W` and `P` where it has them, else the arguments: [`dim`], [`fixed_pads`]) and the
+/// output size they give. What a kernel's calling thread and its workers both derive.
+#[derive(Clone, Copy)]
+pub(crate) struct Planes {
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) pads: [usize; 4],
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    /// `h · w`.
+    pub(crate) plane_in: usize,
+    /// `oh · ow`.
+    pub(crate) plane_out: usize,
+}
+
+impl Planes {
+    /// The planes of a call of kernel `k` and `stride` (`what` names the kernel in the
+    /// overflow and window panics).
+    #[inline(always)]
+    pub(crate) fn new<const H: usize, const W: usize, const P: u64>(
+        what: &str,
+        h: usize,
+        w: usize,
+        pads: [usize; 4],
+        k: usize,
+        stride: usize,
+    ) -> Planes {
+        let (h, w, pads) = (dim::<H>(h), dim::<W>(w), fixed_pads::<P>(pads));
+        let oh = out_len(h, pads[0], pads[2], k, stride);
+        let ow = out_len(w, pads[1], pads[3], k, stride);
+        Planes {
+            h,
+            w,
+            pads,
+            oh,
+            ow,
+            plane_in: size(what, &[h, w]),
+            plane_out: size(what, &[oh, ow]),
+        }
+    }
+}
+
 /// Depthwise convolution: `y[c] = act(bias[c] + conv(x[c], w[c]))`.
 ///
 /// `x`: `[c][h][w_in]`; `w`: `[c][k][k]`; `bias`: `[c]`; `y`: `[c][oh][ow]` with
@@ -413,20 +456,20 @@ fn for_groups<const C: usize, const H: usize, const W: usize, const P: u64>(
     means: &mut [f32],
     run: impl Fn(&mut Args) + Sync,
 ) {
-    let (c, h, w_in, pads) = (
-        dim::<C>(c),
-        dim::<H>(h),
-        dim::<W>(w_in),
-        fixed_pads::<P>(pads),
-    );
+    let c = dim::<C>(c);
     assert!(
         means.is_empty() || means.len() == c,
         "depthwise: {} means for {c} channels",
         means.len()
     );
-    let oh = out_len(h, pads[0], pads[2], k, stride);
-    let ow = out_len(w_in, pads[1], pads[3], k, stride);
-    let (plane_in, plane_out) = (size("depthwise", &[h, w_in]), size("depthwise", &[oh, ow]));
+    let Planes {
+        h,
+        w: w_in,
+        pads,
+        plane_in,
+        plane_out,
+        ..
+    } = Planes::new::<H, W, P>("depthwise", h, w_in, pads, k, stride);
     assert!(
         x.len() >= size("depthwise", &[c, plane_in]),
         "depthwise: input too short"
@@ -454,10 +497,15 @@ fn for_groups<const C: usize, const H: usize, const W: usize, const P: u64>(
         work,
         |gi, yg, mg| {
             // The sizes again, from the constants where the call has them.
-            let (h, w_in, pads) = (dim::<H>(h), dim::<W>(w_in), fixed_pads::<P>(pads));
-            let oh = out_len(h, pads[0], pads[2], k, stride);
-            let ow = out_len(w_in, pads[1], pads[3], k, stride);
-            let (plane_in, plane_out) = (h * w_in, oh * ow);
+            let Planes {
+                h,
+                w: w_in,
+                pads,
+                oh,
+                ow,
+                plane_in,
+                plane_out,
+            } = Planes::new::<H, W, P>("depthwise", h, w_in, pads, k, stride);
             let (c0, n) = (gi * group, yg.len() / plane_out);
             run(&mut Args {
                 x: &x[c0 * plane_in..(c0 + n) * plane_in],

@@ -17,7 +17,7 @@
 //! both compute each channel on its own, in the same order whatever channels a call covers
 //! (and every depthwise route gives the same bits).
 
-use super::depthwise::{check_fixed, fast, fixed_pads, out_len, run_planes, Args as Depthwise};
+use super::depthwise::{check_fixed, fast, run_planes, Args as Depthwise, Planes};
 use super::fuse::{check, run_channels, Args as Sum, Sample};
 use ::effdet_runtime::kernels::scratch;
 use ::effdet_runtime::kernels::simd::require;
@@ -89,8 +89,8 @@ pub fn fuse_depthwise_fixed<
     check_fixed::<PADS>("fuse_depthwise", &[C, H, W], &[c, h, w], pads);
     let (act, act_sum) = (act.fixed::<A>(), act_sum.fixed::<AF>());
     let g = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
-    let (c, h, w) = (g.c, g.h, g.w);
-    let (plane_in, plane_out) = (g.plane_in, g.plane_out);
+    let (c, h, w) = (g.c, g.p.h, g.p.w);
+    let (plane_in, plane_out) = (g.p.plane_in, g.p.plane_out);
     check(inputs, coef, c * plane_in, c, h, w);
     assert!(
         w_dw.len() >= size("fuse_depthwise", &[c, k, k])
@@ -108,13 +108,16 @@ pub fn fuse_depthwise_fixed<
     par.for_each_chunk(y, group * plane_out, work, |gi, yg| {
         // The geometry again, from the constants where the call has them.
         let Tiles {
-            h,
-            w,
-            pads,
-            oh,
-            ow,
-            plane_in,
-            plane_out,
+            p:
+                Planes {
+                    h,
+                    w,
+                    pads,
+                    oh,
+                    ow,
+                    plane_in,
+                    plane_out,
+                },
             tile,
             ..
         } = Tiles::new::<K, S, C, H, W, PADS>(c, h, w, pads);
@@ -155,13 +158,7 @@ pub fn fuse_depthwise_fixed<
 /// has them), output size and channels per tile ([`tile_channels`]).
 struct Tiles {
     c: usize,
-    h: usize,
-    w: usize,
-    pads: [usize; 4],
-    oh: usize,
-    ow: usize,
-    plane_in: usize,
-    plane_out: usize,
+    p: Planes,
     tile: usize,
 }
 
@@ -180,24 +177,12 @@ impl Tiles {
         w: usize,
         pads: [usize; 4],
     ) -> Tiles {
-        let (c, h, w, pads) = (
-            dim::<C>(c),
-            dim::<H>(h),
-            dim::<W>(w),
-            fixed_pads::<PADS>(pads),
-        );
-        let oh = out_len(h, pads[0], pads[2], K, S);
-        let ow = out_len(w, pads[1], pads[3], K, S);
+        let c = dim::<C>(c);
+        let p = Planes::new::<H, W, PADS>("fuse_depthwise", h, w, pads, K, S);
         Tiles {
             c,
-            h,
-            w,
-            pads,
-            oh,
-            ow,
-            plane_in: size("fuse_depthwise", &[h, w]),
-            plane_out: size("fuse_depthwise", &[oh, ow]),
-            tile: tile_channels(c, h, w),
+            p,
+            tile: tile_channels(c, p.h, p.w),
         }
     }
 }

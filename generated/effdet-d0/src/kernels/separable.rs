@@ -17,9 +17,7 @@
 //! not depend on its pixel blocking.
 
 use super::conv1x1::{conv1x1_pixels, packed_len, MR};
-use super::depthwise::{
-    band_input, check_fixed, fast, fixed_pads, out_len, run_planes, Args as Depthwise,
-};
+use super::depthwise::{band_input, check_fixed, fast, run_planes, Args as Depthwise, Planes};
 use super::fuse::{check, Sample};
 use super::fuse_depthwise::{sum_tiles, tile_channels};
 use ::effdet_runtime::kernels::scratch;
@@ -284,18 +282,17 @@ impl Shape {
             "separable: compiled for kernel {K} stride {S}, called with {k} and {stride}"
         );
         check_fixed::<PADS>("separable", &[CIN, COUT, H, W], &[cin, cout, h, w], pads);
-        let (cin, cout, h, w) = (dim::<CIN>(cin), dim::<COUT>(cout), dim::<H>(h), dim::<W>(w));
-        let pads = fixed_pads::<PADS>(pads);
+        let p = Planes::new::<H, W, PADS>("separable", h, w, pads, k, stride);
         Shape {
-            cin,
-            cout,
-            h,
-            w,
-            oh: out_len(h, pads[0], pads[2], k, stride),
-            ow: out_len(w, pads[1], pads[3], k, stride),
+            cin: dim::<CIN>(cin),
+            cout: dim::<COUT>(cout),
+            h: p.h,
+            w: p.w,
+            oh: p.oh,
+            ow: p.ow,
             k,
             stride,
-            pads,
+            pads: p.pads,
             act: act.fixed::<A>(),
             act_pw: act_pw.fixed::<AP>(),
         }
