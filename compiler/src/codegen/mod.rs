@@ -406,9 +406,6 @@ mod tests {
         }
     }
 
-    /// Each depthwise, dense and fused-sum call names the kernel variant compiled for its
-    /// shape and activation (const parameters), so the crate compiles those variants only;
-    /// D0's backbone runs swish, its BiFPN convs and heads none.
     /// Every block function is compiled once per instruction set: generic over `I`, which
     /// each kernel call passes on as its last const parameter; the forward pass picks the
     /// set once (one `network::<…>` call per instruction set), and nothing inside reads a
@@ -466,6 +463,9 @@ mod tests {
         assert!(model.contains("fn network<const I: u8>("));
     }
 
+    /// Each 1×1, depthwise, dense and fused-sum call names the kernel variant compiled for
+    /// its shape and activation (const parameters), so the crate compiles those variants
+    /// only; D0's backbone runs swish, its BiFPN convs and heads none.
     #[test]
     fn kernel_calls_fix_their_shape_and_activation() {
         let files = d0_files(DEFAULT_EMBED_LIMIT);

@@ -42,8 +42,8 @@ pub enum Kernel {
         /// Writes its output channels-last (`[n][hw][cout]`) for the NCHW → NHWC transpose
         /// that is its only reader, which becomes a view (set by the memory planner).
         nhwc: bool,
-        /// Its second input is a squeeze-excite's gates (`[cin]`), folded into the weights;
-        /// a residual comes third.
+        /// Its second input is a squeeze-excite's gates (one per input channel), which
+        /// scale its input channels as it copies each block of them; a residual comes third.
         gated: bool,
         /// The blocking `effdetc build --tune` (or `--tuning FILE`) chose for this shape;
         /// `None`: the kernel's fixed rule (`tune.rs`).
@@ -792,10 +792,11 @@ impl Plan {
 }
 
 /// A squeeze-excite whose only reader is a 1×1 conv (an MBConv's project conv) leaves its
-/// input unscaled and hands the conv its gates, which the conv folds into its weights:
-/// the expanded feature map is then read once by the squeeze-excite (its means), instead of
-/// read twice and written once. With a batch, each image's gates scale that image's copy
-/// of the weights, so every image stays bit-identical to a batch of one.
+/// input unscaled and hands the conv its gates, which scale each block of the conv's input
+/// as the conv copies it for its tiles: the expanded feature map is then read once by the
+/// squeeze-excite (its means), instead of read twice and written once. The copy holds the
+/// bits the squeeze-excite would have written, and with a batch each image's gates scale
+/// that image's blocks, so every image stays bit-identical to the unfused batch of one.
 fn gate_project_convs(
     steps: &mut [Step],
     slots: &mut Vec<Slot>,

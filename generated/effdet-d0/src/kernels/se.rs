@@ -66,8 +66,8 @@ pub fn squeeze_excite<const I: u8>(
 
 /// The gates of [`squeeze_excite`] without applying them: `gates[c]` =
 /// `sigmoid(expand(act(reduce(mean(x)))))[c]` for `x` (`[c][hw]`, read only). For a
-/// squeeze-excite whose only reader is a 1×1 conv, which applies them to its weights
-/// instead ([`super::conv1x1::conv1x1_batch_gated`]): the feature map is then read once,
+/// squeeze-excite whose only reader is a 1×1 conv, which scales its input by them as it
+/// copies it ([`super::conv1x1::conv1x1_batch_gated`]): the feature map is then read once,
 /// not read twice and written once. `scratch` holds at least `r` floats.
 ///
 /// # Panics
